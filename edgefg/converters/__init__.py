@@ -1,0 +1,86 @@
+"""Converters: functions from one model format to another, registered under ``(src, dst)``.
+
+``deploy`` asks :func:`find_path` for the chain from the artifact's format to the target's
+format. A converter module registers itself with :func:`register`; adding one = a module plus
+its name in ``CONVERTER_MODULES``. Heavy libraries are imported inside the functions.
+"""
+from __future__ import annotations
+
+import importlib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgefg.errors import UnsupportedError
+
+CONVERTER_MODULES = [
+    "edgefg.converters.onnx_passthrough",
+    "edgefg.converters.onnx_to_openvino",
+]
+
+
+@dataclass
+class ConvertRequest:
+    """What a converter gets: the source file, where to write, and the deploy context."""
+
+    src: Path
+    out_dir: Path
+    precision: str
+    target: Any  # edgefg.targets.Target
+    manifest: Any  # the source artifact's Manifest
+    samples: np.ndarray | None = None  # preprocessed calibration/parity samples
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConvertResult:
+    model_file: str  # relative to out_dir
+    notes: list[str] = field(default_factory=list)
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Converter:
+    src: str
+    dst: str
+    fn: Callable[[ConvertRequest], ConvertResult]
+    description: str
+
+
+_REGISTRY: dict[tuple[str, str], Converter] = {}
+
+
+def register(src: str, dst: str, description: str) -> Callable:
+    def deco(fn: Callable[[ConvertRequest], ConvertResult]) -> Callable:
+        _REGISTRY[(src, dst)] = Converter(src, dst, fn, description)
+        return fn
+
+    return deco
+
+
+def registry() -> dict[tuple[str, str], Converter]:
+    for name in CONVERTER_MODULES:
+        importlib.import_module(name)
+    return dict(_REGISTRY)
+
+
+def find_path(src: str, dst: str) -> list[Converter]:
+    """Shortest chain of converters from ``src`` to ``dst`` (breadth-first)."""
+    reg = registry()
+    if (src, dst) in reg:
+        return [reg[(src, dst)]]
+    queue: deque[tuple[str, list[Converter]]] = deque([(src, [])])
+    seen = {src}
+    while queue:
+        fmt, chain = queue.popleft()
+        for (a, b), conv in reg.items():
+            if a == fmt and b not in seen:
+                if b == dst:
+                    return chain + [conv]
+                seen.add(b)
+                queue.append((b, chain + [conv]))
+    known = ", ".join(f"{a}->{b}" for a, b in sorted(reg))
+    raise UnsupportedError(f"no conversion from '{src}' to '{dst}'", f"available converters: {known}")

@@ -1,0 +1,107 @@
+"""``edgefg deploy``: compressed artifact → self-describing bundle for a target profile.
+
+Finds the converter chain from the artifact's format to the target's, runs it, checks numeric
+parity of the deployed model against the artifact on calibration images, and writes the bundle
+(model file(s) + manifest.json + labels.txt + target.toml, every file checksummed).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
+from edgefg.converters import ConvertRequest, find_path
+from edgefg.errors import TargetError
+from edgefg.manifest import PARITY_DIR, Manifest, atomic_output_dir, load_manifest
+from edgefg.runtime.model import LoadedBundle
+from edgefg.targets import Target, load_target
+from edgefg.validate.metrics import parity
+from edgefg.versions import library_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeployResult:
+    directory: Path
+    manifest: Manifest
+    target: Target
+
+
+def _parity_inputs(artifact: Path, manifest: Manifest, data: Path | None, n: int) -> tuple[np.ndarray, str]:
+    if data is not None:
+        samples = stratified_subset(scan(data, manifest.labels).samples, n)
+        source = str(data)
+    elif (artifact / PARITY_DIR).is_dir():
+        samples = scan(artifact / PARITY_DIR).samples[:n]
+        source = f"{PARITY_DIR} (calibration images kept in the artifact)"
+    else:
+        log.warning("no images for the parity check: using random inputs (pass --data DIR for a meaningful check)")
+        shape = [n] + [d if isinstance(d, int) else 1 for d in manifest.inputs[0].shape[1:]]
+        return np.random.default_rng(0).standard_normal(shape).astype(np.float32), "random inputs"
+    x = np.concatenate([b.x for b in iter_batches(samples, manifest.preprocess, 16)])
+    return x, source
+
+
+def resolve_precision(target: Target, artifact: Manifest, requested: str | None) -> str:
+    precision = requested or (artifact.precision if artifact.precision in target.precisions else target.precisions[0])
+    target.check_precision(precision)
+    return precision
+
+
+def deploy(
+    artifact: str | Path,
+    target: str | Path | Target,
+    out: str | Path,
+    precision: str | None = None,
+    force: bool = False,
+    data: str | Path | None = None,
+    parity_samples: int = 32,
+) -> DeployResult:
+    artifact = Path(artifact)
+    src = load_manifest(artifact)
+    tgt = target if isinstance(target, Target) else load_target(target)
+    if not tgt.available:
+        raise TargetError(f"target '{tgt.name}' is not available yet: {tgt.status_note}", "see `edgefg targets` for the available ones")
+    precision = resolve_precision(tgt, src, precision)
+    chain = find_path(src.format, tgt.format)
+    x, parity_source = _parity_inputs(artifact, src, Path(data) if data else None, parity_samples)
+
+    with atomic_output_dir(out, force) as tmp:
+        current = artifact / src.model_file
+        result = None
+        for i, conv in enumerate(chain):
+            step_dir = tmp if i == len(chain) - 1 else tmp / f".step{i}"
+            step_dir.mkdir(exist_ok=True)
+            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src))
+            current = step_dir / result.model_file
+        for p in tmp.glob(".step*"):
+            shutil.rmtree(p)
+        shutil.copy2(tgt.path, tmp / "target.toml")
+
+        manifest = copy.deepcopy(src)
+        manifest.kind = "bundle"
+        manifest.model_file = result.model_file
+        manifest.format = tgt.format
+        manifest.backend = tgt.backend
+        manifest.precision = precision
+        manifest.target = tgt.name
+        manifest.backend_options = result.backend_options
+        manifest.versions = library_versions()
+        manifest.compression = src.compression + [
+            {"method": "deploy", "target": tgt.name, "converters": [f"{c.src}->{c.dst}" for c in chain], "notes": result.notes}
+        ]
+        with LoadedBundle(tmp, verify=False, manifest=manifest) as cand, LoadedBundle(artifact, verify=False, manifest=src) as ref:
+            manifest.parity = {
+                "reference": f"artifact '{artifact.name}' ({src.precision}, onnxruntime)",
+                "inputs": parity_source,
+                **parity(cand.scores(x), ref.scores(x), src.output_activation),
+            }
+        manifest.record_files(tmp)
+        manifest.save(tmp)
+    return DeployResult(Path(out), manifest, tgt)

@@ -1,0 +1,211 @@
+"""The artifact description that travels with every model edgefg writes.
+
+A ``manifest.json`` sits beside the model file(s) of a compressed *artifact* and of a deployed
+*bundle*. It holds everything later stages need — labels, preprocessing, I/O specs, precision,
+backend, target, compression steps, measured accuracy/parity, library versions and a sha256 of
+every file — so nothing is guessed twice. Imports only the standard library (the on-device
+runtime reads it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgefg.errors import BundleError, ChecksumError, InputPathError, OutputExistsError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LABELS_NAME = "labels.txt"
+PARITY_DIR = "parity_samples"  # a few calibration images an artifact keeps for deploy's parity check
+
+
+@dataclass
+class Preprocess:
+    """How a decoded image becomes the model input (timm's eval transform, made explicit)."""
+
+    input_size: tuple[int, int] = (224, 224)  # (H, W) fed to the model
+    resize_shorter: int = 224  # shorter side is resized to this, then centre-cropped
+    crop: str = "center"  # "center" | "none" (resize straight to input_size)
+    interpolation: str = "bicubic"  # bilinear | bicubic | nearest | area
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on 0..1 pixels
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    color: str = "RGB"  # channel order the model expects
+    layout: str = "NCHW"  # NCHW | NHWC
+    dtype: str = "float32"  # float32 | float16 | uint8 | int8
+    quant_scale: float | None = None  # for integer inputs: q = round(x / scale + zero_point)
+    quant_zero_point: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        for key in ("input_size", "mean", "std"):
+            if key in d and d[key] is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int | str]
+    dtype: str = "float32"
+    quant_scale: float | None = None
+    quant_zero_point: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+@dataclass
+class Manifest:
+    """Schema-versioned description of an artifact or bundle directory."""
+
+    name: str
+    kind: str  # "artifact" (output of compress) | "bundle" (output of deploy)
+    model_file: str  # path relative to the directory
+    format: str  # onnx | openvino | tflite | tensorrt-onnx ...
+    backend: str  # runtime backend that runs model_file: onnxruntime | openvino | tflite | tensorrt
+    precision: str  # fp32 | fp16 | bf16 | int8
+    labels: list[str]
+    preprocess: Preprocess
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    output_activation: str = "logits"  # logits | softmax
+    target: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    compression: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"manifest schema version {version!r} is not supported (this edgefg reads {SCHEMA_VERSION})",
+                "re-create the bundle with this edgefg version",
+            )
+        try:
+            d = dict(d)
+            d["preprocess"] = Preprocess.from_dict(d["preprocess"])
+            d["inputs"] = [TensorSpec.from_dict(t) for t in d["inputs"]]
+            d["outputs"] = [TensorSpec.from_dict(t) for t in d["outputs"]]
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"manifest is missing or has a malformed field: {exc}") from None
+
+    # -- files -----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        (directory / LABELS_NAME).write_text("\n".join(self.labels) + "\n", encoding="utf-8")
+        path = directory / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def record_files(self, directory: str | Path) -> None:
+        """Hash every file in ``directory`` (except the manifest itself) into ``files``."""
+        directory = Path(directory)
+        self.files = {
+            p.relative_to(directory).as_posix(): sha256_file(p)
+            for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != MANIFEST_NAME
+        }
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
+    """Read ``manifest.json`` from an artifact/bundle directory; verify checksums by default."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise InputPathError(f"'{directory}' does not exist", "pass the directory written by edgefg compress/deploy")
+    if directory.is_file():
+        raise BundleError(
+            f"'{directory}' is a file, not an edgefg bundle directory",
+            "wrap a model file into a bundle with: edgefg deploy MODEL --target ...",
+        )
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"'{directory}' has no {MANIFEST_NAME}", "is it a directory written by edgefg compress/deploy?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"'{path}' is not valid JSON ({exc})", "re-create the bundle") from None
+    manifest = Manifest.from_dict(data)
+    if verify:
+        verify_files(directory, manifest)
+    return manifest
+
+
+def verify_files(directory: str | Path, manifest: Manifest) -> None:
+    """Raise :class:`ChecksumError` unless every listed file exists with its recorded sha256."""
+    directory = Path(directory)
+    if not manifest.files:
+        raise ChecksumError(f"'{directory}' manifest lists no file checksums", "re-create the bundle")
+    if manifest.model_file not in manifest.files:
+        raise ChecksumError(f"the model file '{manifest.model_file}' has no checksum in the manifest")
+    for rel, expected in manifest.files.items():
+        path = directory / rel
+        if not path.is_file():
+            raise ChecksumError(f"'{path}' listed in the manifest is missing", "copy the whole bundle directory")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"checksum mismatch for '{path}' (expected {expected[:12]}…, got {actual[:12]}…)",
+                "the file is corrupt or was modified; re-copy or re-deploy the bundle",
+            )
+
+
+@contextmanager
+def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory next to ``out``; move it into place only on success.
+
+    An exception leaves nothing at ``out`` that looks valid (and leaves an existing ``out``
+    untouched unless the work completed and ``force`` was given).
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"output '{out}' already exists", "choose another path or pass --force to overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, out)

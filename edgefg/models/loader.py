@@ -1,0 +1,253 @@
+"""Load a user's model: a timm hub-format folder, a timm architecture + checkpoint, or ONNX.
+
+Checkpoints are read with safetensors or ``torch.load(weights_only=True)`` — never unpickled.
+Preprocessing comes from the model's config (timm ``pretrained_cfg``) and labels from the
+folder's config/labels file or ``--labels``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgefg.errors import ClassMismatchError, InputPathError, ModelLoadError, UnsupportedError
+from edgefg.manifest import Preprocess
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for compression/export, with everything the manifest needs."""
+
+    labels: list[str]
+    preprocess: Preprocess
+    module: Any = None  # torch.nn.Module (eval mode) when loaded from torch weights
+    onnx_path: Path | None = None  # when the user gave an ONNX file
+    arch: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def read_labels(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputPathError(f"labels file '{path}' does not exist", "pass --labels FILE with one class name per line")
+    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not labels:
+        raise ModelLoadError(f"labels file '{path}' is empty")
+    return labels
+
+
+def preprocess_from_cfg(cfg: dict[str, Any]) -> Preprocess:
+    """timm ``pretrained_cfg``/data config → :class:`Preprocess` (timm's eval transform)."""
+    size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
+    h, w = int(size[-2]), int(size[-1])
+    crop_pct = float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875)
+    crop_mode = cfg.get("crop_mode", "center")
+    if crop_mode not in ("center", None):
+        log.warning("crop_mode '%s' is treated as a centre crop", crop_mode)
+    return Preprocess(
+        input_size=(h, w),
+        resize_shorter=int(math.floor(min(h, w) / crop_pct)),
+        crop="center",
+        interpolation=str(cfg.get("interpolation") or "bilinear"),
+        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+    )
+
+
+@contextlib.contextmanager
+def exportable_layers() -> Iterator[None]:
+    """Build timm models with export-friendly layers (static 'same' padding, no custom autograd)."""
+    from timm.layers import set_layer_config
+
+    conv_same = importlib.import_module("timm.layers.conv2d_same")  # the module, not the function
+    previous = getattr(conv_same, "_USE_EXPORT_CONV", False)
+    conv_same._USE_EXPORT_CONV = True
+    try:
+        with set_layer_config(exportable=True):
+            yield
+    finally:
+        conv_same._USE_EXPORT_CONV = previous
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"'{path}' is not a readable safetensors file: {exc}", "re-save or re-download it") from None
+    else:
+        try:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors, zip errors, UnpicklingError for non-weights content
+            raise ModelLoadError(
+                f"'{path}' is not a loadable weights-only checkpoint: {str(exc).splitlines()[0][:200]}",
+                "edgefg loads .pth with weights_only=True; save a plain state_dict or use safetensors",
+            ) from None
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+                break
+    if not isinstance(sd, dict) or not sd:
+        raise ModelLoadError(f"'{path}' holds no state_dict")
+    return {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights: Path):
+    import timm
+    import torch
+
+    if not timm.is_model(arch):
+        raise UnsupportedError(f"'{arch}' is not a timm architecture", "see timm.list_models() for names")
+    try:
+        with exportable_layers():
+            model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **model_args)
+    except TypeError as exc:
+        raise ModelLoadError(f"cannot build {arch} with {model_args}: {exc}") from None
+    sd = _state_dict(weights)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise ModelLoadError(
+            f"weights in '{weights}' do not fit {arch} with {num_classes} classes: {' '.join(lines[1:3])[:300]}",
+            "check --arch and --num-classes (and model_args in config.json)",
+        ) from None
+    model.eval()
+    with torch.no_grad():  # exportable 'same' convs fix their padding at the first call
+        model(torch.zeros(1, *model.pretrained_cfg.get("input_size", (3, 224, 224))))
+    return model
+
+
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    labels: str | Path | None = None,
+    model_args: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Load ``path`` (hub folder, checkpoint + ``arch``, or ``.onnx``)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputPathError(f"model '{path}' does not exist", "pass a timm hub folder, a checkpoint with --arch, or an .onnx file")
+    label_list = read_labels(labels) if labels else None
+
+    if path.is_dir():
+        return _load_hub_folder(path, label_list)
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path, label_list)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        if not arch:
+            raise UnsupportedError(f"'{path.name}' is a bare checkpoint", "pass --arch (a timm architecture name) and --num-classes")
+        import timm
+
+        n = num_classes or (len(label_list) if label_list else None)
+        if n is None:
+            raise UnsupportedError("the number of classes is unknown", "pass --num-classes or --labels")
+        model = _build_timm(arch, n, model_args or {}, path)
+        return LoadedModel(
+            labels=_labels_or_default(label_list, n),
+            preprocess=preprocess_from_cfg(timm.data.resolve_data_config({}, model=model)),
+            module=model,
+            arch=arch,
+            source={"type": "timm-checkpoint", "path": str(path), "arch": arch, "model_args": model_args or {}},
+        )
+    raise UnsupportedError(
+        f"unsupported model file '{path.name}'",
+        "pass a timm hub folder (config.json + model.safetensors), a .safetensors/.pth checkpoint with --arch, or an .onnx file",
+    )
+
+
+def _labels_or_default(labels: list[str] | None, n: int) -> list[str]:
+    if labels is None:
+        log.warning("no labels given: classes are named class_0..class_%d (pass --labels FILE)", n - 1)
+        return [f"class_{i}" for i in range(n)]
+    if len(labels) != n:
+        raise ClassMismatchError(f"{len(labels)} labels given for a model with {n} outputs", "pass a labels file with one line per output")
+    return labels
+
+
+def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"'{folder}' has no config.json", "a timm hub folder holds config.json + model.safetensors")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"'{cfg_path}' is not valid JSON: {exc}") from None
+    arch = cfg.get("architecture") or cfg.get("model_name")
+    if not arch:
+        raise ModelLoadError(f"'{cfg_path}' names no 'architecture'")
+    weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None)
+    if weights is None:
+        raise ModelLoadError(f"'{folder}' has no model.safetensors (or pytorch_model.bin)")
+    n = int(cfg.get("num_classes") or cfg.get("pretrained_cfg", {}).get("num_classes") or 0)
+    if labels is None:
+        if cfg.get("label_names"):
+            labels = list(cfg["label_names"])
+        elif (folder / "labels.txt").is_file():
+            labels = read_labels(folder / "labels.txt")
+    n = n or (len(labels) if labels else 0)
+    if not n:
+        raise ModelLoadError(f"'{cfg_path}' gives no num_classes and no labels")
+    model = _build_timm(arch, n, dict(cfg.get("model_args") or {}), weights)
+    pre = preprocess_from_cfg(cfg.get("pretrained_cfg") or cfg)
+    return LoadedModel(
+        labels=_labels_or_default(labels, n),
+        preprocess=pre,
+        module=model,
+        arch=arch,
+        source={"type": "timm-hub", "path": str(folder), "arch": arch, "model_args": cfg.get("model_args") or {}},
+    )
+
+
+def _load_onnx(path: Path, labels: list[str] | None) -> LoadedModel:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # DecodeError, ValidationError, OSError ...
+        raise ModelLoadError(f"'{path}' is not a valid ONNX model: {str(exc).splitlines()[0][:200]}") from None
+    dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise UnsupportedError(f"ONNX input has shape {dims}; edgefg expects an image classifier with one N×C×H×W input")
+    out_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    n = out_dims[-1] if out_dims and out_dims[-1] else None
+    cfg_path = path.with_name("config.json")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    if labels is None and cfg.get("label_names"):
+        labels = list(cfg["label_names"])
+    if labels is None and path.with_name("labels.txt").is_file():
+        labels = read_labels(path.with_name("labels.txt"))
+    if n is None and labels:
+        n = len(labels)
+    if not n:
+        raise ModelLoadError(f"cannot tell the number of classes of '{path}'", "pass --labels FILE")
+    if not cfg:
+        log.warning("no config.json beside '%s': assuming ImageNet mean/std, bilinear, crop 0.875", path.name)
+    pre_cfg = cfg.get("pretrained_cfg") or cfg
+    pre_cfg = {**pre_cfg, "input_size": pre_cfg.get("input_size") or (3, int(dims[2]), int(dims[3]))}
+    return LoadedModel(
+        labels=_labels_or_default(labels, n),
+        preprocess=preprocess_from_cfg(pre_cfg),
+        onnx_path=path,
+        source={"type": "onnx", "path": str(path)},
+    )

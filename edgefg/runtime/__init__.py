@@ -1,0 +1,1 @@
+"""The on-device runtime: numpy, OpenCV and one backend; never torch."""

@@ -1,0 +1,111 @@
+"""The runtime backend contract and its registry.
+
+A backend loads one model file described by a :class:`~edgefg.manifest.Manifest` and turns a
+preprocessed batch into scores. Every backend implements the same four things — ``load`` (the
+constructor), ``input_spec``, ``infer`` and ``close`` — in its own module, imported lazily so that
+a device needs only the one engine it uses. Adding a backend = one module + one line in
+``BACKENDS``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.manifest import Manifest, TensorSpec
+
+# backend name -> "module:Class" (lazy), and the pip extra that provides its engine
+BACKENDS: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("edgefg.runtime.backends.onnxruntime:OnnxRuntimeBackend", "onnxruntime"),
+    "openvino": ("edgefg.runtime.backends.openvino:OpenVINOBackend", "openvino"),
+}
+
+
+def default_threads() -> int:
+    """Physical-ish core count: what latency-oriented edge inference should use by default."""
+    env = os.environ.get("EDGEFG_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Backend(ABC):
+    """Runs one model file. Construct with the model path and its manifest; use as a context manager."""
+
+    name: ClassVar[str]
+    engine_module: ClassVar[str]  # the Python module of the engine, for error messages
+
+    def __init__(self, model_path: str | Path, manifest: Manifest, num_threads: int | None = None, **options: Any):
+        self.model_path = Path(model_path)
+        self.manifest = manifest
+        self.num_threads = num_threads or default_threads()
+        self.options = {**manifest.backend_options, **options}
+
+    # -- the contract ------------------------------------------------------------------------
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self.manifest.inputs[0]
+
+    @property
+    def static_batch(self) -> int | None:
+        """The model's fixed batch size, or None when the batch axis is dynamic."""
+        b = self.input_spec.shape[0]
+        return b if isinstance(b, int) and b > 0 else None
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed batch (N, ...) → float32 scores (N, classes), dequantized if needed."""
+        static = self.static_batch
+        if static is not None and batch.shape[0] != static:
+            if static != 1:
+                raise UnsupportedError(f"model has a static batch of {static}, got {batch.shape[0]}")
+            raw = np.concatenate([self._run(batch[i : i + 1]) for i in range(batch.shape[0])])
+        else:
+            raw = self._run(batch)
+        return self._dequantize(raw)
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the engine on a batch it accepts as-is; return its first output."""
+
+    def close(self) -> None:  # engines free their memory when dropped; override if not
+        pass
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
+        out = self.manifest.outputs[0]
+        raw = raw.reshape(raw.shape[0], -1)
+        if out.quant_scale is not None and np.issubdtype(raw.dtype, np.integer):
+            return (raw.astype(np.float32) - (out.quant_zero_point or 0)) * out.quant_scale
+        return raw.astype(np.float32, copy=False)
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def backend_class(name: str) -> type[Backend]:
+    if name not in BACKENDS:
+        raise UnsupportedError(f"unknown runtime backend '{name}'", f"known backends: {', '.join(sorted(BACKENDS))}")
+    target, extra = BACKENDS[name]
+    module_name, cls_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError.for_module(exc.name or name, extra) from None
+    return getattr(module, cls_name)
+
+
+def open_backend(directory: str | Path, manifest: Manifest, **options: Any) -> Backend:
+    """Instantiate the manifest's backend on the manifest's model file inside ``directory``."""
+    cls = backend_class(manifest.backend)
+    return cls(Path(directory) / manifest.model_file, manifest, **options)

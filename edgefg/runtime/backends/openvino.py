@@ -1,0 +1,63 @@
+"""OpenVINO backend. Honours the manifest's precision: on CPUs with bf16/fp16 support OpenVINO
+would otherwise silently run FP32 models in reduced precision."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
+from edgefg.runtime.backends.base import Backend
+
+try:
+    import openvino as ov
+except ModuleNotFoundError:  # pragma: no cover - depends on the install
+    raise MissingDependencyError.for_module("openvino", "openvino") from None
+
+# manifest precision -> INFERENCE_PRECISION_HINT for the float parts of the graph.
+# int8 keeps f32 for what stays in float, so INT8 vs FP32 comparisons measure quantization only.
+INFERENCE_PRECISION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    engine_module = "openvino"
+
+    def __init__(self, model_path, manifest, num_threads=None, **options: Any):
+        super().__init__(model_path, manifest, num_threads, **options)
+        core = ov.Core()
+        device = str(self.options.get("device", "CPU"))
+        available = core.available_devices
+        if not any(d == device or d.startswith(device + ".") for d in available):
+            raise UnsupportedError(
+                f"OpenVINO device '{device}' is not present on this machine (available: {', '.join(available)})",
+                "run with --device CPU, or deploy for the intel-cpu target",
+            )
+        precision = self.options.get("inference_precision") or INFERENCE_PRECISION.get(manifest.precision, "f32")
+        if device == "CPU" and precision == "f16":
+            precision = "f32"  # FP16-compressed weights are decompressed on CPU; compute stays f32
+        config = {
+            "PERFORMANCE_HINT": self.options.get("performance_hint", "LATENCY"),
+            "INFERENCE_PRECISION_HINT": precision,
+        }
+        if device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = self.num_threads
+        try:
+            model = core.read_model(str(self.model_path))
+            self.compiled = core.compile_model(model, device, config)
+        except RuntimeError as exc:
+            raise ModelLoadError(
+                f"OpenVINO cannot load '{self.model_path}': {str(exc).strip().splitlines()[0][:300]}",
+                "check that the .xml and its .bin are complete (re-deploy the bundle)",
+            ) from None
+        self.device = device
+        self.inference_precision = precision
+        self.request = self.compiled.create_infer_request()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer({0: batch})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None

@@ -1,0 +1,156 @@
+"""``edgefg bench``: bundles side by side in one run.
+
+Each bundle runs in its own worker process (so its peak RSS is its own); the parent interleaves
+rounds — bundle A, B, C, A, B, C … — so machine drift hits every bundle alike. numpy only.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefg.errors import EdgefgError
+from edgefg.runtime.timing import percentiles, time_calls
+
+
+@dataclass
+class BenchOptions:
+    rounds: int = 5
+    iters: int = 50
+    warmup: int = 10
+    batch: int = 1
+    num_threads: int | None = None
+
+
+def _input_for(manifest, batch: int) -> np.ndarray:
+    spec = manifest.inputs[0]
+    shape = [batch] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+    rng = np.random.default_rng(0)
+    if spec.dtype in ("uint8", "int8"):
+        info = np.iinfo(spec.dtype)
+        return rng.integers(info.min, info.max + 1, size=shape, dtype=spec.dtype)
+    return rng.standard_normal(shape).astype(spec.dtype)
+
+
+def _worker(conn, bundle: str, opts: BenchOptions) -> None:
+    try:
+        from edgefg.runtime.model import LoadedBundle
+
+        model = LoadedBundle(bundle, num_threads=opts.num_threads)
+        x = _input_for(model.manifest, opts.batch)
+        time_calls(lambda: model.scores(x), opts.warmup, warmup=0)
+        conn.send(("ready", {"backend": model.manifest.backend, "precision": model.manifest.precision, "target": model.manifest.target,
+                             "threads": model.backend.num_threads}))
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "round":
+                conn.send(("times", time_calls(lambda: model.scores(x), arg, warmup=1)))
+            else:
+                conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+                return
+    except EdgefgError as exc:
+        conn.send(("error", str(exc)))
+    except Exception as exc:  # report, don't hang the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+        info["flags"] = [f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "neon", "asimd"}]
+    except OSError:
+        info["cpu"] = platform.processor()
+    from edgefg.versions import library_versions
+
+    info["versions"] = library_versions(("edgefg", "onnxruntime", "openvino", "ai-edge-litert", "numpy"))
+    return info
+
+
+def _dir_size_mb(path: Path, manifest) -> float:
+    return sum((path / f).stat().st_size for f in manifest.files if not f.startswith("parity_samples")) / 1e6
+
+
+def run_bench(bundles: list[Path], opts: BenchOptions) -> dict[str, Any]:
+    from edgefg.manifest import load_manifest
+
+    manifests = [load_manifest(b) for b in bundles]  # fail fast, with a clear error, before spawning
+    ctx = mp.get_context("spawn")
+    workers = []
+    try:
+        for b in bundles:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, str(b), opts), daemon=True)
+            proc.start()
+            workers.append((proc, parent))
+        infos = []
+        for (proc, conn), b in zip(workers, bundles):
+            kind, payload = conn.recv()
+            if kind == "error":
+                raise EdgefgError(f"bench worker for '{b}' failed: {payload}")
+            infos.append(payload)
+        times: list[list[float]] = [[] for _ in bundles]
+        for _ in range(opts.rounds):
+            for i, (_, conn) in enumerate(workers):
+                conn.send(("round", opts.iters))
+                kind, payload = conn.recv()
+                if kind == "error":
+                    raise EdgefgError(f"bench worker for '{bundles[i]}' failed: {payload}")
+                times[i] += payload
+        results = []
+        for i, (b, (proc, conn)) in enumerate(zip(bundles, workers)):
+            conn.send(("stop", None))
+            _, rss = conn.recv()
+            lat = percentiles(times[i])
+            results.append(
+                {
+                    "bundle": str(b),
+                    **infos[i],
+                    "batch": opts.batch,
+                    "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99", "mean")},
+                    "throughput_fps": opts.batch * 1e3 / lat["mean"],
+                    "peak_rss_mb": rss,
+                    "size_mb": _dir_size_mb(b, manifests[i]),
+                    "samples": len(times[i]),
+                }
+            )
+    finally:
+        for proc, _ in workers:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+    return {
+        "machine": machine_info(),
+        "settings": {"rounds": opts.rounds, "iters": opts.iters, "warmup": opts.warmup, "batch": opts.batch, "threads": opts.num_threads},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+
+
+def bench_table(result: dict[str, Any]):
+    from rich.table import Table
+
+    m = result["machine"]
+    table = Table(title=f"edgefg bench — {m.get('cpu', '?')}, {m.get('cores')} cores, batch {result['settings']['batch']}")
+    for col in ("bundle", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "FPS", "vs first", "peak RSS MB", "size MB"):
+        table.add_column(col, justify="left" if col in ("bundle", "backend", "precision") else "right")
+    base = result["results"][0]["latency_ms"]["p50"] if result["results"] else 1.0
+    for r in result["results"]:
+        lat = r["latency_ms"]
+        table.add_row(
+            Path(r["bundle"]).name, r["backend"], r["precision"], f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
+            f"{r['throughput_fps']:.1f}", f"{base / lat['p50']:.2f}×", f"{r['peak_rss_mb']:.0f}", f"{r['size_mb']:.2f}",
+        )
+    return table

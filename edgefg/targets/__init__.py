@@ -1,0 +1,95 @@
+"""Target device profiles — data files (TOML) shipped in ``profiles/``; users may pass their own.
+
+No device name appears in logic: deploy reads the backend, format, precisions, layout and
+budgets from the profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from edgefg.errors import InputPathError, TargetError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+@dataclass
+class Target:
+    name: str
+    description: str
+    family: str
+    backend: str  # runtime backend on the device
+    format: str  # model format deploy must produce
+    precisions: list[str]  # the first is the default
+    status: str = "available"  # available | planned
+    status_note: str = ""
+    device: str | None = None  # engine device name (OpenVINO: CPU/GPU/NPU)
+    layout: str = "NCHW"
+    static_shapes: bool = False
+    aliases: list[str] = field(default_factory=list)
+    runtime: dict[str, Any] = field(default_factory=dict)
+    device_info: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)
+    unsupported_ops: list[str] = field(default_factory=list)
+    device_install: str = ""
+    notes: str = ""
+    path: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.status == "available"
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Target":
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise TargetError(f"target file '{path}' is not valid TOML: {exc}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TargetError(f"target file '{path}' has unknown keys: {', '.join(unknown)}", f"allowed: {', '.join(sorted(known))}")
+        missing = [k for k in ("name", "description", "family", "backend", "format", "precisions") if k not in data]
+        if missing:
+            raise TargetError(f"target file '{path}' lacks required keys: {', '.join(missing)}")
+        return cls(**data, path=str(path))
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise TargetError(
+                f"target '{self.name}' does not support precision '{precision}'",
+                f"supported: {', '.join(self.precisions)}",
+            )
+
+
+def list_targets() -> list[Target]:
+    return [Target.from_file(p) for p in sorted(PROFILE_DIR.glob("*.toml"))]
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """A built-in profile by name or alias (e.g. ``jetson``), or a user's ``.toml`` file."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or Path(text).is_file():
+        path = Path(text)
+        if not path.is_file():
+            raise InputPathError(f"target file '{path}' does not exist")
+        return Target.from_file(path)
+    targets = list_targets()
+    for t in targets:
+        if t.name == text:
+            return t
+    for t in targets:
+        if text in t.aliases:
+            return t
+    raise TargetError(
+        f"unknown target '{text}'",
+        f"known targets: {', '.join(t.name for t in targets)} (see: edgefg targets), or pass a profile .toml",
+    )

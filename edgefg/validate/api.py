@@ -1,0 +1,144 @@
+"""``edgefg validate``: accuracy-regression check of a bundle on labelled (or unlabelled) images.
+
+Reports top-1/top-5, per-class accuracy, worst-class drop, agreement and mean KL against a
+reference, and evaluates the thresholds a CI gate sets. Needs no torch unless the reference is
+a PyTorch model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefg.calibration.dataset import scan
+from edgefg.errors import ClassMismatchError, DataError, UnsupportedError
+from edgefg.manifest import MANIFEST_NAME
+from edgefg.runtime.model import LoadedBundle
+from edgefg.validate.evaluate import Scored, score_samples
+from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
+
+
+@dataclass
+class Thresholds:
+    max_top1_drop: float | None = None  # percentage points vs the reference
+    max_class_drop: float | None = None  # percentage points, worst class
+    min_top1: float | None = None  # fraction 0-1
+    min_agreement: float | None = None  # fraction 0-1
+
+    def needs_reference(self) -> list[str]:
+        return [n for n in ("max_top1_drop", "max_class_drop", "min_agreement") if getattr(self, n) is not None]
+
+
+def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size: int) -> tuple[Scored, str]:
+    """Score the same images with the reference: an edgefg artifact/bundle, an ONNX file, or a torch model."""
+    if (reference / MANIFEST_NAME).is_file():
+        with LoadedBundle(reference) as ref:
+            if ref.labels != bundle.labels:
+                raise ClassMismatchError(
+                    f"reference '{reference}' has different labels from the bundle ({len(ref.labels)} vs {len(bundle.labels)})",
+                    "compare bundles made from the same model",
+                )
+            return score_samples(ref, samples, batch_size, "scoring reference"), f"{ref.manifest.precision} {ref.manifest.backend}"
+    if reference.suffix.lower() == ".onnx":
+        import copy
+
+        manifest = copy.deepcopy(bundle.manifest)
+        manifest.model_file, manifest.backend, manifest.backend_options = reference.name, "onnxruntime", {}
+        manifest.outputs[0].quant_scale = None
+        with LoadedBundle(reference.parent, verify=False, manifest=manifest) as ref:
+            return score_samples(ref, samples, batch_size, "scoring reference"), "onnx onnxruntime"
+    return _torch_reference(reference, bundle, samples, batch_size), "pytorch"
+
+
+def _torch_reference(reference: Path, bundle: LoadedBundle, samples, batch_size: int) -> Scored:
+    import torch
+
+    from edgefg.calibration.dataset import iter_batches
+    from edgefg.models.loader import load_model
+
+    model = load_model(reference)
+    if model.labels != bundle.labels:
+        raise ClassMismatchError(f"reference model '{reference}' has different labels from the bundle")
+    outs, labels, paths, skipped = [], [], [], []
+    with torch.no_grad():
+        for b in iter_batches(samples, model.preprocess, batch_size, skipped):
+            outs.append(model.module(torch.from_numpy(b.x)).numpy())
+            labels.append(b.labels)
+            paths += b.paths
+    return Scored(np.concatenate(outs), np.concatenate(labels), paths, skipped)
+
+
+def validate(
+    bundle_dir: str | Path,
+    data: str | Path,
+    reference: str | Path | None = None,
+    thresholds: Thresholds | None = None,
+    batch_size: int = 8,
+    max_images: int | None = None,
+) -> dict[str, Any]:
+    thresholds = thresholds or Thresholds()
+    missing = thresholds.needs_reference()
+    if missing and reference is None:
+        raise UnsupportedError(f"{', '.join('--' + m.replace('_', '-') for m in missing)} need(s) --reference", "pass the FP32 artifact or model as --reference")
+    with LoadedBundle(bundle_dir) as bundle:
+        images = scan(data, bundle.labels)
+        if not images.labelled and reference is None:
+            raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")
+        samples = images.samples[:max_images] if max_images else images.samples
+        scored = score_samples(bundle, samples, batch_size, "validating")
+        if len(scored.labels) == 0:
+            raise DataError(f"no readable images in '{data}'")
+        result: dict[str, Any] = {
+            "bundle": str(bundle_dir),
+            "backend": bundle.manifest.backend,
+            "precision": bundle.manifest.precision,
+            "target": bundle.manifest.target,
+            "data": str(data),
+            "images": int(len(scored.labels)),
+            "skipped_corrupt": len(scored.skipped),
+            "labelled": images.labelled,
+            "reference": str(reference) if reference else None,
+        }
+        activation = bundle.manifest.output_activation
+        if images.labelled:
+            cand = classification(scored.scores, scored.labels, bundle.labels)
+            result.update({k: v for k, v in strip_arrays(cand).items() if k != "per_class"})
+            result["per_class"] = cand["per_class"]
+        if reference is not None:
+            ref_scored, ref_kind = _reference_scores(Path(reference), bundle, samples, batch_size)
+            if ref_scored.paths != scored.paths:
+                keep = set(ref_scored.paths) & set(scored.paths)
+                raise DataError(f"reference and bundle read different images ({len(keep)} in common)")
+            result["reference_kind"] = ref_kind
+            par = parity(scored.scores, ref_scored.scores, activation)
+            result["agreement"] = par["top1_agreement"]
+            result["mean_kl"] = par["mean_kl"]
+            result["parity"] = par
+            if images.labelled:
+                ref = classification(ref_scored.scores, ref_scored.labels, bundle.labels)
+                drops = class_drops(cand, ref)
+                result["reference_top1"] = ref["top1"]
+                result["reference_top5"] = ref["top5"]
+                result["top1_drop"] = 100.0 * (ref["top1"] - cand["top1"])
+                result["worst_class_drop"] = max(0.0, drops[0]["drop_pts"]) if drops else 0.0
+                result["class_drops"] = drops
+    for key in ("top1", "top5", "reference_top1", "top1_drop", "worst_class_drop", "agreement", "mean_kl"):
+        result.setdefault(key, None)
+    checks = []
+
+    def check(name: str, value: float | None, limit: float | None, ok) -> None:
+        if limit is not None and value is not None:
+            checks.append({"name": name, "value": value, "limit": limit, "passed": bool(ok(value, limit))})
+
+    check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop, lambda v, lim: v <= lim)
+    check("worst_class_drop", result.get("worst_class_drop"), thresholds.max_class_drop, lambda v, lim: v <= lim)
+    check("top1", result.get("top1"), thresholds.min_top1, lambda v, lim: v >= lim)
+    check("agreement", result.get("agreement"), thresholds.min_agreement, lambda v, lim: v >= lim)
+    for name, limit in (("top1_drop", thresholds.max_top1_drop), ("worst_class_drop", thresholds.max_class_drop), ("top1", thresholds.min_top1)):
+        if limit is not None and result.get(name) is None:
+            raise DataError(f"the {name} threshold needs labelled data (class sub-folders) in '{data}'")
+    result["checks"] = checks
+    result["passed"] = all(c["passed"] for c in checks)
+    return result

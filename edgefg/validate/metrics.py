@@ -1,0 +1,111 @@
+"""One comparison module: task metrics and numeric parity between a candidate and its reference.
+
+Used by compress (before/after), deploy (parity after converting), validate (CI gate) and
+compare. numpy only. Accuracies are fractions 0–1; drops are percentage points.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from edgefg.runtime.postprocess import to_probabilities, topk
+
+
+def classification(scores: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict:
+    """Top-1/top-5 and per-class accuracy over the labelled rows (label ≥ 0).
+
+    ``names`` are the model's labels; per-class results cover only the classes present.
+    """
+    mask = labels >= 0
+    scores, labels = scores[mask], labels[mask]
+    if len(labels) == 0:
+        return {"images": 0}
+    top5 = topk(scores, 5)
+    hit1 = top5[:, 0] == labels
+    hit5 = (top5 == labels[:, None]).any(axis=1)
+    per_class = {}
+    for c in np.unique(labels):
+        sel = labels == c
+        per_class[names[int(c)]] = {"label": int(c), "images": int(sel.sum()), "correct": int(hit1[sel].sum()), "accuracy": float(hit1[sel].mean())}
+    accs = [v["accuracy"] for v in per_class.values()]
+    return {
+        "images": int(len(labels)),
+        "top1": float(hit1.mean()),
+        "top5": float(hit5.mean()),
+        "mean_class_accuracy": float(np.mean(accs)),
+        "worst_class_accuracy": float(np.min(accs)),
+        "per_class": per_class,
+        "predictions": top5[:, 0],
+        "correct": hit1,
+        "labels": labels,
+    }
+
+
+def parity(candidate: np.ndarray, reference: np.ndarray, activation: str = "logits") -> dict:
+    """Numeric parity of raw outputs plus prediction agreement and mean KL(ref ‖ cand)."""
+    cand = candidate.astype(np.float64).reshape(len(candidate), -1)
+    ref = reference.astype(np.float64).reshape(len(reference), -1)
+    diff = np.abs(cand - ref)
+    denom = np.linalg.norm(cand, axis=1) * np.linalg.norm(ref, axis=1)
+    cos = np.where(denom > 0, (cand * ref).sum(axis=1) / np.where(denom > 0, denom, 1), 1.0)
+    p_ref, p_cand = to_probabilities(ref, activation), to_probabilities(cand, activation)
+    eps = 1e-12
+    kl = (p_ref * (np.log(p_ref + eps) - np.log(p_cand + eps))).sum(axis=1)
+    return {
+        "samples": int(len(cand)),
+        "max_abs": float(diff.max()) if diff.size else 0.0,
+        "mean_abs": float(diff.mean()) if diff.size else 0.0,
+        "max_rel": float((diff / (np.abs(ref) + 1e-6)).max()) if diff.size else 0.0,
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "top1_agreement": float((cand.argmax(1) == ref.argmax(1)).mean()),
+        "mean_kl": float(max(kl.mean(), 0.0)),
+    }
+
+
+def sign_test_p(lost: int, gained: int) -> float:
+    """One-sided exact sign (McNemar) test: P(≥ ``lost`` of the ``lost + gained`` discordant images
+    go against the candidate if a flip either way were equally likely). Small p = a real drop."""
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    return float(sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n)
+
+
+def class_drops(candidate: dict, reference: dict) -> list[dict]:
+    """Per-class accuracy change, worst first: drop in points and in images, and — when both
+    were scored on the same images — the paired sign-test p-value of the drop."""
+    paired = (
+        "correct" in candidate
+        and "correct" in reference
+        and np.array_equal(candidate.get("labels"), reference.get("labels"))
+    )
+    rows = []
+    for name, ref in reference.get("per_class", {}).items():
+        cand = candidate["per_class"].get(name)
+        if cand is None:
+            continue
+        row = {
+            "class": name,
+            "images": ref["images"],
+            "reference_accuracy": ref["accuracy"],
+            "accuracy": cand["accuracy"],
+            "drop_pts": 100.0 * (ref["accuracy"] - cand["accuracy"]),
+            "drop_images": ref["correct"] - cand["correct"],
+            "p_value": None,
+        }
+        if paired:
+            sel = reference["labels"] == ref["label"]
+            r, k = reference["correct"][sel], candidate["correct"][sel]
+            row["lost"], row["gained"] = int((r & ~k).sum()), int((~r & k).sum())
+            row["p_value"] = sign_test_p(row["lost"], row["gained"])
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["drop_pts"], r["class"]))
+    return rows
+
+
+def strip_arrays(metrics: dict) -> dict:
+    """Drop the per-image arrays so the dict serialises to JSON."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)}

@@ -1,0 +1,67 @@
+"""Validation reports: JSON (machines), Markdown (people), JUnit XML (CI)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+from xml.etree import ElementTree as ET
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def validation_markdown(result: dict[str, Any]) -> str:
+    lines = [f"# edgefg validate — {'PASSED' if result['passed'] else 'FAILED'}", ""]
+    lines.append(f"Bundle: `{result['bundle']}` ({result.get('backend')}, {result.get('precision')})  ")
+    lines.append(f"Data: `{result['data']}` — {result['images']} images, {result.get('skipped_corrupt', 0)} corrupt skipped  ")
+    if result.get("reference"):
+        lines.append(f"Reference: `{result['reference']}`")
+    lines.append("")
+    keys = ["top1", "top5", "reference_top1", "top1_drop", "worst_class_drop", "agreement", "mean_kl"]
+    lines += markdown_table(["metric", "value"], [[k, fmt(result.get(k))] for k in keys if k in result])
+    checks = result.get("checks", [])
+    if checks:
+        lines += ["", "## Checks", ""]
+        lines += markdown_table(["check", "value", "limit", "passed"], [[c["name"], fmt(c["value"]), fmt(c["limit"]), fmt(c["passed"])] for c in checks])
+    drops = result.get("class_drops") or []
+    if drops:
+        lines += ["", "## Worst classes", ""]
+        cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images"]
+        lines += markdown_table(cols, [[fmt(r[c]) for c in cols] for r in drops[:10]])
+    return "\n".join(lines) + "\n"
+
+
+def write_junit(path: str | Path, result: dict[str, Any]) -> None:
+    checks = result.get("checks", [])
+    failures = sum(not c["passed"] for c in checks)
+    suite = ET.Element("testsuite", name="edgefg.validate", tests=str(len(checks)), failures=str(failures), errors="0")
+    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="bundle", value=str(result["bundle"]))
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname="edgefg.validate", name=c["name"])
+        if not c["passed"]:
+            ET.SubElement(case, "failure", message=f"{c['name']} = {fmt(c['value'])} exceeds limit {fmt(c['limit'])}")
+    root = ET.Element("testsuites", tests=str(len(checks)), failures=str(failures))
+    root.append(suite)
+    ET.ElementTree(root).write(str(path), encoding="utf-8", xml_declaration=True)
