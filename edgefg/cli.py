@@ -6,6 +6,7 @@ imported inside the commands, so ``run``, ``bench`` and ``validate`` work withou
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import sys
@@ -34,7 +35,10 @@ def _setup_logging(verbose: int) -> None:
 def _console():
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal:  # logs and CI: wide enough for tables
+        console = Console(width=160)
+    return console
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -54,10 +58,6 @@ def handle_errors(fn: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
-
-
-def _existing(path: str) -> Path:
-    return Path(path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,14 +112,15 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--target", "-t", required=True, help="Target profile name (see `edgefg targets`) or a .toml file.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), help="Default: the artifact's precision.")
 @click.option("--data", type=click.Path(path_type=Path), help="Images for the parity check (default: the artifact's samples).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels file, when ARTIFACT is an already-converted model file.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
 @handle_errors
-def deploy(artifact, target, precision, data, out, force) -> None:
-    """Convert ARTIFACT for a target device and package it as a bundle."""
+def deploy(artifact, target, precision, data, labels, out, force) -> None:
+    """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
-    result = run_deploy(artifact, target, out, precision=precision, force=force, data=data)
+    result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels)
     m, p = result.manifest, result.manifest.parity
     console = _console()
     console.print(
@@ -239,6 +240,13 @@ def demo(out: Path) -> None:
     from edgefg.demo import run_demo
 
     run_demo(out)
+
+
+# Commands that live in their own modules ("module:function"; the module imports only click at top level).
+EXTRA_COMMANDS: list[str] = []
+for _spec in EXTRA_COMMANDS:
+    _module, _name = _spec.split(":")
+    cli.add_command(getattr(importlib.import_module(_module), _name))
 
 
 def main() -> None:

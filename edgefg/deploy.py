@@ -62,8 +62,13 @@ def deploy(
     force: bool = False,
     data: str | Path | None = None,
     parity_samples: int = 32,
+    labels: str | Path | None = None,
 ) -> DeployResult:
     artifact = Path(artifact)
+    if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
+        from edgefg.wrap import wrap_model
+
+        return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data)
     src = load_manifest(artifact)
     tgt = target if isinstance(target, Target) else load_target(target)
     if not tgt.available:
@@ -78,7 +83,7 @@ def deploy(
         for i, conv in enumerate(chain):
             step_dir = tmp if i == len(chain) - 1 else tmp / f".step{i}"
             step_dir.mkdir(exist_ok=True)
-            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src))
+            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src, samples=x))
             current = step_dir / result.model_file
         for p in tmp.glob(".step*"):
             shutil.rmtree(p)
