@@ -63,6 +63,7 @@ def deploy(
     data: str | Path | None = None,
     parity_samples: int = 32,
     labels: str | Path | None = None,
+    options: dict | None = None,
 ) -> DeployResult:
     artifact = Path(artifact)
     if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
@@ -83,7 +84,7 @@ def deploy(
         for i, conv in enumerate(chain):
             step_dir = tmp if i == len(chain) - 1 else tmp / f".step{i}"
             step_dir.mkdir(exist_ok=True)
-            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src, samples=x))
+            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src, samples=x, options=dict(options or {})))
             current = step_dir / result.model_file
         for p in tmp.glob(".step*"):
             shutil.rmtree(p)
@@ -97,14 +98,21 @@ def deploy(
         manifest.precision = precision
         manifest.target = tgt.name
         manifest.backend_options = result.backend_options
+        manifest.inputs = result.inputs or manifest.inputs
+        manifest.outputs = result.outputs or manifest.outputs
         manifest.versions = library_versions()
         manifest.compression = src.compression + [
             {"method": "deploy", "target": tgt.name, "converters": [f"{c.src}->{c.dst}" for c in chain], "notes": result.notes}
         ]
-        with LoadedBundle(tmp, verify=False, manifest=manifest) as cand, LoadedBundle(artifact, verify=False, manifest=src) as ref:
+        host = manifest
+        if result.host_backend:  # the target's engine runs only on the device: check the file it builds from
+            host = copy.deepcopy(manifest)
+            host.backend, host.backend_options = result.host_backend, {}
+        with LoadedBundle(tmp, verify=False, manifest=host) as cand, LoadedBundle(artifact, verify=False, manifest=src) as ref:
             manifest.parity = {
                 "reference": f"artifact '{artifact.name}' ({src.precision}, onnxruntime)",
                 "inputs": parity_source,
+                **({"candidate_runtime": f"{host.backend} on the deploying host, as a stand-in for {tgt.backend}"} if result.host_backend else {}),
                 **parity(cand.scores(x), ref.scores(x), src.output_activation),
             }
         manifest.record_files(tmp)

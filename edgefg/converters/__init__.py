@@ -19,6 +19,7 @@ from edgefg.errors import UnsupportedError
 CONVERTER_MODULES = [
     "edgefg.converters.onnx_passthrough",
     "edgefg.converters.onnx_to_openvino",
+    "edgefg.converters.onnx_to_tensorrt",
 ]
 
 
@@ -40,6 +41,11 @@ class ConvertResult:
     model_file: str  # relative to out_dir
     notes: list[str] = field(default_factory=list)
     backend_options: dict[str, Any] = field(default_factory=dict)
+    # backend that runs model_file on the deploying host for the parity check when the target's
+    # engine exists only on the device (TensorRT: the ONNX it builds from, run in ONNX Runtime)
+    host_backend: str | None = None
+    inputs: list[Any] | None = None  # TensorSpecs when the converter changed them (e.g. a fixed batch)
+    outputs: list[Any] | None = None
 
 
 @dataclass(frozen=True)
