@@ -1,0 +1,103 @@
+"""ONNX → the ONNX a Jetson (or any TensorRT host) builds its engine from.
+
+The engine itself is built on the device (``edgefg build-engine``): a TensorRT engine is tied to
+the TensorRT version and GPU that built it. Here the ONNX is made ready for the profile's TensorRT:
+static batch, opset the parser reads, INT8 as explicit-quantization Q/DQ that TensorRT accepts
+(signed int8, zero point 0, per-tensor activations, per-channel weights on the output axis), then
+linted against the release's operator table. Deploy checks its parity in ONNX Runtime.
+"""
+from __future__ import annotations
+
+import copy
+
+from edgefg.converters import ConvertRequest, ConvertResult, register
+from edgefg.errors import MissingDependencyError, TargetError
+
+ENGINE_DIR = "engines"
+
+
+def default_workspace_mb(memory_mb: int | None) -> int:
+    """Builder workspace: 1/8 of device memory, 256 MiB – 2 GiB (the 4 GB Nano gets 512)."""
+    if not memory_mb:
+        return 1024
+    return int(max(256, min(2048, memory_mb // 8)))
+
+
+def engine_flags(precision: str) -> dict[str, bool]:
+    """Builder precision flags. INT8 Q/DQ networks also get FP16 for the layers left in float."""
+    return {"fp16": precision in ("fp16", "int8"), "int8": precision == "int8"}
+
+
+@register("onnx", "tensorrt-onnx", "ONNX ready for an on-device TensorRT build: static batch, opset, TensorRT-ready Q/DQ, linted")
+def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        raise MissingDependencyError.for_module("onnx", "compress") from None
+    from edgefg.converters.tensorrt_lint import default_opset, lint, op_table, raise_on_errors
+    from edgefg.converters.tensorrt_qdq import downconvert_opset, fix_batch, symmetric_int8_qdq
+
+    tgt = req.target
+    trt_version = str(tgt.runtime.get("tensorrt") or "")
+    if not trt_version:
+        raise TargetError(f"target '{tgt.name}' does not say which TensorRT it has", "add runtime.tensorrt = \"10.3\" (for example) to the profile")
+    src_precision = req.manifest.precision
+    if src_precision == "int8" and req.precision != "int8":
+        raise TargetError(
+            f"the artifact is INT8; it cannot be deployed as {req.precision}",
+            f"compress with --recipe fp32 and deploy that with --precision {req.precision}",
+        )
+    if src_precision != "int8" and req.precision == "int8":
+        raise TargetError(
+            "TensorRT INT8 here is explicit quantization (Q/DQ): it needs an INT8 artifact",
+            "run: edgefg compress MODEL --data DIR --recipe int8 -o ART, then deploy ART",
+        )
+    table = op_table(trt_version)
+    model = onnx.load(str(req.src))
+    source_opset = default_opset(model)
+    notes: list[str] = []
+    batch = int(req.options.get("batch", 1))
+    if tgt.static_shapes:
+        fixed = fix_batch(model, batch)
+        if fixed:
+            notes.append(f"batch fixed to {batch} (was '{', '.join(fixed)}'): static-shape engine")
+    rewrite = None
+    if req.precision == "int8":
+        stats = symmetric_int8_qdq(model)
+        rewrite = stats.as_dict()
+        if stats.changed:
+            notes.append(
+                "Q/DQ made TensorRT-ready: "
+                f"{stats.uint8_to_int8} uint8→int8, {stats.per_channel_to_per_tensor} per-channel→per-tensor, "
+                f"{stats.asymmetric_to_symmetric} asymmetric→symmetric activation quantizer(s), "
+                f"{stats.weights_requantized} weight tensor(s) re-quantized"
+            )
+    model = downconvert_opset(model, table.max_opset)
+    if default_opset(model) != source_opset:
+        notes.append(f"opset {source_opset} → {default_opset(model)} (TensorRT {trt_version} parser reads ≤ {table.max_opset})")
+    issues = lint(model, trt_version, static_shapes=tgt.static_shapes)
+    raise_on_errors(issues, trt_version, tgt.name)
+    onnx.save(model, str(req.out_dir / "model.onnx"))
+
+    inputs = copy.deepcopy(req.manifest.inputs)
+    outputs = copy.deepcopy(req.manifest.outputs)
+    if tgt.static_shapes:
+        for spec in inputs + outputs:
+            if spec.shape and not isinstance(spec.shape[0], int):
+                spec.shape[0] = batch
+    options = {
+        "engine": {
+            "precision": req.precision,
+            **engine_flags(req.precision),
+            "batch": batch if tgt.static_shapes else None,
+            "workspace_mb": default_workspace_mb(tgt.device_info.get("memory_mb")),
+            "dla_cores": int(tgt.runtime.get("dla_cores", 0) or 0),
+        },
+        "expected_device": {k: str(tgt.runtime[k]) for k in ("jetpack", "tensorrt", "cuda", "compute_capability") if k in tgt.runtime},
+        "engine_dir": ENGINE_DIR,
+        "onnx_opset": default_opset(model),
+        "lint": {"tensorrt_table": table.version, "warnings": [str(i) for i in issues]},
+    }
+    if rewrite is not None:
+        options["qdq_rewrite"] = rewrite
+    return ConvertResult("model.onnx", notes, options, host_backend="onnxruntime", inputs=inputs, outputs=outputs)
