@@ -165,26 +165,87 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
 
 
 # --------------------------------------------------------------------------------------------
-@cli.command()
+@cli.command(epilog="\b\nSources: 0 | /dev/video0 (V4L2) | rtsp://user:pw@cam/stream | http://host/stream.mjpg | clip.mp4 | photos/ | 'shots/*.jpg' | gst:PIPELINE\n"
+             "Jetson CSI camera (needs an OpenCV built with GStreamer, e.g. JetPack's python3-opencv):\n"
+             "  --source 'gst:nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1,format=NV12 "
+             "! nvvidconv flip-method=0 ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false'\n"
+             "  (edgefg run BUNDLE --print-gst-pipeline prints it for the bundle's target)")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--source", required=True, help="Camera index, /dev/videoN, video file, image file, image folder or glob, URL.")
+@click.option("--source", help="Camera index, /dev/videoN, RTSP/HTTP URL, video file, image file/folder/glob, or gst:PIPELINE.")
 @click.option("--max-frames", type=int, help="Stop after N frames.")
 @click.option("--output", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
+@click.option("--rotate-mb", type=float, help="Rotate --output when it passes this size (keeps --rotate-keep old files).")
+@click.option("--rotate-keep", default=5, show_default=True)
 @click.option("--topk", default=3, show_default=True)
 @click.option("--threads", type=int, help="Inference threads (default: all cores).")
+@click.option("--batch", default=1, show_default=True, help="Micro-batch size.")
+@click.option("--batch-wait-ms", default=0.0, show_default=True, help="Wait this long to fill a micro-batch.")
+@click.option("--roi", help="Fixed crop x,y,w,h in pixels (or fractions 0-1) before preprocessing.")
+@click.option("--smooth", default="none", show_default=True, help="Temporal smoothing: ema:A (A = weight of the newest frame) | majority:N | none.")
+@click.option("--min-confidence", default=0.0, show_default=True, help="Report 'unknown' when the top-1 probability is below this.")
+@click.option("--min-margin", default=0.0, show_default=True, help="Report 'unknown' when top-1 minus top-2 probability is below this.")
+@click.option("--events", is_flag=True, help="Write a line only when the (smoothed) label changes.")
+@click.option("--save-video", type=click.Path(path_type=Path), help="Annotated video (.mkv FFV1, .avi MJPG, .mp4 mp4v; no H.264 here).")
+@click.option("--http", "http_addr", help="Serve /healthz, /latest, /metrics on HOST:PORT (e.g. 127.0.0.1:8080).")
+@click.option("--stats-every", type=float, help="Log throughput/latency/drops as a JSON line every N seconds.")
+@click.option("--stall-timeout", default=10.0, show_default=True, help="Seconds without a frame before a live source is reopened.")
+@click.option("--max-retries", type=int, help="Give up (exit 2) after N failed reopen attempts in a row (default: retry forever).")
+@click.option("--loop", is_flag=True, help="Restart a video file/image folder at its end.")
+@click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
+              help="Thread that preprocesses: capture (pipelined; auto for files) or main (auto for live sources).")
+@click.option("--print-gst-pipeline", is_flag=True, help="Print a GStreamer camera pipeline for the bundle's target and exit.")
 @handle_errors
-def run(bundle, source, max_frames, output, topk, threads) -> None:
-    """Run BUNDLE on a camera, video or images; one JSON line per frame."""
-    from edgefg.runtime.pipeline import RunOptions, run_pipeline
+def run(bundle, source, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth, min_confidence,
+        min_margin, events, save_video, http_addr, stats_every, stall_timeout, max_retries, loop, preprocess_in, print_gst_pipeline) -> None:
+    """Run BUNDLE on a camera, stream, video or images; one JSON line per frame (events: on stderr)."""
+    from edgefg.runtime.pipeline import RunOptions, format_summary, run_pipeline
 
-    summary = run_pipeline(bundle, source, RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads))
-    lat = summary["latency_ms"]
-    click.echo(
-        f"{summary['frames']} frames in {summary['seconds']:.2f} s: {summary['fps']:.1f} FPS, "
-        f"latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms"
-        + (f", {summary['skipped']} unreadable frame(s) skipped" if summary.get("skipped") else ""),
-        err=True,
-    )
+    if print_gst_pipeline:
+        from edgefg.runtime.sources import gst_pipeline_for_bundle
+
+        click.echo(gst_pipeline_for_bundle(bundle))
+        return
+    if not source:
+        raise click.UsageError("--source is required (or --print-gst-pipeline)")
+    opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, stall_timeout_s=stall_timeout, max_retries=max_retries,
+                      loop=loop, batch=batch, batch_wait_ms=batch_wait_ms, roi=roi, preprocess_in=preprocess_in, smooth=smooth,
+                      min_confidence=min_confidence, min_margin=min_margin, events=events, rotate_mb=rotate_mb, rotate_keep=rotate_keep,
+                      save_video=save_video, http=http_addr, stats_every_s=stats_every, event_stream=sys.stderr)
+    try:
+        summary = run_pipeline(bundle, source, opts)
+    except EdgefgError as exc:
+        if getattr(exc, "summary", None):
+            click.echo(format_summary(exc.summary), err=True)
+        raise
+    click.echo(format_summary(summary), err=True)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--into", required=True, type=click.Path(path_type=Path), help="Device directory holding releases/, current and previous.")
+@click.option("--keep", default=3, show_default=True, help="Releases to keep (current and previous always kept).")
+@handle_errors
+def install(bundle, into, keep) -> None:
+    """Verify BUNDLE and make it DIR/current atomically (the old one becomes DIR/previous)."""
+    from edgefg.runtime.install import install_bundle
+
+    r = install_bundle(bundle, into, keep=keep)
+    if r.unchanged:
+        click.echo(f"{r.release.name} is already current in {into}")
+        return
+    click.echo(f"installed {r.release.name}: {r.current} -> {r.release}" + (f" (previous: {r.previous.name})" if r.previous else ""))
+    click.echo("restart the service to load it (e.g. systemctl restart edgefg-camera); undo with: edgefg rollback --into " + str(into))
+
+
+@cli.command()
+@click.option("--into", required=True, type=click.Path(path_type=Path), help="Device directory used with edgefg install.")
+@handle_errors
+def rollback(into) -> None:
+    """Switch DIR/current back to DIR/previous."""
+    from edgefg.runtime.install import rollback as do_rollback
+
+    r = do_rollback(into)
+    click.echo(f"rolled back: {r.current} -> {r.release}" + (f" (previous: {r.previous.name})" if r.previous else ""))
 
 
 # --------------------------------------------------------------------------------------------

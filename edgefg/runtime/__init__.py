@@ -1,1 +1,27 @@
-"""The on-device runtime: numpy, OpenCV and one backend; never torch."""
+"""The on-device runtime: numpy, OpenCV and one backend; never torch.
+
+``for result in edgefg.runtime.stream(bundle, source): ...`` is the Python callback API
+(see :mod:`edgefg.runtime.pipeline`). Attributes are imported lazily so that ``import edgefg.runtime``
+stays cheap (the CLI imports submodules of it at start-up).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["stream", "run_pipeline", "RunOptions", "Pipeline", "LoadedBundle", "open_source"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("stream", "run_pipeline", "RunOptions", "Pipeline"):
+        from edgefg.runtime import pipeline
+
+        return getattr(pipeline, name)
+    if name == "LoadedBundle":
+        from edgefg.runtime.model import LoadedBundle
+
+        return LoadedBundle
+    if name == "open_source":
+        from edgefg.runtime.sources import open_source
+
+        return open_source
+    raise AttributeError(f"module 'edgefg.runtime' has no attribute '{name}'")

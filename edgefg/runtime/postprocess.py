@@ -24,3 +24,24 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, idx, axis=1), axis=1, kind="stable")
     return np.take_along_axis(idx, order, axis=1)
+
+
+UNKNOWN = "unknown"
+
+
+def open_set_label(probs: np.ndarray, labels: list[str], min_confidence: float = 0.0, min_margin: float = 0.0) -> tuple[str, int, float, float]:
+    """One probability vector → (label, class index or -1, top-1 probability, top-1 − top-2 margin).
+
+    The label is :data:`UNKNOWN` when the top-1 probability is below ``min_confidence`` or the margin
+    to the runner-up is below ``min_margin``: better than naming the wrong species.
+    """
+    if probs.shape[0] == 1:
+        first, second = 0, None
+    else:
+        two = np.argpartition(-probs, 1)[:2]
+        first, second = (int(two[0]), int(two[1])) if probs[two[0]] >= probs[two[1]] else (int(two[1]), int(two[0]))
+    conf = float(probs[first])
+    margin = conf - float(probs[second]) if second is not None else conf
+    if conf < min_confidence or margin < min_margin:
+        return UNKNOWN, -1, conf, margin
+    return labels[first], first, conf, margin

@@ -1,0 +1,135 @@
+"""Atomic bundle updates on a device: ``edgefg install BUNDLE --into DIR`` / ``edgefg rollback --into DIR``.
+
+Layout of DIR::
+
+    releases/<name>-<hash12>/   verified copies of installed bundles
+    current  -> releases/…      what the service runs (``edgefg run DIR/current``)
+    previous -> releases/…      what ``rollback`` switches back to
+
+A bundle is verified (every sha256 in its manifest) before anything is written, copied to a temporary
+directory next to ``releases/``, verified again there, renamed into place, and only then does
+``current`` switch — by ``os.replace`` of a temporary symlink, which is atomic on POSIX: a service
+(re)starting at any moment sees either the old or the new bundle, never a half-copied one. A bundle
+that fails its checksums is refused and ``current`` is left as it was. Standard library only.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefg.errors import BundleError, InputPathError
+from edgefg.manifest import MANIFEST_NAME, load_manifest
+
+RELEASES = "releases"
+CURRENT = "current"
+PREVIOUS = "previous"
+
+
+@dataclass
+class InstallResult:
+    release: Path  # the installed release directory
+    current: Path  # the `current` link
+    previous: Path | None  # what `current` pointed to before (None on the first install)
+    unchanged: bool = False  # the same bundle was already current
+
+
+def _target(link: Path) -> Path | None:
+    if not link.is_symlink():
+        return None
+    return (link.parent / os.readlink(link)).resolve()
+
+
+def _switch(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` atomically (relative link, so DIR can be moved/mounted elsewhere)."""
+    rel = os.path.relpath(target, link.parent)
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(rel, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def release_name(bundle: Path) -> str:
+    manifest_hash = hashlib.sha256((bundle / MANIFEST_NAME).read_bytes()).hexdigest()[:12]
+    name = load_manifest(bundle, verify=False).name
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "bundle"
+    return f"{safe}-{manifest_hash}"
+
+
+def install_bundle(bundle: str | Path, into: str | Path, keep: int = 3) -> InstallResult:
+    """Verify ``bundle``, copy it under ``into/releases``, switch ``into/current`` to it atomically.
+
+    ``keep`` releases are kept (always including current and previous); older ones are deleted.
+    Raises :class:`~edgefg.errors.ChecksumError` (and changes nothing) for a corrupt bundle.
+    """
+    bundle, into = Path(bundle), Path(into)
+    load_manifest(bundle, verify=True)  # refuse a corrupt bundle before touching DIR
+    releases = into / RELEASES
+    releases.mkdir(parents=True, exist_ok=True)
+    current = into / CURRENT
+    if current.exists() and not current.is_symlink():
+        raise BundleError(f"'{current}' exists and is not a symlink", "move it away; edgefg install manages DIR/current as a link")
+    old = _target(current)
+    dest = releases / release_name(bundle)
+    if old is not None and old == dest.resolve():
+        return InstallResult(dest, current, _target(into / PREVIOUS), unchanged=True)
+    if not dest.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=releases))
+        try:
+            shutil.copytree(bundle, tmp, dirs_exist_ok=True, symlinks=False)
+            load_manifest(tmp, verify=True)  # the copy itself (a full disk, a bad card) must verify too
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    else:
+        load_manifest(dest, verify=True)  # re-installing a release that is already there: check it is intact
+    if old is not None and old.is_dir():
+        _switch(into / PREVIOUS, old)
+    _switch(current, dest)
+    _prune(releases, keep, {dest.resolve(), *(p for p in [old] if p is not None)})
+    return InstallResult(dest, current, old)
+
+
+def rollback(into: str | Path) -> InstallResult:
+    """Switch ``current`` back to ``previous`` (and ``previous`` to what was current)."""
+    into = Path(into)
+    current, previous = into / CURRENT, into / PREVIOUS
+    if not into.is_dir():
+        raise InputPathError(f"'{into}' does not exist", "pass the --into directory used with edgefg install")
+    prev = _target(previous)
+    if prev is None or not prev.is_dir():
+        raise BundleError(f"'{into}' has no previous bundle to roll back to", "install at least two bundles first")
+    load_manifest(prev, verify=True)  # never roll back onto a damaged release
+    cur = _target(current)
+    _switch(current, prev)
+    if cur is not None and cur.is_dir():
+        _switch(previous, cur)
+    return InstallResult(prev, current, cur)
+
+
+def _prune(releases: Path, keep: int, protected: set[Path]) -> None:
+    dirs = sorted((p for p in releases.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+    kept = 0
+    for d in dirs:
+        if d.resolve() in protected or kept < keep:
+            kept += 1
+            continue
+        shutil.rmtree(d, ignore_errors=True)
