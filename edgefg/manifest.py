@@ -120,14 +120,14 @@ class Manifest:
     # -- files -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        (directory / LABELS_NAME).write_text("\n".join(self.labels) + "\n", encoding="utf-8")
         path = directory / MANIFEST_NAME
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
     def record_files(self, directory: str | Path) -> None:
-        """Hash every file in ``directory`` (except the manifest itself) into ``files``."""
+        """Write labels.txt, then hash every file in ``directory`` (except the manifest) into ``files``."""
         directory = Path(directory)
+        (directory / LABELS_NAME).write_text("\n".join(self.labels) + "\n", encoding="utf-8")
         self.files = {
             p.relative_to(directory).as_posix(): sha256_file(p)
             for p in sorted(directory.rglob("*"))

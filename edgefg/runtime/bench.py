@@ -53,12 +53,25 @@ def _worker(conn, bundle: str, opts: BenchOptions) -> None:
             if cmd == "round":
                 conn.send(("times", time_calls(lambda: model.scores(x), arg, warmup=1)))
             else:
-                conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+                conn.send(("rss", peak_rss_mb()))
                 return
     except EdgefgError as exc:
         conn.send(("error", str(exc)))
     except Exception as exc:  # report, don't hang the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM (reset at exec, unlike ru_maxrss, which a
+    spawned worker would inherit from its parent); elsewhere ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    scale = 1024.0 * 1024.0 if platform.system() == "Darwin" else 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def machine_info() -> dict[str, Any]:
