@@ -123,12 +123,22 @@ def deploy(artifact, target, precision, data, labels, out, force) -> None:
     result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels)
     m, p = result.manifest, result.manifest.parity
     console = _console()
+    if target not in (result.target.name, result.target.path):
+        rt = result.target.runtime
+        versions = ", ".join(f"{k} {rt[k]}" for k in ("jetpack", "tensorrt", "openvino", "litert") if k in rt)
+        console.print(f"target '{target}' → profile [bold]{result.target.name}[/] ({result.target.description}{'; ' + versions if versions else ''})")
     console.print(
         f"[green]bundle[/] {out}: {m.format} {m.precision} for {m.target} ({m.backend})\n"
         f"parity vs artifact on {p['samples']} images ({p['inputs']}): cosine min {p['cosine_min']:.6f}, "
         f"max abs {p['max_abs']:.3g}, top-1 agreement {p['top1_agreement']:.4f}"
     )
-    console.print(f"next: edgefg validate {out} --data DIR --reference REF_ARTIFACT   |   edgefg run {out} --source 0   |   edgefg bench {out}")
+    for note in (m.compression[-1].get("notes") or []) if m.compression else []:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    if m.backend == "tensorrt":
+        console.print(f"parity measured with {p.get('candidate_runtime', 'onnxruntime')}; the engine is built on the device.")
+        console.print(f"next (on the device): edgefg build-engine {out}   then   edgefg run {out} --source 0")
+    else:
+        console.print(f"next: edgefg validate {out} --data DIR --reference REF_ARTIFACT   |   edgefg run {out} --source 0   |   edgefg bench {out}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +314,7 @@ def demo(out: Path) -> None:
 
 
 # Commands that live in their own modules ("module:function"; the module imports only click at top level).
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = ["edgefg.tensorrt.cli:build_engine_cmd"]
 for _spec in EXTRA_COMMANDS:
     _module, _name = _spec.split(":")
     cli.add_command(getattr(importlib.import_module(_module), _name))

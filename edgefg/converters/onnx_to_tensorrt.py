@@ -57,10 +57,6 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
     source_opset = default_opset(model)
     notes: list[str] = []
     batch = int(req.options.get("batch", 1))
-    if tgt.static_shapes:
-        fixed = fix_batch(model, batch)
-        if fixed:
-            notes.append(f"batch fixed to {batch} (was '{', '.join(fixed)}'): static-shape engine")
     rewrite = None
     if req.precision == "int8":
         stats = symmetric_int8_qdq(model)
@@ -72,6 +68,10 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
                 f"{stats.asymmetric_to_symmetric} asymmetric→symmetric activation quantizer(s), "
                 f"{stats.weights_requantized} weight tensor(s) re-quantized"
             )
+    if tgt.static_shapes:
+        fixed = fix_batch(model, batch)
+        if fixed:
+            notes.append(f"batch fixed to {batch} (was '{', '.join(sorted(set(fixed)))}'): static-shape engine")
     model = downconvert_opset(model, table.max_opset)
     if default_opset(model) != source_opset:
         notes.append(f"opset {source_opset} → {default_opset(model)} (TensorRT {trt_version} parser reads ≤ {table.max_opset})")

@@ -132,6 +132,10 @@ def symmetric_int8_qdq(model) -> RewriteStats:
         stats.nodes.append(dq.name)
     g.initializer.extend(new_inits)
     _drop_unused_initializers(model)
+    stale = {o for n in g.node if n.name in set(stats.nodes) for o in n.output}  # types changed (uint8 → int8)
+    keep = [v for v in g.value_info if v.name not in stale]
+    del g.value_info[:]
+    g.value_info.extend(keep)
     return stats
 
 
