@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgefg.errors import ClassMismatchError, InputPathError, ModelLoadError, UnsupportedError
+from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import Preprocess
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,18 @@ def _state_dict(path: Path) -> dict[str, Any]:
     return {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
+def _require_torch():
+    """Import torch + timm, or say which extra installs them."""
+    try:
+        import timm
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError.for_module(getattr(exc, "name", None) or "torch", "compress") from None
+    return torch, timm
+
+
 def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights: Path):
-    import timm
-    import torch
+    torch, timm = _require_torch()
 
     if not timm.is_model(arch):
         raise UnsupportedError(f"'{arch}' is not a timm architecture", "see timm.list_models() for names")
@@ -156,8 +165,7 @@ def load_model(
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         if not arch:
             raise UnsupportedError(f"'{path.name}' is a bare checkpoint", "pass --arch (a timm architecture name) and --num-classes")
-        import timm
-
+        _, timm = _require_torch()
         n = num_classes or (len(label_list) if label_list else None)
         if n is None:
             raise UnsupportedError("the number of classes is unknown", "pass --num-classes or --labels")
