@@ -314,7 +314,7 @@ def demo(out: Path) -> None:
 
 
 # Commands that live in their own modules ("module:function"; the module imports only click at top level).
-EXTRA_COMMANDS: list[str] = ["edgefg.tensorrt.cli:build_engine_cmd"]
+EXTRA_COMMANDS: list[str] = ["edgefg.tensorrt.cli:build_engine_cmd", "edgefg.validate.compare_cli:compare_cmd"]
 for _spec in EXTRA_COMMANDS:
     _module, _name = _spec.split(":")
     cli.add_command(getattr(importlib.import_module(_module), _name))
