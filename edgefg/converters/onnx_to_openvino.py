@@ -2,6 +2,8 @@
 weights to FP16; FP32 stays FP32 and is run with f32 inference precision."""
 from __future__ import annotations
 
+import copy
+
 from edgefg.converters import ConvertRequest, ConvertResult, register
 from edgefg.errors import MissingDependencyError, ModelLoadError, TargetError
 
@@ -24,9 +26,34 @@ def onnx_to_openvino(req: ConvertRequest) -> ConvertResult:
         model = ov.convert_model(str(req.src))
     except Exception as exc:  # OpConversionFailure and friends
         raise ModelLoadError(f"OpenVINO cannot convert '{req.src.name}': {str(exc).strip().splitlines()[0][:300]}") from None
+    notes: list[str] = []
+    inputs = outputs = None
+    if req.target.static_shapes:  # NPU compiles static shapes only: fix the batch in the IR
+        batch = int(req.options.get("batch", 1))
+        shape = [batch] + [int(d) for d in req.manifest.inputs[0].shape[1:]]
+        try:
+            model.reshape(shape)
+        except Exception as exc:
+            raise TargetError(f"the model cannot be reshaped to {shape} for {req.target.name}: {str(exc).strip().splitlines()[0][:200]}") from None
+        inputs, outputs = copy.deepcopy(req.manifest.inputs), copy.deepcopy(req.manifest.outputs)
+        for spec in inputs + outputs:
+            if spec.shape and not isinstance(spec.shape[0], int):
+                spec.shape[0] = batch
+        notes.append(f"static shape {shape} (the {req.target.device} plugin compiles static shapes only)")
     ov.save_model(model, str(req.out_dir / "model.xml"), compress_to_fp16=req.precision == "fp16")
     inference = {"fp32": "f32", "int8": "f32", "fp16": "f32", "bf16": "bf16"}[req.precision]
     device = req.target.device or "CPU"
     if device != "CPU" and req.precision == "fp16":
         inference = "f16"
-    return ConvertResult("model.xml", backend_options={"device": device, "inference_precision": inference})
+    host_backend = None
+    if device != "CPU" and not any(d == device or d.startswith(device + ".") for d in ov.Core().available_devices):
+        host_backend = "openvino"  # the same IR on this host's CPU
+        notes.append(f"OpenVINO device {device} is not present on the deploying host: parity was measured with the same IR on CPU")
+    return ConvertResult(
+        "model.xml",
+        notes,
+        backend_options={"device": device, "inference_precision": inference},
+        host_backend=host_backend,
+        inputs=inputs,
+        outputs=outputs,
+    )

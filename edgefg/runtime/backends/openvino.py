@@ -2,6 +2,7 @@
 would otherwise silently run FP32 models in reduced precision."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,13 @@ class OpenVINOBackend(Backend):
     def __init__(self, model_path, manifest, num_threads=None, **options: Any):
         super().__init__(model_path, manifest, num_threads, **options)
         core = ov.Core()
-        device = str(self.options.get("device", "CPU"))
+        # an explicit option wins, then $EDGEFG_OPENVINO_DEVICE (run a GPU/NPU bundle on CPU), then the manifest
+        device = str(options.get("device") or os.environ.get("EDGEFG_OPENVINO_DEVICE") or self.options.get("device", "CPU"))
         available = core.available_devices
         if not any(d == device or d.startswith(device + ".") for d in available):
             raise UnsupportedError(
                 f"OpenVINO device '{device}' is not present on this machine (available: {', '.join(available)})",
-                "run with --device CPU, or deploy for the intel-cpu target",
+                "run it on the CPU with EDGEFG_OPENVINO_DEVICE=CPU (same IR), or deploy for the intel-cpu target",
             )
         precision = self.options.get("inference_precision") or INFERENCE_PRECISION.get(manifest.precision, "f32")
         if device == "CPU" and precision == "f16":
