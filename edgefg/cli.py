@@ -115,23 +115,36 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file, when ARTIFACT is an already-converted model file.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
+@click.option("--calib-size", type=int, default=300, show_default=True, help="Images from --data for converters that calibrate (TFLite INT8).")
+@click.option("--mean", type=float, nargs=3, help="Wrapped model file: input mean on 0-1 pixels (default: config.json, or raw pixels for uint8/int8 inputs).")
+@click.option("--std", type=float, nargs=3, help="Wrapped model file: input std on 0-1 pixels.")
+@click.option("--input-size", type=int, nargs=2, help="Wrapped model file with a dynamic input size: H W.")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "area"]), help="Wrapped model file: resize interpolation.")
+@click.option("--crop-pct", type=float, help="Wrapped model file: centre-crop fraction (1.0 = resize only).")
+@click.option("--output-activation", type=click.Choice(["logits", "softmax"]), help="Wrapped model file: what the output holds (default: read from the graph).")
 @handle_errors
-def deploy(artifact, target, precision, data, labels, out, force) -> None:
+def deploy(artifact, target, precision, data, labels, out, force, calib_size, mean, std, input_size, interpolation, crop_pct, output_activation) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
-    result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels)
+    wrap = {"mean": mean, "std": std, "input_size": input_size, "interpolation": interpolation, "crop_pct": crop_pct,
+            "output_activation": output_activation}
+    result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
+                        wrap_options={k: v for k, v in wrap.items() if v})
     m, p = result.manifest, result.manifest.parity
     console = _console()
     if target not in (result.target.name, result.target.path):
         rt = result.target.runtime
         versions = ", ".join(f"{k} {rt[k]}" for k in ("jetpack", "tensorrt", "openvino", "litert") if k in rt)
         console.print(f"target '{target}' → profile [bold]{result.target.name}[/] ({result.target.description}{'; ' + versions if versions else ''})")
-    console.print(
-        f"[green]bundle[/] {out}: {m.format} {m.precision} for {m.target} ({m.backend})\n"
-        f"parity vs artifact on {p['samples']} images ({p['inputs']}): cosine min {p['cosine_min']:.6f}, "
-        f"max abs {p['max_abs']:.3g}, top-1 agreement {p['top1_agreement']:.4f}"
-    )
+    if "cosine_min" not in p:  # a wrapped model file: nothing to compare with
+        console.print(f"[green]bundle[/] {out}: wrapped {m.format} {m.precision} for {m.target} ({m.backend}); {p.get('note', '')}")
+    else:
+        console.print(
+            f"[green]bundle[/] {out}: {m.format} {m.precision} for {m.target} ({m.backend})\n"
+            f"parity vs artifact on {p['samples']} images ({p['inputs']}): cosine min {p['cosine_min']:.6f}, "
+            f"max abs {p['max_abs']:.3g}, top-1 agreement {p['top1_agreement']:.4f}"
+        )
     for note in (m.compression[-1].get("notes") or []) if m.compression else []:
         console.print(f"note: {note}", markup=False, highlight=False)
     if m.backend == "tensorrt":

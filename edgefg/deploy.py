@@ -19,6 +19,7 @@ from edgefg.converters import ConvertRequest, find_path
 from edgefg.errors import TargetError
 from edgefg.manifest import PARITY_DIR, Manifest, atomic_output_dir, load_manifest
 from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.preprocess import convert_batch
 from edgefg.targets import Target, load_target
 from edgefg.validate.metrics import parity
 from edgefg.versions import library_versions
@@ -64,12 +65,14 @@ def deploy(
     parity_samples: int = 32,
     labels: str | Path | None = None,
     options: dict | None = None,
+    calib_size: int = 300,
+    wrap_options: dict | None = None,
 ) -> DeployResult:
     artifact = Path(artifact)
     if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
         from edgefg.wrap import wrap_model
 
-        return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data)
+        return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, **(wrap_options or {}))
     src = load_manifest(artifact)
     tgt = target if isinstance(target, Target) else load_target(target)
     if not tgt.available:
@@ -77,6 +80,10 @@ def deploy(
     precision = resolve_precision(tgt, src, precision)
     chain = find_path(src.format, tgt.format)
     x, parity_source = _parity_inputs(artifact, src, Path(data) if data else None, parity_samples)
+    calib, calib_source = x, parity_source
+    if precision == "int8" and data and calib_size > len(x) and any(c.calibrates for c in chain):  # a larger stratified subset
+        calib, calib_source = _parity_inputs(artifact, src, Path(data), calib_size)
+    options = {"samples_source": calib_source, **(options or {})}
 
     with atomic_output_dir(out, force) as tmp:
         current = artifact / src.model_file
@@ -84,7 +91,7 @@ def deploy(
         for i, conv in enumerate(chain):
             step_dir = tmp if i == len(chain) - 1 else tmp / f".step{i}"
             step_dir.mkdir(exist_ok=True)
-            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src, samples=x, options=dict(options or {})))
+            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src, samples=calib, options=dict(options)))
             current = step_dir / result.model_file
         for p in tmp.glob(".step*"):
             shutil.rmtree(p)
@@ -100,6 +107,7 @@ def deploy(
         manifest.backend_options = result.backend_options
         manifest.inputs = result.inputs or manifest.inputs
         manifest.outputs = result.outputs or manifest.outputs
+        manifest.preprocess = result.preprocess or manifest.preprocess
         manifest.versions = library_versions()
         manifest.compression = src.compression + [
             {"method": "deploy", "target": tgt.name, "converters": [f"{c.src}->{c.dst}" for c in chain], "notes": result.notes}
@@ -113,7 +121,7 @@ def deploy(
                 "reference": f"artifact '{artifact.name}' ({src.precision}, onnxruntime)",
                 "inputs": parity_source,
                 **({"candidate_runtime": f"{host.backend} on the deploying host, as a stand-in for {tgt.backend}"} if result.host_backend else {}),
-                **parity(cand.scores(x), ref.scores(x), src.output_activation),
+                **parity(cand.scores(convert_batch(x, src.preprocess, host.preprocess)), ref.scores(x), src.output_activation),
             }
         manifest.record_files(tmp)
         manifest.save(tmp)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
-PACKAGES = ("edgefg", "torch", "timm", "nncf", "onnx", "onnxruntime", "openvino", "opencv-python-headless", "numpy")
+PACKAGES = ("edgefg", "torch", "timm", "nncf", "onnx", "onnxruntime", "openvino", "opencv-python-headless", "numpy",
+            "litert-torch", "ai-edge-litert", "tflite-runtime")
 
 
 def library_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:

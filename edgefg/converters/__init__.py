@@ -19,6 +19,7 @@ from edgefg.errors import UnsupportedError
 CONVERTER_MODULES = [
     "edgefg.converters.onnx_passthrough",
     "edgefg.converters.onnx_to_openvino",
+    "edgefg.converters.onnx_to_tflite",
     "edgefg.converters.onnx_to_tensorrt",
 ]
 
@@ -46,6 +47,7 @@ class ConvertResult:
     host_backend: str | None = None
     inputs: list[Any] | None = None  # TensorSpecs when the converter changed them (e.g. a fixed batch)
     outputs: list[Any] | None = None
+    preprocess: Any = None  # a Preprocess when the converter changed the input layout/dtype (NHWC int8 TFLite)
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,15 @@ class Converter:
     dst: str
     fn: Callable[[ConvertRequest], ConvertResult]
     description: str
+    calibrates: bool = False  # quantizes from ConvertRequest.samples: deploy gives it --calib-size images
 
 
 _REGISTRY: dict[tuple[str, str], Converter] = {}
 
 
-def register(src: str, dst: str, description: str) -> Callable:
+def register(src: str, dst: str, description: str, calibrates: bool = False) -> Callable:
     def deco(fn: Callable[[ConvertRequest], ConvertResult]) -> Callable:
-        _REGISTRY[(src, dst)] = Converter(src, dst, fn, description)
+        _REGISTRY[(src, dst)] = Converter(src, dst, fn, description, calibrates)
         return fn
 
     return deco

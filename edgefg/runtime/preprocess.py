@@ -68,6 +68,11 @@ def preprocess(image_bgr: np.ndarray, spec: Preprocess) -> np.ndarray:
         image = image[:, :, ::-1]
     x = image.astype(np.float32) * (1.0 / 255.0)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return _to_model_input(x, spec)
+
+
+def _to_model_input(x: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """Normalized float H×W×C (or N×H×W×C) → the model's dtype (quantized if integer) and layout."""
     if spec.dtype in ("uint8", "int8"):
         if spec.quant_scale is None or spec.quant_zero_point is None:
             raise DataError(f"integer input dtype {spec.dtype} needs quant_scale and quant_zero_point in the manifest")
@@ -76,8 +81,25 @@ def preprocess(image_bgr: np.ndarray, spec: Preprocess) -> np.ndarray:
     else:
         x = x.astype(spec.dtype)
     if spec.layout.upper() == "NCHW":
-        x = x.transpose(2, 0, 1)
+        x = np.moveaxis(x, -1, -3)
     return np.ascontiguousarray(x)
+
+
+def convert_batch(batch: np.ndarray, src: Preprocess, dst: Preprocess) -> np.ndarray:
+    """Re-express a batch prepared for ``src`` in ``dst``'s layout and dtype (e.g. an artifact's
+    NCHW float32 samples for a bundle's NHWC int8 input). Geometry and normalization must agree."""
+    if src == dst:
+        return batch
+    same = ("input_size", "resize_shorter", "crop", "interpolation", "mean", "std", "color")
+    diff = [k for k in same if getattr(src, k) != getattr(dst, k)]
+    if diff:
+        raise DataError(f"cannot convert samples between preprocessings that differ in {', '.join(diff)}")
+    x = batch
+    if src.dtype in ("uint8", "int8"):
+        x = (x.astype(np.float32) - (src.quant_zero_point or 0)) * src.quant_scale
+    if src.layout.upper() == "NCHW":
+        x = np.moveaxis(x, 1, -1)
+    return _to_model_input(x.astype(np.float32, copy=False), dst)
 
 
 def preprocess_batch(images: list[np.ndarray], spec: Preprocess) -> np.ndarray:

@@ -23,6 +23,7 @@ from edgefg.manifest import Manifest, TensorSpec
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("edgefg.runtime.backends.onnxruntime:OnnxRuntimeBackend", "onnxruntime"),
     "openvino": ("edgefg.runtime.backends.openvino:OpenVINOBackend", "openvino"),
+    "tflite": ("edgefg.runtime.backends.tflite:TFLiteBackend", "tflite"),
     "tensorrt": ("edgefg.runtime.backends.tensorrt:TensorRTBackend", "runtime-tensorrt"),
 }
 
