@@ -77,11 +77,14 @@ def cli(verbose: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+from edgefg.compress.cli_options import compress_options  # noqa: E402  (click only)
+
+
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="Calibration images (ImageFolder: one sub-folder per class).")
 @click.option("--val-data", type=click.Path(path_type=Path), help="Labelled images for the before/after report (default: --data).")
-@click.option("--recipe", default="int8", show_default=True, help="Built-in recipe: int8 | fp32.")
+@click.option("--recipe", default="int8", show_default=True, help="Built-in recipe (fp32, int8, int8-accuracy, prune-kd, prune-kd-int8, evit, tome, ila) or a .toml/.yaml recipe file.")
 @click.option("--calib-size", default=300, show_default=True, help="Calibration images, stratified over classes.")
 @click.option("--arch", help="timm architecture, for a bare checkpoint (.safetensors/.pth).")
 @click.option("--num-classes", type=int, help="Number of classes, for a bare checkpoint.")
@@ -89,21 +92,34 @@ def cli(verbose: int) -> None:
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
 @click.option("--seed", default=0, show_default=True)
+@compress_options
 @handle_errors
-def compress(model, data, val_data, recipe, calib_size, arch, num_classes, labels, out, force, seed) -> None:
-    """Compress MODEL (timm hub folder, checkpoint + --arch, or .onnx) into an artifact."""
-    from edgefg.compress.api import CompressOptions
+def compress(model, data, val_data, recipe, calib_size, arch, num_classes, labels, out, force, seed, **extra) -> None:
+    """Compress MODEL (timm hub folder, checkpoint + --arch, or .onnx) into an artifact.
+
+    \b
+    edgefg compress M --data train/ --val-data test/ --max-drop 0.5 --max-class-drop 10 -o art
+    edgefg compress M --data train/ --val-data test/ --prune 0.3 --epochs 2 -o art
+    edgefg compress VIT --data train/ --recipe fp32 --token-keep 0.5 --token-method tome -o art
+    edgefg compress VIT --data train/ --recipe fp32 --adapters ila --adapter-at 3,7 --epochs 5 -o art
+    """
     from edgefg.compress.api import compress as run_compress
+    from edgefg.compress.cli_options import options_from_cli
+    from edgefg.errors import CheckFailed
     from edgefg.models.loader import load_model
 
     loaded = load_model(model, arch=arch, num_classes=num_classes, labels=labels)
-    opts = CompressOptions(recipe=recipe, data=data, val_data=val_data, calib_size=calib_size, seed=seed, force=force)
-    result = run_compress(loaded, out, opts)
+    opts = options_from_cli(recipe=recipe, data=data, val_data=val_data, calib_size=calib_size, seed=seed, force=force, **extra)
     console = _console()
+    try:
+        run_compress(loaded, out, opts)
+    except CheckFailed:
+        if (out / "report.md").is_file():
+            console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+        raise
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print(f"[green]wrote[/] {out}  (report: {out / 'report.md'})")
     console.print(f"next: edgefg deploy {out} --target intel-cpu -o {out.name}-intel-cpu")
-    del result
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 """``edgefg compress``: model → compressed ONNX artifact + manifest + report.
 
-The artifact is an ONNX model (FP32, or INT8 as Q/DQ) that every converter starts from. The
-report measures each step on the user's data: size, parameters, MACs, host latency, top-1/top-5
-and per-class accuracy, worst-class drop.
+A recipe is an ordered list of steps (see :mod:`edgefg.compress.recipes`): PyTorch steps
+(structured pruning, distillation, fine-tuning, ViT token reduction, ILA adapters) run in order on
+the module, then an optional INT8 step runs on the exported ONNX. The artifact is an ONNX model
+(FP32, or INT8 as Q/DQ) that every converter starts from. The report measures every step on the
+user's data: size, parameters, MACs, host latency, top-1/top-5, per-class accuracy and the
+worst-class drop, and plots accuracy against latency.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import re
 import shutil
@@ -16,35 +21,65 @@ from typing import Any
 import numpy as np
 
 from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_subset
+from edgefg.compress.recipes import RECIPES, TORCH_STEPS, load_recipe, validate_steps
 from edgefg.compress.report import write_compress_report
 from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
-from edgefg.errors import DataError, UnsupportedError
+from edgefg.errors import CheckFailed, DataError, UnsupportedError
 from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir
 from edgefg.models.loader import LoadedModel
 from edgefg.models.stats import onnx_stats
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.timing import percentiles, time_calls
-from edgefg.validate.evaluate import score_samples
 from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
 from edgefg.versions import library_versions
 
 log = logging.getLogger(__name__)
 
-RECIPES = {"fp32": "no compression (the reference every later step is compared with)", "int8": "NNCF INT8 post-training quantization"}
+__all__ = ["CompressOptions", "CompressResult", "compress", "RECIPES"]
 TRANSFORMER_ARCH = re.compile(r"vit|deit|beit|eva|swin|levit|cait|xcit|pit_|convit", re.I)
 PARITY_SAMPLES = 32
+DEFAULT_LR = {"distil": 5e-4, "finetune": 5e-4, "tokens": 5e-4, "ila": 1e-3}
 
 
 @dataclass
 class CompressOptions:
-    recipe: str = "int8"
-    data: Path | None = None  # calibration images (ImageFolder or flat)
+    recipe: str = "int8"  # built-in name or a .toml/.yaml recipe file
+    data: Path | None = None  # calibration + training images (ImageFolder or flat)
     val_data: Path | None = None  # evaluation images; defaults to ``data``
     calib_size: int = 300
     seed: int = 0
     force: bool = False
     latency_iters: int = 30
-    batch_size: int = 8
+    batch_size: int = 8  # evaluation batch
+    val_size: int | None = None  # evaluate on a stratified subset of this many validation images
+    eval_backend: str = "auto"  # auto (OpenVINO when installed) | onnxruntime | openvino
+    # INT8 and its budget (applied to the recipe's int8 step)
+    max_drop: float | None = None  # mean top-1 drop, points (NNCF accuracy control)
+    max_class_drop: float | None = None  # per-class drop, points, counted only when significant
+    class_alpha: float = 0.05  # sign-test level for "significant"
+    smooth_quant: float | None = None
+    ignored: list[str] = field(default_factory=list)  # ONNX node names kept in float
+    # structured pruning + distillation
+    prune: float | None = None
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.7
+    # ViT token reduction / CLCA
+    token_keep: float | None = None
+    token_method: str = "evit"
+    token_at: list[int] | None = None
+    clca: bool = False
+    # ILA adapters
+    adapters: str | None = None  # "ila"
+    adapter_at: list[int] = field(default_factory=lambda: [3, 7])
+    adapter_dim: int = 8
+    # training (overrides the recipe's step values when given)
+    epochs: int | None = None
+    lr: float | None = None
+    train_batch: int = 32
+    max_steps: int | None = None
+    optimizer: str = "adamw"
+    checkpoint_dir: Path | None = None  # default: <out>.ckpt beside the output, removed on success
+    plot: bool = True
 
 
 @dataclass
@@ -52,6 +87,53 @@ class CompressResult:
     directory: Path
     manifest: Manifest
     report: dict[str, Any] = field(default_factory=dict)
+    passed: bool = True
+
+
+def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
+    """The recipe's steps with the command-line options folded in."""
+    name, steps = load_recipe(opts.recipe)
+    torch_steps = [s for s in steps if s["type"] in TORCH_STEPS]
+    int8 = [s for s in steps if s["type"] == "int8"]
+    if opts.prune is not None:
+        pr = next((s for s in torch_steps if s["type"] == "prune"), None)
+        if pr is None:
+            torch_steps += [{"type": "prune", "ratio": opts.prune}, {"type": "distil", "epochs": 1}]
+        else:
+            pr["ratio"] = opts.prune
+    if opts.token_keep is not None:
+        st = {"type": "tokens", "keep": opts.token_keep, "method": opts.token_method, "clca": opts.clca}
+        if opts.token_at:
+            st["at"] = list(opts.token_at)
+        if opts.clca:
+            st["epochs"] = 1
+        torch_steps.append(st)
+    elif opts.clca:
+        raise UnsupportedError("--clca needs token reduction", "add --token-keep RATE (e.g. 0.5)")
+    if opts.adapters is not None:
+        if opts.adapters != "ila":
+            raise UnsupportedError(f"unknown adapter type '{opts.adapters}'", "supported: ila")
+        torch_steps.append({"type": "ila", "at": list(opts.adapter_at), "dim": opts.adapter_dim, "epochs": 1})
+    for s in torch_steps:
+        if s["type"] in DEFAULT_LR or (s["type"] == "tokens" and s.get("epochs")):
+            if opts.epochs is not None and (s["type"] != "tokens" or s.get("clca")):
+                s["epochs"] = opts.epochs
+            if opts.lr is not None:
+                s["lr"] = opts.lr
+            if opts.max_steps is not None:
+                s["max_steps"] = opts.max_steps
+    budget_flags = {"max_drop": opts.max_drop, "max_class_drop": opts.max_class_drop, "smooth_quant": opts.smooth_quant}
+    if any(v is not None for v in budget_flags.values()) or opts.ignored:
+        if not int8:
+            raise UnsupportedError(f"--max-drop/--max-class-drop/--smooth-quant/--ignore need an int8 step; recipe '{name}' has none", "use --recipe int8")
+        for k, v in budget_flags.items():
+            if v is not None:
+                int8[0][k] = v
+        if opts.max_class_drop is not None:
+            int8[0]["class_alpha"] = opts.class_alpha
+        if opts.ignored:
+            int8[0]["ignored"] = list(opts.ignored)
+    return name, validate_steps(torch_steps + int8, f"recipe '{name}'")
 
 
 def _manifest_for(model: LoadedModel, name: str, precision: str, steps: list[dict]) -> Manifest:
@@ -73,23 +155,156 @@ def _manifest_for(model: LoadedModel, name: str, precision: str, steps: list[dic
     )
 
 
-def _measure(directory: Path, manifest: Manifest, sample: np.ndarray, iters: int, val: ImageSet | None, batch: int, what: str):
-    """Stats, host latency (ONNX Runtime, batch 1) and, with labelled data, accuracy of one model file."""
-    stats = onnx_stats(directory / manifest.model_file)
-    with LoadedBundle(directory, verify=False, manifest=manifest) as m:
-        lat = percentiles(time_calls(lambda: m.scores(sample[None]), iters))
-        scored = score_samples(m, val.samples, batch, f"evaluating {what}") if val is not None else None
-    return stats, lat, scored
+def _resolve_backend(name: str) -> str:
+    if name != "auto":
+        return name
+    try:
+        import openvino  # noqa: F401
+
+        return "openvino"
+    except ModuleNotFoundError:
+        return "onnxruntime"
+
+
+@dataclass
+class _Val:
+    x: np.ndarray
+    y: np.ndarray
+    root: Path
+    skipped: list[Path]
+
+
+class _Meter:
+    """Measures one ONNX file: static stats, host latency (batch 1) and scores on the validation arrays."""
+
+    def __init__(self, model: LoadedModel, backend: str, sample: np.ndarray, iters: int, val: _Val | None, batch: int):
+        self.model, self.backend, self.sample, self.iters, self.val, self.batch = model, backend, sample, iters, val, batch
+
+    def __call__(self, onnx_path: Path, precision: str, what: str):
+        manifest = _manifest_for(self.model, what, precision, [])
+        manifest = dataclasses.replace(manifest, backend=self.backend, model_file=onnx_path.name)
+        stats = onnx_stats(onnx_path)
+        log.info("measuring %s (%s)", what, self.backend)
+        with LoadedBundle(onnx_path.parent, verify=False, manifest=manifest) as m:
+            lat = percentiles(time_calls(lambda: m.scores(self.sample[None]), self.iters))
+            scores = None
+            if self.val is not None:
+                scores = np.concatenate([m.scores(self.val.x[i : i + self.batch]) for i in range(0, len(self.val.x), self.batch)])
+        return stats, lat, scores
+
+
+def _preprocess_val(val_set: ImageSet | None, model: LoadedModel, size: int | None, seed: int) -> _Val | None:
+    if val_set is None or not val_set.labelled:
+        return None
+    samples = stratified_subset(val_set.samples, size, seed) if size else val_set.samples
+    skipped: list[Path] = []
+    xs, ys = [], []
+    for b in iter_batches(samples, model.preprocess, 64, skipped):
+        xs.append(b.x)
+        ys.append(b.labels)
+    if not xs:
+        raise DataError(f"no readable validation images in '{val_set.root}'")
+    return _Val(np.concatenate(xs), np.concatenate(ys), val_set.root, skipped)
+
+
+def _train_config(step: dict, opts: CompressOptions, ckpt: Path | None):
+    from edgefg.compress.train import TrainConfig
+
+    return TrainConfig(
+        epochs=int(step.get("epochs", 1)),
+        lr=float(step.get("lr", DEFAULT_LR.get(step["type"], 5e-4))),
+        optimizer=str(step.get("optimizer", opts.optimizer)),
+        batch_size=int(step.get("batch_size", opts.train_batch)),
+        max_steps=step.get("max_steps"),
+        kd_temperature=float(step.get("temperature", opts.kd_temperature)),
+        kd_alpha=float(step.get("alpha", opts.kd_alpha)),
+        seed=opts.seed,
+        checkpoint_dir=ckpt,
+    )
+
+
+def _apply_torch_step(i: int, step: dict, module, teacher, model: LoadedModel, train_samples, opts: CompressOptions, ckpt_root: Path):
+    """Run one PyTorch step; returns (new module, step description)."""
+    from edgefg.compress.train import train
+
+    kind = step["type"]
+    ckpt = ckpt_root / f"{i:02d}-{kind}"
+
+    def need_data() -> None:
+        if not train_samples:
+            raise DataError(f"step '{kind}' trains and needs labelled images", "pass --data DIR with one sub-folder per class")
+
+    if kind == "prune":
+        from edgefg.compress.prune import PruneOptions, prune
+
+        desc = prune(module, model.preprocess.input_size, PruneOptions(float(step.get("ratio", 0.3)), step.get("round_to"), step.get("importance", "magnitude")))
+        return module, desc
+    if kind in ("distil", "finetune"):
+        need_data()
+        cfg = _train_config(step, opts, ckpt)
+        res = train(module, train_samples, model.preprocess, cfg, teacher=teacher if kind == "distil" else None, description=kind)
+        desc = {"method": "distillation" if kind == "distil" else "fine-tuning", "teacher": "the unpruned input model" if kind == "distil" else None}
+        if kind == "distil":
+            desc.update(temperature=cfg.kd_temperature, alpha=cfg.kd_alpha, loss="alpha*T^2*KL(teacher||student) + (1-alpha)*CE")
+        desc.update(_train_desc(cfg, res))
+        return module, desc
+    if kind == "tokens":
+        from edgefg.compress.tokens import TokenOptions, build_token_vit, describe
+
+        topts = TokenOptions(float(step.get("keep", 0.5)), str(step.get("method", "evit")), step.get("at"), bool(step.get("clca", False)), step.get("recovery"))
+        wrapped = build_token_vit(module, topts)
+        desc = describe(wrapped, topts)
+        if step.get("epochs"):
+            need_data()
+            cfg = _train_config(step, opts, ckpt)
+            res = train(wrapped, train_samples, model.preprocess, cfg, teacher=teacher, description="token fine-tune")
+            desc.update(_train_desc(cfg, res), teacher="the input model without token reduction")
+        return wrapped, desc
+    if kind == "ila":
+        from edgefg.compress.adapters import AdapterOptions, build_ila_vit, describe, trainable_prefixes
+
+        wrapped = build_ila_vit(module, AdapterOptions(tuple(step.get("at", (3, 7))), int(step.get("dim", 8))))
+        desc = describe(wrapped)
+        if step.get("epochs", 1):
+            need_data()
+            cfg = _train_config(step, opts, ckpt)
+            res = train(wrapped, train_samples, model.preprocess, cfg, trainable=trainable_prefixes(wrapped), description="ILA adapters")
+            desc.update(_train_desc(cfg, res))
+        return wrapped, desc
+    raise UnsupportedError(f"step '{kind}' is not a PyTorch step")  # pragma: no cover - validated earlier
+
+
+def _train_desc(cfg, res) -> dict[str, Any]:
+    return {
+        "epochs": cfg.epochs,
+        "steps": res.steps,
+        "lr": cfg.lr,
+        "optimizer": cfg.optimizer,
+        "batch_size": cfg.batch_size,
+        "schedule": "cosine",
+        "augmentation": "timm train transform (random resized crop, flip, colour jitter)",
+        "trainable_params": res.trainable_params,
+        "resumed_from_step": res.resumed_from_step,
+        "history": res.history,
+    }
 
 
 def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> CompressResult:
-    if opts.recipe not in RECIPES:
-        raise UnsupportedError(f"unknown recipe '{opts.recipe}'", f"built-in recipes: {', '.join(RECIPES)}")
-    if opts.recipe != "fp32" and opts.data is None:
-        raise DataError(f"recipe '{opts.recipe}' needs calibration images", "pass --data DIR (an ImageFolder of your classes)")
+    """Run the recipe and write the artifact. Raises :class:`CheckFailed` (after writing the
+    artifact and its report with the best result found) when an accuracy budget is not met."""
+    name_recipe, steps = plan_steps(opts)
+    torch_steps = [s for s in steps if s["type"] in TORCH_STEPS]
+    int8_step = next((s for s in steps if s["type"] == "int8"), None)
+    if torch_steps and model.module is None:
+        raise UnsupportedError(
+            f"steps {', '.join(s['type'] for s in torch_steps)} need a PyTorch model, not an ONNX file",
+            "pass a timm hub folder or a checkpoint with --arch",
+        )
+    if steps and opts.data is None:
+        raise DataError(f"recipe '{name_recipe}' needs images", "pass --data DIR (an ImageFolder of your classes)")
     calib_set = scan(opts.data, model.labels) if opts.data else None
     val_set = scan(opts.val_data, model.labels) if opts.val_data else calib_set
-    val_labelled = val_set if val_set is not None and val_set.labelled else None
+    backend = _resolve_backend(opts.eval_backend)
 
     calib_samples = stratified_subset(calib_set.samples, opts.calib_size, opts.seed) if calib_set else []
     skipped: list[Path] = []
@@ -100,58 +315,96 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
     if calib_set is not None and calib_set.labelled:
         n_classes = len({s.label for s in calib_samples})
         log.info("calibration: %d images covering %d of %d classes", len(calib_x), n_classes, len(calib_set.classes))
+    train_samples = calib_set.samples if calib_set is not None and calib_set.labelled else []
+    val = _preprocess_val(val_set, model, opts.val_size, opts.seed)
+    if int8_step and (int8_step.get("max_drop") is not None or int8_step.get("max_class_drop") is not None) and val is None:
+        raise DataError("an accuracy budget needs labelled validation images", "pass --val-data DIR with one sub-folder per class")
 
     out = Path(out)
     name = out.name
+    ckpt_root = Path(opts.checkpoint_dir) if opts.checkpoint_dir else out.with_name(f".{out.name}.ckpt")
+    sample = calib_x[0] if calib_x is not None else _dummy(model)
+    meter = _Meter(model, backend, sample, opts.latency_iters, val, opts.batch_size)
+    passed = True
     with atomic_output_dir(out, opts.force) as tmp:
-        ref_dir = tmp / ".reference"
-        ref_dir.mkdir()
+        work = tmp / ".steps"
+        (work / "ref").mkdir(parents=True)
+        ref_onnx = work / "ref" / "model.onnx"
         if model.onnx_path is not None:
-            shutil.copy2(model.onnx_path, ref_dir / "model.onnx")
+            shutil.copy2(model.onnx_path, ref_onnx)
         else:
-            export_onnx(model.module, model.preprocess.input_size, ref_dir / "model.onnx")
-        ref_manifest = _manifest_for(model, name, "fp32", [])
-        sample = calib_x[0] if calib_x is not None else _dummy(model)
-        ref_stats, ref_lat, ref_scored = _measure(ref_dir, ref_manifest, sample, opts.latency_iters, val_labelled, opts.batch_size, "fp32")
+            export_onnx(model.module, model.preprocess.input_size, ref_onnx)
+        ref_stats, ref_lat, ref_scores = meter(ref_onnx, "fp32", "fp32 reference")
+        ref_m = classification(ref_scores, val.y, model.labels) if val is not None else None
+        rows = [_row("fp32 (reference)", ref_stats, ref_lat, ref_m, None)]
+        descs: list[dict[str, Any]] = []
 
-        steps: list[dict[str, Any]] = []
-        if opts.recipe == "int8":
-            from edgefg.compress.quantize import quantize_onnx
+        module, current, cur_scores = model.module, ref_onnx, ref_scores
+        needs_teacher = any(s["type"] == "distil" or (s["type"] == "tokens" and s.get("epochs")) for s in torch_steps)
+        teacher = copy.deepcopy(model.module).eval() if needs_teacher else None
+        extra: dict[str, Any] = {}
+        for i, step in enumerate(torch_steps):
+            module, desc = _apply_torch_step(i, step, module, teacher, model, train_samples, opts, ckpt_root)
+            module.eval()
+            (work / str(i)).mkdir()
+            current = export_onnx(module, model.preprocess.input_size, work / str(i) / "model.onnx")
+            if step["type"] in ("tokens", "ila"):
+                from edgefg.compress.tokens import check_runtimes, graph_ops
 
-            transformer = bool(model.arch and TRANSFORMER_ARCH.search(model.arch))
-            steps.append(quantize_onnx(ref_dir / "model.onnx", tmp / "model.onnx", calib_x, transformer=transformer))
-            precision = "int8"
+                desc["graph"] = graph_ops(current)
+                desc["runtimes"] = check_runtimes(current, model.preprocess.input_size)
+            stats, lat, cur_scores = meter(current, "fp32", step["type"])
+            rows.append(_row(_step_label(step), stats, lat, classification(cur_scores, val.y, model.labels) if val is not None else None, ref_m, opts.class_alpha))
+            descs.append({"step": step["type"], **desc})
+
+        if int8_step is not None:
+            from edgefg.compress.quantize import AccuracyBudget, QuantOptions, quantize_onnx, quantize_with_budget
+
+            is_vit = bool(model.arch and TRANSFORMER_ARCH.search(model.arch))
+            qopts = QuantOptions(transformer=is_vit, smooth_quant=int8_step.get("smooth_quant"), ignored=list(int8_step.get("ignored", [])))
+            budget = AccuracyBudget(int8_step.get("max_drop"), int8_step.get("max_class_drop"), float(int8_step.get("class_alpha", opts.class_alpha)))
+            if budget.active:
+                desc = quantize_with_budget(current, tmp / "model.onnx", calib_x, val.x, val.y, model.labels, budget, qopts, engine=backend)
+                passed = bool(desc["passed"])
+            else:
+                desc = quantize_onnx(current, tmp / "model.onnx", calib_x, options=qopts)
+            stats, lat, scores = meter(tmp / "model.onnx", "int8", "int8")
+            m_int8 = classification(scores, val.y, model.labels) if val is not None else None
+            row = _row(_step_label(int8_step), stats, lat, m_int8, ref_m, opts.class_alpha)
+            if m_int8 is not None:
+                m_in = classification(cur_scores, val.y, model.labels)
+                row["top1_drop_vs_input"] = 100.0 * (m_in["top1"] - m_int8["top1"])
+            rows.append(row)
+            descs.append({"step": "int8", **desc})
+            precision, scores_final = "int8", scores
         else:
-            shutil.copy2(ref_dir / "model.onnx", tmp / "model.onnx")
-            precision = "fp32"
-        manifest = _manifest_for(model, name, precision, steps)
-        if opts.recipe == "fp32":
-            stats, lat, scored = ref_stats, ref_lat, ref_scored
-        else:
-            stats, lat, scored = _measure(tmp, manifest, sample, opts.latency_iters, val_labelled, opts.batch_size, opts.recipe)
+            shutil.copy2(current, tmp / "model.onnx")
+            precision, scores_final = "fp32", cur_scores
 
-        rows = [_row("fp32 (reference)", ref_stats, ref_lat, ref_scored, model.labels)]
-        if opts.recipe != "fp32":
-            rows.append(_row(opts.recipe, stats, lat, scored, model.labels))
+        manifest = _manifest_for(model, name, precision, descs)
         report: dict[str, Any] = {
             "model": model.source,
-            "recipe": opts.recipe,
+            "recipe": name_recipe,
+            "recipe_steps": steps,
             "calibration": {"data": str(opts.data) if opts.data else None, "images": 0 if calib_x is None else int(len(calib_x)), "skipped_corrupt": [str(p) for p in skipped]},
-            "validation": {"data": str(val_labelled.root) if val_labelled else None},
-            "latency_backend": "onnxruntime (host CPU, batch 1)",
+            "validation": {"data": str(val.root) if val else None, "images": int(len(val.y)) if val else 0},
+            "latency_backend": f"{backend} (host CPU, batch 1)",
             "steps": rows,
+            "compression": descs,
+            "passed": passed,
+            **extra,
         }
-        if ref_scored is not None and scored is not None:
-            ref_m = classification(ref_scored.scores, ref_scored.labels, model.labels)
-            cand_m = classification(scored.scores, scored.labels, model.labels)
+        if val is not None:
+            cand_m = classification(scores_final, val.y, model.labels)
             drops = class_drops(cand_m, ref_m)
             report["top1_drop"] = 100.0 * (ref_m["top1"] - cand_m["top1"])
             report["worst_class_drop"] = drops[0]["drop_pts"] if drops else 0.0
             report["class_drops"] = drops
-            report["agreement"] = parity(scored.scores, ref_scored.scores)["top1_agreement"]
-            report["validation"]["skipped_corrupt"] = [str(p) for p in scored.skipped]
+            report["class_alpha"] = opts.class_alpha
+            report["agreement"] = parity(scores_final, ref_scores)["top1_agreement"]
+            report["validation"]["skipped_corrupt"] = [str(p) for p in val.skipped]
             manifest.accuracy = {
-                "data": str(val_labelled.root),
+                "data": str(val.root),
                 **{k: v for k, v in strip_arrays(cand_m).items() if k != "per_class"},
                 "reference_top1": ref_m["top1"],
                 "top1_drop": report["top1_drop"],
@@ -159,11 +412,40 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             }
         if calib_x is not None:
             _save_parity_samples(tmp / PARITY_DIR, calib_samples, skipped)
-        shutil.rmtree(ref_dir)
-        write_compress_report(tmp, report)
+        shutil.rmtree(work)
+        write_compress_report(tmp, report, plot=opts.plot)
         manifest.record_files(tmp)
         manifest.save(tmp)
-    return CompressResult(out, manifest, report)
+    if opts.checkpoint_dir is None and ckpt_root.is_dir():
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    result = CompressResult(out, manifest, report, passed)
+    if not passed:
+        q = descs[-1]
+        over = ", ".join(f"{c['class']} −{c['drop_pts']:.1f} pt ({c['drop_images']} img, p={_p(c['p_value'])})" for c in q["classes_over_budget"][:3])
+        raise CheckFailed(
+            f"INT8 accuracy budget not met: top-1 drop {q['top1_drop']:.2f} pt (budget {q['budget']['max_drop']})"
+            + (f"; classes over budget: {over}" if over else "")
+            + f"; best result written to {out}",
+            "raise --max-drop/--max-class-drop, add calibration images, or keep more layers in float (--ignore NODE)",
+        )
+    return result
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _step_label(step: dict) -> str:
+    kind = step["type"]
+    if kind == "prune":
+        return f"prune {step.get('ratio', 0.3):g}"
+    if kind == "tokens":
+        return f"{step.get('method', 'evit')} keep {step.get('keep', 0.5):g}" + (" + CLCA" if step.get("clca") else "")
+    if kind == "ila":
+        return f"ILA @ {','.join(str(a) for a in step.get('at', (3, 7)))}"
+    if kind == "int8":
+        return "int8" + (" (accuracy-aware)" if step.get("max_drop") is not None or step.get("max_class_drop") is not None else "")
+    return kind
 
 
 def _dummy(model: LoadedModel) -> np.ndarray:
@@ -171,11 +453,16 @@ def _dummy(model: LoadedModel) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((3, h, w)).astype(np.float32)
 
 
-def _row(step: str, stats: dict, lat: dict, scored, labels: list[str]) -> dict[str, Any]:
+def _row(step: str, stats: dict, lat: dict, m: dict | None, ref_m: dict | None, alpha: float = 0.05) -> dict[str, Any]:
     row: dict[str, Any] = {"step": step, **stats, "latency_ms_p50": lat["p50"], "latency_ms_p90": lat["p90"]}
-    if scored is not None:
-        m = classification(scored.scores, scored.labels, labels)
+    if m is not None:
         row.update({k: m[k] for k in ("images", "top1", "top5", "worst_class_accuracy", "mean_class_accuracy")})
+        if ref_m is not None:
+            drops = class_drops(m, ref_m)
+            row["top1_drop"] = 100.0 * (ref_m["top1"] - m["top1"])
+            row["worst_class_drop"] = drops[0]["drop_pts"] if drops else 0.0
+            row["worst_class"] = drops[0]["class"] if drops else None
+            row["significant_class_drops"] = sum(1 for r in drops if r["drop_pts"] > 0 and r["p_value"] is not None and r["p_value"] < alpha)
     return row
 
 

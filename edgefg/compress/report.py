@@ -1,32 +1,127 @@
-"""The compress report: report.json for machines, report.md for people."""
+"""The compress report: report.json for machines, report.md for people, and an accuracy-vs-latency
+plot of the steps (report.png) because a Pareto plot is read faster than a table."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from edgefg.validate.report import fmt, markdown_table
 
+log = logging.getLogger(__name__)
+PLOT_NAME = "report.png"
 
-def write_compress_report(directory: Path, report: dict[str, Any]) -> None:
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def write_plot(path: Path, rows: list[dict[str, Any]], backend: str) -> bool:
+    """Top-1 vs host latency, one labelled point per step (matplotlib, Agg backend)."""
+    pts = [r for r in rows if r.get("top1") is not None and r.get("latency_ms_p50") is not None]
+    if not pts:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        log.warning("matplotlib is not installed: no %s", path.name)
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    xs = [r["latency_ms_p50"] for r in pts]
+    ys = [100 * r["top1"] for r in pts]
+    ax.plot(xs, ys, "-", color="0.8", zorder=1)
+    ax.scatter(xs, ys, c=[f"C{i}" for i in range(len(pts))], zorder=2)
+    for r, x, y in zip(pts, xs, ys):
+        ax.annotate(r["step"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    worst = [100 * r["worst_class_accuracy"] for r in pts if r.get("worst_class_accuracy") is not None]
+    if len(worst) == len(pts):
+        ax.scatter(xs, worst, marker="v", c=[f"C{i}" for i in range(len(pts))], alpha=0.5, label="worst class")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(f"latency p50, ms ({backend})")
+    ax.set_ylabel("top-1 accuracy, %")
+    ax.set_title("edgefg compress: accuracy vs latency per step", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = True) -> None:
+    if plot and write_plot(directory / PLOT_NAME, report["steps"], report.get("latency_backend", "")):
+        report["plot"] = PLOT_NAME
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     lines = [f"# edgefg compress report — recipe `{report['recipe']}`", ""]
     lines.append(f"Model: `{report['model'].get('path')}`  ")
     cal = report["calibration"]
     lines.append(f"Calibration: {cal['images']} images from `{cal['data']}` (stratified over classes)  ")
+    val = report.get("validation", {})
+    if val.get("data"):
+        lines.append(f"Validation: {val.get('images')} images from `{val['data']}`  ")
     lines.append(f"Latency: {report['latency_backend']}")
     lines.append("")
-    cols = ["step", "size_mb", "params", "macs", "latency_ms_p50", "top1", "top5", "worst_class_accuracy"]
-    lines += markdown_table(cols, [[fmt(r.get(c)) for c in cols] for r in report["steps"]])
+    cols = ["step", "size_mb", "params", "macs", "latency_ms_p50", "top1 %", "top5 %", "worst class %", "Δtop1 pt", "worst class Δ pt"]
+    table = [
+        [r["step"], fmt(r.get("size_mb")), fmt(r.get("params")), fmt(r.get("macs")), fmt(r.get("latency_ms_p50")), _pct(r.get("top1")),
+         _pct(r.get("top5")), _pct(r.get("worst_class_accuracy")), fmt(r.get("top1_drop")), fmt(r.get("worst_class_drop"))]
+        for r in report["steps"]
+    ]
+    lines += markdown_table(cols, table)
+    if report.get("plot"):
+        lines += ["", f"![accuracy vs latency]({report['plot']})"]
+    for desc in report.get("compression", []):
+        lines += ["", f"## Step `{desc['step']}` — {desc.get('method', '')}", ""]
+        lines += _step_details(desc)
     if "top1_drop" in report:
+        alpha = report.get("class_alpha", 0.05)
         lines += [
             "",
-            f"Top-1 drop: **{report['top1_drop']:.2f} pts**; worst-class drop: **{report['worst_class_drop']:.1f} pts**; "
-            f"prediction agreement with the reference: {report['agreement']:.4f}",
+            f"Overall vs the reference: top-1 drop **{report['top1_drop']:.2f} pts**; worst-class drop: **{report['worst_class_drop']:.1f} pts**; "
+            f"prediction agreement: {report['agreement']:.4f}",
             "",
             "## Classes that lost the most (fine-grained classes can collapse while the mean barely moves)",
             "",
+            f"`lost`/`gained`: images this class got wrong/right only after compression; `p`: one-sided paired sign test "
+            f"(a drop counts as real when p < {alpha}).",
+            "",
         ]
-        cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images"]
-        lines += markdown_table(cols, [[fmt(r[c]) for c in cols] for r in report["class_drops"][:10]])
+        cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "lost", "gained", "p_value"]
+        lines += markdown_table(cols, [[fmt(r.get(c)) for c in cols] for r in report["class_drops"][:10]])
+    if report.get("passed") is False:
+        lines += ["", "**Budget NOT met** — this artifact is the best result found (see the int8 step above)."]
     (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _step_details(desc: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    skip = {"step", "method", "history", "attempts", "sensitivity", "float_layers", "float_layers_nncf", "float_layers_per_class",
+            "classes_over_budget", "graph", "runtimes", "worst_class", "budget"}
+    simple = {k: v for k, v in desc.items() if k not in skip and not isinstance(v, (dict, list))}
+    out += [", ".join(f"{k}: {fmt(v)}" for k, v in simple.items())]
+    if "budget" in desc:
+        b = desc["budget"]
+        out += ["", f"Budget: top-1 drop ≤ {fmt(b.get('max_drop'))} pt; per class ≤ {fmt(b.get('max_class_drop'))} pt when significant "
+                f"(p < {b.get('class_alpha')}). **{'met' if desc.get('passed') else 'NOT met'}**."]
+        wc = desc.get("worst_class")
+        if wc:
+            out += [f"Worst class: {wc['class']} −{wc['drop_pts']:.1f} pt = {wc['drop_images']} of {wc['images']} images (p = {fmt(wc['p_value'])})."]
+        if desc.get("classes_over_budget"):
+            out += ["Classes over budget: " + "; ".join(f"{c['class']} −{c['drop_pts']:.1f} pt ({c['drop_images']} img, p = {fmt(c['p_value'])})" for c in desc["classes_over_budget"])]
+        nncf_f, pc = desc.get("float_layers_nncf", []), desc.get("float_layers_per_class", [])
+        out += [f"Layers kept in float by NNCF accuracy control ({len(nncf_f)}): {', '.join(nncf_f) or 'none'}",
+                f"Layers reverted to float for the per-class budget ({len(pc)}): {', '.join(pc) or 'none'}"]
+        if desc.get("attempts") and len(desc["attempts"]) > 1:
+            out += ["", *markdown_table(["reverted layers", "top1", "top1 drop pt", "classes over budget"],
+                                        [[fmt(a["reverted"]), fmt(a["top1"]), fmt(a["top1_drop"]), fmt(a["classes_over_budget"])] for a in desc["attempts"]])]
+    elif "float_layers" in desc:
+        out += [f"Layers in float: {', '.join(desc['float_layers']) or 'none'}"]
+    if desc.get("history"):
+        out += ["", *markdown_table(["epoch", "steps", "loss", "train top-1"], [[fmt(h["epoch"]), fmt(h["steps"]), fmt(h["loss"]), fmt(h["train_top1"])] for h in desc["history"]])]
+    if desc.get("graph"):
+        out += ["", f"Exported ops: {', '.join(desc['graph']['ops'])}", f"Indexing ops a target must support: {', '.join(desc['graph']['indexing_ops']) or 'none'}",
+                "Runs on: " + ", ".join(f"{k}: {v}" for k, v in desc.get("runtimes", {}).items())]
+    return out

@@ -1,0 +1,60 @@
+"""The compression options of ``edgefg compress`` (click only at import time; cli.py stays thin)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+
+def _ints(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated block indices, e.g. 3,7") from None
+
+
+OPTIONS = [
+    click.option("--max-drop", type=float, help="INT8 accuracy control: largest allowed top-1 drop in points (NNCF reverts layers to float)."),
+    click.option("--max-class-drop", type=float, help="Per-class budget in points; a class fails only if its drop is also significant (paired sign test)."),
+    click.option("--class-alpha", type=float, default=0.05, show_default=True, help="Sign-test level for calling a class drop real."),
+    click.option("--smooth-quant", type=float, help="SmoothQuant alpha for MatMuls (ViTs); negative disables."),
+    click.option("--ignore", "ignored", multiple=True, help="ONNX node name to keep in float (repeatable)."),
+    click.option("--val-size", type=int, help="Evaluate on a stratified subset of N validation images."),
+    click.option("--eval-backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True, help="Engine for the report's accuracy/latency (auto: OpenVINO when installed)."),
+    click.option("--prune", type=float, help="Structured pruning ratio (e.g. 0.3), followed by distillation from the unpruned model."),
+    click.option("--kd-temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T."),
+    click.option("--kd-alpha", type=float, default=0.7, show_default=True, help="Weight of the distillation term (1-alpha on cross-entropy)."),
+    click.option("--token-keep", type=float, help="ViT token keep rate at each reduction block (e.g. 0.5)."),
+    click.option("--token-method", type=click.Choice(["evit", "tome"]), default="evit", show_default=True),
+    click.option("--token-at", callback=_ints, help="0-based blocks that reduce tokens (default ≈ depth/4, /2, 3/4)."),
+    click.option("--clca", is_flag=True, help="Add the Cross-Layer Cache + Aggregation head (then fine-tune)."),
+    click.option("--adapters", type=click.Choice(["ila"]), help="Insert down-sampling inter-layer adapters (frozen backbone)."),
+    click.option("--adapter-at", callback=_ints, default="3,7", show_default=True, help="0-based blocks followed by an adapter."),
+    click.option("--adapter-dim", type=int, default=8, show_default=True),
+    click.option("--epochs", type=int, help="Training epochs for distillation / CLCA / ILA steps (default 1)."),
+    click.option("--lr", type=float, help="Learning rate for training steps."),
+    click.option("--train-batch", type=int, default=32, show_default=True),
+    click.option("--max-steps", type=int, help="Stop each training step after N optimizer steps (smoke runs)."),
+    click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),
+    click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Training checkpoints (resumed when present; default: .<output>.ckpt, removed on success)."),
+    click.option("--no-plot", is_flag=True, help="Do not write report.png."),
+]
+
+
+def compress_options(fn: Callable) -> Callable:
+    for opt in reversed(OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def options_from_cli(**kw: Any):
+    from edgefg.compress.api import CompressOptions
+
+    kw["ignored"] = list(kw.get("ignored") or [])
+    kw["plot"] = not kw.pop("no_plot", False)
+    if kw.get("adapter_at") is None:
+        kw["adapter_at"] = [3, 7]
+    return CompressOptions(**kw)

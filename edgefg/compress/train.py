@@ -1,0 +1,240 @@
+"""The one small training loop used by pruning recovery, CLCA and ILA fine-tuning.
+
+AdamW or SGD, linear warm-up + cosine schedule, timm's standard augmentation, optional Hinton
+distillation from a teacher (KL at temperature T, scaled by T², mixed with cross-entropy), a
+progress bar, and a checkpoint (safetensors + JSON, never pickle) after every epoch and every
+``checkpoint_every`` steps. A run that finds a checkpoint of the same run resumes from it: the data
+order of each epoch is a fixed function of (seed, epoch), so resuming mid-epoch skips exactly the
+batches already seen.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from edgefg.calibration.dataset import Sample
+from edgefg.errors import DataError, UnsupportedError
+from edgefg.manifest import Preprocess
+
+log = logging.getLogger(__name__)
+STATE_NAME, MODEL_NAME, OPTIM_NAME = "state.json", "model.safetensors", "optimizer.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | sgd
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd only
+    batch_size: int = 32
+    warmup_steps: int = 0
+    max_steps: int | None = None  # stop after this many optimizer steps in total (smoke runs, tests)
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.7  # loss = alpha·T²·KL(teacher‖student) + (1-alpha)·CE, when a teacher is given
+    label_smoothing: float = 0.0
+    augment: bool = True
+    aug_scale: tuple[float, float] = (0.35, 1.0)
+    num_workers: int = 0
+    threads: int | None = None
+    seed: int = 0
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
+
+    def identity(self) -> str:
+        """What must match for a checkpoint to be resumed (not max_steps / paths / threads)."""
+        keep = {k: v for k, v in asdict(self).items() if k not in ("max_steps", "checkpoint_dir", "checkpoint_every", "threads", "num_workers")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: int
+    resumed_from_step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    trainable_params: int = 0
+
+
+def kd_loss(student, teacher, labels, temperature: float, alpha: float, label_smoothing: float = 0.0):
+    """Hinton distillation: alpha·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1-alpha)·CE(s, y)."""
+    import torch.nn.functional as F
+
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean", log_target=True)
+    ce = F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+    return alpha * (t * t) * kl + (1.0 - alpha) * ce
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _make_optimizer(params, cfg: TrainConfig):
+    import torch
+
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    raise UnsupportedError(f"unknown optimizer '{cfg.optimizer}'", "use adamw or sgd")
+
+
+# -- checkpoints (safetensors for tensors, JSON for the rest) ----------------------------------
+
+
+def _save_checkpoint(folder: Path, model, optimizer, state: dict[str, Any]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / (MODEL_NAME + ".tmp")))
+    opt = optimizer.state_dict()
+    opt_tensors, opt_scalars = {}, {}
+    for idx, st in opt["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                opt_tensors[f"{idx}.{key}"] = val.detach().contiguous().clone()
+            else:
+                opt_scalars[f"{idx}.{key}"] = val
+    save_file(opt_tensors or {"_empty": torch.zeros(1)}, str(folder / (OPTIM_NAME + ".tmp")))
+    state = {**state, "optimizer_scalars": opt_scalars, "param_groups": opt["param_groups"]}
+    (folder / (STATE_NAME + ".tmp")).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+    for name in (MODEL_NAME, OPTIM_NAME, STATE_NAME):  # state.json last: it marks a complete checkpoint
+        os.replace(folder / (name + ".tmp"), folder / name)
+
+
+def load_checkpoint(folder: Path, model, optimizer=None) -> dict[str, Any] | None:
+    """Load a checkpoint written by :func:`train` into ``model`` (and ``optimizer``); return its state."""
+    from safetensors.torch import load_file
+
+    if not (folder / STATE_NAME).is_file():
+        return None
+    state = json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
+    missing, unexpected = model.load_state_dict(load_file(str(folder / MODEL_NAME)), strict=False)
+    if missing or unexpected:
+        raise DataError(f"checkpoint in '{folder}' does not fit the model ({len(missing)} missing, {len(unexpected)} unexpected keys)",
+                        "delete the checkpoint folder to start over")
+    if optimizer is not None:
+        tensors = load_file(str(folder / OPTIM_NAME))
+        st: dict[int, dict[str, Any]] = {}
+        for key, val in {**tensors, **state.get("optimizer_scalars", {})}.items():
+            if key == "_empty":
+                continue
+            idx, name = key.split(".", 1)
+            st.setdefault(int(idx), {})[name] = val
+        optimizer.load_state_dict({"state": st, "param_groups": state["param_groups"]})
+    return state
+
+
+def _batches(dataset, order: Sequence[int], batch_size: int, skip: int, num_workers: int) -> Iterable:
+    import torch
+    from torch.utils.data import DataLoader
+
+    batches = [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size or len(batches) == 1][skip:]  # drop a ragged last batch (BatchNorm)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
+    del torch
+    return loader, len(batches)
+
+
+def train(
+    model,
+    samples: Sequence[Sample],
+    spec: Preprocess,
+    cfg: TrainConfig,
+    teacher=None,
+    trainable: Sequence[str] | None = None,
+    description: str = "training",
+) -> TrainResult:
+    """Fine-tune ``model`` in place on labelled ``samples``. ``trainable``: parameter-name prefixes
+    to train (all others frozen); ``teacher``: a model to distil from."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgefg.compress.data import ImageDataset
+    from edgefg.progress import track
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dataset = ImageDataset(samples, spec, augment=cfg.augment, scale=cfg.aug_scale)
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable is None or any(name.startswith(t) for t in trainable))
+        if p.requires_grad:
+            params.append(p)
+    if not params:
+        raise UnsupportedError("nothing to train: no parameter matches the trainable set")
+    optimizer = _make_optimizer(params, cfg)
+    per_epoch = max(1, len(dataset) // cfg.batch_size) if len(dataset) >= cfg.batch_size else 1
+    total = cfg.epochs * per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    step, epoch, history, resumed = 0, 0, [], 0
+    ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if ckpt is not None and (ckpt / STATE_NAME).is_file():
+        state = json.loads((ckpt / STATE_NAME).read_text(encoding="utf-8"))
+        if state.get("identity") == cfg.identity():
+            load_checkpoint(ckpt, model, optimizer)
+            step, history, resumed = int(state["step"]), list(state.get("history", [])), int(state["step"])
+            log.info("resuming %s from step %d (checkpoint %s)", description, step, ckpt)
+        else:
+            log.warning("checkpoint in '%s' is from a different run configuration: starting over", ckpt)
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    n_trainable = sum(p.numel() for p in params)
+
+    def save(state_epoch: int) -> None:
+        if ckpt is not None:
+            _save_checkpoint(ckpt, model, optimizer, {"identity": cfg.identity(), "step": step, "epoch": state_epoch, "history": history, "config": asdict(cfg)})
+
+    while step < total:
+        epoch, in_epoch = divmod(step, per_epoch)
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+        torch.manual_seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)  # augmentation/dropout of the resumed part
+        import random
+
+        random.seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)
+        loader, n_batches = _batches(dataset, order, cfg.batch_size, in_epoch, cfg.num_workers)
+        model.train()
+        losses, correct, seen = [], 0, 0
+        for x, y in track(loader, f"{description} epoch {epoch + 1}/{cfg.epochs}", n_batches):
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(step, total, cfg.warmup_steps)
+            out = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(x)
+                loss = kd_loss(out, t_out, y, cfg.kd_temperature, cfg.kd_alpha, cfg.label_smoothing)
+            else:
+                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss))
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                save(epoch)
+            if step >= total:
+                break
+        history.append({"epoch": epoch + 1, "steps": step, "loss": float(sum(losses) / max(1, len(losses))), "train_top1": correct / max(1, seen)})
+        log.info("%s epoch %d: loss %.4f, train top-1 %.3f", description, epoch + 1, history[-1]["loss"], history[-1]["train_top1"])
+        save(epoch + 1)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return TrainResult(steps=step, epochs_done=math.ceil(step / per_epoch), resumed_from_step=resumed, history=history, trainable_params=n_trainable)
