@@ -155,6 +155,16 @@ class EngineCache:
                 continue
         return out
 
+    def resolve(self, key: EngineKey) -> EngineKey:
+        """``key`` if its engine exists, else the key of a DLA engine built for exactly this device and
+        model (``build-engine --dla N``), so ``run`` needs no DLA option; else ``key`` unchanged."""
+        if self.has(key) or key.dla_core is not None:
+            return key
+        for k, _ in self.entries():
+            if k.dla_core is not None and k == EngineKey(**{**key.to_dict(), "dla_core": k.dla_core}) and self.has(k):
+                return k
+        return key
+
     def load(self, key: EngineKey, bundle: str | Path = "BUNDLE") -> bytes:
         """The serialised engine for exactly ``key``; never an engine built for anything else."""
         rebuild = f"rebuild it on this device: edgefg build-engine {bundle}"

@@ -262,6 +262,21 @@ def test_backend_refuses_engine_from_other_tensorrt(trt_bundle, tmp_path, fakes)
     assert not [e for e in log if isinstance(e, tuple) and e[0] == "deserialize"]  # never handed to TensorRT
 
 
+def test_backend_finds_engine_built_for_dla(trt_bundle, tmp_path, fakes):
+    import shutil
+
+    from edgefg.runtime.model import LoadedBundle
+
+    bundle = tmp_path / "b"
+    shutil.copytree(trt_bundle, bundle)
+    m = load_manifest(bundle)
+    EngineCache(bundle / "engines").store(engine_key(m, DeviceInfo("10.3.0", "8.7", None), dla_core=1), b"dla-engine", {})
+    log = fakes("10.3.0")
+    with LoadedBundle(bundle) as b:  # `edgefg run` has no DLA option: the device's DLA engine is found
+        assert b.backend.engine_key.dla_core == 1 and b.backend._runtime.DLA_core == 1
+    assert ("deserialize", b"dla-engine") in log
+
+
 def test_backend_without_tensorrt_says_how_to_install(trt_bundle, monkeypatch):
     from edgefg.runtime.model import LoadedBundle
 

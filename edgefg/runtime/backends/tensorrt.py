@@ -116,8 +116,11 @@ class TensorRTBackend(Backend):
         self._trt, self._cuda = trt, cuda
         bundle = self.model_path.parent
         dla = self.options.get("dla_core")
-        key = engine_key(manifest, detect_device(trt, device), None if dla is None else int(dla))
-        blob = EngineCache(engine_dir(bundle, manifest, self.options.get("engine_cache"))).load(key, bundle)
+        cache = EngineCache(engine_dir(bundle, manifest, self.options.get("engine_cache")))
+        key = cache.resolve(engine_key(manifest, detect_device(trt, device), None if dla is None else int(dla)))
+        blob = cache.load(key, bundle)
+        dla = key.dla_core
+        self.engine_key = key
         self._ctx = device.make_context()
         try:
             self._logger = trt.Logger(trt.Logger.WARNING)
@@ -127,7 +130,13 @@ class TensorRTBackend(Backend):
             self.engine = self._runtime.deserialize_cuda_engine(blob)
             if self.engine is None:
                 raise ModelLoadError("TensorRT could not deserialise the engine", f"rebuild it: edgefg build-engine {bundle} --force")
-            check_io(self.specs, engine_io(trt, self.engine))
+            actual = engine_io(trt, self.engine)
+            check_io(self.specs, actual)
+            known = {s.name for s in self.specs}
+            extra = [a for a in actual if a.name not in known]
+            if any(a.is_input for a in extra):
+                raise ModelLoadError(f"the engine has inputs the manifest does not describe: {', '.join(a.name for a in extra if a.is_input)}", f"rebuild it: edgefg build-engine {bundle} --force")
+            self.specs += extra  # further outputs: bound (TensorRT writes them), not returned
             self.context = self.engine.create_execution_context()
             self.stream = cuda.Stream()
             self.host = {s.name: cuda.pagelocked_empty(s.shape, s.dtype) for s in self.specs}
@@ -139,8 +148,12 @@ class TensorRTBackend(Backend):
             else:
                 order = [self.engine.get_binding_name(i) for i in range(self.engine.num_bindings)]
                 self._bindings = [int(self.device_mem[n]) for n in order]
-        finally:
+        except BaseException:
             self._ctx.pop()
+            self._ctx.detach()
+            self._ctx = None
+            raise
+        self._ctx.pop()
         self._inputs = [s for s in self.specs if s.is_input]
         self._outputs = [s for s in self.specs if not s.is_input]
 
