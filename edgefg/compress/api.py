@@ -300,6 +300,10 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             f"steps {', '.join(s['type'] for s in torch_steps)} need a PyTorch model, not an ONNX file",
             "pass a timm hub folder or a checkpoint with --arch",
         )
+    if any(s["type"] in ("tokens", "ila") for s in torch_steps):
+        from edgefg.compress.tokens import check_vit
+
+        check_vit(model.module)  # fail before any export/measurement work
     if steps and opts.data is None:
         raise DataError(f"recipe '{name_recipe}' needs images", "pass --data DIR (an ImageFolder of your classes)")
     calib_set = scan(opts.data, model.labels) if opts.data else None

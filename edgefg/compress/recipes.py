@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgefg.errors import InputPathError, UnsupportedError
+from edgefg.errors import InputPathError, MissingDependencyError, UnsupportedError
 
 STEP_KEYS: dict[str, set[str]] = {
     "prune": {"ratio", "round_to", "importance"},
@@ -72,9 +72,13 @@ def load_recipe(spec: str) -> tuple[str, list[dict[str, Any]]]:
                 import tomli as tomllib
             data = tomllib.loads(text)
         else:
-            import yaml
-
+            try:
+                import yaml
+            except ModuleNotFoundError:
+                raise MissingDependencyError.for_module("pyyaml", "compress") from None
             data = yaml.safe_load(text) or {}
+    except MissingDependencyError:
+        raise
     except Exception as exc:  # TOMLDecodeError / YAMLError
         raise UnsupportedError(f"recipe file '{path}' is not valid: {str(exc).splitlines()[0][:200]}") from None
     steps = data.get("step", data.get("steps")) if isinstance(data, dict) else None

@@ -1,0 +1,103 @@
+"""compress end to end on the tiny model: recipes, accuracy-aware INT8 and its per-class budget."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgefg.cli import cli
+from edgefg.compress.quantize import class_failures, float_layers, quantized_layers, revert_layers
+from edgefg.compress.recipes import load_recipe
+from edgefg.errors import UnsupportedError
+
+
+def test_class_budget_accounts_for_class_size():
+    drops = [
+        {"class": "a", "images": 23, "drop_pts": 4.35, "drop_images": 1, "p_value": 0.5},  # one image: noise
+        {"class": "b", "images": 20, "drop_pts": 25.0, "drop_images": 5, "p_value": 0.031},  # 5 lost, 0 gained
+        {"class": "c", "images": 20, "drop_pts": 2.0, "drop_images": 0, "p_value": 0.01},
+    ]
+    assert [r["class"] for r in class_failures(drops, 3.0, 0.05)] == ["b"]
+    assert [r["class"] for r in class_failures(drops, 3.0, 0.6)] == ["a", "b"]
+    assert class_failures(drops, None, 0.05) == []
+
+
+def test_recipe_files(tmp_path):
+    toml = tmp_path / "r.toml"
+    toml.write_text('[[step]]\ntype = "prune"\nratio = 0.25\n[[step]]\ntype = "distil"\nmax_steps = 1\n[[step]]\ntype = "int8"\n')
+    assert load_recipe(str(toml)) == ("r", [{"type": "prune", "ratio": 0.25}, {"type": "distil", "max_steps": 1}, {"type": "int8"}])
+    yml = tmp_path / "r.yaml"
+    yml.write_text("steps:\n  - {type: tokens, method: tome, keep: 0.5}\n")
+    assert load_recipe(str(yml))[1] == [{"type": "tokens", "method": "tome", "keep": 0.5}]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[step]]\ntype = "int8"\n[[step]]\ntype = "prune"\n')
+    with pytest.raises(UnsupportedError, match="last"):
+        load_recipe(str(bad))
+    bad.write_text('[[step]]\ntype = "prune"\nratoi = 0.3\n')
+    with pytest.raises(UnsupportedError, match="ratoi"):
+        load_recipe(str(bad))
+    with pytest.raises(UnsupportedError, match="built-in recipes"):
+        load_recipe("no-such-recipe")
+
+
+def test_revert_layers_to_float(tiny_artifacts):
+    import onnx
+    import onnxruntime as ort
+
+    ref = onnx.load(str(tiny_artifacts["fp32"] / "model.onnx"))
+    q = onnx.load(str(tiny_artifacts["int8"] / "model.onnx"))
+    layers = quantized_layers(q)
+    assert layers
+    one = revert_layers(q, ref, layers[:1])
+    assert layers[0] in float_layers(one) and layers[0] not in float_layers(q)
+    onnx.checker.check_model(one)
+    x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
+    err_q = np.abs(run(q) - run(ref)).mean()
+    err_all = np.abs(run(revert_layers(q, ref, layers)) - run(ref)).mean()
+    assert err_all < err_q
+
+
+def test_unmeetable_class_budget_exits_1_with_report(tmp_path, tiny_model, image_folder):
+    out = tmp_path / "art"
+    # a class "fails" when it drops more than -1 pt (i.e. always) at level 1.01 (any p): cannot be met
+    args = ["compress", str(tiny_model), "--data", str(image_folder), "--calib-size", "12", "--max-class-drop", "-1",
+            "--class-alpha", "1.01", "--eval-backend", "onnxruntime", "--latency-iters", "3", "-o", str(out)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1, res.output
+    assert "budget not met" in res.output
+    report = json.loads((out / "report.json").read_text())
+    q = report["compression"][-1]
+    assert report["passed"] is False and q["passed"] is False and q["classes_over_budget"]
+    assert len(q["attempts"]) > 1 and q["float_layers_per_class"]  # it tried reverting layers
+    assert (out / "model.onnx").is_file() and (out / "manifest.json").is_file()
+    assert "NOT met" in (out / "report.md").read_text()
+
+
+def test_prune_distil_int8_recipe(tmp_path, tiny_model, image_folder):
+    from edgefg.runtime.model import LoadedBundle
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[step]]\ntype = "prune"\nratio = 0.3\n[[step]]\ntype = "distil"\nmax_steps = 1\nbatch_size = 6\n[[step]]\ntype = "int8"\n')
+    out = tmp_path / "art"
+    res = CliRunner().invoke(cli, ["compress", str(tiny_model), "--data", str(image_folder), "--calib-size", "12", "--latency-iters", "3", "--recipe", str(recipe), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    steps = [r["step"] for r in report["steps"]]
+    assert steps == ["fp32 (reference)", "prune 0.3", "distil", "int8"]
+    ref, pruned = report["steps"][0], report["steps"][1]
+    assert pruned["params"] < 0.8 * ref["params"] and pruned["macs"] < 0.8 * ref["macs"]
+    assert [c["step"] for c in report["compression"]] == ["prune", "distil", "int8"]
+    assert report["compression"][1]["steps"] == 1 and report["compression"][1]["temperature"] == 4.0
+    assert (out / "report.png").stat().st_size > 1000 and "report.png" in (out / "report.md").read_text()
+    with LoadedBundle(out) as m:
+        assert m.manifest.precision == "int8" and [c["step"] for c in m.manifest.compression] == ["prune", "distil", "int8"]
+        assert m.scores(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 3)
+    assert not (tmp_path / ".art.ckpt").exists()  # checkpoints are removed after success
+
+
+def test_token_reduction_on_cnn_is_a_clear_error(tmp_path, tiny_model, image_folder):
+    res = CliRunner().invoke(cli, ["compress", str(tiny_model), "--data", str(image_folder), "--recipe", "fp32", "--token-keep", "0.5", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "vit_" in res.output

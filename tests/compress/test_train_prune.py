@@ -1,0 +1,86 @@
+"""The training loop (KD loss, checkpoints, resume after interruption) and structured pruning."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+from edgefg.calibration.dataset import scan  # noqa: E402
+from edgefg.compress.prune import PruneOptions, prune  # noqa: E402
+from edgefg.compress.train import TrainConfig, kd_loss, train  # noqa: E402
+from edgefg.manifest import Preprocess  # noqa: E402
+
+SPEC = Preprocess(input_size=(64, 64), resize_shorter=73, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def _model():
+    torch.manual_seed(0)
+    m = timm.create_model("test_efficientnet", num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # timm zero-initialises some BN weights: make every channel matter
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) * 0.8 + 0.6)
+    return m
+
+
+def test_kd_loss_is_hinton():
+    s, t, y = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    T = 4.0
+    p_t = torch.softmax(t / T, 1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(s / T, 1))).sum(1).mean()
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert torch.allclose(kd_loss(s, t, y, T, 0.7), 0.7 * T * T * kl + 0.3 * ce, atol=1e-5)
+    assert torch.allclose(kd_loss(s, s, y, T, 1.0), torch.tensor(0.0), atol=1e-6)
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, image_folder):
+    samples = scan(image_folder).samples
+    cfg = dict(epochs=2, lr=1e-3, batch_size=6, augment=False, seed=0)
+
+    straight = _model()
+    train(straight, samples, SPEC, TrainConfig(**cfg, max_steps=3, checkpoint_dir=tmp_path / "a"))
+
+    interrupted = _model()
+    res1 = train(interrupted, samples, SPEC, TrainConfig(**cfg, max_steps=1, checkpoint_dir=tmp_path / "b", checkpoint_every=1))
+    assert res1.steps == 1
+    state = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert state["step"] == 1 and {p.name for p in (tmp_path / "b").iterdir()} == {"state.json", "model.safetensors", "optimizer.safetensors"}
+    resumed = _model()  # a fresh process: starts from the original weights, then finds the checkpoint
+    res2 = train(resumed, samples, SPEC, TrainConfig(**cfg, max_steps=3, checkpoint_dir=tmp_path / "b"))
+    assert res2.resumed_from_step == 1 and res2.steps == 3
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+
+
+def test_training_changes_only_trainable_params(image_folder):
+    m = _model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    res = train(m, scan(image_folder).samples, SPEC, TrainConfig(max_steps=1, batch_size=4), trainable=["classifier."])
+    assert res.trainable_params == sum(p.numel() for p in m.classifier.parameters())
+    after = m.state_dict()
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+    assert torch.equal(before["conv_stem.weight"], after["conv_stem.weight"])
+
+
+def test_prune_cnn_really_smaller():
+    m = _model()
+    info = prune(m, (64, 64), PruneOptions(0.3))
+    assert info["params_after"] < 0.8 * info["params_before"] and info["macs_after"] < 0.8 * info["macs_before"]
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_prune_vit_heads_and_mlp():
+    torch.manual_seed(0)
+    m = timm.create_model("test_vit", num_classes=3, img_size=64).eval()
+    heads = [b.attn.num_heads for b in m.blocks]
+    hidden = [b.mlp.fc1.out_features for b in m.blocks]
+    info = prune(m, (64, 64), PruneOptions(0.5))
+    assert [b.attn.num_heads for b in m.blocks] == [h // 2 for h in heads]
+    assert all(b.mlp.fc1.out_features < h for b, h in zip(m.blocks, hidden))
+    assert m.embed_dim == m.blocks[0].norm1.normalized_shape[0]  # residual width untouched
+    assert info["params_after"] < info["params_before"]
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 3)
