@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +194,7 @@ def _preprocess(io: ModelIO, cfg: dict[str, Any], opts: dict[str, Any], notes: l
         origin = "config.json"
     elif integer:  # raw pixels: mean/std that make the quantized input equal the 0..255 pixel value
         pcfg.update(mean=(zero / 255.0,) * 3, std=(1.0 / (255.0 * scale),) * 3, crop_pct=1.0, interpolation="bilinear")
-        origin = "defaults: raw pixels (the file's input quantization), resize to the input size, bilinear"
+        origin = "defaults: raw pixels (the file's input quantization), resize (no crop) to the input size, bilinear"
     else:
         origin = "defaults: ImageNet mean/std, bilinear, crop 0.875"
         log.warning("no config.json beside the model and no --mean/--std: assuming ImageNet mean/std (check with edgefg validate)")
@@ -206,11 +205,13 @@ def _preprocess(io: ModelIO, cfg: dict[str, Any], opts: dict[str, Any], notes: l
     pcfg["input_size"] = (3, int(size[0]), int(size[1]))
     pcfg.pop("test_input_size", None)
     pre = preprocess_from_cfg(pcfg)
+    if origin.startswith("defaults: raw pixels"):
+        pre.crop = "none"  # TFLite's convention (Coral/TF examples): the whole image, resized
     pre.layout, pre.dtype = layout, io.input.dtype
     pre.quant_scale, pre.quant_zero_point = scale, zero
     if cfg.get("color") or opts.get("color"):
         pre.color = str(opts.get("color") or cfg["color"]).upper()
-    if math.isclose(pre.resize_shorter, min(pre.input_size)) and pre.crop == "center":
+    if pre.crop == "none":
         notes.append(f"preprocessing: resize to {pre.input_size[0]}×{pre.input_size[1]} ({origin})")
     else:
         notes.append(f"preprocessing: resize shorter side to {pre.resize_shorter}, centre crop {pre.input_size} ({origin})")

@@ -134,3 +134,13 @@ def tiny_bundles(tmp_path_factory, tiny_artifacts) -> dict[str, Path]:
         for target in ("intel-cpu", "onnxruntime-cpu"):
             out[f"{precision}-{target}"] = deploy(art, target, root / f"{precision}-{target}").directory
     return out
+
+
+@pytest.fixture(scope="session")
+def tflite_bundles(tmp_path_factory, tiny_artifacts, image_folder) -> dict[str, Path]:
+    """rpi5 (LiteRT, NHWC) bundles of the tiny model: fp32 from the fp32 artifact, int8 from the int8 one."""
+    pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edgefg[tflite-convert]')")
+    from edgefg.deploy import deploy
+
+    root = tmp_path_factory.mktemp("tflite")
+    return {p: deploy(tiny_artifacts[p], "rpi5", root / p, precision=p, data=image_folder).directory for p in ("fp32", "int8")}

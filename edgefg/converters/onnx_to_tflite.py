@@ -115,15 +115,15 @@ def _check_request(req: ConvertRequest) -> None:
 
 def _int8_model(litert_torch: Any, torch: Any, module: Any, example: Any, calib: np.ndarray) -> Any:
     from litert_torch.quantize import pt2e_quantizer, quant_config
-    from torchao.quantization.pt2e import quantize_pt2e
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
     with torch.no_grad():
         graph = torch.export.export(module, (example,)).module()
-        prepared = quantize_pt2e.move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
+        prepared = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
         for sample in calib:
             prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
-        converted = quantize_pt2e.move_exported_model_to_eval(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
+        converted = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
         converted.training = False  # litert-torch reads the flag; the graph is already in eval form
     return litert_torch.convert(converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
 
