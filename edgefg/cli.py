@@ -167,7 +167,8 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, me
         console.print(f"parity measured with {p.get('candidate_runtime', 'onnxruntime')}; the engine is built on the device.")
         console.print(f"next (on the device): edgefg build-engine {out}   then   edgefg run {out} --source 0")
     else:
-        console.print(f"next: edgefg validate {out} --data DIR --reference REF_ARTIFACT   |   edgefg run {out} --source 0   |   edgefg bench {out}")
+        ref = "" if "cosine_min" not in p else " --reference REF_ARTIFACT"
+        console.print(f"next: edgefg validate {out} --data DIR{ref}   |   edgefg run {out} --source 0   |   edgefg bench {out}")
 
 
 # --------------------------------------------------------------------------------------------

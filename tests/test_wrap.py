@@ -1,6 +1,5 @@
 """Wrapping already-converted models (.tflite, .onnx, OpenVINO .xml) into bundles that validate,
 run and bench open like any other; the real Coral iNat bird model on the cub100 classes it knows."""
-import json
 import os
 import re
 import shutil
@@ -136,3 +135,19 @@ def test_wrap_the_coral_inat_bird_model_and_validate_it_on_cub(tmp_path):
     result = validate(bundle, data)
     assert result["images"] == 390
     assert result["top1"] >= 0.80, result["top1"]  # 0.846 on these 390 images; 0.875 on all 2,310 (data README: 0.873)
+
+
+def test_wrap_a_tflite_on_a_device_without_torch(tflite_bundles, tmp_path):
+    from tests.test_no_torch import _edgefg
+
+    model = tmp_path / "m.tflite"
+    shutil.copy2(tflite_bundles["int8"] / "model.tflite", model)
+    labels = _labels_file(tmp_path, CLASSES)
+    r = _edgefg("deploy", model, "--labels", labels, "--target", "rpi4", "-o", tmp_path / "b", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = load_manifest(tmp_path / "b")
+    assert (m.target, m.precision, m.preprocess.dtype, m.preprocess.layout) == ("rpi4", "int8", "int8", "NHWC")
+    # no config.json: raw-pixel defaults derived from the file's input quantization
+    s, z = m.preprocess.quant_scale, m.preprocess.quant_zero_point
+    assert np.allclose(m.preprocess.std, [1 / (255 * s)] * 3) and np.allclose(m.preprocess.mean, [z / 255] * 3)
+    assert "--reference" not in r.stdout and "wrapped tflite int8" in r.stdout
