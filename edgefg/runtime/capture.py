@@ -235,6 +235,12 @@ class Capture:
                     return
                 if state["frames"] > 0:
                     failures = 0
+                if not src.reopenable:
+                    if not state["ended"]:
+                        self.error = SourceError(f"source '{self.spec}' failed: {state['reason']}", "it cannot be reopened")
+                    self.events.emit("source_ended" if state["ended"] else "source_lost", source=self.spec, frames=state["frames"],
+                                     **({} if state["ended"] else {"error": state["reason"]}))
+                    return
                 if state["ended"] and not stalled:
                     self.events.emit("source_ended", source=self.spec, frames=state["frames"], **({"note": src.end_note} if src.end_note else {}))
                     if not src.live and not self.loop:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -23,6 +24,12 @@ from edgefg.errors import InputPathError, SourceError, UnsupportedError
 from edgefg.runtime.preprocess import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
+# FFmpeg/OpenCV print their own warnings (reconnect attempts, "stream ends prematurely") on stderr,
+# which is where the structured event log goes; the events already carry the cause. Keep them quiet
+# unless the user asks (set OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL themselves, e.g. to 32 / INFO).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg is first used
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 MAX_BAD_READS = 25  # consecutive undecodable frames in a file before it is treated as truncated
@@ -46,6 +53,7 @@ class Source:
 
     live = False
     kind = "source"
+    reopenable = True  # False: when it ends or fails, the run ends
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -81,6 +89,25 @@ class ImageListSource(Source):
             except Exception:  # yielded as None: the pipeline counts and logs it
                 image = None
             yield Frame(i, time.time(), image, p.name)
+
+
+class ArraySource(Source):
+    """Frames you already have (numpy BGR images from your own camera SDK, a list, a generator).
+
+    ``live=True`` treats them as a camera (latest-frame slot, drops when inference is busy).
+    """
+
+    kind = "array"
+    reopenable = False
+
+    def __init__(self, frames: Iterable[np.ndarray], live: bool = False, spec: str = "array") -> None:
+        super().__init__(spec)
+        self.frames = frames
+        self.live = live
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i, image in enumerate(self.frames):
+            yield Frame(i, time.time(), image, self.spec)
 
 
 class VideoSource(Source):
