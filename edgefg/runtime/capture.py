@@ -141,7 +141,8 @@ class Capture:
         self.reconnects = 0
         self.stalls = 0
         self.last_frame_time: float | None = None  # time.time() of the last frame read
-        self.spec = first.spec if first is not None else "?"
+        self.spec = first.name if first is not None else "?"  # for events: credentials redacted
+        self.fps = first.fps if first is not None else None
         self._lock = threading.Lock()
         self._generation = 0
         self._opened_once = False
@@ -209,7 +210,7 @@ class Capture:
                 with self._lock:
                     self._generation += 1
                     gen = self._generation
-                self.spec = src.spec
+                self.spec = src.name
                 state: dict[str, Any] = {"frames": 0, "done": False, "reason": None, "ended": False}
                 reader = threading.Thread(target=self._read, args=(gen, src, state), name=f"edgefg-reader-{gen}", daemon=True)
                 reader.start()

@@ -28,7 +28,7 @@ from edgefg.runtime.events import EventLog
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.postprocess import UNKNOWN, to_probabilities, topk
 from edgefg.runtime.smoothing import Decider, SmoothSpec
-from edgefg.runtime.sources import Frame, Source, open_source
+from edgefg.runtime.sources import Frame, Source, open_source, redact
 from edgefg.runtime.stats import StageStats
 from edgefg.runtime.timing import percentiles
 
@@ -125,7 +125,7 @@ class Pipeline:
         policy = RetryPolicy(opts.stall_timeout_s, opts.max_retries, opts.backoff_initial_s, opts.backoff_max_s)
         capacity = opts.batch if live else max(2, 2 * opts.batch)
         self.capture = Capture(first, factory, policy, self.events, capacity=capacity, loop=opts.loop, prepare=self.prepare if in_capture else None)
-        self.capture.spec = first.spec if first is not None else str(source)
+        self.capture.spec = first.name if first is not None else redact(str(source))
         self.preprocess_in = "capture" if in_capture else "main"
         self.decider = Decider(self.model.labels, self.decider_spec, opts.min_confidence, opts.min_margin)
         self.stats = StageStats()
@@ -161,7 +161,7 @@ class Pipeline:
         except SourceError as exc:
             if self.opts.max_retries == 0:
                 raise
-            self.events.emit("source_open_failed", source=str(source), attempt=0, error=exc.message)
+            self.events.emit("source_open_failed", source=redact(str(source)), attempt=0, error=exc.message)
             return None, factory  # a camera/stream that is not up yet: the capture thread keeps trying
 
     # -- stages ---------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
         jsonl = JsonlSink(opts.output, rotate_mb=opts.rotate_mb, keep=opts.rotate_keep)
         sinks.append(jsonl)
         if opts.save_video:
-            fps = opts.video_fps or getattr(pipe.capture, "fps", None) or 10.0
+            fps = opts.video_fps or pipe.capture.fps or 10.0
             roi = (lambda shape: roi_box(pipe.roi, shape)) if pipe.roi is not None else None
             sinks.append(VideoSink(opts.save_video, fps=fps, roi=roi))
         if opts.http:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +36,14 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 MAX_BAD_READS = 25  # consecutive undecodable frames in a file before it is treated as truncated
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def redact(spec: str) -> str:
+    """``rtsp://user:secret@cam/stream`` → ``rtsp://user:***@cam/stream`` (for logs, results, /metrics)."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(spec))
+
+
 @dataclass
 class Frame:
     index: int
@@ -57,6 +66,7 @@ class Source:
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
+        self.name = redact(spec)  # what logs, results and /metrics show
         self.skipped = 0
         self.end_note = ""  # why iteration ended early (e.g. a truncated file), for the event log
 
@@ -131,7 +141,7 @@ class VideoSource(Source):
                 "url": "check the URL, credentials and that the stream is up",
                 "gst": "check the pipeline with gst-launch-1.0 and that it ends in 'appsink'",
             }.get(kind, "check that the file is a complete video OpenCV can decode")
-            raise SourceError(f"cannot open {kind} source '{spec}'", hint)
+            raise SourceError(f"cannot open {kind} source '{redact(spec)}'", hint)
         total = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(total) if not live and total and total > 0 else None
 
@@ -146,7 +156,7 @@ class VideoSource(Source):
             ok, image = self.cap.read()
             if not ok or image is None:
                 if self.live:
-                    raise SourceError(f"source '{self.spec}' stopped delivering frames", "check the camera/stream connection")
+                    raise SourceError(f"source '{self.name}' stopped delivering frames", "check the camera/stream connection")
                 # A file: the end, a corrupt frame in the middle, or a truncated file.
                 if self.frame_count is not None and i + bad < self.frame_count and bad < MAX_BAD_READS:
                     bad += 1  # counted as skipped only if a good frame follows (else: the end)
@@ -159,7 +169,7 @@ class VideoSource(Source):
                 i += bad
                 bad = 0
             ts = time.time() if self.live else self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
-            yield Frame(i, ts, image, self.spec)
+            yield Frame(i, ts, image, self.name)
             i += 1
 
     def close(self) -> None:

@@ -7,8 +7,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-BLOCKED = ["torch", "torchvision", "timm", "nncf", "onnxscript", "torch_pruning", "safetensors", "matplotlib",
-           "edgefg.compress", "edgefg.converters", "edgefg.models", "edgefg.calibration"]
+# what a device install lacks (the compress extra); importing any of them fails
+BLOCKED = ["torch", "torchvision", "timm", "nncf", "onnxscript", "torch_pruning", "safetensors", "matplotlib", "onnx"]
+# edgefg's own compression/conversion code may ship on the device but must not be loaded by run/bench;
+# the click option table of `compress` (click only) is the one allowed module.
+WATCHED = ("edgefg.compress", "edgefg.converters", "edgefg.models", "edgefg.calibration")
+ALLOWED = {"edgefg.compress", "edgefg.compress.cli_options"}
 
 SITECUSTOMIZE = textwrap.dedent(
     f"""
@@ -24,6 +28,14 @@ SITECUSTOMIZE = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, _Block())
+
+    import atexit
+
+    @atexit.register
+    def _loaded():
+        watched = {WATCHED!r}
+        with open(os.environ["EDGEFG_BLOCK_LOG"] + ".loaded", "a") as fh:
+            fh.write("".join(m + "\\n" for m in sorted(sys.modules) if m.split(".")[0:2] and m.startswith(watched)))
     """
 )
 
@@ -39,6 +51,7 @@ def test_run_and_bench_without_torch(tiny_bundles, image_folder, tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "blocked" in probe.stderr  # the blocker works
     log.write_text("")
+    (tmp_path / "blocked.log.loaded").write_text("")
     edgefg = [sys.executable, "-c", "import sys; from edgefg.cli import main; sys.argv[0] = 'edgefg'; main()"]
     out = tmp_path / "r.jsonl"
     run = subprocess.run([*edgefg, "run", str(bundle), "--source", str(image_folder), "--max-frames", "4", "--output", str(out), "--smooth", "ema:0.5"],
@@ -50,6 +63,8 @@ def test_run_and_bench_without_torch(tiny_bundles, image_folder, tmp_path):
     assert bench.returncode == 0, bench.stderr
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["samples"] == 3
     assert log.read_text() == "", f"the runtime tried to import: {sorted(set(log.read_text().split()))}"
+    loaded = set((tmp_path / "blocked.log.loaded").read_text().split())
+    assert loaded <= ALLOWED, f"run/bench loaded compression code: {sorted(loaded - ALLOWED)}"
 
 
 def test_runtime_extras_exclude_torch():
