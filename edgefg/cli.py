@@ -60,7 +60,28 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live in their own modules: name -> "module:function". Imported only when used, so a
+# device without that part's dependencies still runs the rest. Adding a command = one line here.
+LAZY_COMMANDS: dict[str, str] = {
+    "build-engine": "edgefg.tensorrt.cli:build_engine_cmd",
+    "compare": "edgefg.validate.compare_cli:compare_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports LAZY_COMMANDS on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgefg")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for library logs).")
 def cli(verbose: int) -> None:
@@ -341,13 +362,6 @@ def demo(out: Path) -> None:
     from edgefg.demo import run_demo
 
     run_demo(out)
-
-
-# Commands that live in their own modules ("module:function"; the module imports only click at top level).
-EXTRA_COMMANDS: list[str] = ["edgefg.tensorrt.cli:build_engine_cmd", "edgefg.validate.compare_cli:compare_cmd"]
-for _spec in EXTRA_COMMANDS:
-    _module, _name = _spec.split(":")
-    cli.add_command(getattr(importlib.import_module(_module), _name))
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ class BenchOptions:
     warmup: int = 10
     batch: int = 1
     num_threads: int | None = None
+    backend: str | None = None  # run every bundle with this backend instead of its manifest's
 
 
 def _input_for(manifest, batch: int) -> np.ndarray:
@@ -39,11 +40,11 @@ def _input_for(manifest, batch: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(spec.dtype)
 
 
-def _worker(conn, bundle: str, opts: BenchOptions) -> None:
+def _worker(conn, bundle: str, opts: BenchOptions, backend: str | None) -> None:
     try:
         from edgefg.runtime.model import LoadedBundle
 
-        model = LoadedBundle(bundle, num_threads=opts.num_threads)
+        model = LoadedBundle(bundle, backend=backend, num_threads=opts.num_threads)
         x = _input_for(model.manifest, opts.batch)
         time_calls(lambda: model.scores(x), opts.warmup, warmup=0)
         conn.send(("ready", {"backend": model.manifest.backend, "precision": model.manifest.precision, "target": model.manifest.target,
@@ -96,16 +97,18 @@ def _dir_size_mb(path: Path, manifest) -> float:
     return sum((path / f).stat().st_size for f in manifest.files if not f.startswith("parity_samples")) / 1e6
 
 
-def run_bench(bundles: list[Path], opts: BenchOptions) -> dict[str, Any]:
+def run_bench(bundles: list[Path], opts: BenchOptions, backends: list[str | None] | None = None) -> dict[str, Any]:
+    """Bench ``bundles`` side by side; ``backends`` optionally overrides the backend per bundle."""
     from edgefg.manifest import load_manifest
 
+    backends = backends or [opts.backend] * len(bundles)
     manifests = [load_manifest(b) for b in bundles]  # fail fast, with a clear error, before spawning
     ctx = mp.get_context("spawn")
     workers = []
     try:
         for b in bundles:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, str(b), opts), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, str(b), opts, backends[len(workers)]), daemon=True)
             proc.start()
             workers.append((proc, parent))
         infos = []

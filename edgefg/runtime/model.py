@@ -4,6 +4,7 @@ This is what the on-device runtime, ``validate``, ``bench`` and ``compare`` use.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,25 @@ from edgefg.runtime.preprocess import preprocess, preprocess_batch
 
 
 class LoadedBundle:
-    """Open ``directory``: read its manifest, verify every checksum, start its backend."""
+    """Open ``directory``: read its manifest, verify every checksum, start its backend.
 
-    def __init__(self, directory: str | Path, verify: bool = True, manifest: Manifest | None = None, **backend_options: Any):
+    ``backend`` runs the bundle's model file with another engine than the manifest names — e.g. a
+    Jetson bundle's ONNX in ONNX Runtime on a workstation, as a stand-in for TensorRT.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        verify: bool = True,
+        manifest: Manifest | None = None,
+        backend: str | None = None,
+        **backend_options: Any,
+    ):
         self.directory = Path(directory)
         self.manifest = manifest or load_manifest(self.directory, verify=verify)
+        if backend and backend != self.manifest.backend:
+            self.manifest = copy.deepcopy(self.manifest)
+            self.manifest.backend, self.manifest.backend_options = backend, {}
         self.backend: Backend = open_backend(self.directory, self.manifest, **backend_options)
 
     @property

@@ -77,12 +77,15 @@ def validate(
     thresholds: Thresholds | None = None,
     batch_size: int = 8,
     max_images: int | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
+    """Score ``bundle_dir`` on ``data`` (and ``reference`` on the same images); evaluate ``thresholds``.
+    ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine)."""
     thresholds = thresholds or Thresholds()
     missing = thresholds.needs_reference()
     if missing and reference is None:
         raise UnsupportedError(f"{', '.join('--' + m.replace('_', '-') for m in missing)} need(s) --reference", "pass the FP32 artifact or model as --reference")
-    with LoadedBundle(bundle_dir) as bundle:
+    with LoadedBundle(bundle_dir, backend=backend) as bundle:
         images = scan(data, bundle.labels)
         if not images.labelled and reference is None:
             raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")
@@ -92,7 +95,7 @@ def validate(
             raise DataError(f"no readable images in '{data}'")
         result: dict[str, Any] = {
             "bundle": str(bundle_dir),
-            "backend": bundle.manifest.backend,
+            "backend": bundle.manifest.backend + (" (stand-in)" if backend else ""),
             "precision": bundle.manifest.precision,
             "target": bundle.manifest.target,
             "data": str(data),

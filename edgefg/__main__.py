@@ -1,0 +1,4 @@
+"""``python -m edgefg`` = the ``edgefg`` command."""
+from edgefg.cli import main
+
+main()
