@@ -31,3 +31,11 @@ def test_ci_accuracy_gate_passes_and_fails(tiny_bundles, tiny_artifacts, image_f
     assert ok.returncode == 0 and "2 passed" in ok.stdout, ok.stdout
     bad = _gate(tiny_bundles["int8-onnxruntime-cpu"], image_folder, tiny_artifacts["fp32"], -100)  # would need a 100-point gain
     assert bad.returncode == 1 and "1 failed, 1 passed" in bad.stdout, bad.stdout
+
+
+def test_jetson_workstation_script(tiny_model, image_folder, tmp_path):
+    env = {**os.environ, "MODEL": str(tiny_model), "TRAIN": str(image_folder), "TEST": str(image_folder),
+           "OUT": str(tmp_path / "out"), "CALIB": "12", "EDGEFG": f"{sys.executable} -m edgefg", "EDGEFG_QUIET": "1"}
+    r = subprocess.run(["bash", str(REPO / "examples/jetson_deploy/workstation.sh")], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "trtexec" in r.stdout and (tmp_path / "out" / "bundle-jetson-orin-nano-int8.tgz").stat().st_size > 0
