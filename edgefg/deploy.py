@@ -49,8 +49,18 @@ def _parity_inputs(artifact: Path, manifest: Manifest, data: Path | None, n: int
     return x, source
 
 
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 def resolve_precision(target: Target, artifact: Manifest, requested: str | None) -> str:
-    precision = requested or (artifact.precision if artifact.precision in target.precisions else target.precisions[0])
+    """``requested``, else: an INT8 artifact stays INT8; a float artifact takes the target's preferred
+    float precision (the first float one its profile lists: fp16 on Jetson and Pi, fp32 on Intel CPU)."""
+    if requested:
+        precision = requested
+    elif artifact.precision == "int8":
+        precision = "int8"
+    else:
+        precision = next((p for p in target.precisions if p in FLOAT_PRECISIONS), target.precisions[0])
     target.check_precision(precision)
     return precision
 
