@@ -31,8 +31,8 @@ TRAIN, TEST = DATA / "cub100" / "train", DATA / "cub100" / "test"
 
 def _edgefg(args: list[str], name: str) -> dict:
     exe = str(Path(sys.executable).with_name("edgefg"))
-    cmd = [exe, *args]
-    shown = "edgefg " + " ".join(str(a).replace(str(REPO.parent), "..") for a in args)
+    cmd = [exe, "compress", *args]
+    shown = "edgefg compress " + " ".join(str(a).replace(str(REPO) + "/", "").replace(str(REPO.parent), "..") for a in args)
     print(f"$ {shown}", flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True)

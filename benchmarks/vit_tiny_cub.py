@@ -56,32 +56,42 @@ def run(args) -> None:
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
     minutes = float(args.minutes)
 
-    # 1. train from scratch for a fixed time budget (steps estimated from a short probe)
+    # 1. train from scratch for a fixed time budget (steps estimated from a short probe);
+    #    a finished model in runs/ is reused (delete the folder to retrain)
     t0 = time.time()
-    probe_x = torch.randn(32, 3, 112, 112)
-    probe_y = torch.randint(0, len(labels), (32,))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if (folder / "model.safetensors").is_file() and (folder / "train.json").is_file():
+        from safetensors.torch import load_file
 
-    def probe_step():
-        loss = torch.nn.functional.cross_entropy(model(probe_x), probe_y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        trained = json.loads((folder / "train.json").read_text())
+        steps = trained["steps"]
+        print(f"reusing the tiny ViT trained earlier ({steps} steps)")
+    else:
+        probe_x = torch.randn(32, 3, 112, 112)
+        probe_y = torch.randint(0, len(labels), (32,))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    steps = _steps_for(minutes, probe_step)
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
-    per_epoch = len(train_set.samples) // 32
-    cfg = TrainConfig(epochs=math.ceil(steps / per_epoch), max_steps=steps, lr=1e-3, weight_decay=0.05, batch_size=32, warmup_steps=min(50, steps // 10),
-                      label_smoothing=0.1, aug_scale=(0.5, 1.0), checkpoint_dir=folder / "ckpt")
-    res = train(model, train_set.samples, spec, cfg, description="tiny ViT")
-    train_minutes = (time.time() - t0) / 60
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({
-        "architecture": "vit_tiny_patch16_224", "num_classes": len(labels), "label_names": labels, "model_args": {k: v for k, v in kw.items() if k != "num_classes"},
-        "pretrained_cfg": {"input_size": [3, 112, 112], "interpolation": "bilinear", "crop_pct": 0.875, "mean": list(spec.mean), "std": list(spec.std), "num_classes": len(labels)},
-    }, indent=1))
+        def probe_step():
+            loss = torch.nn.functional.cross_entropy(model(probe_x), probe_y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        steps = _steps_for(minutes, probe_step)
+        torch.manual_seed(0)
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
+        per_epoch = len(train_set.samples) // 32
+        cfg = TrainConfig(epochs=math.ceil(steps / per_epoch), max_steps=steps, lr=1e-3, weight_decay=0.05, batch_size=32, warmup_steps=min(50, steps // 10),
+                          label_smoothing=0.1, aug_scale=(0.5, 1.0), checkpoint_dir=folder / "ckpt")
+        res = train(model, train_set.samples, spec, cfg, description="tiny ViT")
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps({
+            "architecture": "vit_tiny_patch16_224", "num_classes": len(labels), "label_names": labels, "model_args": {k: v for k, v in kw.items() if k != "num_classes"},
+            "pretrained_cfg": {"input_size": [3, 112, 112], "interpolation": "bilinear", "crop_pct": 0.875, "mean": list(spec.mean), "std": list(spec.std), "num_classes": len(labels)},
+        }, indent=1))
+        trained = {"steps": res.steps, "minutes": round((time.time() - t0) / 60, 1), "history": res.history}
+        (folder / "train.json").write_text(json.dumps(trained, indent=1))
 
     # 2. variants of the same weights
     variants = {"vit (no reduction)": model}
@@ -138,12 +148,29 @@ def run(args) -> None:
     for row in rows:
         row["top1_change_pts"] = 100 * (row["top1"] - b["top1"])
         row["macs_ratio"] = row["macs"] / b["macs"]
+    # 3. INT8 of the plain ViT: NNCF transformer model type with and without SmoothQuant
+    from edgefg.calibration.dataset import stratified_subset
+    from edgefg.compress.quantize import QuantOptions, Runner, quantize_onnx
+
+    calib = np.concatenate([b.x for b in iter_batches(stratified_subset(train_set.samples, 300, 0), spec, 64)])
+    runner = Runner("openvino")
+    import onnx
+
+    int8_rows = []
+    for label, sq in (("int8 transformer (NNCF default SmoothQuant)", None), ("int8 transformer, SmoothQuant off", -1.0), ("int8 transformer, SmoothQuant 0.5", 0.5)):
+        dst = work / f"int8-{len(int8_rows)}.onnx"
+        quantize_onnx(work / "0.onnx", dst, calib, options=QuantOptions(transformer=True, smooth_quant=sq))
+        m = classification(runner.logits(onnx.load(str(dst)), X), Y, labels)
+        int8_rows.append({"variant": label, "top1": m["top1"], "top1_change_pts": 100 * (m["top1"] - b["top1"]), "worst_class_accuracy": m["worst_class_accuracy"]})
+        print(f"{label:<45} top-1 {m['top1']:.4f} ({int8_rows[-1]['top1_change_pts']:+.2f} pt)")
+
     result = {
         "setting": "6-block ViT (width 192, 3 heads, patch 8, 112 px, 196 patch tokens) trained from scratch on cub100/train on 2 shared CPU cores",
-        "train": {"steps": res.steps, "minutes": round(train_minutes, 1), "history": res.history},
+        "train": trained,
         "ila": {**describe(ila), "steps": ila_res.steps, "minutes": round(ila_minutes, 1)},
         "latency": "OpenVINO CPU f32, batch 1, 2 threads, interleaved rounds, median",
         "rows": rows,
+        "int8": int8_rows,
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "vit.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")

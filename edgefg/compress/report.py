@@ -41,6 +41,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]], backend: str) -> bool:
     if len(worst) == len(pts):
         ax.scatter(xs, worst, marker="v", c=[f"C{i}" for i in range(len(pts))], alpha=0.5, label="worst class")
         ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.25, y=0.1)
     ax.set_xlabel(f"latency p50, ms ({backend})")
     ax.set_ylabel("top-1 accuracy, %")
     ax.set_title("edgefg compress: accuracy vs latency per step", fontsize=10)

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -138,14 +139,11 @@ def load_checkpoint(folder: Path, model, optimizer=None) -> dict[str, Any] | Non
 
 
 def _batches(dataset, order: Sequence[int], batch_size: int, skip: int, num_workers: int) -> Iterable:
-    import torch
     from torch.utils.data import DataLoader
 
     batches = [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
     batches = [b for b in batches if len(b) == batch_size or len(batches) == 1][skip:]  # drop a ragged last batch (BatchNorm)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
-    del torch
-    return loader, len(batches)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers), len(batches)
 
 
 def train(
@@ -204,8 +202,6 @@ def train(
         epoch, in_epoch = divmod(step, per_epoch)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
         torch.manual_seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)  # augmentation/dropout of the resumed part
-        import random
-
         random.seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)
         loader, n_batches = _batches(dataset, order, cfg.batch_size, in_epoch, cfg.num_workers)
         model.train()
@@ -224,7 +220,7 @@ def train(
             loss.backward()
             optimizer.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:

@@ -101,3 +101,21 @@ def test_prune_distil_int8_recipe(tmp_path, tiny_model, image_folder):
 def test_token_reduction_on_cnn_is_a_clear_error(tmp_path, tiny_model, image_folder):
     res = CliRunner().invoke(cli, ["compress", str(tiny_model), "--data", str(image_folder), "--recipe", "fp32", "--token-keep", "0.5", "-o", str(tmp_path / "x")])
     assert res.exit_code == 2 and "vit_" in res.output
+
+
+def test_cli_flags_fold_into_the_recipe():
+    from edgefg.compress.api import CompressOptions, plan_steps
+
+    name, steps = plan_steps(CompressOptions(recipe="int8", prune=0.4, max_drop=0.5, max_class_drop=5, class_alpha=0.1, epochs=3, max_steps=7))
+    assert name == "int8"
+    assert steps == [
+        {"type": "prune", "ratio": 0.4},
+        {"type": "distil", "epochs": 3, "max_steps": 7},
+        {"type": "int8", "max_drop": 0.5, "max_class_drop": 5, "class_alpha": 0.1},
+    ]
+    _, steps = plan_steps(CompressOptions(recipe="fp32", token_keep=0.5, token_method="tome", clca=True, epochs=2))
+    assert steps == [{"type": "tokens", "keep": 0.5, "method": "tome", "clca": True, "epochs": 2}]
+    with pytest.raises(UnsupportedError, match="int8 step"):
+        plan_steps(CompressOptions(recipe="fp32", max_drop=0.5))
+    with pytest.raises(UnsupportedError, match="token"):
+        plan_steps(CompressOptions(recipe="fp32", clca=True))

@@ -118,3 +118,25 @@ def test_ila_adapters_shrink_the_grid_and_train_few_params(vit, x):
     assert trainable_prefixes(wrapped) == ["adapters.", "vit.head."]
     with pytest.raises(UnsupportedError, match="too small"):
         build_ila_vit(vit, AdapterOptions(at=(1, 3)))
+
+
+def test_tome_clca_exports_and_runs_on_ort_and_openvino(vit, x, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgefg.compress.tokens import check_runtimes, graph_ops
+    from edgefg.converters.torch_to_onnx import export_onnx
+
+    wrapped = build_token_vit(vit, TokenOptions(keep=0.5, method="tome", at=[1, 3], clca=True))
+    path = export_onnx(wrapped, (64, 64), tmp_path / "m.onnx")
+    ops = graph_ops(path)
+    assert {"TopK", "GatherElements", "ScatterElements"} <= set(ops["indexing_ops"])
+    checks = check_runtimes(path, (64, 64))
+    assert checks["onnxruntime"] == "ok" and checks["openvino"] == "ok" and checks["max_abs_diff_ort_vs_openvino"] < 1e-3
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    xb = torch.cat([x, x.flip(0), x * 0.5])  # another batch size than the export's
+    with torch.no_grad():
+        ref = wrapped(xb).numpy()
+    assert np.abs(sess.run(None, {"input": xb.numpy()})[0] - ref).max() < 1e-4
