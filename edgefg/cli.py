@@ -253,7 +253,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
 @click.option("--max-retries", type=int, help="Give up (exit 2) after N failed reopen attempts in a row (default: retry forever).")
 @click.option("--loop", is_flag=True, help="Restart a video file/image folder at its end.")
 @click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
-              help="Thread that preprocesses: capture (pipelined; auto for files) or main (auto for live sources).")
+              help="Thread that preprocesses: capture (pipelined; auto for files when a core is spare) or main.")
 @click.option("--print-gst-pipeline", is_flag=True, help="Print a GStreamer camera pipeline for the bundle's target and exit.")
 @handle_errors
 def run(bundle, source, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth, min_confidence,

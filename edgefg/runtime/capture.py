@@ -146,6 +146,8 @@ class Capture:
         self._lock = threading.Lock()
         self._generation = 0
         self._opened_once = False
+        self._rewinding = False
+        self.loops = 0  # --loop restarts of a file
         self._reading_since: float | None = None
         self._thread = threading.Thread(target=self._supervise, name="edgefg-capture", daemon=True)
 
@@ -193,6 +195,10 @@ class Capture:
                 failures += 1
                 self.events.emit("source_open_failed", source=self.spec, attempt=failures, error=f"{type(exc).__name__}: {exc}")
                 continue
+            if self._rewinding:  # --loop over a file: not a reconnect
+                self._rewinding = False
+                self.loops += 1
+                return src
             if self._opened_once:
                 self.reconnects += 1
             self._opened_once = True
@@ -243,11 +249,12 @@ class Capture:
                                      **({} if state["ended"] else {"error": state["reason"]}))
                     return
                 if state["ended"] and not stalled:
+                    if not src.live and self.loop and state["frames"] > 0 and not src.end_note:
+                        self._rewinding = True
+                        continue  # --loop: reopen the file at once
                     self.events.emit("source_ended", source=self.spec, frames=state["frames"], **({"note": src.end_note} if src.end_note else {}))
                     if not src.live and not self.loop:
                         return
-                    if not src.live and state["frames"] > 0:
-                        continue  # --loop: reopen the file at once
                 elif not stalled:
                     self.events.emit("source_lost", source=self.spec, frames=state["frames"], error=state["reason"])
                 failures += 1

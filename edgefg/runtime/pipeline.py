@@ -11,6 +11,7 @@ current frame, flush, summarize) and returns the summary. numpy + OpenCV + one b
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -53,7 +54,7 @@ class RunOptions:
     batch: int = 1  # micro-batch size
     batch_wait_ms: float = 0.0  # how long to wait to fill a micro-batch
     roi: str | ROI | None = None  # "x,y,w,h" in pixels (or fractions 0-1 of the frame)
-    preprocess_in: str = "auto"  # auto (files: capture thread; live: main loop) | capture | main
+    preprocess_in: str = "auto"  # auto (files with a spare core: capture thread; else main loop) | capture | main
     # postprocess
     smooth: str | SmoothSpec | None = None  # ema:A | majority:N | none
     min_confidence: float = 0.0
@@ -96,6 +97,13 @@ def roi_box(roi: ROI, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     return x0, y0, x1 - x0, y1 - y0
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 # -- the pipeline -----------------------------------------------------------------------------
 SourceLike = str | Path | Source | Callable[[], Source]
 
@@ -121,7 +129,12 @@ class Pipeline:
                 self.model.close()
             raise
         live = first.live if first is not None else True
-        in_capture = opts.preprocess_in == "capture" or (opts.preprocess_in == "auto" and not live)
+        # Pipelining the preprocessing onto the capture thread only pays with a core to spare: when the
+        # backend's threads take every core, a concurrent preprocess makes inference straggle (measured:
+        # 2 cores, 2 OpenVINO threads → infer 5.5 ms → 10–15 ms). Live sources: main, so that frames
+        # that will be dropped are never preprocessed.
+        spare_core = _cores() > getattr(self.model.backend, "num_threads", _cores())
+        in_capture = opts.preprocess_in == "capture" or (opts.preprocess_in == "auto" and not live and spare_core)
         policy = RetryPolicy(opts.stall_timeout_s, opts.max_retries, opts.backoff_initial_s, opts.backoff_max_s)
         capacity = opts.batch if live else max(2, 2 * opts.batch)
         self.capture = Capture(first, factory, policy, self.events, capacity=capacity, loop=opts.loop, prepare=self.prepare if in_capture else None)

@@ -37,7 +37,7 @@ class JsonlSink(Sink):
     def __init__(self, path: str | Path | None = None, rotate_mb: float | None = None, keep: int = 5, stream: TextIO | None = None,
                  flush_every: int = 1) -> None:
         self.path = Path(path) if path else None
-        self.max_bytes = int(rotate_mb * 1e6) if rotate_mb else None
+        self.max_bytes = int(rotate_mb * 1e6) if rotate_mb and path else None  # stdout is never rotated
         self.keep = max(1, keep)
         self.flush_every = max(1, flush_every)
         self.rotations = 0

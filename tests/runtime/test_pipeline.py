@@ -41,8 +41,9 @@ def decoded_frames(path):
         out.append(f)
 
 
-def test_stream_video_matches_direct_inference(bundle, video):
-    results = list(stream(bundle, video, RunOptions(topk=2)))
+@pytest.mark.parametrize("where", ["main", "capture"])
+def test_stream_video_matches_direct_inference(bundle, video, where):
+    results = list(stream(bundle, video, RunOptions(topk=2, preprocess_in=where)))
     assert [r["frame"] for r in results] == list(range(30))
     assert set(results[0]) >= {"frame", "timestamp", "top", "label", "score", "latency_ms"}
     assert set(results[0]["latency_ms"]) >= {"preprocess", "infer", "postprocess", "total"}
@@ -79,9 +80,10 @@ def test_truncated_video_keeps_every_decodable_frame(bundle, video, tmp_path):
     assert any(e["event"] == "source_ended" for e in seen)
 
 
-def test_corrupt_frames_are_skipped_and_counted(bundle):
+@pytest.mark.parametrize("where", ["main", "capture"])
+def test_corrupt_frames_are_skipped_and_counted(bundle, where):
     src = FakeSource(n=20, live=False, corrupt={2: None, 6: "float", 11: "empty", 15: "gray"})
-    pipe = Pipeline(bundle, src, RunOptions())
+    pipe = Pipeline(bundle, src, RunOptions(preprocess_in=where))
     frames = [r["frame"] for r, _ in pipe.results()]
     pipe.close()
     assert frames == [i for i in range(20) if i not in (2, 6, 11)]
