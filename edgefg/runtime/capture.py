@@ -147,6 +147,7 @@ class Capture:
         self._generation = 0
         self._opened_once = False
         self._rewinding = False
+        self.initial_failures = 0  # 1 when the caller's first open already failed
         self.loops = 0  # --loop restarts of a file
         self._reading_since: float | None = None
         self._thread = threading.Thread(target=self._supervise, name="edgefg-capture", daemon=True)
@@ -207,7 +208,7 @@ class Capture:
         return None
 
     def _supervise(self) -> None:
-        failures = 0
+        failures = self.initial_failures
         try:
             while not self.stop_event.is_set():
                 src = self._open(failures)

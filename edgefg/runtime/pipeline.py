@@ -139,6 +139,7 @@ class Pipeline:
         capacity = opts.batch if live else max(2, 2 * opts.batch)
         self.capture = Capture(first, factory, policy, self.events, capacity=capacity, loop=opts.loop, prepare=self.prepare if in_capture else None)
         self.capture.spec = first.name if first is not None else redact(str(source))
+        self.capture.initial_failures = 0 if first is not None else 1
         self.preprocess_in = "capture" if in_capture else "main"
         self.decider = Decider(self.model.labels, self.decider_spec, opts.min_confidence, opts.min_margin)
         self.stats = StageStats()

@@ -202,3 +202,20 @@ def test_live_source_drops_old_frames_and_latency_stays_bounded(bundle):
     assert s["frames"] + s["dropped"] == s["frames_read"]
     assert s["stages_ms"]["end_to_end"]["p95"] < 200  # a fresh frame each time, not a growing queue
     assert all(b["frame"] > a["frame"] for a, b in zip(results, results[1:]))
+
+
+def test_camera_not_up_at_start_is_retried_then_given_up(bundle):
+    from edgefg.errors import SourceError
+
+    attempts = []
+
+    def camera():
+        attempts.append(time.monotonic())
+        raise SourceError("no camera yet")
+
+    seen = []
+    opts = RunOptions(max_retries=2, backoff_initial_s=0.01, on_event=seen.append)
+    with pytest.raises(SourceError, match="2 retries"):
+        list(stream(bundle, camera, opts))
+    assert len(attempts) == 3  # the first open + 2 retries
+    assert [e["event"] for e in seen].count("source_reconnect") == 2
