@@ -128,6 +128,7 @@ def routes(args: argparse.Namespace) -> dict[str, Any]:
         torch.manual_seed(0)
         with exportable_layers():
             module = timm.create_model(arch, num_classes=100).eval()
+        _randomize_norms(module, torch)  # timm zero-inits some norms; a converter would fold those branches away
         nhwc = litert_torch.to_channel_last_io(module, args=[0]).eval()
         example = torch.zeros(1, 224, 224, 3)
         with torch.no_grad():
@@ -159,6 +160,18 @@ def routes(args: argparse.Namespace) -> dict[str, Any]:
             print(arch, precision, row[precision], file=sys.stderr, flush=True)
         rows.append(row)
     return {"command": "python benchmarks/tflite_figures.py " + " ".join(sys.argv[1:]), "rows": rows}
+
+
+def _randomize_norms(model: Any, torch: Any) -> None:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)) and m.weight is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.8 + 0.6)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.75)
 
 
 def render_routes(result: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 REPRODUCIBLE_STEPS = {"int8-ptq"}
 SOURCE_TOLERANCE = 1e-3  # max |torch - artifact| relative to the logit range, for FP32 artifacts
 CHECK_SAMPLES = 4
+CALIB_BATCH = 16
 
 
 def _litert():
@@ -113,16 +114,36 @@ def _check_request(req: ConvertRequest) -> None:
         )
 
 
+def _single_input(module: Any, torch: Any) -> Any:
+    """``module`` behind a plain ``forward(x)`` (wrappers such as the NHWC one take ``*args``)."""
+
+    class Single(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return Single(module).eval()
+
+
 def _int8_model(litert_torch: Any, torch: Any, module: Any, example: Any, calib: np.ndarray) -> Any:
     from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
     with torch.no_grad():
-        graph = torch.export.export(module, (example,)).module()
+        try:  # a dynamic batch axis lets calibration run in batches (observer overhead is per call)
+            batch = torch.export.Dim("batch", min=1, max=CALIB_BATCH)
+            graph = torch.export.export(_single_input(module, torch), (example.repeat(2, 1, 1, 1),), dynamic_shapes=({0: batch},)).module()
+            step = CALIB_BATCH
+        except Exception as exc:  # models with batch-specialised code: one image per call
+            log.info("calibrating one image at a time (dynamic-batch export failed: %s)", _short(exc))
+            graph, step = torch.export.export(module, (example,)).module(), 1
         prepared = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
-        for sample in calib:
-            prepared(torch.from_numpy(np.ascontiguousarray(sample[None])))
+        for i in range(0, len(calib), step):
+            prepared(torch.from_numpy(np.ascontiguousarray(calib[i : i + step])))
         converted = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
         converted.training = False  # litert-torch reads the flag; the graph is already in eval form
     return litert_torch.convert(converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
@@ -133,7 +154,7 @@ def _fp16_bytes(fp32: bytes) -> bytes:
     from litert_torch.quantize import translate_recipe
 
     recipe = translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe)
-    with contextlib.redirect_stdout(io.StringIO()):  # ai-edge-quantizer prints a size summary
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its summary and progress bar
         return translate_recipe.quantize_model(fp32, recipe)
 
 
