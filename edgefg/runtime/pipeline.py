@@ -380,11 +380,18 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
         last_frames = 0
         error: EdgefgError | None = None
         try:
+            sink_errors: dict[str, float] = {}
             for result, frame in pipe.results():
-                if not opts.events or result["changed"]:
-                    jsonl.write(result)
-                for s in sinks[1:]:
-                    s.write(result, frame.image)
+                for s in sinks:
+                    if s is jsonl and opts.events and not result["changed"]:
+                        continue
+                    try:
+                        s.write(result, frame.image)
+                    except OSError as exc:  # a full disk or a vanished mount: keep classifying (and serving /latest)
+                        name = type(s).__name__
+                        if time.monotonic() - sink_errors.get(name, -1e9) >= 60:
+                            sink_errors[name] = time.monotonic()
+                            events.emit("sink_error", sink=name, error=f"{exc.strerror or exc}")
                 if opts.stats_every_s and time.monotonic() - last_stats >= opts.stats_every_s:
                     now = time.monotonic()
                     events.emit("stats", frames=pipe.frames, fps=round((pipe.frames - last_frames) / (now - last_stats), 2),

@@ -219,3 +219,16 @@ def test_camera_not_up_at_start_is_retried_then_given_up(bundle):
         list(stream(bundle, camera, opts))
     assert len(attempts) == 3  # the first open + 2 retries
     assert [e["event"] for e in seen].count("source_reconnect") == 2
+
+
+def test_a_failing_sink_does_not_stop_the_camera(bundle, video, tmp_path, monkeypatch):
+    from edgefg.runtime import sinks
+
+    def full_disk(self, result, frame=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sinks.JsonlSink, "write", full_disk)
+    seen = []
+    summary = run_pipeline(bundle, video, RunOptions(output=tmp_path / "x.jsonl", on_event=seen.append), handle_signals=False)
+    assert summary["frames"] == 30
+    assert [e["event"] for e in seen].count("sink_error") == 1
