@@ -2,9 +2,6 @@
 import threading
 import time
 
-import numpy as np
-import pytest
-
 from edgefg.errors import SourceError
 from edgefg.runtime.capture import Capture, FrameBuffer, Item, RetryPolicy
 from edgefg.runtime.events import EventLog
