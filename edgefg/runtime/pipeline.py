@@ -420,6 +420,8 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
 def format_summary(summary: dict[str, Any]) -> str:
     """The one-line summary ``edgefg run`` prints at the end."""
     lat = summary["latency_ms"]
+    if not summary["frames"]:
+        return f"0 frames in {summary['seconds']:.2f} s" + "".join(f", {summary[k]} {k}" for k in ("skipped", "reconnects", "stalls") if summary.get(k))
     text = (f"{summary['frames']} frames in {summary['seconds']:.2f} s: {summary['fps']:.1f} FPS, "
             f"latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms")
     st = summary.get("stages_ms", {})
