@@ -197,6 +197,7 @@ def _preprocess(io: ModelIO, cfg: dict[str, Any], opts: dict[str, Any], notes: l
         origin = "defaults: raw pixels (the file's input quantization), resize (no crop) to the input size, bilinear"
     else:
         origin = "defaults: ImageNet mean/std, bilinear, crop 0.875"
+    if origin.startswith("defaults: ImageNet") and opts.get("mean") is None and opts.get("std") is None:
         log.warning("no config.json beside the model and no --mean/--std: assuming ImageNet mean/std (check with edgefg validate)")
     for key in ("mean", "std", "interpolation", "crop_pct"):
         if opts.get(key) is not None:
@@ -306,7 +307,11 @@ def wrap_model(
         if tgt.path:
             shutil.copy2(tgt.path, tmp / "target.toml")
         x, source = _smoke_inputs(manifest, data)
-        with LoadedBundle(tmp, verify=False, manifest=manifest) as bundle:
+        host = {}
+        if tgt.backend == "openvino" and (tgt.device or "CPU") != "CPU":  # the device may be absent here: same IR on the CPU
+            host = {"device": "CPU"}
+            source += f" (run on the CPU, standing in for {tgt.device})"
+        with LoadedBundle(tmp, verify=False, manifest=manifest, **host) as bundle:
             scores = bundle.scores(x)
         if scores.shape != (len(x), len(names)) or not np.isfinite(scores).all():
             raise ModelLoadError(f"'{model.name}' gave scores of shape {list(scores.shape)} (finite: {bool(np.isfinite(scores).all())}) for {len(names)} labels")

@@ -60,6 +60,19 @@ def test_wrap_onnx_and_openvino_ir_with_a_sidecar_config(tiny_model, tiny_artifa
         assert np.abs(got - ref).max() < (1e-3 if precision == "fp32" else 2e-2) * max(1.0, np.abs(ref).max()), (model, target)
         assert result.manifest.parity["samples"] >= 1
 
+    # no config.json: the same preprocessing from command-line options; and a GPU profile (CPU stand-in here)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy2(folder / "classifier.onnx", bare / "classifier.onnx")
+    args = ["--mean", 0.5, 0.5, 0.5, "--std", 0.25, 0.25, 0.25, "--crop-pct", 0.875, "--interpolation", "bilinear"]
+    cmd = ["deploy", bare / "classifier.onnx", "-t", "onnxruntime-cpu", "--labels", _labels_file(bare, CLASSES), "-o", tmp_path / "flags", *args]
+    r = CliRunner().invoke(cli, [str(a) for a in cmd])
+    assert r.exit_code == 0, r.output
+    assert load_manifest(tmp_path / "flags").source["preprocess"].startswith("command-line options")
+    assert np.abs(_bundle_scores(tmp_path / "flags", image_folder) - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
+    gpu = deploy(folder / "classifier.xml", "intel-gpu", tmp_path / "gpu")
+    assert "standing in for GPU" in gpu.manifest.parity["inputs"] and gpu.manifest.backend_options["device"] == "GPU"
+
 
 def test_wrap_refuses_bad_input_with_the_fix(tflite_bundles, tiny_artifacts, tmp_path):
     model = tmp_path / "m.tflite"
