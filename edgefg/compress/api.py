@@ -378,6 +378,17 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             if m_int8 is not None:
                 m_in = classification(cur_scores, val.y, model.labels)
                 row["top1_drop_vs_input"] = 100.0 * (m_in["top1"] - m_int8["top1"])
+                if budget.active:  # the gate must also hold on the report's own measurement
+                    from edgefg.compress.quantize import class_failures
+
+                    fails = class_failures(class_drops(m_int8, m_in), budget.max_class_drop, budget.class_alpha)
+                    over = budget.max_drop is not None and row["top1_drop_vs_input"] > budget.max_drop + 1e-9
+                    desc["passed_on_report_backend"] = not (fails or over)
+                    if fails or over:
+                        passed = desc["passed"] = False
+                        known = {c["class"] for c in desc["classes_over_budget"]}
+                        desc["classes_over_budget"] += [{k: r[k] for k in ("class", "images", "drop_pts", "drop_images", "p_value")} for r in fails if r["class"] not in known]
+                        desc["top1_drop"] = max(desc["top1_drop"], row["top1_drop_vs_input"])
             rows.append(row)
             descs.append({"step": "int8", **desc})
             precision, scores_final = "int8", scores
