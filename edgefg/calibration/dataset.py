@@ -105,9 +105,10 @@ def _align(classes: list[str], labels: Sequence[str]) -> dict[str, int]:
     return {c: index[c] for c in classes}
 
 
-def stratified_subset(samples: Sequence[Sample], size: int, seed: int = 0) -> list[Sample]:
+def stratified_subset(samples: Sequence[Sample], size: int, seed: int = 0, warn: bool = True) -> list[Sample]:
     """Pick ``size`` samples spread over classes round-robin, so every class is represented
-    whenever ``size`` ≥ the number of classes. Unlabelled samples are sampled uniformly."""
+    whenever ``size`` ≥ the number of classes (``warn``s when it is not). Unlabelled samples are
+    sampled uniformly."""
     rng = random.Random(seed)
     if size >= len(samples):
         return list(samples)
@@ -118,7 +119,8 @@ def stratified_subset(samples: Sequence[Sample], size: int, seed: int = 0) -> li
         rng.shuffle(group)
     keys = sorted(by_class, key=lambda k: (k is None, k))
     if len(keys) > size:
-        log.warning("calibration size %d is smaller than the %d classes: not every class is represented", size, len(keys))
+        if warn:
+            log.warning("calibration size %d is smaller than the %d classes: not every class is represented", size, len(keys))
         rng.shuffle(keys)
     picked: list[Sample] = []
     depth = 0
