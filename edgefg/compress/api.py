@@ -237,7 +237,8 @@ def _apply_torch_step(i: int, step: dict, module, teacher, model: LoadedModel, t
     if kind == "prune":
         from edgefg.compress.prune import PruneOptions, prune
 
-        desc = prune(module, model.preprocess.input_size, PruneOptions(float(step.get("ratio", 0.3)), step.get("round_to"), step.get("importance", "magnitude")))
+        data = _prune_batch(train_samples, model, opts.seed) if train_samples else None
+        desc = prune(module, model.preprocess.input_size, PruneOptions(float(step.get("ratio", 0.3)), step.get("round_to"), step.get("importance", "auto")), data)
         return module, desc
     if kind in ("distil", "finetune"):
         need_data()
@@ -272,6 +273,18 @@ def _apply_torch_step(i: int, step: dict, module, teacher, model: LoadedModel, t
             desc.update(_train_desc(cfg, res))
         return wrapped, desc
     raise UnsupportedError(f"step '{kind}' is not a PyTorch step")  # pragma: no cover - validated earlier
+
+
+def _prune_batch(samples, model: LoadedModel, seed: int, size: int = 128):
+    """A stratified batch of training images (edgefg preprocessing) for gradient-based importance."""
+    import torch
+
+    picked = stratified_subset(samples, size, seed)
+    xs, ys = [], []
+    for b in iter_batches(picked, model.preprocess, 64):
+        xs.append(b.x)
+        ys.append(b.labels)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)).long()
 
 
 def _train_desc(cfg, res) -> dict[str, Any]:

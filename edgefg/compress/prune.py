@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 class PruneOptions:
     ratio: float = 0.3
     round_to: int | None = None  # keep channel counts multiples of this (hardware friendly)
-    importance: str = "magnitude"  # magnitude | lamp | random (ablation)
+    importance: str = "auto"  # auto (taylor with data, else magnitude) | taylor | magnitude | lamp | random
+    iterative_steps: int = 5  # taylor: prune in steps, re-computing gradients in between
 
 
 def is_vit(model) -> bool:
@@ -41,8 +42,14 @@ def _classifier(model):
     return []
 
 
-def prune(model, input_size: tuple[int, int], opts: PruneOptions) -> dict[str, Any]:
-    """Prune ``model`` in place; return a description (params/MACs before and after, per torch)."""
+def prune(model, input_size: tuple[int, int], opts: PruneOptions, data=None) -> dict[str, Any]:
+    """Prune ``model`` in place; return a description (params/MACs before and after, per torch).
+
+    ``data``: an optional (images, labels) batch of the user's data. With it the default importance
+    is first-order Taylor (|weight × gradient| of the cross-entropy): on BN-folded models such as the
+    dequantized mobilenetv2_cub100, weight magnitude alone ignores the biases a channel carries and
+    5% magnitude pruning already collapses top-1 (0.97 → 0.06 on 200 cub100 test images) where
+    Taylor keeps 0.93."""
     try:
         import torch
         import torch_pruning as tp
@@ -50,11 +57,19 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions) -> dict[str, A
         raise MissingDependencyError.for_module(exc.name or "torch_pruning", "compress") from None
     if not 0.0 < opts.ratio < 1.0:
         raise UnsupportedError(f"prune ratio {opts.ratio} is outside (0, 1)", "pass e.g. --prune 0.3")
-    importance = {
+    kind = opts.importance if opts.importance != "auto" else ("taylor" if data is not None else "magnitude")
+    if kind == "taylor" and data is None:
+        raise UnsupportedError("Taylor pruning importance needs labelled images", "pass --data DIR, or use importance = \"magnitude\"")
+    factories = {
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
         "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
         "lamp": lambda: tp.importance.LAMPImportance(p=2),
         "random": lambda: tp.importance.RandomImportance(),
-    }[opts.importance]()
+    }
+    if kind not in factories:
+        raise UnsupportedError(f"unknown pruning importance '{kind}'", f"use one of: auto, {', '.join(factories)}")
+    importance = factories[kind]()
+    steps = max(1, opts.iterative_steps) if kind == "taylor" else 1
     example = torch.randn(1, 3, *input_size)
     model.eval()
     macs0, params0 = tp.utils.count_ops_and_params(model, example)
@@ -75,9 +90,18 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions) -> dict[str, A
         )
     try:
         pruner = tp.pruner.MetaPruner(
-            model, example, importance=importance, pruning_ratio=opts.ratio, ignored_layers=ignored, round_to=opts.round_to, **kwargs
+            model, example, importance=importance, pruning_ratio=opts.ratio, ignored_layers=ignored, round_to=opts.round_to,
+            iterative_steps=steps, **kwargs
         )
-        pruner.step()
+        for _ in range(steps):
+            if kind == "taylor":
+                x, y = data
+                model.zero_grad()
+                for i in range(0, len(x), 32):  # accumulate gradients in chunks (memory)
+                    loss = torch.nn.functional.cross_entropy(model(x[i : i + 32]), y[i : i + 32], reduction="sum") / len(x)
+                    loss.backward()
+            pruner.step()
+        model.zero_grad(set_to_none=True)
     except Exception as exc:  # the dependency tracer fails on some dynamic python
         raise UnsupportedError(f"Torch-Pruning could not prune {type(model).__name__}: {str(exc).splitlines()[0][:200]}") from None
     if vit:
@@ -94,7 +118,8 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions) -> dict[str, A
         "method": "structured-pruning",
         "library": f"torch-pruning {tp.__version__}",
         "ratio": opts.ratio,
-        "importance": opts.importance,
+        "importance": kind,
+        "iterative_steps": steps,
         "scope": "attention heads + MLP hidden units" if vit else "conv channels (dependency groups)",
         "params_before": int(params0),
         "params_after": int(params1),

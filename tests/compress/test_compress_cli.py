@@ -90,6 +90,7 @@ def test_prune_distil_int8_recipe(tmp_path, tiny_model, image_folder):
     ref, pruned = report["steps"][0], report["steps"][1]
     assert pruned["params"] < 0.8 * ref["params"] and pruned["macs"] < 0.8 * ref["macs"]
     assert [c["step"] for c in report["compression"]] == ["prune", "distil", "int8"]
+    assert report["compression"][0]["importance"] == "taylor"  # data given: gradient-based importance
     assert report["compression"][1]["steps"] == 1 and report["compression"][1]["temperature"] == 4.0
     assert (out / "report.png").stat().st_size > 1000 and "report.png" in (out / "report.md").read_text()
     with LoadedBundle(out) as m:
