@@ -25,11 +25,11 @@ def cub_subset(real_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cub_artifacts(real_data, tmp_path_factory):
+def cub_artifacts(real_data, cub_subset, tmp_path_factory):
     model = load_model(real_data / "models" / "mobilenetv2_cub100")
     root = tmp_path_factory.mktemp("cub_art")
     train = real_data / "cub100" / "train"
-    return {r: compress(model, root / r, CompressOptions(recipe=r, data=train, calib_size=100, latency_iters=3)).directory for r in ("fp32", "int8")}
+    return {r: compress(model, root / r, CompressOptions(recipe=r, data=train, val_data=cub_subset, calib_size=100, latency_iters=3)).directory for r in ("fp32", "int8")}
 
 
 def test_labels_map_by_name_on_real_data(real_data):
