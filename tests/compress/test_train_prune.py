@@ -84,3 +84,12 @@ def test_prune_vit_heads_and_mlp():
     assert m.embed_dim == m.blocks[0].norm1.normalized_shape[0]  # residual width untouched
     assert info["params_after"] < info["params_before"]
     assert m(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_frozen_batchnorm_keeps_running_statistics(image_folder):
+    samples = scan(image_folder).samples
+    for freeze in (True, False):
+        m = _model()
+        before = m.bn1.running_mean.clone()
+        train(m, samples, SPEC, TrainConfig(max_steps=1, batch_size=4, freeze_bn=freeze))
+        assert torch.equal(before, m.bn1.running_mean) == freeze
