@@ -84,11 +84,15 @@ def benchmark_app(bundle: Path, manifest, threads: int, seconds: int) -> dict | 
     if not Path(exe).exists():
         return None
     shape = "[" + ",".join(str(d if isinstance(d, int) else 1) for d in manifest.inputs[0].shape) + "]"
-    cmd = [exe, "-m", str(bundle / manifest.model_file), "-d", "CPU", "-hint", "latency", "-api", "sync", "-b", "1",
+    # benchmark_app only takes -nthreads with -hint none; 1 stream × N threads is what edgefg's LATENCY hint gives
+    cmd = [exe, "-m", str(bundle / manifest.model_file), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-api", "sync", "-b", "1",
            "-shape", shape, "-nthreads", str(threads), "-t", str(seconds),
            "-infer_precision", manifest.backend_options.get("inference_precision", "f32")]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 10 + 60).stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 10 + 60)
+    out = proc.stdout
     fps = re.search(r"Throughput:\s+([\d.]+)\s+FPS", out)
+    if not fps:
+        print(f"benchmark_app gave no throughput: {(proc.stderr or out).strip().splitlines()[-1:]}", file=sys.stderr)
     med = re.search(r"Median:\s+([\d.]+)\s+ms", out)
     return {"fps": float(fps.group(1)) if fps else None, "median_ms": float(med.group(1)) if med else None, "command": " ".join(cmd)}
 

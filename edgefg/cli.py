@@ -153,6 +153,7 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
 @click.option("--calib-size", type=int, default=300, show_default=True, help="Images from --data for converters that calibrate (TFLite INT8).")
+@click.option("--embed-preprocess", is_flag=True, help="OpenVINO: put normalisation, BGR→RGB and NHWC→NCHW in the IR (PrePostProcessor); the model then takes uint8 pixels.")
 @click.option("--mean", type=float, nargs=3, help="Wrapped model file: input mean on 0-1 pixels (default: config.json, or raw pixels for uint8/int8 inputs).")
 @click.option("--std", type=float, nargs=3, help="Wrapped model file: input std on 0-1 pixels.")
 @click.option("--input-size", type=int, nargs=2, help="Wrapped model file with a dynamic input size: H W.")
@@ -160,14 +161,14 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--crop-pct", type=float, help="Wrapped model file: centre-crop fraction (1.0 = resize only).")
 @click.option("--output-activation", type=click.Choice(["logits", "softmax"]), help="Wrapped model file: what the output holds (default: read from the graph).")
 @handle_errors
-def deploy(artifact, target, precision, data, labels, out, force, calib_size, mean, std, input_size, interpolation, crop_pct, output_activation) -> None:
+def deploy(artifact, target, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct, output_activation) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
     wrap = {"mean": mean, "std": std, "input_size": input_size, "interpolation": interpolation, "crop_pct": crop_pct,
             "output_activation": output_activation}
     result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
-                        wrap_options={k: v for k, v in wrap.items() if v})
+                        wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None)
     m, p = result.manifest, result.manifest.parity
     console = _console()
     if target not in (result.target.name, result.target.path):

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
 from edgefg.converters import ConvertRequest, find_path
-from edgefg.errors import TargetError
+from edgefg.errors import DataError, TargetError
 from edgefg.manifest import PARITY_DIR, Manifest, atomic_output_dir, load_manifest
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.preprocess import convert_batch
@@ -34,19 +34,33 @@ class DeployResult:
     target: Target
 
 
-def _parity_inputs(artifact: Path, manifest: Manifest, data: Path | None, n: int) -> tuple[np.ndarray, str]:
+def _parity_samples(artifact: Path, manifest: Manifest, data: Path | None, n: int) -> tuple[list | None, str]:
+    """Images for the parity check (and calibrating converters): from ``data``, else the artifact's own."""
     if data is not None:
-        samples = stratified_subset(scan(data, manifest.labels).samples, n, warn=False)  # a parity check, not calibration
-        source = str(data)
-    elif (artifact / PARITY_DIR).is_dir():
-        samples = scan(artifact / PARITY_DIR).samples[:n]
-        source = f"{PARITY_DIR} (calibration images kept in the artifact)"
-    else:
-        log.warning("no images for the parity check: using random inputs (pass --data DIR for a meaningful check)")
+        return stratified_subset(scan(data, manifest.labels).samples, n, warn=False), str(data)  # a check, not calibration
+    if (artifact / PARITY_DIR).is_dir():
+        return scan(artifact / PARITY_DIR).samples[:n], f"{PARITY_DIR} (calibration images kept in the artifact)"
+    return None, "random inputs"
+
+
+def _prepare(samples: list | None, spec, manifest: Manifest, n: int) -> np.ndarray:
+    """Samples through the one preprocessing function for ``spec`` (random inputs when there are none)."""
+    if samples is None:
         shape = [n] + [d if isinstance(d, int) else 1 for d in manifest.inputs[0].shape[1:]]
-        return np.random.default_rng(0).standard_normal(shape).astype(np.float32), "random inputs"
-    x = np.concatenate([b.x for b in iter_batches(samples, manifest.preprocess, 16)])
-    return x, source
+        return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return np.concatenate([b.x for b in iter_batches(samples, spec, 16)])
+
+
+def _candidate_inputs(x: np.ndarray, samples: list | None, src: Manifest, bundle: Manifest) -> np.ndarray:
+    """The parity images as the bundle's model takes them: re-expressed in its layout/dtype, or —
+    when its normalisation differs (preprocessing embedded in the model) — prepared from the images
+    again with the bundle's own preprocessing."""
+    try:
+        return convert_batch(x, src.preprocess, bundle.preprocess)
+    except DataError:
+        if samples is None:
+            raise
+        return _prepare(samples, bundle.preprocess, bundle, len(samples))
 
 
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -89,10 +103,16 @@ def deploy(
         raise TargetError(f"target '{tgt.name}' is not available yet: {tgt.status_note}", "see `edgefg targets` for the available ones")
     precision = resolve_precision(tgt, src, precision)
     chain = find_path(src.format, tgt.format)
-    x, parity_source = _parity_inputs(artifact, src, Path(data) if data else None, parity_samples)
+    if (options or {}).get("embed_preprocess") and tgt.format != "openvino":
+        raise TargetError(f"--embed-preprocess is an OpenVINO option; target '{tgt.name}' uses {tgt.format}")
+    samples, parity_source = _parity_samples(artifact, src, Path(data) if data else None, parity_samples)
+    if samples is None:
+        log.warning("no images for the parity check: using random inputs (pass --data DIR for a meaningful check)")
+    x = _prepare(samples, src.preprocess, src, parity_samples)
     calib, calib_source = x, parity_source
     if precision == "int8" and data and calib_size > len(x) and any(c.calibrates for c in chain):  # a larger stratified subset
-        calib, calib_source = _parity_inputs(artifact, src, Path(data), calib_size)
+        calib_samples, calib_source = _parity_samples(artifact, src, Path(data), calib_size)
+        calib = _prepare(calib_samples, src.preprocess, src, calib_size)
     options = {"samples_source": calib_source, **(options or {})}
 
     with atomic_output_dir(out, force) as tmp:
@@ -131,7 +151,7 @@ def deploy(
                 "reference": f"artifact '{artifact.name}' ({src.precision}, onnxruntime)",
                 "inputs": parity_source,
                 **({"candidate_runtime": f"{host.backend} on the deploying host, as a stand-in for {tgt.backend}"} if result.host_backend else {}),
-                **parity(cand.scores(convert_batch(x, src.preprocess, host.preprocess)), ref.scores(x), src.output_activation),
+                **parity(cand.scores(_candidate_inputs(x, samples, src, host)), ref.scores(x), src.output_activation),
             }
         manifest.record_files(tmp)
         manifest.save(tmp)

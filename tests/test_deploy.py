@@ -63,3 +63,21 @@ def test_parity_with_user_data(tiny_artifacts, image_folder, tmp_path):
     with LoadedBundle(res.directory) as b:
         out = b.scores(np.zeros((2, 3, 64, 64), np.float32))
     assert out.shape == (2, 3)
+
+
+def test_embedded_preprocessing_in_the_openvino_ir(tiny_artifacts, image_folder, tmp_path):
+    from edgefg.calibration.dataset import scan
+    from edgefg.runtime.preprocess import geometry, read_image
+    from edgefg.validate.api import validate
+
+    res = deploy(tiny_artifacts["fp32"], "intel-cpu", tmp_path / "emb", options={"embed_preprocess": True})
+    pre = res.manifest.preprocess
+    assert (pre.layout, pre.dtype, pre.color) == ("NHWC", "uint8", "BGR") and res.manifest.inputs[0].shape[1:] == [64, 64, 3]
+    assert res.manifest.parity["cosine_min"] > 0.99999 and res.manifest.parity["top1_agreement"] == 1.0
+    with LoadedBundle(res.directory) as b:  # the runtime now hands the model raw (resized, cropped) pixels
+        image = read_image(scan(image_folder).samples[0].path)
+        np.testing.assert_array_equal(b.prepare(image), geometry(image, pre))
+    v = validate(res.directory, image_folder, reference=tiny_artifacts["fp32"])
+    assert v["agreement"] == 1.0 and v["mean_kl"] < 1e-6
+    with pytest.raises(TargetError, match="OpenVINO option"):
+        deploy(tiny_artifacts["fp32"], "onnxruntime-cpu", tmp_path / "x", options={"embed_preprocess": True})
