@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -111,12 +110,9 @@ def main() -> int:
     (OUT / "results.md").write_text(md)
     print(md)
     if not args.no_readme:
-        readme = REPO / "README.md"
-        text = readme.read_text()
-        block = f"<!-- results:start -->\n{md}<!-- results:end -->"
-        if "<!-- results:start -->" in text:
-            text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, text, flags=re.S)
-            readme.write_text(text)
+        from readme_block import write_block
+
+        write_block("results", md)
     return 0
 
 

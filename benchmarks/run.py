@@ -211,11 +211,9 @@ def main() -> int:
     (OUT / "bench.md").write_text(md)
     print(md)
     if not args.no_readme:
-        readme = REPO / "README.md"
-        text = readme.read_text()
-        if "<!-- bench:start -->" in text:
-            text = re.sub(r"<!-- bench:start -->.*?<!-- bench:end -->", lambda _: f"<!-- bench:start -->\n{md}<!-- bench:end -->", text, flags=re.S)
-            readme.write_text(text)
+        from readme_block import write_block
+
+        write_block("bench", md)
     return 0
 
 

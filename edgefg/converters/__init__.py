@@ -62,6 +62,20 @@ class Converter:
 _REGISTRY: dict[tuple[str, str], Converter] = {}
 
 
+def require_matching_quantization(req: ConvertRequest, int8_means: str = "INT8 needs an INT8 artifact") -> None:
+    """For converters that take the artifact's quantization as it is: an INT8 (Q/DQ) artifact deploys
+    only as INT8, and INT8 needs an INT8 artifact."""
+    from edgefg.errors import TargetError
+
+    if req.manifest.precision == "int8" and req.precision != "int8":
+        raise TargetError(
+            f"the artifact is INT8; it cannot be deployed as {req.precision}",
+            f"compress with --recipe fp32 and deploy that with --precision {req.precision}",
+        )
+    if req.manifest.precision != "int8" and req.precision == "int8":
+        raise TargetError(f"the artifact is not quantized; {int8_means}", "run: edgefg compress MODEL --data DIR --recipe int8 -o ART, then deploy ART")
+
+
 def register(src: str, dst: str, description: str, calibrates: bool = False) -> Callable:
     def deco(fn: Callable[[ConvertRequest], ConvertResult]) -> Callable:
         _REGISTRY[(src, dst)] = Converter(src, dst, fn, description, calibrates)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from edgefg.converters import ConvertRequest, ConvertResult, register
+from edgefg.converters import ConvertRequest, ConvertResult, register, require_matching_quantization
 from edgefg.errors import MissingDependencyError, ModelLoadError, TargetError
 
 
@@ -14,14 +14,7 @@ def onnx_to_openvino(req: ConvertRequest) -> ConvertResult:
         import openvino as ov
     except ModuleNotFoundError:
         raise MissingDependencyError.for_module("openvino", "openvino") from None
-    src_precision = req.manifest.precision
-    if src_precision == "int8" and req.precision != "int8":
-        raise TargetError(
-            f"the artifact is INT8; it cannot be deployed as {req.precision}",
-            f"compress with --recipe fp32 and deploy that with --precision {req.precision}",
-        )
-    if src_precision != "int8" and req.precision == "int8":
-        raise TargetError("the artifact is not quantized; INT8 needs an INT8 artifact", "run: edgefg compress ... --recipe int8")
+    require_matching_quantization(req)
     try:
         model = ov.convert_model(str(req.src))
     except Exception as exc:  # OpConversionFailure and friends

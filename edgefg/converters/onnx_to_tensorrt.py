@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from edgefg.converters import ConvertRequest, ConvertResult, register
+from edgefg.converters import ConvertRequest, ConvertResult, register, require_matching_quantization
 from edgefg.errors import MissingDependencyError, TargetError
 
 ENGINE_DIR = "engines"
@@ -41,17 +41,7 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
     trt_version = str(tgt.runtime.get("tensorrt") or "")
     if not trt_version:
         raise TargetError(f"target '{tgt.name}' does not say which TensorRT it has", "add runtime.tensorrt = \"10.3\" (for example) to the profile")
-    src_precision = req.manifest.precision
-    if src_precision == "int8" and req.precision != "int8":
-        raise TargetError(
-            f"the artifact is INT8; it cannot be deployed as {req.precision}",
-            f"compress with --recipe fp32 and deploy that with --precision {req.precision}",
-        )
-    if src_precision != "int8" and req.precision == "int8":
-        raise TargetError(
-            "TensorRT INT8 here is explicit quantization (Q/DQ): it needs an INT8 artifact",
-            "run: edgefg compress MODEL --data DIR --recipe int8 -o ART, then deploy ART",
-        )
+    require_matching_quantization(req, "TensorRT INT8 here is explicit quantization (Q/DQ): it needs an INT8 artifact")
     table = op_table(trt_version)
     model = onnx.load(str(req.src))
     source_opset = default_opset(model)
