@@ -90,3 +90,11 @@ def test_bench_json_in_given_order(tiny_bundles, tmp_path):
     for x in data["results"]:
         assert set(x["latency_ms"]) >= {"p50", "p90", "p99"} and x["throughput_fps"] > 0
         assert 10 < x["peak_rss_mb"] < 4000 and x["size_mb"] > 0 and x["samples"] == 6
+
+
+def test_fail_fast_on_a_missing_reference_and_a_non_video_file(tiny_bundles, image_folder, tmp_path):
+    bundle = tiny_bundles["fp32-intel-cpu"]
+    _one_line_error(_run("validate", bundle, "--data", image_folder, "--reference", tmp_path / "nope"), "reference")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video")
+    _one_line_error(_run("run", bundle, "--source", text), "cannot open video")  # no reconnect loop for a local file

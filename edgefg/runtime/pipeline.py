@@ -172,7 +172,8 @@ class Pipeline:
         except (InputPathError, UnsupportedError):
             raise  # a wrong path or an unsupported kind: retrying will not help
         except SourceError as exc:
-            if self.opts.max_retries == 0:
+            local_file = not isinstance(source, Source) and not callable(source) and Path(str(source)).is_file() and not str(source).startswith("/dev/")
+            if self.opts.max_retries == 0 or local_file:  # a file that is not a video will not become one
                 raise
             self.events.emit("source_open_failed", source=redact(str(source)), attempt=0, error=exc.message)
             return None, factory  # a camera/stream that is not up yet: the capture thread keeps trying

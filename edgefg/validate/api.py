@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgefg.calibration.dataset import scan
-from edgefg.errors import ClassMismatchError, DataError, UnsupportedError
+from edgefg.errors import ClassMismatchError, DataError, InputPathError, UnsupportedError
 from edgefg.manifest import MANIFEST_NAME
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
@@ -85,6 +85,8 @@ def validate(
     missing = thresholds.needs_reference()
     if missing and reference is None:
         raise UnsupportedError(f"{', '.join('--' + m.replace('_', '-') for m in missing)} need(s) --reference", "pass the FP32 artifact or model as --reference")
+    if reference is not None and not Path(reference).exists():  # before minutes of scoring, not after
+        raise InputPathError(f"reference '{reference}' does not exist", "pass the FP32 artifact/bundle directory, an .onnx, or a PyTorch model")
     with LoadedBundle(bundle_dir, backend=backend) as bundle:
         images = scan(data, bundle.labels)
         if not images.labelled and reference is None:
