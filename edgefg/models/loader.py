@@ -158,8 +158,12 @@ def load_model(
         raise InputPathError(f"model '{path}' does not exist", "pass a timm hub folder, a checkpoint with --arch, or an .onnx file")
     label_list = read_labels(labels) if labels else None
 
+    if path.is_dir() and (path / "manifest.json").is_file() and not (path / "config.json").is_file():
+        return _load_artifact(path, label_list)
     if path.is_dir():
         return _load_hub_folder(path, label_list)
+    if path.suffix.lower() == ".onnx" and _is_artifact_file(path):
+        return _load_artifact(path.parent, label_list)
     if path.suffix.lower() == ".onnx":
         return _load_onnx(path, label_list)
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
@@ -224,6 +228,31 @@ def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
         arch=arch,
         source={"type": "timm-hub", "path": str(folder), "arch": arch, "model_args": cfg.get("model_args") or {}},
     )
+
+
+def _is_artifact_file(path: Path) -> bool:
+    try:
+        data = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("model_file") == path.name and data.get("kind") == "artifact"
+
+
+def _load_artifact(folder: Path, labels: list[str] | None) -> LoadedModel:
+    """An ONNX artifact written by ``edgefg compress`` (checksums verified): its manifest gives the
+    labels and preprocessing, so compress runs chain (e.g. prune + distil now, INT8 later)."""
+    from edgefg.manifest import load_manifest
+
+    manifest = load_manifest(folder)
+    if manifest.format != "onnx":
+        raise UnsupportedError(
+            f"'{folder}' is a {manifest.format} {manifest.kind}, not an ONNX artifact",
+            "pass the edgefg compress output (or the original model) instead of a deployed bundle",
+        )
+    loaded = _load_onnx(folder / manifest.model_file, labels or list(manifest.labels))
+    loaded.preprocess = manifest.preprocess
+    loaded.source = {"type": "edgefg-artifact", "path": str(folder), "precision": manifest.precision, "compression": [c.get("step") for c in manifest.compression]}
+    return loaded
 
 
 def _load_onnx(path: Path, labels: list[str] | None) -> LoadedModel:
