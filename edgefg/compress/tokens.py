@@ -20,7 +20,8 @@ copied) and runs the blocks itself so it can act between attention and MLP of ch
   model equals the token-reduced model and fine-tuning starts from there).
 
 Every keep count is computed once from the static token count, so the exported graph has static
-shapes (TopK with a constant k, GatherElements, ScatterElements for ToMe's merge).
+shapes (TopK with a constant k, GatherElements; ToMe's merge is a one-hot MatMul, not a scatter,
+so EViT and ToMe graphs also convert to LiteRT).
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def evit_reduce(x, probs, n_prefix: int, keep: int):
     if keep >= n:
         return x
     cls_attn = probs[:, :, 0, n_prefix:].mean(dim=1)  # (B, n)
-    order = torch.argsort(cls_attn, dim=1, descending=True)
+    order = torch.topk(cls_attn, n, dim=1).indices  # sorted, descending (TopK: exports to ONNX and TFLite)
     kept_idx, rest_idx = order[:, :keep], order[:, keep:]
     C = x.shape[-1]
     kept = torch.gather(patches, 1, kept_idx.unsqueeze(-1).expand(-1, -1, C))
@@ -123,7 +124,7 @@ def tome_merge(x, keys, size, n_prefix: int, r: int):
     r = min(r, pa.shape[1])
     scores = pa @ pb.transpose(-1, -2)  # (B, Na, Nb)
     node_max, node_idx = scores.max(dim=-1)
-    edge = torch.argsort(node_max, dim=-1, descending=True)
+    edge = torch.topk(node_max, node_max.shape[-1], dim=-1).indices
     src_idx, unm_idx = edge[:, :r], edge[:, r:]
     dst_idx = torch.gather(node_idx, 1, src_idx)
 
@@ -132,9 +133,12 @@ def tome_merge(x, keys, size, n_prefix: int, r: int):
     s_prefix, sa, sb = size[:, :n_prefix], size[:, n_prefix::2], size[:, n_prefix + 1 :: 2]
     unm = torch.gather(xa, 1, unm_idx.unsqueeze(-1).expand(-1, -1, C))
     src = torch.gather(xa, 1, src_idx.unsqueeze(-1).expand(-1, -1, C))
-    xb = xb.scatter_add(1, dst_idx.unsqueeze(-1).expand(-1, -1, C), src)
+    # scatter-add as a one-hot matmul: (B, Nb, r) @ (B, r, C); no ScatterElements in the graph, which
+    # LiteRT's STABLEHLO_SCATTER refuses and TensorRT runs slowly; r·Nb·C MACs are negligible
+    onehot = (dst_idx.unsqueeze(-1) == torch.arange(xb.shape[1], device=x.device)).to(x.dtype).transpose(1, 2)
+    xb = xb + onehot @ src
     s_unm = torch.gather(sa, 1, unm_idx)
-    sb = sb.scatter_add(1, dst_idx, torch.gather(sa, 1, src_idx))
+    sb = sb + (onehot @ torch.gather(sa, 1, src_idx).unsqueeze(-1)).squeeze(-1)
     new_size = torch.cat([s_prefix, s_unm, sb], dim=1)
     new_x = torch.cat([prefix, unm, xb], dim=1) / new_size.unsqueeze(-1)
     return new_x, new_size
@@ -219,6 +223,7 @@ def build_token_vit(model, opts: TokenOptions):
                 self.carrier = nn.Parameter(torch.zeros(1, 1, model.embed_dim))
                 nn.init.trunc_normal_(self.carrier, std=0.02)
                 self.cla_head = CLAHead.build(model.embed_dim, len(at) + 1, model.num_classes)
+                self.fresh_prefixes = ("cla_head.",)  # its BatchNorms learn statistics while fine-tuning
 
         def forward(self, x):
             vit = self.vit

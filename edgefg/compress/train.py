@@ -143,13 +143,15 @@ def _freeze_bn(model, trainable: Sequence[str] | None) -> None:
     """Put BatchNorm layers outside the ``trainable`` prefixes in eval mode: their affine weights
     still train, but they normalise with their running statistics. Small-batch fine-tuning needs
     this, and BN-folded models (running stats 0/1, e.g. dequantized TFLite weights) produce garbage
-    with batch statistics — mobilenetv2_cub100 scores 0 % on its own training images in train mode."""
+    with batch statistics — mobilenetv2_cub100 scores 0 % on its own training images in train mode.
+    A model may list freshly initialised parts in ``fresh_prefixes``: their BatchNorm always trains."""
     import torch
 
+    fresh = [*(trainable or []), *getattr(model, "fresh_prefixes", ())]  # new layers (adapters, CLA head) learn their statistics
     for name, mod in model.named_modules():
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            if trainable is not None and any((name + ".").startswith(t) for t in trainable):
-                continue  # new layers (adapters) learn their statistics
+            if any((name + ".").startswith(t) for t in fresh):
+                continue
             mod.eval()
 
 

@@ -132,7 +132,16 @@ def test_tome_clca_exports_and_runs_on_ort_and_openvino(vit, x, tmp_path):
     wrapped = build_token_vit(vit, TokenOptions(keep=0.5, method="tome", at=[1, 3], clca=True))
     path = export_onnx(wrapped, (64, 64), tmp_path / "m.onnx")
     ops = graph_ops(path)
-    assert {"TopK", "GatherElements", "ScatterElements"} <= set(ops["indexing_ops"])
+    assert {"TopK", "GatherElements"} <= set(ops["indexing_ops"]) and "ScatterElements" not in ops["ops"]  # merge = one-hot MatMul
+    import onnx
+
+    from edgefg.converters.tensorrt_lint import lint
+
+    def unsupported(trt: str) -> set[str]:
+        return {i.message.split()[1] for i in lint(onnx.load(str(path)), trt, static_shapes=False) if i.rule == "unsupported-op"}
+
+    assert unsupported("10.3") == set()  # JetPack 6: every op of the graph is in the ONNX parser's table
+    assert unsupported("8.5") == {"LayerNormalization"}  # JetPack 5: any opset-17+ ViT export, not the token reduction
     checks = check_runtimes(path, (64, 64))
     assert checks["onnxruntime"] == "ok" and checks["openvino"] == "ok" and checks["max_abs_diff_ort_vs_openvino"] < 1e-3
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -140,3 +149,19 @@ def test_tome_clca_exports_and_runs_on_ort_and_openvino(vit, x, tmp_path):
     with torch.no_grad():
         ref = wrapped(xb).numpy()
     assert np.abs(sess.run(None, {"input": xb.numpy()})[0] - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("method", ["evit", "tome"])
+def test_token_reduced_vit_converts_to_litert(method):
+    """The static token plan also lowers through litert-torch and runs in LiteRT (TopK, not a full
+    sort with int64 indices; ToMe's merge without scatter): the rpi5 route is open to these models."""
+    litert_torch = pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edgefg[tflite-convert]')")
+    import numpy as np
+
+    torch.manual_seed(0)
+    vit = timm.create_model("test_vit", num_classes=3, img_size=32, dynamic_img_size=False).eval()
+    wrapped = build_token_vit(vit, TokenOptions(keep=0.5, method=method, at=[1])).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = wrapped(x).numpy()
+    assert np.abs(litert_torch.convert(wrapped, (x,))(x) - ref).max() < 1e-4

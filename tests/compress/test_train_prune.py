@@ -93,3 +93,22 @@ def test_frozen_batchnorm_keeps_running_statistics(image_folder):
         before = m.bn1.running_mean.clone()
         train(m, samples, SPEC, TrainConfig(max_steps=1, batch_size=4, freeze_bn=freeze))
         assert torch.equal(before, m.bn1.running_mean) == freeze
+
+
+def test_fresh_layers_learn_batchnorm_statistics(image_folder):
+    """CLCA's aggregation head is new: its BatchNorms must learn statistics even when the whole
+    model trains (trainable=None); without the ``fresh_prefixes`` mark they would stay frozen."""
+    import timm
+
+    from edgefg.compress.tokens import TokenOptions, build_token_vit
+
+    spec = Preprocess(input_size=(32, 32), resize_shorter=32, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
+    for fresh in (True, False):
+        torch.manual_seed(0)
+        wrapped = build_token_vit(timm.create_model("test_vit", num_classes=2, img_size=32), TokenOptions(keep=0.5, method="evit", at=[1], clca=True))
+        if not fresh:
+            wrapped.fresh_prefixes = ()
+        bns = [m for m in wrapped.cla_head.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        before = [b.running_mean.clone() for b in bns]
+        train(wrapped, scan(image_folder).samples, spec, TrainConfig(max_steps=1, batch_size=4))
+        assert bns and all(torch.equal(b0, b.running_mean) != fresh for b0, b in zip(before, bns))
