@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CompressOptions", "CompressResult", "compress", "RECIPES"]
 TRANSFORMER_ARCH = re.compile(r"vit|deit|beit|eva|swin|levit|cait|xcit|pit_|convit", re.I)
 PARITY_SAMPLES = 32
+FALLBACK_VAL_SIZE = 1000  # stratified images of --data scored when no --val-data is given
 DEFAULT_LR = {"distil": 5e-4, "finetune": 5e-4, "tokens": 5e-4, "ila": 1e-3}
 
 
@@ -333,7 +334,12 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         n_classes = len({s.label for s in calib_samples})
         log.info("calibration: %d images covering %d of %d classes", len(calib_x), n_classes, len(calib_set.classes))
     train_samples = calib_set.samples if calib_set is not None and calib_set.labelled else []
-    val = _preprocess_val(val_set, model, opts.val_size, opts.seed)
+    val_size = opts.val_size
+    if opts.val_data is None and val_set is not None and val_set.labelled:
+        val_size = val_size or min(len(val_set.samples), FALLBACK_VAL_SIZE)
+        log.warning("no --val-data: the report's accuracy is measured on %d of the --data images (calibration/training images, so it is "
+                    "optimistic); pass --val-data DIR with held-out images", val_size)
+    val = _preprocess_val(val_set, model, val_size, opts.seed)
     if int8_step and (int8_step.get("max_drop") is not None or int8_step.get("max_class_drop") is not None) and val is None:
         raise DataError("an accuracy budget needs labelled validation images", "pass --val-data DIR with one sub-folder per class")
 
@@ -415,7 +421,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             "recipe": name_recipe,
             "recipe_steps": steps,
             "calibration": {"data": str(opts.data) if opts.data else None, "images": 0 if calib_x is None else int(len(calib_x)), "skipped_corrupt": [str(p) for p in skipped]},
-            "validation": {"data": str(val.root) if val else None, "images": int(len(val.y)) if val else 0},
+            "validation": {"data": str(val.root) if val else None, "images": int(len(val.y)) if val else 0,
+                           "held_out": bool(opts.val_data)},
             "latency_backend": f"{backend} (host CPU, batch 1)",
             "steps": rows,
             "compression": descs,

@@ -120,3 +120,18 @@ def test_cli_flags_fold_into_the_recipe():
         plan_steps(CompressOptions(recipe="fp32", max_drop=0.5))
     with pytest.raises(UnsupportedError, match="token"):
         plan_steps(CompressOptions(recipe="fp32", clca=True))
+
+
+def test_without_val_data_the_report_says_accuracy_is_on_training_images(tmp_path, tiny_model, image_folder, caplog, monkeypatch):
+    import logging
+
+    from edgefg.compress import api
+    from edgefg.compress.api import CompressOptions, compress
+    from edgefg.models.loader import load_model
+
+    monkeypatch.setattr(api, "FALLBACK_VAL_SIZE", 10)  # the cap (1000 by default) on a small folder
+    with caplog.at_level(logging.WARNING, logger="edgefg.compress.api"):
+        res = compress(load_model(tiny_model), tmp_path / "a", CompressOptions(recipe="fp32", data=image_folder, latency_iters=2))
+    report = json.loads((res.directory / "report.json").read_text())
+    assert report["validation"]["held_out"] is False and report["validation"]["images"] == 10
+    assert any("no --val-data" in r.message for r in caplog.records)
