@@ -244,18 +244,17 @@ def _load_artifact(folder: Path, labels: list[str] | None) -> LoadedModel:
     from edgefg.manifest import load_manifest
 
     manifest = load_manifest(folder)
-    if manifest.format != "onnx":
+    if manifest.format != "onnx" or manifest.kind != "artifact":
         raise UnsupportedError(
             f"'{folder}' is a {manifest.format} {manifest.kind}, not an ONNX artifact",
             "pass the edgefg compress output (or the original model) instead of a deployed bundle",
         )
-    loaded = _load_onnx(folder / manifest.model_file, labels or list(manifest.labels))
-    loaded.preprocess = manifest.preprocess
+    loaded = _load_onnx(folder / manifest.model_file, labels or list(manifest.labels), manifest.preprocess)
     loaded.source = {"type": "edgefg-artifact", "path": str(folder), "precision": manifest.precision, "compression": [c.get("step") for c in manifest.compression]}
     return loaded
 
 
-def _load_onnx(path: Path, labels: list[str] | None) -> LoadedModel:
+def _load_onnx(path: Path, labels: list[str] | None, preprocess: Preprocess | None = None) -> LoadedModel:
     import onnx
 
     try:
@@ -278,13 +277,13 @@ def _load_onnx(path: Path, labels: list[str] | None) -> LoadedModel:
         n = len(labels)
     if not n:
         raise ModelLoadError(f"cannot tell the number of classes of '{path}'", "pass --labels FILE")
-    if not cfg:
+    if not cfg and preprocess is None:
         log.warning("no config.json beside '%s': assuming ImageNet mean/std, bilinear, crop 0.875", path.name)
     pre_cfg = cfg.get("pretrained_cfg") or cfg
     pre_cfg = {**pre_cfg, "input_size": pre_cfg.get("input_size") or (3, int(dims[2]), int(dims[3]))}
     return LoadedModel(
         labels=_labels_or_default(labels, n),
-        preprocess=preprocess_from_cfg(pre_cfg),
+        preprocess=preprocess or preprocess_from_cfg(pre_cfg),
         onnx_path=path,
         source={"type": "onnx", "path": str(path)},
     )
