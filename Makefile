@@ -7,7 +7,11 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test results bench clean venv
+.PHONY: demo test results bench figures clean venv
+
+# Compression figures (long: training on CPU). Built once, reused by `make bench` (runs/ is not committed).
+PRUNED := runs/compress/mnv2-prune/manifest.json
+VIT := runs/compress/vit-hybrid/variants.json
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +30,18 @@ test: $(STAMP)
 results: $(STAMP)
 	$(PY) benchmarks/results.py
 
-bench: $(STAMP)
+$(PRUNED): | $(STAMP)
+	$(PY) benchmarks/compress_figures.py prune --epochs 4
+
+$(VIT): | $(STAMP)
+	$(PY) benchmarks/compress_figures.py vit --vit-epochs 8
+
+figures: $(STAMP) $(PRUNED) $(VIT)
+	$(PY) benchmarks/compress_figures.py int8
+
+bench: $(STAMP) $(PRUNED) $(VIT)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/pareto.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
