@@ -56,14 +56,11 @@ def build_hybrid(model_dir: Path, num_classes: int):
                              embed_layer=partial(HybridEmbed, backbone=stem))
 
 
-def module_prefixes(model, exclude: str) -> list[str]:
-    """Prefixes of every parameter's module outside ``exclude`` (what the training loop may train)."""
-    out = set()
-    for name, _ in model.named_parameters():
-        if exclude in name:
-            continue
-        out.add(name.rsplit(".", 1)[0] + "." if "." in name else name)
-    return sorted(out)
+def trainable_outside(model, exclude: str) -> list[str]:
+    """Every parameter name outside ``exclude`` (the training loop trains names starting with these).
+    Full names, not module prefixes: a wrapper's ``vit.cls_token`` would give the prefix ``vit.``,
+    which covers the frozen stem too (and un-freezes its BatchNorms)."""
+    return sorted(name for name, _ in model.named_parameters() if exclude not in name)
 
 
 def run(args) -> dict:
@@ -111,7 +108,7 @@ def run(args) -> dict:
         for name in ("evit-ft", "clca", "ila"):  # fine-tunes of an older base must not be resumed
             shutil.rmtree(folder / f"ckpt-{name}", ignore_errors=True)
         res = train(model, train_set.samples, spec, cfg("base", epochs, 5e-4), teacher=teacher_model.module,
-                    trainable=module_prefixes(model, BACKBONE), description="hybrid ViT")
+                    trainable=trainable_outside(model, BACKBONE), description="hybrid ViT")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(base_file))
         trained = {"epochs": epochs, "steps": res.steps, "minutes": round((time.time() - t0) / 60, 1), "history": res.history,
                    "trainable_params": res.trainable_params, "lr": 5e-4, "kd": "T=4, alpha=0.7, teacher mobilenetv2_cub100"}
@@ -128,7 +125,7 @@ def run(args) -> dict:
         wrapped = build_token_vit(copy.deepcopy(model), TokenOptions(keep=0.5, method="evit", clca=clca))
         t1 = time.time()
         res = train(wrapped, train_set.samples, spec, cfg("clca" if clca else "evit-ft", 1, 2e-4), teacher=model,
-                    trainable=module_prefixes(wrapped, BACKBONE), description=name)
+                    trainable=trainable_outside(wrapped, BACKBONE), description=name)
         variants[name] = {"module": wrapped.eval(), "train": {"steps": res.steps, "minutes": round((time.time() - t1) / 60, 1),
                                                             "trainable_params": res.trainable_params, "teacher": "the plain hybrid ViT"}}
     ila = build_ila_vit(copy.deepcopy(model), AdapterOptions(at=(1, 3)))
