@@ -65,7 +65,7 @@ def render_int8(s: dict) -> str:
     r = s["report"]
     q = r["compression"][-1]
     w = q.get("worst_class") or {}
-    lines = [f"`{s['command']}` (exit {s['exit_code']}, {s['seconds'] / 60:.1f} min on 2 shared cores); "
+    lines = [f"`{s['command']}` (exit {s['exit_code']}, {s['seconds'] / 60:.1f} min wall time on a shared 2-core machine, waits for other jobs included); "
              f"calibration {r['calibration']['images']} stratified cub100/train images, validation {r['validation']['images']} cub100/test images:", "",
              "| step | size MB | params | top-1 | top-5 | worst class |", "|---|---|---|---|---|---|"]
     for row in r["steps"]:
@@ -76,14 +76,14 @@ def render_int8(s: dict) -> str:
               f"{w.get('drop_images')} of {w.get('images')} images, sign-test p = {w.get('p_value', 1):.2g} "
               f"({'a real loss' if (w.get('p_value') or 1) < r.get('class_alpha', 0.05) else 'noise at this class size'}); "
               f"classes over the {q['budget'].get('max_class_drop')} pt per-class budget: {len(q.get('classes_over_budget', []))}. "
-              "Speed of this artifact: see the Pareto table.", ""]
+              "Speed of INT8 vs FP32 (plain INT8 recipe, same quantizer settings): the Pareto table.", ""]
     return "\n".join(lines)
 
 
 def render_prune(s: dict) -> str:
     r = s["report"]
     p, d = r["compression"][0], r["compression"][1]
-    lines = [f"`{s['command']}` (exit {s['exit_code']}, {s['seconds'] / 60:.1f} min on 2 shared cores). Pruning: {p['library']}, "
+    lines = [f"`{s['command']}` (exit {s['exit_code']}, {s['seconds'] / 60:.1f} min wall time on a shared 2-core machine, waits for other jobs included). Pruning: {p['library']}, "
              f"{p['importance']} importance, {p['iterative_steps']} iterative steps, {p['scope']}; recovery: {d['epochs']} epoch(s) = {d['steps']} steps "
              f"of KD from the unpruned model (T = {d['temperature']:g}, alpha = {d['alpha']:g}, {d['optimizer']} {d['lr']:g}, {d['schedule']}):", "",
              "| step | params | MACs | size MB | top-1 | top-5 | worst class |", "|---|---|---|---|---|---|---|"]
