@@ -16,7 +16,7 @@ Then, from those weights, in one run: EViT and ToMe at keep 0.7 and 0.5 (reducti
 4) without fine-tuning; EViT keep 0.5 with one epoch of KD fine-tuning, without and with CLCA (so
 CLCA's share is separated from the fine-tuning's); ILA adapters after blocks 1 and 3 (frozen ViT,
 adapters + head trained); INT8 of the plain ViT (NNCF transformer model type, SmoothQuant default and
-off). Every variant is exported to ONNX, scored on all of cub100/test with OpenVINO (scores cached by
+off), and EViT/ToMe keep 0.5 + INT8. Every variant is exported to ONNX, scored on all of cub100/test with OpenVINO (scores cached by
 the file's sha256, shared with ``benchmarks/pareto.py``) and timed in ONE interleaved loop.
 """
 from __future__ import annotations
@@ -142,13 +142,17 @@ def run(args) -> dict:
         dst = work / f"int8-{'sq' if sq is None else 'nosq'}.onnx"
         quantize_onnx(variants["plain ViT"]["onnx"], dst, calib, options=QuantOptions(transformer=True, smooth_quant=sq))
         variants[label] = {"onnx": dst}
+    for name in ("EViT keep 0.5", "ToMe keep 0.5"):  # the two compressions combined
+        dst = work / f"int8-{name.split()[0].lower()}.onnx"
+        quantize_onnx(variants[name]["onnx"], dst, calib, options=QuantOptions(transformer=True))
+        variants[f"{name} + INT8"] = {"onnx": dst}
 
     ref = score_onnx(variants["plain ViT"]["onnx"], TEST, labels, spec, limit)
     rows = []
     for name, v in variants.items():
         m = score_onnx(v["onnx"], TEST, labels, spec, limit)
         row = {"variant": name, "onnx": str(Path(v["onnx"]).relative_to(REPO)), **onnx_stats(v["onnx"]), **m.summary(ref)}
-        if name != "plain ViT" and "INT8" not in name:
+        if name != "plain ViT" and not name.startswith("INT8"):
             row["graph_indexing_ops"] = graph_ops(v["onnx"])["indexing_ops"]
             row["runtimes"] = check_runtimes(v["onnx"], spec.input_size)
         if "train" in v:
