@@ -173,6 +173,9 @@ def run(args) -> dict:
     out_dir = folder if smoke else OUT
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vit.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    # the exported models are usable as edgefg inputs (e.g. `edgefg compress variants/0.onnx --max-drop 0.5`)
+    teacher_cfg = json.loads((MODEL / "config.json").read_text())
+    (work / "config.json").write_text(json.dumps({"label_names": labels, "pretrained_cfg": teacher_cfg["pretrained_cfg"]}, indent=1) + "\n")
     (folder / "variants.json").write_text(json.dumps({r["variant"]: r["onnx"] for r in rows}, indent=1) + "\n", encoding="utf-8")
     for row in rows:
         print(f"{row['variant']:<46} MACs {row['macs'] / 1e6:6.0f} M ({row['macs_ratio']:.2f}×)  {row['latency_ms_p50']:.2f} ms "

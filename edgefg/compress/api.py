@@ -91,6 +91,16 @@ class CompressResult:
     passed: bool = True
 
 
+def has_attention(onnx_path: Path) -> bool:
+    """True when the graph multiplies two activations (attention's Q·Kᵀ and P·V): NNCF's transformer
+    model type then fits better than the CNN default. Used when the model came as ONNX (no arch name)."""
+    import onnx
+
+    g = onnx.load(str(onnx_path), load_external_data=False).graph
+    consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    return any(n.op_type == "MatMul" and not (set(n.input) & consts) for n in g.node)
+
+
 def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
     """The recipe's steps with the command-line options folded in."""
     name, steps = load_recipe(opts.recipe)
@@ -383,7 +393,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         if int8_step is not None:
             from edgefg.compress.quantize import AccuracyBudget, QuantOptions, quantize_onnx, quantize_with_budget
 
-            is_vit = bool(model.arch and TRANSFORMER_ARCH.search(model.arch))
+            is_vit = bool(model.arch and TRANSFORMER_ARCH.search(model.arch)) if model.arch else has_attention(current)
             qopts = QuantOptions(transformer=is_vit, smooth_quant=int8_step.get("smooth_quant"), ignored=list(int8_step.get("ignored", [])))
             budget = AccuracyBudget(int8_step.get("max_drop"), int8_step.get("max_class_drop"), float(int8_step.get("class_alpha", opts.class_alpha)))
             if budget.active:

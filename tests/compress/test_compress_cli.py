@@ -135,3 +135,20 @@ def test_without_val_data_the_report_says_accuracy_is_on_training_images(tmp_pat
     report = json.loads((res.directory / "report.json").read_text())
     assert report["validation"]["held_out"] is False and report["validation"]["images"] == 10
     assert any("no --val-data" in r.message for r in caplog.records)
+
+
+def test_attention_is_detected_in_onnx_inputs(tmp_path, tiny_model):
+    """An ONNX model has no timm arch name: the graph decides NNCF's model type."""
+    import timm
+    import torch
+
+    from edgefg.compress.api import has_attention
+    from edgefg.converters.torch_to_onnx import export_onnx
+    from edgefg.models.loader import load_model
+
+    vit = timm.create_model("test_vit", num_classes=3, img_size=32, dynamic_img_size=False).eval()
+    assert has_attention(export_onnx(vit, (32, 32), tmp_path / "vit.onnx"))
+    cnn = load_model(tiny_model)
+    size = tuple(cnn.preprocess.input_size)
+    with torch.no_grad():
+        assert not has_attention(export_onnx(cnn.module, size, tmp_path / "cnn.onnx"))
