@@ -38,6 +38,7 @@ $(VIT): | $(STAMP)
 
 figures: $(STAMP) $(PRUNED) $(VIT)
 	$(PY) benchmarks/compress_figures.py int8
+	$(PY) benchmarks/compress_figures.py vit-int8
 
 bench: $(STAMP) $(PRUNED) $(VIT)
 	$(PY) benchmarks/run.py

@@ -3,6 +3,7 @@
     python benchmarks/compress_figures.py int8    # accuracy-aware INT8 on mobilenetv2_cub100
     python benchmarks/compress_figures.py prune   # 30% structured pruning + KD on mobilenetv2_cub100
     python benchmarks/compress_figures.py vit     # hybrid ViT on cub100: EViT/ToMe/CLCA/ILA/INT8
+    python benchmarks/compress_figures.py vit-int8  # accuracy-aware INT8 of that ViT (after ``vit``)
 
 ``int8`` and ``prune`` run the edgefg CLI exactly as a user would (the command is printed and
 stored) on ../shared/data (``EDGEFG_DATA``) and copy each report to results/compress/. ``vit``
@@ -70,9 +71,10 @@ def render_int8(s: dict) -> str:
              "| step | size MB | params | top-1 | top-5 | worst class |", "|---|---|---|---|---|---|"]
     for row in r["steps"]:
         lines.append(f"| {row['step']} | {_mb(row['size_mb'])} | {row['params'] / 1e6:.2f} M | {_pct(row['top1'])} | {_pct(row['top5'])} | {_pct(row['worst_class_accuracy'])} |")
-    floats = len(q.get("float_layers_nncf", [])) + len(q.get("float_layers_per_class", []))
+    float_names = [*q.get("float_layers_nncf", []), *q.get("float_layers_per_class", [])]
+    floats = f"{len(float_names)}" + (f" ({', '.join(f'`{n}`' for n in float_names)})" if 0 < len(float_names) <= 8 else "")
     lines += ["", f"Top-1 drop {r['top1_drop']:.2f} pt (budget {q['budget'].get('max_drop')}; NNCF's own validation loop: {q['top1_drop']:+.2f} pt); "
-              f"{floats} layer(s) kept in float. Worst class: {w.get('class')} −{w.get('drop_pts', 0):.1f} pt = "
+              f"weighted layers left in float (no Q/DQ): {floats}; model type {q.get('model_type')}. Worst class: {w.get('class')} −{w.get('drop_pts', 0):.1f} pt = "
               f"{w.get('drop_images')} of {w.get('images')} images, sign-test p = {w.get('p_value', 1):.2g} "
               f"({'a real loss' if (w.get('p_value') or 1) < r.get('class_alpha', 0.05) else 'noise at this class size'}); "
               f"classes over the {q['budget'].get('max_class_drop')} pt per-class budget: {len(q.get('classes_over_budget', []))}. "
@@ -120,7 +122,7 @@ def render_vit(v: dict) -> str:
 
 
 BLOCKS = {"int8": ("compress-int8", "int8-accuracy.json", render_int8), "prune": ("compress-prune", "prune-kd.json", render_prune),
-          "vit": ("compress-vit", "vit.json", render_vit)}
+          "vit": ("compress-vit", "vit.json", render_vit), "vit-int8": ("compress-vit-int8", "vit-int8-accuracy.json", render_int8)}
 
 
 def write_readme_blocks(figures: list[str]) -> None:
@@ -152,6 +154,19 @@ def fig_int8(args) -> None:
           f"worst class {q['worst_class']}, float layers {len(q['float_layers_nncf']) + len(q['float_layers_per_class'])}")
 
 
+def fig_vit_int8(args) -> None:
+    """Accuracy-aware INT8 of the hybrid ViT from the ``vit`` figure, through the CLI (ONNX input:
+    NNCF's transformer model type is picked from the graph); 1,000 stratified test images keep
+    NNCF's per-quantizer ranking affordable on 2 cores."""
+    onnx = RUNS / "vit-hybrid" / "variants" / "0.onnx"
+    if not onnx.is_file():
+        raise SystemExit(f"missing {onnx}: run the 'vit' figure first")
+    s = _edgefg([str(onnx), "--data", str(TRAIN), "--val-data", str(TEST), "--val-size", "1000", "--max-drop", "0.5",
+                 "--max-class-drop", str(args.class_budget), "-o", str(RUNS / "vit-int8-acc"), "--force"], "vit-int8-accuracy")
+    r = s["report"]
+    print(f"exit {s['exit_code']}: top-1 {r['steps'][0]['top1']:.4f} → {r['steps'][-1]['top1']:.4f}, float layers {r['compression'][-1]['float_layers']}")
+
+
 def fig_prune(args) -> None:
     s = _edgefg(
         [str(MODEL), "--data", str(TRAIN), "--val-data", str(TEST), "--recipe", "fp32", "--prune", str(args.ratio), "--epochs", str(args.epochs),
@@ -170,7 +185,7 @@ def fig_vit(args) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("figure", choices=["int8", "prune", "vit", "all", "readme"], help="readme: only re-render the README blocks from results/compress/*.json")
+    ap.add_argument("figure", choices=["int8", "prune", "vit", "vit-int8", "all", "readme"], help="readme: only re-render the README blocks from results/compress/*.json")
     ap.add_argument("--class-budget", type=float, default=10.0, help="per-class budget for the int8 figure (points)")
     ap.add_argument("--ratio", type=float, default=0.3)
     ap.add_argument("--epochs", type=int, default=1)
@@ -182,7 +197,7 @@ def main() -> int:
     if not MODEL.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set EDGEFG_DATA)")
     sys.path.insert(0, str(Path(__file__).parent))
-    for name, fn in (("int8", fig_int8), ("prune", fig_prune), ("vit", fig_vit)):
+    for name, fn in (("int8", fig_int8), ("prune", fig_prune), ("vit", fig_vit), ("vit-int8", fig_vit_int8)):
         if args.figure in (name, "all"):
             fn(args)
     if not getattr(args, "vit_smoke", False):
