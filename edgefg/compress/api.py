@@ -97,7 +97,10 @@ def has_attention(onnx_path: Path) -> bool:
     import onnx
 
     g = onnx.load(str(onnx_path), load_external_data=False).graph
-    consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    consts = {i.name for i in g.initializer}
+    for n in g.node:  # topological order: a node fed only by constants (Constant, Transpose(W), ...) is one too
+        if all(i in consts for i in n.input if i):
+            consts.update(n.output)
     return any(n.op_type == "MatMul" and not (set(n.input) & consts) for n in g.node)
 
 

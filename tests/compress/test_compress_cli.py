@@ -152,3 +152,14 @@ def test_attention_is_detected_in_onnx_inputs(tmp_path, tiny_model):
     size = tuple(cnn.preprocess.input_size)
     with torch.no_grad():
         assert not has_attention(export_onnx(cnn.module, size, tmp_path / "cnn.onnx"))
+    # a linear head whose weight reaches MatMul through a Transpose is still a constant operand
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    w = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"]), helper.make_node("MatMul", ["x", "wt"], ["y"])]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w])
+    onnx.save(helper.make_model(graph), tmp_path / "head.onnx")
+    assert not has_attention(tmp_path / "head.onnx")
