@@ -98,7 +98,7 @@ def cli(verbose: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-from edgefg.compress.cli_options import compress_options  # noqa: E402  (click only)
+from edgefg.compress.cli_options import INTERPOLATIONS, compress_options, preprocess_options  # noqa: E402  (click only)
 
 
 @cli.command()
@@ -113,9 +113,11 @@ from edgefg.compress.cli_options import compress_options  # noqa: E402  (click o
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
 @click.option("--seed", default=0, show_default=True)
+@preprocess_options
 @compress_options
 @handle_errors
-def compress(model, data, val_data, recipe, calib_size, arch, num_classes, labels, out, force, seed, **extra) -> None:
+def compress(model, data, val_data, recipe, calib_size, arch, num_classes, labels, out, force, seed, crop_mode, crop_pct, interpolation, resize,
+             **extra) -> None:
     """Compress MODEL (timm hub folder, checkpoint + --arch, or .onnx) into an artifact.
 
     \b
@@ -127,9 +129,10 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
     from edgefg.compress.api import compress as run_compress
     from edgefg.compress.cli_options import options_from_cli
     from edgefg.errors import CheckFailed
-    from edgefg.models.loader import load_model
+    from edgefg.models.loader import load_model, override_preprocess
 
-    loaded = load_model(model, arch=arch, num_classes=num_classes, labels=labels)
+    loaded = override_preprocess(load_model(model, arch=arch, num_classes=num_classes, labels=labels),
+                                 crop_mode=crop_mode, crop_pct=crop_pct, interpolation=interpolation, resize=resize)
     opts = options_from_cli(recipe=recipe, data=data, val_data=val_data, calib_size=calib_size, seed=seed, force=force, **extra)
     console = _console()
     try:
@@ -157,16 +160,19 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--mean", type=float, nargs=3, help="Wrapped model file: input mean on 0-1 pixels (default: config.json, or raw pixels for uint8/int8 inputs).")
 @click.option("--std", type=float, nargs=3, help="Wrapped model file: input std on 0-1 pixels.")
 @click.option("--input-size", type=int, nargs=2, help="Wrapped model file with a dynamic input size: H W.")
-@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "area"]), help="Wrapped model file: resize interpolation.")
-@click.option("--crop-pct", type=float, help="Wrapped model file: centre-crop fraction (1.0 = resize only).")
+@click.option("--interpolation", type=click.Choice(INTERPOLATIONS), help="Wrapped model file: resize interpolation.")
+@click.option("--crop-pct", type=float, help="Wrapped model file: crop fraction (resize to input/crop_pct, then crop; 1.0 = no crop).")
+@click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Wrapped model file: timm eval crop mode.")
+@click.option("--resize", type=click.Choice(["pil", "opencv"]), help="Wrapped model file: resizer (default: pil with a timm config.json, else opencv).")
 @click.option("--output-activation", type=click.Choice(["logits", "softmax"]), help="Wrapped model file: what the output holds (default: read from the graph).")
 @handle_errors
-def deploy(artifact, target, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct, output_activation) -> None:
+def deploy(artifact, target, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
+           crop_mode, resize, output_activation) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
     wrap = {"mean": mean, "std": std, "input_size": input_size, "interpolation": interpolation, "crop_pct": crop_pct,
-            "output_activation": output_activation}
+            "crop_mode": crop_mode, "resize": resize, "output_activation": output_activation}
     result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
                         wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None)
     m, p = result.manifest, result.manifest.parity
@@ -206,15 +212,18 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the full result as JSON.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write the checks as JUnit XML.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
+@click.option("--check-preprocess", is_flag=True, help="Also compare the bundle's input tensors with timm's own eval transform (needs timm).")
+@click.option("--check-images", type=click.IntRange(1), default=32, show_default=True, help="Images (stratified) for --check-preprocess.")
 @handle_errors
-def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown) -> None:
+def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown,
+             check_preprocess, check_images) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
     from edgefg.validate.report import validation_markdown, write_json, write_junit
 
     thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement)
-    result = run_validate(bundle, data, reference, thresholds, max_images=max_images)
+    result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0)
     if json_out:
         write_json(json_out, result)
     if junit:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -28,14 +29,29 @@ LABELS_NAME = "labels.txt"
 PARITY_DIR = "parity_samples"  # a few calibration images an artifact keeps for deploy's parity check
 
 
+CROP_MODES = ("center", "squash", "border")  # timm's eval crop modes
+RESIZERS = ("pil", "opencv")
+PIL_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+OPENCV_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
+
+
 @dataclass
 class Preprocess:
-    """How a decoded image becomes the model input (timm's eval transform, made explicit)."""
+    """How a decoded image becomes the model input: timm's eval transform, made explicit.
+
+    Geometry follows ``timm.data.transforms_imagenet_eval``: the resize size is
+    ``floor(input_size / crop_pct)`` per side; ``center`` resizes the shorter side to it and
+    centre-crops, ``squash`` resizes both sides to it (aspect ratio not kept) and centre-crops,
+    ``border`` fits the longer side into it, pads with the mean colour and centre-crops/pads.
+    ``resize`` names the library: ``pil`` reproduces timm/torchvision exactly (PIL's antialiased
+    kernels), ``opencv`` is the faster approximation (area pre-shrink + OpenCV kernel).
+    """
 
     input_size: tuple[int, int] = (224, 224)  # (H, W) fed to the model
-    resize_shorter: int = 224  # shorter side is resized to this, then centre-cropped
-    crop: str = "center"  # "center" | "none" (resize straight to input_size)
-    interpolation: str = "bicubic"  # bilinear | bicubic | nearest | area
+    crop_mode: str = "center"  # center | squash | border
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"  # pil: nearest|bilinear|bicubic|box|hamming|lanczos; opencv: nearest|bilinear|bicubic|area
+    resize: str = "pil"  # pil | opencv
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on 0..1 pixels
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     color: str = "RGB"  # channel order the model expects
@@ -43,11 +59,25 @@ class Preprocess:
     dtype: str = "float32"  # float32 | float16 | uint8 | int8
     quant_scale: float | None = None  # for integer inputs: q = round(x / scale + zero_point)
     quant_zero_point: int | None = None
+    border_fill: tuple[int, int, int] | None = None  # BGR pad colour of crop_mode border; None: the mean colour
+
+    GEOMETRY = ("input_size", "crop_mode", "crop_pct", "interpolation", "resize", "mean", "std", "color", "border_fill")
+
+    @property
+    def scale_size(self) -> tuple[int, int]:
+        """The size the image is resized to before cropping (timm: floor(size / crop_pct))."""
+        return tuple(math.floor(x / self.crop_pct + 1e-9) for x in self.input_size)  # type: ignore[return-value]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        d = dict(d)
+        if "resize_shorter" in d and "crop_pct" not in d:  # manifests written before crop modes
+            shorter, crop = d.pop("resize_shorter"), d.pop("crop", "center")
+            size = min(d.get("input_size") or (224, 224))
+            d["crop_mode"], d["crop_pct"] = ("squash", 1.0) if crop == "none" else ("center", size / shorter)
+            d.setdefault("resize", "opencv")  # what those versions resized with
         d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        for key in ("input_size", "mean", "std"):
+        for key in ("input_size", "mean", "std", "border_fill"):
             if key in d and d[key] is not None:
                 d[key] = tuple(d[key])
         return cls(**d)

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyError, ModelLoadError, TargetError, UnsupportedError
 from edgefg.manifest import Manifest, Preprocess, TensorSpec, atomic_output_dir, sha256_file
+from edgefg.runtime.preprocess import describe
 from edgefg.targets import Target, load_target
 
 log = logging.getLogger(__name__)
@@ -190,32 +191,31 @@ def _preprocess(io: ModelIO, cfg: dict[str, Any], opts: dict[str, Any], notes: l
     integer = io.input.dtype in ("uint8", "int8")
     scale = io.input.quant_scale if io.input.quant_scale else 1.0 if integer else None
     zero = io.input.quant_zero_point if io.input.quant_zero_point is not None else 0 if integer else None
-    if pcfg and any(k in pcfg for k in ("mean", "std", "interpolation", "crop_pct")):
+    timm_cfg = bool(pcfg) and any(k in pcfg for k in ("mean", "std", "interpolation", "crop_pct", "crop_mode"))
+    if timm_cfg:
         origin = "config.json"
     elif integer:  # raw pixels: mean/std that make the quantized input equal the 0..255 pixel value
-        pcfg.update(mean=(zero / 255.0,) * 3, std=(1.0 / (255.0 * scale),) * 3, crop_pct=1.0, interpolation="bilinear")
+        # TFLite's convention (Coral/TF examples): the whole image, resized (squashed) to the input size
+        pcfg.update(mean=(zero / 255.0,) * 3, std=(1.0 / (255.0 * scale),) * 3, crop_pct=1.0, crop_mode="squash", interpolation="bilinear")
         origin = "defaults: raw pixels (the file's input quantization), resize (no crop) to the input size, bilinear"
     else:
         origin = "defaults: ImageNet mean/std, bilinear, crop 0.875"
     if origin.startswith("defaults: ImageNet") and opts.get("mean") is None and opts.get("std") is None:
         log.warning("no config.json beside the model and no --mean/--std: assuming ImageNet mean/std (check with edgefg validate)")
-    for key in ("mean", "std", "interpolation", "crop_pct"):
+    for key in ("mean", "std", "interpolation", "crop_pct", "crop_mode"):
         if opts.get(key) is not None:
             pcfg[key] = opts[key]
             origin = "command-line options" + (f" over {origin}" if not origin.startswith("command") else "")
     pcfg["input_size"] = (3, int(size[0]), int(size[1]))
     pcfg.pop("test_input_size", None)
-    pre = preprocess_from_cfg(pcfg)
-    if origin.startswith("defaults: raw pixels"):
-        pre.crop = "none"  # TFLite's convention (Coral/TF examples): the whole image, resized
+    # a timm config was evaluated through PIL; a file without one has no reference: the fast OpenCV resizer
+    resize = opts.get("resize") or (pcfg.get("resize") if pcfg.get("resize") in ("pil", "opencv") else None) or ("pil" if timm_cfg else "opencv")
+    pre = preprocess_from_cfg(pcfg, resize=resize)
     pre.layout, pre.dtype = layout, io.input.dtype
     pre.quant_scale, pre.quant_zero_point = scale, zero
     if cfg.get("color") or opts.get("color"):
         pre.color = str(opts.get("color") or cfg["color"]).upper()
-    if pre.crop == "none":
-        notes.append(f"preprocessing: resize to {pre.input_size[0]}×{pre.input_size[1]} ({origin})")
-    else:
-        notes.append(f"preprocessing: resize shorter side to {pre.resize_shorter}, centre crop {pre.input_size} ({origin})")
+    notes.append(f"preprocessing: {describe(pre)} ({origin})")
     return pre, origin
 
 
@@ -231,7 +231,7 @@ def wrap_model(
     **opts: Any,
 ):
     """Bundle an already-converted model file for ``target``. ``opts``: layout, input_size,
-    mean, std, interpolation, crop_pct, color, output_activation (override what the file and
+    mean, std, interpolation, crop_pct, crop_mode, resize, color, output_activation (override what the file and
     its config.json say)."""
     from edgefg.deploy import DeployResult
     from edgefg.runtime.model import LoadedBundle

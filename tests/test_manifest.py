@@ -74,3 +74,12 @@ def test_atomic_output_dir(tmp_path):
     with atomic_output_dir(out, force=True) as tmp:
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["b"]
+
+
+def test_manifests_before_crop_modes_are_migrated():
+    from edgefg.manifest import Preprocess
+
+    old = Preprocess.from_dict({"input_size": [224, 224], "resize_shorter": 256, "crop": "center", "interpolation": "bicubic"})
+    assert (old.crop_mode, old.crop_pct, old.scale_size, old.resize) == ("center", 0.875, (256, 256), "opencv")
+    tflite = Preprocess.from_dict({"input_size": [128, 128], "resize_shorter": 128, "crop": "none"})
+    assert (tflite.crop_mode, tflite.crop_pct, tflite.resize) == ("squash", 1.0, "opencv")

@@ -64,11 +64,12 @@ def test_wrap_onnx_and_openvino_ir_with_a_sidecar_config(tiny_model, tiny_artifa
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy2(folder / "classifier.onnx", bare / "classifier.onnx")
-    args = ["--mean", 0.5, 0.5, 0.5, "--std", 0.25, 0.25, 0.25, "--crop-pct", 0.875, "--interpolation", "bilinear"]
+    args = ["--mean", 0.5, 0.5, 0.5, "--std", 0.25, 0.25, 0.25, "--crop-pct", 0.875, "--interpolation", "bilinear", "--resize", "pil"]
     cmd = ["deploy", bare / "classifier.onnx", "-t", "onnxruntime-cpu", "--labels", _labels_file(bare, CLASSES), "-o", tmp_path / "flags", *args]
     r = CliRunner().invoke(cli, [str(a) for a in cmd])
     assert r.exit_code == 0, r.output
-    assert load_manifest(tmp_path / "flags").source["preprocess"].startswith("command-line options")
+    flags = load_manifest(tmp_path / "flags")
+    assert flags.source["preprocess"].startswith("command-line options") and flags.preprocess.resize == "pil"
     assert np.abs(_bundle_scores(tmp_path / "flags", image_folder) - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
     gpu = deploy(folder / "classifier.xml", "intel-gpu", tmp_path / "gpu")
     assert "standing in for GPU" in gpu.manifest.parity["inputs"] and gpu.manifest.backend_options["device"] == "GPU"

@@ -81,6 +81,7 @@ class CompressOptions:
     optimizer: str = "adamw"
     checkpoint_dir: Path | None = None  # default: <out>.ckpt beside the output, removed on success
     plot: bool = True
+    check_preprocess: bool = True  # compare edgefg's inputs with timm's own transform before any work
 
 
 @dataclass
@@ -347,6 +348,14 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         n_classes = len({s.label for s in calib_samples})
         log.info("calibration: %d images covering %d of %d classes", len(calib_x), n_classes, len(calib_set.classes))
     train_samples = calib_set.samples if calib_set is not None and calib_set.labelled else []
+    pre_check = None
+    if opts.check_preprocess:
+        from edgefg.validate.preprocess_check import check_model
+
+        pre_check = check_model(model, [s for s in calib_samples if s.path not in set(skipped)])
+        if pre_check is not None:
+            log.info("%s", pre_check.summary())
+            pre_check.raise_if_failed()  # before any export, training or measurement
     val_size = opts.val_size
     if opts.val_data is None and val_set is not None and val_set.labelled:
         val_size = val_size or min(len(val_set.samples), FALLBACK_VAL_SIZE)
@@ -436,6 +445,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             "calibration": {"data": str(opts.data) if opts.data else None, "images": 0 if calib_x is None else int(len(calib_x)), "skipped_corrupt": [str(p) for p in skipped]},
             "validation": {"data": str(val.root) if val else None, "images": int(len(val.y)) if val else 0,
                            "held_out": bool(opts.val_data)},
+            "preprocess": {"manifest": dataclasses.asdict(model.preprocess), "overrides": model.source.get("preprocess_overrides", {}),
+                           "check": pre_check.to_dict() if pre_check is not None else None},
             "latency_backend": f"{backend} (host CPU, batch 1)",
             "steps": rows,
             "compression": descs,

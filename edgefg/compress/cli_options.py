@@ -42,7 +42,25 @@ OPTIONS = [
     click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Training checkpoints (resumed when present; default: .<output>.ckpt, removed on success)."),
     click.option("--latency-iters", type=int, default=30, show_default=True, help="Timed batch-1 inferences per step for the report."),
     click.option("--no-plot", is_flag=True, help="Do not write report.png."),
+    click.option("--check-preprocess/--no-check-preprocess", default=True, show_default=True,
+                 help="Compare edgefg's input tensors with timm's own eval transform on calibration images; refuse (exit 2) on a mismatch."),
 ]
+
+
+INTERPOLATIONS = ["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "area"]
+PREPROCESS_OPTIONS = [
+    click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Override the model's eval crop mode (timm: center, squash, border)."),
+    click.option("--crop-pct", type=float, help="Override the model's crop fraction (resize to input/crop_pct, then crop; 1.0 = no crop)."),
+    click.option("--interpolation", type=click.Choice(INTERPOLATIONS), help="Override the resize interpolation (area: opencv only; box/hamming/lanczos: pil only)."),
+    click.option("--resize", type=click.Choice(["pil", "opencv"]), help="Resizer: pil reproduces timm exactly (default for timm models); opencv is faster and approximate."),
+]
+
+
+def preprocess_options(fn: Callable) -> Callable:
+    """The preprocessing overrides shared by ``compress`` and ``deploy`` (model files)."""
+    for opt in reversed(PREPROCESS_OPTIONS):
+        fn = opt(fn)
+    return fn
 
 
 def compress_options(fn: Callable) -> Callable:

@@ -25,7 +25,7 @@ def train_transform(spec: Preprocess, scale: tuple[float, float] = (0.35, 1.0), 
         scale=scale,
         hflip=0.5,
         color_jitter=color_jitter,
-        interpolation=spec.interpolation if spec.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear",
+        interpolation=spec.interpolation if spec.interpolation in ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos") else "bilinear",
         mean=tuple(spec.mean),
         std=tuple(spec.std),
     )

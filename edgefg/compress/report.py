@@ -52,6 +52,24 @@ def write_plot(path: Path, rows: list[dict[str, Any]], backend: str) -> bool:
     return True
 
 
+def _preprocess_lines(pre: dict[str, Any]) -> list[str]:
+    """The preprocessing the figures were measured with, and its parity check against timm."""
+    if not pre.get("manifest"):
+        return []
+    from edgefg.manifest import Preprocess
+    from edgefg.runtime.preprocess import describe
+
+    lines = [f"Preprocessing: {describe(Preprocess.from_dict(pre['manifest']))}  "]
+    if pre.get("overrides"):
+        lines.append(f"Preprocessing overridden on the command line: {', '.join(f'{k}={v}' for k, v in pre['overrides'].items())}  ")
+    check = pre.get("check")
+    if check:
+        agree = "" if check.get("top1_agreement") is None else f", top-1 agreement {100 * check['top1_agreement']:.2f} %"
+        lines.append(f"Preprocessing vs timm's own transform: {check['images']} images, max |Δ| {check['max_abs']:.3g} grey levels{agree} "
+                     f"({'exact resizer' if check.get('exact') else 'opencv resizer, approximate'}) — {'ok' if check.get('passed') else 'MISMATCH'}  ")
+    return lines
+
+
 def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = True) -> None:
     if plot and write_plot(directory / PLOT_NAME, report["steps"], report.get("latency_backend", "")):
         report["plot"] = PLOT_NAME
@@ -63,7 +81,8 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
     val = report.get("validation", {})
     if val.get("data"):
         lines.append(f"Validation: {val.get('images')} images from `{val['data']}`  ")
-    lines.append(f"Latency: {report['latency_backend']}")
+    lines.append(f"Latency: {report['latency_backend']}  ")
+    lines += _preprocess_lines(report.get("preprocess") or {})
     lines.append("")
     cols = ["step", "size_mb", "params", "macs", "latency_ms_p50", "top1 %", "top5 %", "worst class %", "Δtop1 pt", "worst class Δ pt"]
     table = [

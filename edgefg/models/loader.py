@@ -7,10 +7,10 @@ folder's config/labels file or ``--labels``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -49,22 +49,61 @@ def read_labels(path: str | Path) -> list[str]:
     return labels
 
 
-def preprocess_from_cfg(cfg: dict[str, Any]) -> Preprocess:
-    """timm ``pretrained_cfg``/data config → :class:`Preprocess` (timm's eval transform)."""
+def preprocess_from_cfg(cfg: dict[str, Any], resize: str = "pil") -> Preprocess:
+    """timm ``pretrained_cfg``/data config → :class:`Preprocess`: timm's eval transform as its
+    ``validate.py`` builds it (test size and test crop when given). An option edgefg cannot honour
+    exactly raises :class:`UnsupportedError` naming it — never a silent substitute."""
+    from edgefg.runtime.preprocess import check_supported
+
     size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
+    if len(size) == 3 and int(size[0]) != 3:
+        raise UnsupportedError(f"the model takes {size[0]}-channel input; edgefg runs 3-channel (RGB/BGR) classifiers", "retrain or adapt the model with in_chans=3")
     h, w = int(size[-2]), int(size[-1])
-    crop_pct = float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875)
-    crop_mode = cfg.get("crop_mode", "center")
-    if crop_mode not in ("center", None):
-        log.warning("crop_mode '%s' is treated as a centre crop", crop_mode)
-    return Preprocess(
+    mean = tuple(float(v) for v in cfg.get("mean") or (0.485, 0.456, 0.406))
+    std = tuple(float(v) for v in cfg.get("std") or (0.229, 0.224, 0.225))
+    if len(mean) != 3 or len(std) != 3:
+        raise UnsupportedError(f"mean {mean} / std {std} must have 3 values", "pass --mean R G B --std R G B")
+    if cfg.get("crop_border_pixels"):
+        raise UnsupportedError(f"crop_border_pixels={cfg['crop_border_pixels']} (timm TrimBorder) is not supported", "remove it from the config")
+    interpolation = str(cfg.get("interpolation") or "bilinear")
+    if interpolation == "random":
+        raise UnsupportedError("interpolation 'random' is a training augmentation, not an eval transform", "pass --interpolation")
+    pre = Preprocess(
         input_size=(h, w),
-        resize_shorter=int(math.floor(min(h, w) / crop_pct)),
-        crop="center",
-        interpolation=str(cfg.get("interpolation") or "bilinear"),
-        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        crop_mode=str(cfg.get("crop_mode") or "center"),
+        crop_pct=float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875),
+        interpolation=interpolation,
+        resize=resize,
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
     )
+    check_supported(pre)
+    return pre
+
+
+def override_preprocess(model: "LoadedModel", **overrides: Any) -> "LoadedModel":
+    """Apply command-line preprocessing overrides (crop_mode, crop_pct, interpolation, resize);
+    ``None`` values are ignored. Recorded in ``model.source`` so reports say what was changed."""
+    from edgefg.runtime.preprocess import check_supported
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        model.preprocess = dataclasses.replace(model.preprocess, **given)
+        check_supported(model.preprocess)
+        model.source = {**model.source, "preprocess_overrides": given}
+    return model
+
+
+def timm_data_config(spec: Preprocess) -> dict[str, Any]:
+    """The timm data config that :class:`Preprocess` ``spec`` stands for (for timm's create_transform)."""
+    return {
+        "input_size": (3, *spec.input_size),
+        "interpolation": spec.interpolation,
+        "mean": tuple(spec.mean),
+        "std": tuple(spec.std),
+        "crop_pct": spec.crop_pct,
+        "crop_mode": spec.crop_mode,
+    }
 
 
 @contextlib.contextmanager
@@ -174,12 +213,13 @@ def load_model(
         if n is None:
             raise UnsupportedError("the number of classes is unknown", "pass --num-classes or --labels")
         model = _build_timm(arch, n, model_args or {}, path)
+        data_config = _json_safe(timm.data.resolve_data_config({}, model=model, use_test_size=True))
         return LoadedModel(
             labels=_labels_or_default(label_list, n),
-            preprocess=preprocess_from_cfg(timm.data.resolve_data_config({}, model=model)),
+            preprocess=preprocess_from_cfg(data_config),
             module=model,
             arch=arch,
-            source={"type": "timm-checkpoint", "path": str(path), "arch": arch, "model_args": model_args or {}},
+            source={"type": "timm-checkpoint", "path": str(path), "arch": arch, "model_args": model_args or {}, "data_config": data_config},
         )
     raise UnsupportedError(
         f"unsupported model file '{path.name}'",
@@ -220,14 +260,22 @@ def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
     if not n:
         raise ModelLoadError(f"'{cfg_path}' gives no num_classes and no labels")
     model = _build_timm(arch, n, dict(cfg.get("model_args") or {}), weights)
-    pre = preprocess_from_cfg(cfg.get("pretrained_cfg") or cfg)
+    _, timm = _require_torch()
+    # what timm.create_model('local-dir:FOLDER', pretrained=True) + resolve_data_config would use
+    own_cfg = cfg.get("pretrained_cfg") or {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode") if k in cfg}
+    data_config = _json_safe(timm.data.resolve_data_config({}, pretrained_cfg=own_cfg or None, model=model, use_test_size=True))
     return LoadedModel(
         labels=_labels_or_default(labels, n),
-        preprocess=pre,
+        preprocess=preprocess_from_cfg(data_config),
         module=model,
         arch=arch,
-        source={"type": "timm-hub", "path": str(folder), "arch": arch, "model_args": cfg.get("model_args") or {}},
+        source={"type": "timm-hub", "path": str(folder), "arch": arch, "model_args": cfg.get("model_args") or {}, "data_config": data_config},
     )
+
+
+def _json_safe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """timm's resolved data config as plain JSON types (it carries tuples)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 
 def _is_artifact_file(path: Path) -> bool:

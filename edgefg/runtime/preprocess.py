@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgefg.errors import DataError
-from edgefg.manifest import Preprocess
+from edgefg.errors import DataError, UnsupportedError
+from edgefg.manifest import CROP_MODES, OPENCV_INTERPOLATIONS, PIL_INTERPOLATIONS, RESIZERS, Preprocess
 
-_INTERP = {
+_CV_INTERP = {
     "nearest": cv2.INTER_NEAREST,
     "bilinear": cv2.INTER_LINEAR,
     "bicubic": cv2.INTER_CUBIC,
@@ -23,20 +23,48 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to H×W×3 uint8 BGR; raise :class:`DataError` if it is not an image."""
+    """Decode an image file to H×W×3 uint8 BGR; raise :class:`DataError` if it is not an image.
+
+    Decoded as timm's loader (PIL ``convert('RGB')``) sees it: EXIF orientation is *not* applied
+    (the model was trained and evaluated on the stored pixels), grayscale is replicated to three
+    channels, alpha is dropped (not composited), 16-bit samples keep their high byte, CMYK is
+    converted by the decoder. Identical to PIL on the cub100 JPEGs (tests check each case).
+    """
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise DataError(f"'{path}' is not a readable image (corrupt or unsupported format)")
     return image
 
 
-def _resize(image: np.ndarray, size_hw: tuple[int, int], interpolation: str) -> np.ndarray:
+def check_supported(spec: Preprocess) -> None:
+    """Raise :class:`UnsupportedError` naming the option edgefg cannot honour exactly."""
+    if spec.crop_mode not in CROP_MODES:
+        raise UnsupportedError(f"crop_mode '{spec.crop_mode}' is not supported (edgefg has {', '.join(CROP_MODES)})", "pass --crop-mode")
+    if spec.resize not in RESIZERS:
+        raise UnsupportedError(f"resize '{spec.resize}' is not supported (edgefg has {', '.join(RESIZERS)})", "pass --resize pil or opencv")
+    allowed = PIL_INTERPOLATIONS if spec.resize == "pil" else OPENCV_INTERPOLATIONS
+    if spec.interpolation not in allowed:
+        raise UnsupportedError(
+            f"interpolation '{spec.interpolation}' cannot be done with the {spec.resize} resizer (it has {', '.join(allowed)})",
+            "pass --interpolation" + (" or --resize opencv" if spec.interpolation in OPENCV_INTERPOLATIONS else " or --resize pil"),
+        )
+    if not 0 < spec.crop_pct <= 1.0:
+        raise UnsupportedError(f"crop_pct {spec.crop_pct} is outside (0, 1]", "pass --crop-pct")
+
+
+def _resize(image: np.ndarray, size_hw: tuple[int, int], spec: Preprocess) -> np.ndarray:
     h, w = image.shape[:2]
     th, tw = size_hw
     if (h, w) == (th, tw):
         return image
-    interp = _INTERP.get(interpolation, cv2.INTER_LINEAR)
+    if spec.resize == "pil":  # exactly what torchvision's Resize does to a PIL image (antialiased)
+        from PIL import Image
+
+        mode = getattr(Image.Resampling, spec.interpolation.upper())
+        return np.asarray(Image.fromarray(image).resize((tw, th), mode))
+    interp = _CV_INTERP[spec.interpolation]
     # Large down-scaling (camera frames) aliases with cubic/linear kernels: use area filtering
     # for the bulk of it, then the model's own interpolation for the last factor of < 2.
     if h > 2 * th and w > 2 * tw:
@@ -44,17 +72,49 @@ def _resize(image: np.ndarray, size_hw: tuple[int, int], interpolation: str) -> 
     return cv2.resize(image, (tw, th), interpolation=interp)
 
 
-def geometry(image: np.ndarray, spec: Preprocess) -> np.ndarray:
-    """Resize (shorter side) and centre-crop to ``spec.input_size``; keeps uint8 BGR/RGB as given."""
-    th, tw = spec.input_size
-    if spec.crop == "none":
-        return _resize(image, (th, tw), spec.interpolation)
+def _center_crop_or_pad(image: np.ndarray, size_hw: tuple[int, int], fill: tuple[int, ...]) -> np.ndarray:
+    """torchvision/timm centre crop: pad (left/top get the smaller half) when smaller, then crop
+    at round((H - h) / 2), round((W - w) / 2)."""
+    th, tw = size_hw
     h, w = image.shape[:2]
-    scale = spec.resize_shorter / min(h, w)
-    rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
-    image = _resize(image, (rh, rw), spec.interpolation)
-    top, left = (rh - th) // 2, (rw - tw) // 2
+    if th > h or tw > w:
+        ph, pw = max(th - h, 0), max(tw - w, 0)
+        image = cv2.copyMakeBorder(image, ph // 2, (ph + 1) // 2, pw // 2, (pw + 1) // 2, cv2.BORDER_CONSTANT, value=fill)
+        h, w = image.shape[:2]
+    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
     return image[top : top + th, left : left + tw]
+
+
+def resize_size(hw: tuple[int, int], spec: Preprocess) -> tuple[int, int]:
+    """(H, W) an image of size ``hw`` is resized to before the crop, as timm computes it."""
+    h, w = hw
+    sh, sw = spec.scale_size
+    if spec.crop_mode == "squash":
+        return sh, sw
+    if spec.crop_mode == "border":  # ResizeKeepRatio(longest=1): the longer side fits
+        ratio = max(h / sh, w / sw)
+        return round(h / ratio), round(w / ratio)
+    if sh == sw:  # torchvision Resize(int): shorter side to sh, the longer one truncated
+        short, long = min(h, w), max(h, w)
+        new_long = int(sh * long / short)
+        return (sh, new_long) if h <= w else (new_long, sh)
+    ratio = min(h / sh, w / sw)  # ResizeKeepRatio(longest=0) for non-square sizes
+    return round(h / ratio), round(w / ratio)
+
+
+def geometry(image: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """Resize and crop (or pad) to ``spec.input_size`` per its crop mode; uint8 BGR in and out."""
+    image = _resize(image, resize_size(image.shape[:2], spec), spec)
+    fill = border_fill(spec) if spec.crop_mode == "border" else (0, 0, 0)
+    return _center_crop_or_pad(image, spec.input_size, fill)
+
+
+def border_fill(spec: Preprocess) -> tuple[int, int, int]:
+    """BGR pixel that ``border`` mode pads with: timm's round(255 × mean), mean in the model's order."""
+    if spec.border_fill is not None:
+        return tuple(int(v) for v in spec.border_fill)  # type: ignore[return-value]
+    fill = tuple(round(255 * v) for v in spec.mean)
+    return fill[::-1] if spec.color.upper() == "RGB" else fill  # type: ignore[return-value]
 
 
 def preprocess(image_bgr: np.ndarray, spec: Preprocess) -> np.ndarray:
@@ -90,8 +150,7 @@ def convert_batch(batch: np.ndarray, src: Preprocess, dst: Preprocess) -> np.nda
     NCHW float32 samples for a bundle's NHWC int8 input). Geometry and normalization must agree."""
     if src == dst:
         return batch
-    same = ("input_size", "resize_shorter", "crop", "interpolation", "mean", "std", "color")
-    diff = [k for k in same if getattr(src, k) != getattr(dst, k)]
+    diff = [k for k in Preprocess.GEOMETRY if getattr(src, k) != getattr(dst, k)]
     if diff:
         raise DataError(f"cannot convert samples between preprocessings that differ in {', '.join(diff)}")
     x = batch
@@ -104,3 +163,16 @@ def convert_batch(batch: np.ndarray, src: Preprocess, dst: Preprocess) -> np.nda
 
 def preprocess_batch(images: list[np.ndarray], spec: Preprocess) -> np.ndarray:
     return np.stack([preprocess(im, spec) for im in images])
+
+
+def describe(spec: Preprocess) -> str:
+    """One line a person can check against their training code."""
+    sh, sw = spec.scale_size
+    h, w = spec.input_size
+    how = {
+        "center": f"resize shorter side to {sh}" if sh == sw else f"resize to cover {sh}×{sw}",
+        "squash": f"resize to {sh}×{sw} (aspect ratio not kept)",
+        "border": f"fit longer side into {sh}×{sw}, pad",
+    }[spec.crop_mode]
+    crop = "" if (sh, sw) == (h, w) and spec.crop_mode == "squash" else f", centre crop {h}×{w}"
+    return f"{how}{crop}, {spec.interpolation} ({spec.resize}), crop_mode {spec.crop_mode}, crop_pct {spec.crop_pct:g}"

@@ -70,6 +70,15 @@ def _torch_reference(reference: Path, bundle: LoadedBundle, samples, batch_size:
     return Scored(np.concatenate(outs), np.concatenate(labels), paths, skipped)
 
 
+def _check_preprocess(bundle: LoadedBundle, samples, count: int):
+    from edgefg.calibration.dataset import stratified_subset
+    from edgefg.validate.preprocess_check import check_preprocess
+
+    picked = stratified_subset(samples, count, warn=False)
+    return check_preprocess(bundle.manifest.preprocess, [s.path for s in picked],
+                            model_config=bundle.manifest.source.get("data_config"), predict=bundle.scores)
+
+
 def validate(
     bundle_dir: str | Path,
     data: str | Path,
@@ -78,9 +87,12 @@ def validate(
     batch_size: int = 8,
     max_images: int | None = None,
     backend: str | None = None,
+    check_preprocess: int = 0,
 ) -> dict[str, Any]:
     """Score ``bundle_dir`` on ``data`` (and ``reference`` on the same images); evaluate ``thresholds``.
-    ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine)."""
+    ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine).
+    ``check_preprocess`` > 0 compares the bundle's preprocessing with timm's own transform on that
+    many images (stratified) and adds it to the checks (needs timm)."""
     thresholds = thresholds or Thresholds()
     missing = thresholds.needs_reference()
     if missing and reference is None:
@@ -92,6 +104,7 @@ def validate(
         if not images.labelled and reference is None:
             raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")
         samples = images.samples[:max_images] if max_images else images.samples
+        pre_check = _check_preprocess(bundle, samples, check_preprocess) if check_preprocess else None
         scored = score_samples(bundle, samples, batch_size, "validating")
         if len(scored.labels) == 0:
             raise DataError(f"no readable images in '{data}'")
@@ -106,6 +119,8 @@ def validate(
             "labelled": images.labelled,
             "reference": str(reference) if reference else None,
         }
+        if pre_check is not None:
+            result["preprocess_check"] = pre_check.to_dict()
         activation = bundle.manifest.output_activation
         if images.labelled:
             cand = classification(scored.scores, scored.labels, bundle.labels)
@@ -141,6 +156,9 @@ def validate(
     check("worst_class_drop", result.get("worst_class_drop"), thresholds.max_class_drop, lambda v, lim: v <= lim)
     check("top1", result.get("top1"), thresholds.min_top1, lambda v, lim: v >= lim)
     check("agreement", result.get("agreement"), thresholds.min_agreement, lambda v, lim: v >= lim)
+    if pre_check is not None:
+        checks.append({"name": "preprocess_parity", "value": pre_check.max_abs, "limit": pre_check.tolerance, "passed": pre_check.passed,
+                       "message": pre_check.summary()})
     for name, limit in (("top1_drop", thresholds.max_top1_drop), ("worst_class_drop", thresholds.max_class_drop), ("top1", thresholds.min_top1)):
         if limit is not None and result.get(name) is None:
             raise DataError(f"the {name} threshold needs labelled data (class sub-folders) in '{data}'")

@@ -45,6 +45,12 @@ def validation_markdown(result: dict[str, Any]) -> str:
     if checks:
         lines += ["", "## Checks", ""]
         lines += markdown_table(["check", "value", "limit", "passed"], [[c["name"], fmt(c["value"]), fmt(c["limit"]), fmt(c["passed"])] for c in checks])
+    if result.get("preprocess_check"):
+        from edgefg.validate.preprocess_check import PreprocessCheck
+
+        pc = dict(result["preprocess_check"])
+        pc.pop("exact", None), pc.pop("passed", None)
+        lines += ["", f"Preprocessing: {PreprocessCheck(**pc).summary()}"]
     drops = result.get("class_drops") or []
     if drops:
         lines += ["", "## Worst classes", ""]
@@ -61,7 +67,7 @@ def write_junit(path: str | Path, result: dict[str, Any]) -> None:
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname="edgefg.validate", name=c["name"])
         if not c["passed"]:
-            ET.SubElement(case, "failure", message=f"{c['name']} = {fmt(c['value'])} exceeds limit {fmt(c['limit'])}")
+            ET.SubElement(case, "failure", message=c.get("message") or f"{c['name']} = {fmt(c['value'])} exceeds limit {fmt(c['limit'])}")
     root = ET.Element("testsuites", tests=str(len(checks)), failures=str(failures))
     root.append(suite)
     ET.ElementTree(root).write(str(path), encoding="utf-8", xml_declaration=True)

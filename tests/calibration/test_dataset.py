@@ -60,6 +60,6 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     (root / CLASSES[1] / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     data = scan(root, CLASSES)
     skipped = []
-    batches = list(iter_batches(data.samples, Preprocess(input_size=(16, 16), resize_shorter=16), 4, skipped))
+    batches = list(iter_batches(data.samples, Preprocess(input_size=(16, 16), crop_pct=1.0), 4, skipped))
     assert sum(len(b.paths) for b in batches) == 6
     assert [p.name for p in skipped] == ["broken.jpg"]

@@ -13,7 +13,7 @@ from edgefg.compress.prune import PruneOptions, prune  # noqa: E402
 from edgefg.compress.train import TrainConfig, kd_loss, train  # noqa: E402
 from edgefg.manifest import Preprocess  # noqa: E402
 
-SPEC = Preprocess(input_size=(64, 64), resize_shorter=73, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
+SPEC = Preprocess(input_size=(64, 64), crop_pct=0.875, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
 def _model():
@@ -102,7 +102,7 @@ def test_fresh_layers_learn_batchnorm_statistics(image_folder):
 
     from edgefg.compress.tokens import TokenOptions, build_token_vit
 
-    spec = Preprocess(input_size=(32, 32), resize_shorter=32, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
+    spec = Preprocess(input_size=(32, 32), crop_pct=1.0, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
     for fresh in (True, False):
         torch.manual_seed(0)
         wrapped = build_token_vit(timm.create_model("test_vit", num_classes=2, img_size=32), TokenOptions(keep=0.5, method="evit", at=[1], clca=True))

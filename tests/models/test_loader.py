@@ -11,7 +11,7 @@ from tests.conftest import CLASSES
 def test_hub_folder(tiny_model):
     m = load_model(tiny_model)
     assert m.labels == CLASSES and m.arch == "test_efficientnet"
-    assert m.preprocess.input_size == (64, 64) and m.preprocess.resize_shorter == 73  # 64 / 0.875
+    assert m.preprocess.input_size == (64, 64) and m.preprocess.scale_size == (73, 73)  # 64 / 0.875
     assert m.preprocess.mean == (0.5, 0.5, 0.5)
     assert m.module(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
 

@@ -1,0 +1,172 @@
+"""Preprocessing fidelity on real data: edgefg's preprocessing vs timm's own evaluation.
+
+    python benchmarks/preprocess_parity.py            # writes results/preprocess_parity.json + README block
+
+The same PyTorch model scores cub100/test three ways, so only the preprocessing differs:
+timm's own eval transform (PIL decode, ``resolve_data_config`` + ``create_transform``), edgefg's
+``pil`` resizer and edgefg's ``opencv`` resizer. Then a *squash* model (``crop_mode: squash``, the
+case that used to be treated as a centre crop): mobilenetv2_cub100 given a squash config, on the test
+images stretched to 4:3 (as non-square photos of a model trained with squash would be): timm's own
+evaluation vs edgefg honouring squash vs the old centre-crop treatment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
+OUT = REPO / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def evaluate(module, samples, batch_fn, batch: int = 64) -> np.ndarray:
+    """Top-1 predictions of ``module`` on ``samples`` with inputs from ``batch_fn(paths)``."""
+    import torch
+
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            x = batch_fn([s.path for s in samples[i : i + batch]])
+            preds.append(module(torch.from_numpy(x)).argmax(1).numpy())
+    return np.concatenate(preds)
+
+
+def stretched_copy(samples, root: Path, size=(227, 302)) -> list:
+    """Each test image resized to H×W (4:3), saved losslessly: what a squash-trained model's photos look like."""
+    import cv2
+
+    from edgefg.calibration.dataset import Sample
+    from edgefg.runtime.preprocess import read_image
+
+    out = []
+    for s in samples:
+        dst = root / s.path.parent.name / (s.path.stem + ".png")
+        if not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(dst), cv2.resize(read_image(s.path), (size[1], size[0]), interpolation=cv2.INTER_CUBIC))
+        out.append(Sample(dst, s.label))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-images", type=int, help="first N test images per run (quick check)")
+    ap.add_argument("--no-readme", action="store_true")
+    args = ap.parse_args()
+
+    import dataclasses
+
+    from edgefg.calibration.dataset import scan
+    from edgefg.models.loader import load_model, preprocess_from_cfg
+    from edgefg.runtime.preprocess import preprocess, read_image
+    from edgefg.validate.preprocess_check import reference_batch
+
+    model_dir, test = DATA / "models" / "mobilenetv2_cub100", DATA / "cub100" / "test"
+    if not model_dir.is_dir():
+        print(f"real data not found at {DATA} (set EDGEFG_DATA)", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    model = load_model(model_dir)
+    samples = scan(test, model.labels).samples[: args.max_images]
+    y = np.array([s.label for s in samples])
+    cfg = model.source["data_config"]
+
+    def edgefg_batch(spec):
+        return lambda paths: np.stack([preprocess(read_image(p), spec) for p in paths])
+
+    def timm_batch(config, spec):
+        return lambda paths: reference_batch(paths, spec, config)
+
+    def acc(pred) -> float:
+        return float((pred == y).mean())
+
+    runs: dict[str, dict] = {}
+
+    def run(name: str, samples_, fn):
+        t = time.time()
+        pred = evaluate(model.module, samples_, fn)
+        runs[name] = {"top1": acc(pred), "pred": pred, "seconds": round(time.time() - t, 1)}
+        print(f"{name:<48} top-1 {100 * runs[name]['top1']:.2f} %  ({runs[name]['seconds']} s)", flush=True)
+
+    pil = model.preprocess
+    cv = dataclasses.replace(pil, resize="opencv")
+    run("timm eval transform (PIL)", samples, timm_batch(cfg, pil))
+    run("edgefg, resize pil (default)", samples, edgefg_batch(pil))
+    run("edgefg, resize opencv", samples, edgefg_batch(cv))
+
+    squash_cfg = {**cfg, "crop_mode": "squash", "crop_pct": 1.0}
+    work = REPO / "runs" / "preprocess-parity" / "stretched"
+    stretched = stretched_copy(samples, work)
+    squash = preprocess_from_cfg(squash_cfg)
+    centre = dataclasses.replace(squash, crop_mode="center")
+    run("squash model: timm eval transform (PIL)", stretched, timm_batch(squash_cfg, squash))
+    run("squash model: edgefg honouring squash", stretched, edgefg_batch(squash))
+    run("squash model: centre crop (edgefg before)", stretched, edgefg_batch(centre))
+
+    def agree(a: str, b: str) -> float:
+        return float((runs[a]["pred"] == runs[b]["pred"]).mean())
+
+    result = {
+        "machine": cpu_model(),
+        "model": "mobilenetv2_cub100",
+        "data": f"cub100/test ({len(samples)} images)",
+        "runs": {k: {"top1": v["top1"], "seconds": v["seconds"]} for k, v in runs.items()},
+        "agreement_with_timm": {
+            "edgefg, resize pil (default)": agree("edgefg, resize pil (default)", "timm eval transform (PIL)"),
+            "edgefg, resize opencv": agree("edgefg, resize opencv", "timm eval transform (PIL)"),
+            "squash model: edgefg honouring squash": agree("squash model: edgefg honouring squash", "squash model: timm eval transform (PIL)"),
+            "squash model: centre crop (edgefg before)": agree("squash model: centre crop (edgefg before)", "squash model: timm eval transform (PIL)"),
+        },
+        "wall_s": round(time.time() - t0, 1),
+        "stretched_size": [227, 302],
+    }
+    OUT.mkdir(exist_ok=True)
+    (OUT / "preprocess_parity.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown(result)
+    print(md)
+    if not args.no_readme and args.max_images is None:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from readme_block import write_block
+
+        print("README block updated" if write_block("preprocess-parity", md) else "README has no 'preprocess-parity' block")
+    shutil.rmtree(work.parent, ignore_errors=True) if os.environ.get("EDGEFG_CLEAN") else None
+    return 0
+
+
+def markdown(r: dict) -> str:
+    runs, agree = r["runs"], r["agreement_with_timm"]
+    base = runs["timm eval transform (PIL)"]["top1"]
+    sq = runs["squash model: timm eval transform (PIL)"]["top1"]
+    rows = []
+    for name, v in runs.items():
+        ref = sq if name.startswith("squash") else base
+        a = agree.get(name)
+        rows.append(f"| {name} | {100 * v['top1']:.2f} % | {100 * (v['top1'] - ref):+.2f} pt | {'–' if a is None else f'{100 * a:.2f} %'} |")
+    return (
+        f"Written by `python benchmarks/preprocess_parity.py` on {r['machine']}: {r['model']} (PyTorch, so only preprocessing differs) "
+        f"on {r['data']}; the squash rows use the same images stretched to {r['stretched_size'][0]}×{r['stretched_size'][1]} and the model "
+        "given `crop_mode: squash, crop_pct: 1.0`.\n\n"
+        "| preprocessing | top-1 | vs timm's own | same prediction as timm |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
