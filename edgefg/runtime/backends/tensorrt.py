@@ -234,9 +234,8 @@ class EngineSession:
         if push:
             ctx.push()
         try:
-            stream = getattr(self, "stream", None)
-            if stream is not None:
-                stream.synchronize()
+            if getattr(self, "stream", None) is not None:
+                self.stream.synchronize()
             self.context = None
             self.engine = None
             self._runtime = None
