@@ -349,3 +349,26 @@ def test_real_tensorrt_build_and_run(trt_bundles, tmp_path):
     assert a.shape == (3, 3)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.99
+
+
+def test_cli_build_engine_reports_dla_fallback_and_dry_run_dla_int8(trt_bundles, tiny_artifacts, tmp_path, monkeypatch):
+    from edgefg.cli import cli
+    from edgefg.deploy import deploy
+    from edgefg.tensorrt import device as dev
+    from tests.trt_fakes import fake_pycuda, install
+
+    real = dev.SystemPaths
+    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=tmp_path / "none", cuda_home=tmp_path / "none", tegra_release=tmp_path / "none"))
+    trt = fake_tensorrt("10.3.0", dla_cores=2, dla_unsupported={"REDUCE"})
+    install(monkeypatch, trt, fake_pycuda(sm_count=16))  # no pycuda needed to build, but here it answers first
+    bundle = copy_bundle(trt_bundles["fp32"], tmp_path / "b")
+    r = CliRunner().invoke(cli, ["build-engine", str(bundle), "--dla", "0", "--fp16"])
+    assert r.exit_code == 0, r.output
+    assert "16 SMs" in r.output and "via pycuda" not in r.output and "GPU facts from pycuda" in r.output
+    assert "DLA 0: 3 layer(s) fall back to the GPU" in r.output and "--useDLACore=0 --allowGPUFallback" in r.output
+    nx = deploy(tiny_artifacts["int8"], "jetson-orin-nx", tmp_path / "nx").directory
+    r = CliRunner().invoke(cli, ["build-engine", str(nx), "--dla", "1", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "model.dla.onnx" in r.output and "--calib=" in r.output and "implicit quantization" in r.output
+    r = CliRunner().invoke(cli, ["build-engine", str(trt_bundles["int8"]), "--dla", "0", "--dry-run"])
+    assert r.exit_code == 2 and "0 DLA core(s)" in r.output
