@@ -68,3 +68,31 @@ def test_no_gpu_is_one_clear_error(tmp_path):
     with pytest.raises(UnsupportedError, match="cannot find a CUDA GPU here \\(tried: device-tree\\)") as err:
         dev.probe_gpu(0, dev.SystemPaths(device_tree=tmp_path), {"device-tree": dev.probe_device_tree})
     assert "cuda-python" in err.value.hint
+
+
+def test_cuda_python_probe_against_the_real_bindings_and_a_fake_driver(monkeypatch):
+    import re
+    import sys
+
+    real = dev.probe_cuda_python()  # the installed cuda-python (if any): None without a driver, facts with one
+    assert real is None or (re.fullmatch(r"\d+\.\d+", real.compute_capability) and real.sm_count > 0)
+
+    attrs = types.SimpleNamespace(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR="major", CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR="minor",
+                                  CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT="sms")
+    ok = "CUDA_SUCCESS"
+    drv = types.ModuleType("cuda.bindings.driver")
+    drv.CUresult = types.SimpleNamespace(CUDA_SUCCESS=ok)
+    drv.CUdevice_attribute = attrs
+    drv.cuInit = lambda flags: (ok,)  # cuda-python returns (CUresult, values...) tuples
+    drv.cuDeviceGet = lambda i: (ok, 0)
+    drv.cuDeviceGetAttribute = lambda a, d: (ok, {"major": 8, "minor": 7, "sms": 4}[a])
+    drv.cuDeviceGetName = lambda n, d: (ok, b"Orin\x00\x00\x00")
+    drv.cuDriverGetVersion = lambda: (ok, 12060)
+    pkg = types.ModuleType("cuda.bindings")
+    pkg.driver = drv
+    monkeypatch.setitem(sys.modules, "cuda.bindings", pkg)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", drv)
+    facts = dev.probe_cuda_python()
+    assert (facts.compute_capability, facts.name, facts.sm_count, facts.driver_cuda, facts.source) == ("8.7", "Orin", 4, "12.6", "cuda-python")
+    drv.cuInit = lambda flags: ("CUDA_ERROR_NO_DEVICE",)
+    assert dev.probe_cuda_python() is None
