@@ -146,6 +146,11 @@ def run_doctor(target_name: str, paths: SystemPaths = SystemPaths(), importer: C
     else:
         rep.add("DLA", INFO, f"unknown without TensorRT (profile: {want_dla})")
 
+    from edgefg.tensorrt.builder import TRTEXEC
+
+    trtexec = Path(TRTEXEC) if Path(TRTEXEC).is_file() else (Path(shutil.which("trtexec")) if shutil.which("trtexec") else None)
+    rep.add("trtexec", OK if trtexec else INFO, str(trtexec) if trtexec else f"not found ({TRTEXEC}); only needed for the printed trtexec commands")
+
     pycuda = _import("pycuda.driver", importer)
     rep.add("pycuda", OK if pycuda is not None else FAIL,
             "importable" if pycuda is not None else "not importable: `edgefg run` needs it (pip install 'edgefg[runtime-tensorrt]', CUDA's nvcc on PATH)", True)

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgefg.errors import MissingDependencyError, ModelLoadError, TargetError
+from edgefg.errors import ModelLoadError, TargetError
 from edgefg.manifest import load_manifest
 from edgefg.tensorrt.builder import build_engine, build_options, network_flags, trtexec_command
 from edgefg.tensorrt.cache import (
     DeviceInfo,
     EngineCache,
-    EngineKey,
     StaleEngineError,
     engine_key,
     read_l4t,

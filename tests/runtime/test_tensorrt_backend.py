@@ -13,7 +13,7 @@ import pytest
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.backends.tensorrt import BufferSpec, buffer_specs, check_io, engine_io
+from edgefg.runtime.backends.tensorrt import BufferSpec, buffer_specs, check_io
 from edgefg.tensorrt.cache import DeviceInfo, EngineCache, StaleEngineError
 from tests import trt_fakes
 from tests.trt_fakes import FakeMem, fake_pycuda, fake_tensorrt

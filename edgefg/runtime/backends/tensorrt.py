@@ -13,7 +13,6 @@ uses ``np.bool``, absent from NumPy 1.24–1.26).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
