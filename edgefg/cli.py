@@ -65,6 +65,7 @@ def handle_errors(fn: Callable) -> Callable:
 LAZY_COMMANDS: dict[str, str] = {
     "build-engine": "edgefg.tensorrt.cli:build_engine_cmd",
     "compare": "edgefg.validate.compare_cli:compare_cmd",
+    "doctor": "edgefg.tensorrt.cli:doctor_cmd",
 }
 
 

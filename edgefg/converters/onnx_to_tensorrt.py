@@ -14,6 +14,22 @@ from edgefg.converters import ConvertRequest, ConvertResult, register, require_m
 from edgefg.errors import MissingDependencyError, TargetError
 
 ENGINE_DIR = "engines"
+DLA_ONNX = "model.dla.onnx"  # same names as edgefg.tensorrt.builder (not imported: keeps this module light)
+DLA_RANGES = "model.dla.ranges.json"
+
+
+def write_dla_int8(model, out_dir) -> dict[str, float]:
+    """The implicit-INT8 form of a TensorRT-ready Q/DQ model for DLA builds (see strip_qdq_for_dla)."""
+    import json
+
+    import onnx
+
+    from edgefg.converters.tensorrt_qdq import strip_qdq_for_dla
+
+    float_model, ranges = strip_qdq_for_dla(model)
+    onnx.save(float_model, str(out_dir / DLA_ONNX))
+    (out_dir / DLA_RANGES).write_text(json.dumps(ranges, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return ranges
 
 
 def default_workspace_mb(memory_mb: int | None) -> int:
@@ -68,6 +84,11 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
     issues = lint(model, trt_version, static_shapes=tgt.static_shapes)
     raise_on_errors(issues, trt_version, tgt.name)
     onnx.save(model, str(req.out_dir / "model.onnx"))
+    dla_cores = int(tgt.runtime.get("dla_cores", 0) or 0)
+    dla = None
+    if req.precision == "int8" and dla_cores:
+        dla = write_dla_int8(model, req.out_dir)
+        notes.append(f"DLA form written: {DLA_ONNX} (Q/DQ stripped) + {len(dla)} tensor ranges in {DLA_RANGES}: DLA takes only implicit INT8")
 
     inputs = copy.deepcopy(req.manifest.inputs)
     outputs = copy.deepcopy(req.manifest.outputs)
@@ -81,7 +102,7 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
             **engine_flags(req.precision),
             "batch": batch if tgt.static_shapes else None,
             "workspace_mb": default_workspace_mb(tgt.device_info.get("memory_mb")),
-            "dla_cores": int(tgt.runtime.get("dla_cores", 0) or 0),
+            "dla_cores": dla_cores,
         },
         "expected_device": {k: str(tgt.runtime[k]) for k in ("jetpack", "tensorrt", "cuda", "compute_capability") if k in tgt.runtime},
         "engine_dir": ENGINE_DIR,
@@ -90,4 +111,6 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
     }
     if rewrite is not None:
         options["qdq_rewrite"] = rewrite
+    if dla is not None:
+        options["dla_int8"] = {"onnx": DLA_ONNX, "ranges": DLA_RANGES, "tensors": len(dla)}
     return ConvertResult("model.onnx", notes, options, host_backend="onnxruntime", inputs=inputs, outputs=outputs)

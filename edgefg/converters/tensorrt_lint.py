@@ -11,7 +11,12 @@ Rules (each issue names the node and the fix):
 - ``qdq-activation-per-channel``: per-channel scales on an activation (TensorRT: per-tensor only);
 - ``qdq-weight-axis``: per-channel weight scales not on the output-channel axis (0 for Conv);
 - ``qdq-unpaired``: a QuantizeLinear whose output feeds something other than DequantizeLinear;
-- ``qdq-scale``: a scale that is not a positive constant.
+- ``qdq-scale``: a scale that is not a positive constant;
+- ``qdq-zero-point-missing``: a Q/DQ without its zero-point input where the release's parser needs all
+  three inputs (8.x before 8.6: "This version of TensorRT requires 3 inputs for the DequantizeLinear operator");
+- ``qdq-per-axis-opset``: per-axis Q/DQ (an ``axis`` or a vector scale) below opset 13, where ONNX has no axis;
+- ``op-attribute``: attribute limits of the release (``limits`` in the table): Resize modes, TopK's K
+  (constant, ≤ 3840, sorted), Einsum forms (no ellipsis, diagonal or broadcasting on 8.x).
 
 Needs only ``onnx`` and numpy (imported lazily by the caller passing a ModelProto).
 """
@@ -42,6 +47,11 @@ class OpTable:
     max_opset: int
     ops: frozenset[str]
     source: str
+    qdq_requires_zero_point: bool = False
+    limits: tuple[tuple[str, Any], ...] = ()
+
+    def limit(self, name: str, default: Any = None) -> Any:
+        return dict(self.limits).get(name, default)
 
 
 @dataclass
@@ -83,7 +93,9 @@ def op_table(trt_version: str) -> OpTable:
         )
     key = candidates[-1][1]
     entry = _tables()[key]
-    return OpTable(key, int(entry["max_opset"]), frozenset(entry["ops"]), entry.get("source", ""))
+    limits = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in entry.get("limits", {}).items()))
+    return OpTable(key, int(entry["max_opset"]), frozenset(entry["ops"]), entry.get("source", ""),
+                   bool(entry.get("qdq_requires_zero_point", False)), limits)
 
 
 # -- graph helpers ------------------------------------------------------------------------------
@@ -207,8 +219,102 @@ def lint(model, trt_version: str, static_shapes: bool = True) -> list[LintIssue]
                 "export the model without it (e.g. timm exportable layers, another activation/op), or use a target with a newer TensorRT",
             )
         )
-    issues += _lint_qdq(GraphIndex(model))
+    index = GraphIndex(model)
+    issues += _lint_qdq(index)
+    issues += _lint_qdq_version(index, table, opset, trt_version)
+    issues += _lint_attributes(index, table, trt_version)
     return issues
+
+
+def _lint_qdq_version(index: GraphIndex, table: OpTable, opset: int, trt_version: str) -> list[LintIssue]:
+    issues: list[LintIssue] = []
+    for n in index.model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        name = n.name or n.output[0]
+        if table.qdq_requires_zero_point and not (len(n.input) > 2 and n.input[2]):
+            issues.append(LintIssue(
+                "qdq-zero-point-missing", name,
+                f"{n.op_type} '{name}' has no zero-point input; TensorRT {trt_version}'s ONNX parser requires all three inputs",
+                "add an int8 zero point of 0 (edgefg deploy does this)",
+            ))
+        scale = index.value(n.input[1]) if len(n.input) > 1 else None
+        per_axis = attr(n, "axis") is not None or (scale is not None and np.asarray(scale).size > 1)
+        if per_axis and opset < 13:
+            issues.append(LintIssue(
+                "qdq-per-axis-opset", name,
+                f"{n.op_type} '{name}' is per-axis, which ONNX defines only from opset 13 (this model: opset {opset})",
+                "export the quantized model at opset >= 13",
+            ))
+    return issues
+
+
+def _einsum_terms(equation: str) -> tuple[list[str], str]:
+    eq = equation.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    return lhs.split(","), rhs
+
+
+def _lint_attributes(index: GraphIndex, table: OpTable, trt_version: str) -> list[LintIssue]:
+    """The documented per-op restrictions of the release (the table's ``limits``)."""
+    issues: list[LintIssue] = []
+    lim = table.limit
+    for n in index.model.graph.node:
+        name = n.name or n.output[0]
+
+        def add(message: str, fix: str) -> None:
+            issues.append(LintIssue("op-attribute", name, f"{n.op_type} '{name}': {message} (TensorRT {trt_version})", fix))
+
+        if n.op_type == "Resize":
+            mode = attr(n, "mode", b"nearest")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            ctm = attr(n, "coordinate_transformation_mode", b"half_pixel")
+            ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+            nearest = attr(n, "nearest_mode", b"round_prefer_floor")
+            nearest = nearest.decode() if isinstance(nearest, bytes) else nearest
+            if lim("resize_modes") and mode not in lim("resize_modes"):
+                add(f"mode '{mode}' is not supported (only {', '.join(lim('resize_modes'))})", "export with mode='linear' or 'nearest' (e.g. F.interpolate bilinear)")
+            if lim("resize_coordinate_modes") and ctm not in lim("resize_coordinate_modes"):
+                add(f"coordinate_transformation_mode '{ctm}' is not supported", f"use one of {', '.join(lim('resize_coordinate_modes'))}")
+            if mode == "nearest" and lim("resize_nearest_modes") and nearest not in lim("resize_nearest_modes"):
+                add(f"nearest_mode '{nearest}' is not supported", f"use one of {', '.join(lim('resize_nearest_modes'))}")
+        elif n.op_type == "TopK":
+            k = index.value(n.input[1]) if len(n.input) > 1 else None
+            if k is None and lim("topk_k_constant"):
+                add("K is not an initializer/constant", "export with a constant k")
+            elif k is not None and lim("topk_max_k") and int(np.ravel(k)[0]) > int(lim("topk_max_k")):
+                add(f"K = {int(np.ravel(k)[0])} is above TensorRT's limit of {lim('topk_max_k')}", "use a smaller k")
+            if lim("topk_sorted_only") and attr(n, "sorted", 1) != 1:
+                add("sorted=0 is not supported", "export with sorted=1")
+        elif n.op_type == "Einsum":
+            eq = attr(n, "equation", b"")
+            eq = eq.decode() if isinstance(eq, bytes) else eq
+            terms, out = _einsum_terms(eq)
+            if lim("einsum_no_ellipsis") and "..." in eq:
+                add(f"equation '{eq}' uses an ellipsis", "write the equation with explicit subscripts, or use MatMul/Transpose")
+            if lim("einsum_no_diagonal") and any(len(set(t)) != len(t) for t in terms if "..." not in t):
+                add(f"equation '{eq}' takes a diagonal (a repeated subscript)", "rewrite without diagonal terms")
+            if lim("einsum_no_broadcast") and len(terms) > 1:
+                dims: dict[str, set] = {}
+                shapes = [_static_dims(index, i) for i in n.input]
+                for t, shape in zip(terms, shapes):
+                    if shape is None or len(shape) != len(t):
+                        continue
+                    for c, d in zip(t, shape):
+                        dims.setdefault(c, set()).add(d)
+                if any(len(v) > 1 and 1 in v for v in dims.values()):
+                    add(f"equation '{eq}' broadcasts a size-1 dimension between inputs", "expand the inputs to the same sizes first")
+    return issues
+
+
+def _static_dims(index: GraphIndex, name: str) -> list[int] | None:
+    if name in index.const:
+        return list(index.const[name].shape)
+    g = index.model.graph
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        if v.name == name and v.type.tensor_type.HasField("shape"):
+            return [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+    return None
 
 
 def _lint_qdq(index: GraphIndex) -> list[LintIssue]:

@@ -7,10 +7,12 @@
   are re-quantized from their dequantized values. NNCF's int8 weights are left bit-identical.
 - :func:`fix_batch`: static batch (TensorRT engines here are built for one shape).
 - :func:`downconvert_opset`: for parsers that read an older opset (TensorRT 8.5: ≤ 17).
+- :func:`strip_qdq_for_dla`: the implicit-INT8 (float graph + per-tensor ranges) form DLA needs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,7 @@ class RewriteStats:
     per_channel_to_per_tensor: int = 0
     asymmetric_to_symmetric: int = 0
     weights_requantized: int = 0
+    zero_points_added: int = 0
     nodes: list[str] = field(default_factory=list)
 
     @property
@@ -40,6 +43,7 @@ class RewriteStats:
             "per_channel_to_per_tensor": self.per_channel_to_per_tensor,
             "asymmetric_to_symmetric": self.asymmetric_to_symmetric,
             "weights_requantized": self.weights_requantized,
+            "zero_points_added": self.zero_points_added,
         }
 
 
@@ -83,6 +87,8 @@ def symmetric_int8_qdq(model) -> RewriteStats:
         zpf = zp.astype(np.float64)
         lo, hi = scale * (qmin - zpf), scale * (qmax - zpf)
         if zp.dtype == np.int8 and np.all(zp == 0) and scale.size == 1:
+            for node in [q] + [c for c in index.consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"]:
+                _ensure_zero_point(node, scale, new_inits, stats)
             continue  # already TensorRT-ready
         bound = float(np.max(np.maximum(np.abs(lo), np.abs(hi))))
         new_scale = np.array(bound / 127.0, dtype=np.float32)
@@ -110,6 +116,7 @@ def symmetric_int8_qdq(model) -> RewriteStats:
         zp_ok = values.dtype == np.int8 and (zp is None or (zp.dtype == np.int8 and np.all(zp == 0)))
         axis_ok = scale.size == 1 or axis % values.ndim == want
         if zp_ok and axis_ok:
+            _ensure_zero_point(dq, scale, new_inits, stats)
             continue
         w = _dequantize(values, scale, zp, axis)
         reduce_axes = tuple(a for a in range(w.ndim) if a != want)
@@ -137,6 +144,23 @@ def symmetric_int8_qdq(model) -> RewriteStats:
     del g.value_info[:]
     g.value_info.extend(keep)
     return stats
+
+
+def _ensure_zero_point(node, scale: np.ndarray, new_inits: list, stats: RewriteStats) -> None:
+    """Give a Q/DQ without its optional zero point an explicit int8 zero one: TensorRT 8.5's parser
+    requires all three inputs ("This version of TensorRT requires 3 inputs for the DequantizeLinear
+    operator", onnx-tensorrt 8.5-GA QuantDequantLinearHelper), and without it the type is uint8."""
+    from onnx import numpy_helper
+
+    if len(node.input) > 2 and node.input[2]:
+        return
+    name = f"{(node.name or node.output[0]).replace('/', '_')}_trt_zp"
+    new_inits.append(numpy_helper.from_array(np.zeros(np.asarray(scale).shape, dtype=np.int8), name))
+    while len(node.input) < 3:
+        node.input.append("")
+    node.input[2] = name
+    stats.zero_points_added += 1
+    stats.nodes.append(node.name)
 
 
 def _dequantize(values: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
@@ -254,3 +278,62 @@ def downconvert_opset(model, max_opset: int):
             f"re-export the ONNX at opset ≤ {max_opset}",
         ) from None
     return model
+
+
+def strip_qdq_for_dla(model) -> tuple[Any, dict[str, float]]:
+    """The implicit-quantization form of a (TensorRT-ready, symmetric int8) Q/DQ model, for DLA.
+
+    DLA takes only implicit quantization (NVIDIA/TensorRT#2222): the float network plus a dynamic
+    range per tensor. Each activation Q→DQ pair is removed and its range recorded for the tensor it
+    quantized (``amax = 127 × scale``: the symmetric int8 grid's bound); each weight DQ becomes a
+    float initializer holding the dequantized weights (TensorRT re-quantizes weights itself).
+    Returns ``(float model, {tensor name: amax})``; ``model`` is not modified."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    index = GraphIndex(m)
+    g = m.graph
+    outputs = {o.name for o in g.output}
+    rename: dict[str, str] = {}
+    scales: dict[str, float] = {}
+    drop: set[int] = set()
+    new_inits = []
+    for node in g.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in index.const:
+            scale, zp, _ = qdq_params(index, node)
+            if scale is None or np.asarray(scale).size != 1 or (zp is not None and (zp.dtype != np.int8 or np.any(zp != 0))):
+                raise TargetError(
+                    f"QuantizeLinear '{node.name}' is not per-tensor symmetric int8, so it has no single dynamic range for DLA",
+                    "deploy rewrites Q/DQ first (symmetric_int8_qdq); re-quantize the model if this persists",
+                )
+            consumers = index.consumers.get(node.output[0], [])
+            if not consumers or any(c.op_type != "DequantizeLinear" for c in consumers):
+                raise TargetError(f"QuantizeLinear '{node.name}' is not followed only by DequantizeLinear", "re-quantize with Q/DQ pairs")
+            x = node.input[0]
+            scales[x] = max(scales.get(x, 0.0), float(np.asarray(scale)) * 127.0)
+            drop.add(id(node))
+            for dq in consumers:
+                drop.add(id(dq))
+                rename[dq.output[0]] = x
+        elif node.op_type == "DequantizeLinear" and node.input[0] in index.const:
+            scale, zp, axis = qdq_params(index, node)
+            w = _dequantize(index.const[node.input[0]], scale, zp, axis).astype(np.float32)
+            new_inits.append(numpy_helper.from_array(w, node.output[0]))
+            drop.add(id(node))
+    keep = [n for n in g.node if id(n) not in drop]
+    for n in keep:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    extra = []
+    for name, src in rename.items():
+        if name in outputs:  # a graph output produced by a DQ keeps its name through an Identity
+            extra.append(helper.make_node("Identity", [src], [name], name=f"{name}_dla_identity"))
+    del g.node[:]
+    g.node.extend(keep + extra)
+    g.initializer.extend(new_inits)
+    _drop_unused_initializers(m)
+    del g.value_info[:]
+    onnx.checker.check_model(m)
+    return m, scales

@@ -2,14 +2,17 @@
 
 Written against TensorRT 10 (JetPack 6) with the differences of 8.x kept: an explicit-batch network
 flag (required on 8.x, the default on 10), ``set_memory_pool_limit`` (8.4+) vs ``max_workspace_size``
-(8.2, Jetson Nano). INT8 is explicit quantization: the Q/DQ in the ONNX carry the scales, the INT8
-flag only lets TensorRT pick int8 kernels; no calibrator.
+(8.2, Jetson Nano). INT8 on the GPU is explicit quantization: the Q/DQ in the ONNX carry the scales, the INT8
+flag only lets TensorRT pick int8 kernels; no calibrator. DLA takes only implicit quantization, so an
+INT8 DLA build uses the bundle's Q/DQ-stripped ONNX and sets each tensor's dynamic range from the
+Q/DQ scales (and writes the same ranges as a calibration cache for ``trtexec --calib``).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +94,8 @@ def network_flags(trt: Any) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
 
 
-def configure(trt: Any, builder: Any, config: Any, opts: BuildOptions, timing_cache: bytes | None) -> Any:
-    """Apply ``opts`` to a builder config; returns the timing cache object attached to it."""
+def configure(trt: Any, builder: Any, config: Any, opts: BuildOptions) -> None:
+    """Apply ``opts`` (workspace, precision flags, DLA) to a builder config."""
     workspace = int(opts.workspace_mb) << 20
     if hasattr(config, "set_memory_pool_limit"):  # TensorRT >= 8.4
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
@@ -112,9 +115,85 @@ def configure(trt: Any, builder: Any, config: Any, opts: BuildOptions, timing_ca
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(opts.dla_core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    cache = config.create_timing_cache(timing_cache or b"")
-    config.set_timing_cache(cache, False)  # ignore_mismatch=False: a cache from another GPU is rejected
-    return cache
+
+
+def attach_timing_cache(config: Any, blob: bytes | None) -> str:
+    """Give ``config`` a timing cache, seeded from ``blob`` when TensorRT accepts it; returns what happened.
+
+    ``create_timing_cache`` returns None for bytes it cannot read, and ``set_timing_cache`` returns
+    False for a cache from another device/TensorRT (``ignore_mismatch=False``; NvInfer.h
+    ``IBuilderConfig::setTimingCache``): the stale cache is then dropped for a fresh one, and when
+    no cache can be attached the build goes on without one."""
+    status = "loaded" if blob else "new"
+    for seed in ([blob, b""] if blob else [b""]):
+        cache = config.create_timing_cache(seed)
+        if cache is None:
+            log.warning("TensorRT could not read the saved timing cache; starting a new one")
+            status = "discarded (unreadable)"
+            continue
+        if config.set_timing_cache(cache, False):
+            return status
+        log.warning("TensorRT rejected the saved timing cache (built by another TensorRT/GPU); starting a new one")
+        status = "discarded (other device)"
+    return "unavailable"
+
+
+def save_timing_cache(config: Any, path: Path) -> bool:
+    """Write the config's timing cache after a build; False when there is none (never raises for that)."""
+    cache = config.get_timing_cache()
+    if cache is None:
+        return False
+    data = cache.serialize()
+    if data is None:
+        return False
+    path.write_bytes(bytes(data))
+    return True
+
+
+def dla_fallback_layers(network: Any, config: Any) -> list[str]:
+    """Layers TensorRT says cannot run on the DLA (``IBuilderConfig.can_run_on_DLA``): with
+    GPU_FALLBACK they run on the GPU, each boundary costing a DLA↔GPU copy."""
+    out = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not config.can_run_on_DLA(layer):
+            out.append(f"{layer.name} ({str(layer.type).split('.')[-1]})")
+    return out
+
+
+def apply_dynamic_ranges(network: Any, ranges: dict[str, float]) -> tuple[int, list[str]]:
+    """Implicit INT8: ``set_dynamic_range(-amax, amax)`` on every network tensor named in ``ranges``.
+    Returns (tensors set, names not found in the network)."""
+    tensors = [network.get_input(i) for i in range(network.num_inputs)]
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        tensors += [layer.get_output(j) for j in range(layer.num_outputs)]
+    done = set()
+    for t in tensors:
+        amax = ranges.get(t.name)
+        if amax is not None and t.name not in done:
+            if not t.set_dynamic_range(-float(amax), float(amax)):
+                raise ModelLoadError(f"TensorRT refused the dynamic range of tensor '{t.name}' (±{amax})", "re-deploy the bundle")
+            done.add(t.name)
+    return len(done), sorted(set(ranges) - done)
+
+
+def tensorrt_version_number(version: str) -> int:
+    """NV_TENSORRT_VERSION: major*1000+minor*100+patch on 8.x, major*10000+minor*100+patch from 10."""
+    parts = [int(p) for p in (str(version).split(".") + ["0", "0"])[:3]]
+    return parts[0] * (10000 if parts[0] >= 10 else 1000) + parts[1] * 100 + parts[2]
+
+
+def calibration_cache_text(ranges: dict[str, float], trt_version: str) -> str:
+    """The ranges as a TensorRT calibration cache (what ``trtexec --calib`` reads): a
+    ``TRT-<version>-EntropyCalibration2`` header, then ``name: <scale as big-endian float32 hex>``
+    with ``scale = amax / 127``. TensorRT ignores a cache whose header names another version."""
+    import struct
+
+    lines = [f"TRT-{tensorrt_version_number(trt_version)}-EntropyCalibration2"]
+    for name, amax in sorted(ranges.items()):
+        lines.append(f"{name}: {struct.pack('>f', float(amax) / 127.0).hex()}")
+    return "\n".join(lines) + "\n"
 
 
 def parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> Any:
@@ -155,6 +234,10 @@ def add_static_profile(trt: Any, builder: Any, network: Any, config: Any, batch:
     return True
 
 
+DLA_ONNX = "model.dla.onnx"  # the implicit-INT8 (Q/DQ stripped) ONNX deploy writes for DLA targets
+DLA_RANGES = "model.dla.ranges.json"  # its per-tensor dynamic ranges (amax) from the Q/DQ scales
+
+
 @dataclass
 class BuildResult:
     engine: Path
@@ -163,9 +246,13 @@ class BuildResult:
     seconds: float
     reused: bool
     trtexec: str
+    gpu_fallback: list[str] = field(default_factory=list)  # DLA builds: layers that run on the GPU
+    timing_cache: str = ""
+    quantization: str = ""  # "explicit (Q/DQ)", "implicit (DLA: N tensor ranges)", "none"
 
 
-def trtexec_command(onnx_path: Path, engine_path: Path, opts: BuildOptions, trt_version: str, timing_cache: Path | None = None) -> str:
+def trtexec_command(onnx_path: Path, engine_path: Path, opts: BuildOptions, trt_version: str, timing_cache: Path | None = None,
+                    calib: Path | None = None) -> str:
     """The equivalent trtexec command line (what NVIDIA's tool would do with the same settings)."""
     major_minor = tuple(int(p) for p in trt_version.split(".")[:2])
     parts = [TRTEXEC, f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
@@ -176,12 +263,27 @@ def trtexec_command(onnx_path: Path, engine_path: Path, opts: BuildOptions, trt_
     if opts.fp16:
         parts.append("--fp16")
     if opts.int8:
-        parts.append("--int8")  # the scales come from the Q/DQ nodes: no --calib
+        parts.append("--int8")  # GPU: the scales come from the Q/DQ nodes; DLA: from --calib
+    if calib is not None:
+        parts.append(f"--calib={calib}")
     if opts.dla_core is not None:
         parts += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
     if timing_cache is not None:
         parts.append(f"--timingCacheFile={timing_cache}")
     return " ".join(parts)
+
+
+def dla_int8_source(bundle: Path, manifest: Manifest) -> tuple[Path, dict[str, float]]:
+    """The float ONNX and tensor ranges an INT8 DLA build uses instead of the Q/DQ ONNX."""
+    onnx_path, ranges_path = bundle / DLA_ONNX, bundle / DLA_RANGES
+    if DLA_ONNX not in manifest.files or DLA_RANGES not in manifest.files or not onnx_path.is_file():
+        raise TargetError(
+            "DLA takes only implicit INT8 (per-tensor ranges), not the Q/DQ (explicit) INT8 of this bundle, and the bundle "
+            "has no implicit-INT8 form (NVIDIA/TensorRT#2222)",
+            "re-deploy the INT8 artifact for a target with DLA cores (jetson-orin-nx/agx-orin/xavier-nx writes model.dla.onnx), "
+            "or build for the GPU (omit --dla)",
+        )
+    return onnx_path, {str(k): float(v) for k, v in json.loads(ranges_path.read_text(encoding="utf-8")).items()}
 
 
 def build_engine(
@@ -190,7 +292,7 @@ def build_engine(
     cache_dir: str | Path | None = None,
     force: bool = False,
     trt: Any = None,
-    cuda_device: Any = None,
+    device: DeviceInfo | None = None,
     manifest: Manifest | None = None,
 ) -> BuildResult:
     """Build (or reuse) the engine of ``bundle`` for this device and store it in the engine cache."""
@@ -198,17 +300,16 @@ def build_engine(
     manifest = manifest or load_manifest(bundle)
     opts = opts or build_options(manifest)
     trt = trt or import_tensorrt()
-    if cuda_device is None:
-        from edgefg.runtime.backends.tensorrt import cuda_device as _cuda_device
-
-        cuda_device = _cuda_device(0)
-    device = detect_device(trt, cuda_device)
-    key = engine_key(manifest, device, opts.dla_core)
+    device = device or detect_device(trt)
+    key = engine_key(manifest, device, opts.dla_core, opts.fp16, opts.int8)
     cache = EngineCache(engine_dir(bundle, manifest, cache_dir))
     engine_path, _ = cache.paths(key)
     timing_path = cache.timing_cache_path(device)
-    onnx_path = bundle / manifest.model_file
-    cmd = trtexec_command(onnx_path, engine_path, opts, device.tensorrt, timing_path)
+    onnx_path, ranges = bundle / manifest.model_file, None
+    if opts.int8 and opts.dla_core is not None:
+        onnx_path, ranges = dla_int8_source(bundle, manifest)
+    calib_path = engine_path.with_suffix(".calib") if ranges is not None else None
+    cmd = trtexec_command(onnx_path, engine_path, opts, device.tensorrt, timing_path, calib_path)
     if cache.has(key) and not force:
         return BuildResult(engine_path, key, device, 0.0, True, cmd)
 
@@ -218,8 +319,15 @@ def build_engine(
     network = builder.create_network(network_flags(trt))
     parser = parse_onnx(trt, network, logger, onnx_path)
     config = builder.create_builder_config()
-    timing = timing_path.read_bytes() if timing_path.is_file() else None
-    configure(trt, builder, config, opts, timing)
+    configure(trt, builder, config, opts)
+    quantization = "explicit (Q/DQ)" if opts.int8 else "none"
+    if ranges is not None:
+        n, missing = apply_dynamic_ranges(network, ranges)
+        quantization = f"implicit (DLA: {n} tensor ranges from the Q/DQ scales)"
+        if missing:
+            log.warning("%d Q/DQ range(s) name no tensor of the parsed network (e.g. %s)", len(missing), missing[0])
+    fallback = dla_fallback_layers(network, config) if opts.dla_core is not None else []
+    timing_status = attach_timing_cache(config, timing_path.read_bytes() if timing_path.is_file() else None)
     add_static_profile(trt, builder, network, config, opts.batch or 1)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -228,9 +336,14 @@ def build_engine(
             "try a larger --workspace-mb, drop --dla, or rebuild with -v for the verbose TensorRT log",
         )
     cache.directory.mkdir(parents=True, exist_ok=True)
-    timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    if not save_timing_cache(config, timing_path):
+        timing_status += "; not saved (no cache after the build)"
+    if calib_path is not None:
+        calib_path.write_text(calibration_cache_text(ranges, device.tensorrt), encoding="utf-8")
     seconds = time.perf_counter() - start
-    build_info = {**asdict(opts), "gpu": device.gpu_name, "seconds": round(seconds, 2), "trtexec_equivalent": cmd}
+    build_info = {**asdict(opts), "gpu": device.gpu_name, "sm_count": device.sm_count, "cuda": device.cuda, "seconds": round(seconds, 2),
+                  "trtexec_equivalent": cmd, "quantization": quantization, "dla_gpu_fallback": fallback, "timing_cache": timing_status,
+                  "onnx": onnx_path.name}
     path = cache.store(key, bytes(serialized), build_info)
     del parser
-    return BuildResult(path, key, device, seconds, False, cmd)
+    return BuildResult(path, key, device, seconds, False, cmd, fallback, timing_status, quantization)

@@ -20,11 +20,11 @@ from edgefg.errors import BundleError, TargetError
 from edgefg.manifest import Manifest, sha256_file
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: + GPU model, SM count, CUDA version and the precision flags actually used
 
 
 class StaleEngineError(BundleError):
-    """An engine built for another TensorRT/GPU/JetPack/model/precision than this one."""
+    """An engine built for another TensorRT/GPU/CUDA/JetPack/model/precision than this one."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,10 @@ class DeviceInfo:
     tensorrt: str  # e.g. "10.3.0"
     compute_capability: str  # e.g. "8.7"
     l4t: str | None = None  # Jetson Linux release, e.g. "36.4.3"; None off-Jetson
-    gpu_name: str = ""
+    gpu_name: str = ""  # Jetson: device-tree model + module id; else the CUDA device name
+    sm_count: int | None = None  # None when only nvidia-smi / the device tree answered
+    cuda: str | None = None  # CUDA toolkit "12.6" (else the driver's)
+    source: str = ""  # which probe answered (not part of the key)
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,17 @@ class EngineKey:
     compute_capability: str
     l4t: str  # "none" off-Jetson
     model_sha256: str
-    precision: str
+    precision: str  # the bundle's precision
     dla_core: int | None = None
     batch: int | None = None
+    gpu: str = ""
+    sm_count: int | None = None
+    cuda: str | None = None
+    fp16: bool = False  # the builder flags actually set (--fp16 on an fp32 bundle is another engine)
+    int8: bool = False
     key_version: int = KEY_VERSION
+
+    BUILD_FIELDS = ("fp16", "int8", "dla_core")  # chosen by build-engine; the runtime finds them
 
     def digest(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
@@ -59,10 +69,16 @@ class EngineKey:
     def from_dict(cls, d: dict[str, Any]) -> "EngineKey":
         return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name in d})
 
+    def same_device_and_model(self, other: "EngineKey") -> bool:
+        """Equal in everything but the build choices (precision flags, DLA core)."""
+        a, b = self.to_dict(), other.to_dict()
+        return all(a[k] == b[k] for k in a if k not in self.BUILD_FIELDS)
+
     def differences(self, other: "EngineKey") -> list[str]:
         """Human-readable fields in which ``other`` (an existing engine) differs from this key."""
         names = {"tensorrt": "TensorRT", "compute_capability": "GPU compute capability", "l4t": "L4T/JetPack",
                  "model_sha256": "model sha256", "precision": "precision", "dla_core": "DLA core", "batch": "batch",
+                 "gpu": "GPU", "sm_count": "SM count", "cuda": "CUDA", "fp16": "FP16 flag", "int8": "INT8 flag",
                  "key_version": "cache format"}
         out = []
         for f in fields(self):
@@ -83,13 +99,19 @@ def read_l4t(path: Path = TEGRA_RELEASE) -> str | None:
     return f"{m.group(1)}.{m.group(2)}" if m else None
 
 
-def detect_device(trt: Any, cuda_device: Any, l4t_path: Path = TEGRA_RELEASE) -> DeviceInfo:
-    """Device facts from the ``tensorrt`` module and a ``pycuda.driver.Device``."""
-    major, minor = cuda_device.compute_capability()
-    return DeviceInfo(str(trt.__version__), f"{major}.{minor}", read_l4t(l4t_path), str(cuda_device.name()))
+def detect_device(trt: Any, gpu: Any = None, paths: Any = None, index: int = 0) -> DeviceInfo:
+    """Device facts from the ``tensorrt`` module and a GPU probe (:mod:`edgefg.tensorrt.device`);
+    ``gpu`` is a :class:`~edgefg.tensorrt.device.GpuFacts` (probed when None)."""
+    from edgefg.tensorrt.device import SystemPaths, cuda_toolkit_version, probe_gpu
+
+    paths = paths or SystemPaths(tegra_release=TEGRA_RELEASE)
+    gpu = gpu or probe_gpu(index, paths)
+    cuda = cuda_toolkit_version(paths) or gpu.driver_cuda
+    return DeviceInfo(str(trt.__version__), gpu.compute_capability, read_l4t(paths.tegra_release), gpu.name, gpu.sm_count, cuda, gpu.source)
 
 
-def engine_key(manifest: Manifest, device: DeviceInfo, dla_core: int | None = None) -> EngineKey:
+def engine_key(manifest: Manifest, device: DeviceInfo, dla_core: int | None = None, fp16: bool | None = None, int8: bool | None = None) -> EngineKey:
+    """The key of an engine of ``manifest`` built on ``device`` with these flags (default: the manifest's)."""
     sha = manifest.files.get(manifest.model_file)
     if not sha:
         raise BundleError(f"the manifest has no sha256 for '{manifest.model_file}'", "re-deploy the bundle")
@@ -102,6 +124,11 @@ def engine_key(manifest: Manifest, device: DeviceInfo, dla_core: int | None = No
         precision=manifest.precision,
         dla_core=dla_core,
         batch=build.get("batch"),
+        gpu=device.gpu_name,
+        sm_count=device.sm_count,
+        cuda=device.cuda,
+        fp16=bool(build.get("fp16", manifest.precision in ("fp16", "int8")) if fp16 is None else fp16),
+        int8=bool(build.get("int8", manifest.precision == "int8") if int8 is None else int8),
     )
 
 
@@ -125,8 +152,9 @@ class EngineCache:
         return self.directory / f"{d}.engine", self.directory / f"{d}.json"
 
     def timing_cache_path(self, device: DeviceInfo) -> Path:
-        """Timing caches are valid per TensorRT version and GPU; share one across the bundle's builds."""
-        return self.directory / f"timing-trt{device.tensorrt}-sm{device.compute_capability.replace('.', '')}.cache"
+        """Timing caches are valid per TensorRT version and exact GPU; share one across the bundle's builds."""
+        gpu = hashlib.sha256(f"{device.gpu_name}|{device.sm_count}|{device.cuda}".encode()).hexdigest()[:8]
+        return self.directory / f"timing-trt{device.tensorrt}-sm{device.compute_capability.replace('.', '')}-{gpu}.cache"
 
     def has(self, key: EngineKey) -> bool:
         engine, sidecar = self.paths(key)
@@ -155,15 +183,20 @@ class EngineCache:
                 continue
         return out
 
-    def resolve(self, key: EngineKey) -> EngineKey:
-        """``key`` if its engine exists, else the key of a DLA engine built for exactly this device and
-        model (``build-engine --dla N``), so ``run`` needs no DLA option; else ``key`` unchanged."""
-        if self.has(key) or key.dla_core is not None:
+    def built_at(self, key: EngineKey) -> str:
+        try:
+            return json.loads(self.paths(key)[1].read_text(encoding="utf-8")).get("built", "")
+        except (OSError, ValueError):
+            return ""
+
+    def resolve(self, key: EngineKey, exact: bool = False) -> EngineKey:
+        """``key`` if its engine exists; else (unless ``exact``) the newest engine built for exactly
+        this device and model with other build choices (``build-engine --dla N`` / ``--fp16``), so
+        ``run`` needs no build options; else ``key`` unchanged (``load`` then explains)."""
+        if self.has(key) or exact:
             return key
-        for k, _ in self.entries():
-            if k.dla_core is not None and k == EngineKey(**{**key.to_dict(), "dla_core": k.dla_core}) and self.has(k):
-                return k
-        return key
+        matches = [k for k, _ in self.entries() if k.same_device_and_model(key) and self.has(k)]
+        return max(matches, key=self.built_at) if matches else key
 
     def load(self, key: EngineKey, bundle: str | Path = "BUNDLE") -> bytes:
         """The serialised engine for exactly ``key``; never an engine built for anything else."""

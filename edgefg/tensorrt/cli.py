@@ -11,7 +11,7 @@ from edgefg.cli import handle_errors
 @click.command("build-engine")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--workspace-mb", type=int, help="Builder workspace limit in MiB (default: from the target profile; small on 4 GB devices).")
-@click.option("--dla", "dla_core", type=int, help="Build for this DLA core (Orin NX/AGX, Xavier), GPU fallback for unsupported layers.")
+@click.option("--dla", "dla_core", type=int, help="Build for this DLA core (Orin NX/AGX, Xavier), GPU fallback for unsupported layers (listed after the build).")
 @click.option("--fp16/--no-fp16", default=None, help="FP16 kernels (default: per manifest; on for fp16 and int8 bundles).")
 @click.option("--int8/--no-int8", default=None, help="INT8 kernels for the Q/DQ layers (default: on for int8 bundles).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Engine cache directory (default: BUNDLE/engines, or $EDGEFG_ENGINE_CACHE).")
@@ -23,11 +23,14 @@ def build_engine_cmd(bundle, workspace_mb, dla_core, fp16, int8, cache_dir, forc
     """Build BUNDLE's TensorRT engine for this device (TensorRT Python API) and cache it.
 
     \b
-    The engine is keyed by TensorRT version + GPU compute capability + JetPack/L4T + model sha256
-    + precision: `edgefg run BUNDLE` loads only an engine built for the device it runs on.
+    The engine is keyed by TensorRT version + GPU (compute capability, Jetson module / GPU name, SM
+    count) + CUDA + JetPack/L4T + model sha256 + the precision flags used: `edgefg run BUNDLE` loads
+    only an engine built for the device it runs on. The GPU is read through pycuda, cuda-python,
+    nvidia-smi or the Jetson device tree, so pycuda is not needed to build. INT8 on a DLA uses the
+    bundle's implicit-INT8 form (model.dla.onnx + ranges from the Q/DQ scales).
     """
     from edgefg.manifest import load_manifest
-    from edgefg.tensorrt.builder import build_engine, build_options, trtexec_command
+    from edgefg.tensorrt.builder import build_engine, build_options, dla_int8_source, trtexec_command
     from edgefg.tensorrt.cache import engine_dir
 
     manifest = load_manifest(bundle)
@@ -39,14 +42,52 @@ def build_engine_cmd(bundle, workspace_mb, dla_core, fp16, int8, cache_dir, forc
         out_dir = engine_dir(bundle, manifest, cache_dir)
         click.echo(f"bundle {bundle}: {manifest.precision} for {manifest.target} (expects TensorRT {trt_version}, JetPack {expected.get('jetpack', '?')}, SM {expected.get('compute_capability', '?')})")
         click.echo(f"settings: fp16={opts.fp16} int8={opts.int8} workspace={opts.workspace_mb} MiB dla={opts.dla_core} batch={opts.batch}")
-        click.echo("trtexec equivalent: " + trtexec_command(bundle / manifest.model_file, out_dir / "ENGINE.engine", opts, trt_version, out_dir / "timing.cache"))
+        onnx_path, calib = bundle / manifest.model_file, None
+        if opts.int8 and opts.dla_core is not None:
+            onnx_path, _ = dla_int8_source(bundle, manifest)  # refuses a bundle without the implicit-INT8 form
+            calib = out_dir / "ENGINE.calib"
+            click.echo("DLA INT8: implicit quantization from the Q/DQ scales (the calibration cache is written at build time)")
+        click.echo("trtexec equivalent: " + trtexec_command(onnx_path, out_dir / "ENGINE.engine", opts, trt_version, out_dir / "timing.cache", calib))
         return
     result = build_engine(bundle, opts, cache_dir=cache_dir, force=force)
     d = result.device
-    where = f"TensorRT {d.tensorrt}, {d.gpu_name} (SM {d.compute_capability}), L4T {d.l4t or 'none (not a Jetson)'}"
+    sms = f", {d.sm_count} SMs" if d.sm_count else ""
+    where = (f"TensorRT {d.tensorrt}, {d.gpu_name} (SM {d.compute_capability}{sms}), CUDA {d.cuda or '?'}, "
+             f"L4T {d.l4t or 'none (not a Jetson)'}; GPU facts from {d.source}")
     if result.reused:
         click.echo(f"engine up to date for this device ({where}): {result.engine}  (--force rebuilds)")
     else:
         click.echo(f"built {result.engine} in {result.seconds:.1f} s ({where})")
+        click.echo(f"quantization: {result.quantization}; timing cache: {result.timing_cache}")
+        if opts.dla_core is not None:
+            if result.gpu_fallback:
+                shown = ", ".join(result.gpu_fallback[:8]) + (f" (+{len(result.gpu_fallback) - 8} more)" if len(result.gpu_fallback) > 8 else "")
+                click.echo(f"DLA {opts.dla_core}: {len(result.gpu_fallback)} layer(s) fall back to the GPU: {shown}")
+            else:
+                click.echo(f"DLA {opts.dla_core}: every layer can run on the DLA")
     click.echo(f"trtexec equivalent: {result.trtexec}")
     click.echo(f"next: edgefg run {bundle} --source 0   |   edgefg bench {bundle}")
+
+
+@click.command("doctor")
+@click.option("--target", "target", default="jetson-orin-nano", show_default=True, help="Jetson target profile to check this device against.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON.")
+@click.option("--iterations", type=int, default=50, show_default=True, help="Timed runs of the tiny engine.")
+@handle_errors
+def doctor_cmd(target, json_out, iterations) -> None:
+    """Self-test this device for a Jetson target: JetPack, L4T, TensorRT, CUDA, GPU, DLA, pycuda,
+    OpenCV/GStreamer, then build and time a tiny TensorRT engine.
+
+    \b
+    Exit code: 0 ready (warnings allowed), 1 a required check failed (the report says which),
+    2 bad target. Paste the whole output into an issue.
+    """
+    import json
+
+    from edgefg.tensorrt.doctor import format_report, run_doctor
+
+    report = run_doctor(target, iterations=iterations)
+    click.echo(format_report(report))
+    if json_out:
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    raise SystemExit(report.exit_code)

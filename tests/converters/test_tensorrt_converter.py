@@ -225,3 +225,79 @@ def test_jetson_precision_refusals(tiny_artifacts, tmp_path):
     with pytest.raises(TargetError, match="needs an INT8 artifact"):
         deploy(tiny_artifacts["fp32"], "jetson", tmp_path / "x", precision="int8")
     assert not (tmp_path / "nano").exists() and not (tmp_path / "x").exists()
+
+
+# -- per-release checks checked against onnx-tensorrt's docs/importers ------------------------------
+def test_op_tables_follow_the_changelog():
+    assert "Xor" not in op_table("8.2").ops and "Xor" in op_table("8.5").ops  # Xor: TensorRT 8.4
+    for op in ("BlackmanWindow", "HammingWindow", "HannWindow", "STFT"):  # 10.4 / 10.5
+        assert op not in op_table("10.3").ops
+    assert op_table("8.5").qdq_requires_zero_point and not op_table("10.3").qdq_requires_zero_point
+
+
+def test_missing_zero_point_flagged_for_85_and_added_by_the_rewrite():
+    m = conv_model(act_zp=np.int8(0), batch=1, opset=17)
+    dq_w = next(n for n in m.graph.node if n.name == "dq_w")
+    del dq_w.input[2:]  # int8 weights, no zero point: valid ONNX, refused by the 8.5 parser
+    assert "qdq-zero-point-missing" in rules(lint(m, "8.5")) and "qdq-zero-point-missing" not in rules(lint(m, "10.3"))
+    before = run(m, X)
+    stats = symmetric_int8_qdq(m)
+    assert stats.zero_points_added == 1 and not lint(m, "8.5") and len(dq_w.input) == 3
+    np.testing.assert_allclose(run(m, X), before, rtol=1e-6)
+
+
+def test_per_axis_qdq_needs_opset_13():
+    m = conv_model(act_zp=np.int8(0), batch=1, opset=13)
+    assert not lint(m, "8.2")
+    m.opset_import[0].version = 12
+    assert "qdq-per-axis-opset" in rules(lint(m, "8.2"))
+
+
+def attr_model(node, inputs, out_shape, inits=()):
+    g = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, out_shape)], list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    return m
+
+
+def test_attribute_limits_topk_resize_einsum():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5000])
+    k_big = numpy_helper.from_array(np.array([4000], np.int64), "k")
+    topk = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top")
+    issues = lint(attr_model(topk, [x], [1, 4000], [k_big]), "8.5")
+    assert any(i.rule == "op-attribute" and "K = 4000" in i.message for i in issues)
+    k_in = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
+    assert any("K is not an initializer" in i.message for i in lint(attr_model(topk, [x, k_in], [1, 5]), "8.5"))
+    unsorted = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top", sorted=0)
+    assert any("sorted=0" in i.message for i in lint(attr_model(unsorted, [x], [1, 5], [numpy_helper.from_array(np.array([5], np.int64), "k")]), "10.3"))
+
+    img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")
+    cubic = helper.make_node("Resize", ["img", "", "s"], ["y"], name="rs", mode="cubic")
+    assert any("mode 'cubic'" in i.message for i in lint(attr_model(cubic, [img], [1, 3, 16, 16], [scales]), "8.5"))
+    crop = helper.make_node("Resize", ["img", "", "s"], ["y"], name="rs", mode="linear", coordinate_transformation_mode="tf_crop_and_resize")
+    assert any("tf_crop_and_resize" in i.message for i in lint(attr_model(crop, [img], [1, 3, 16, 16], [scales]), "10.3"))
+    ok = helper.make_node("Resize", ["img", "", "s"], ["y"], name="rs", mode="linear", coordinate_transformation_mode="half_pixel")
+    assert not lint(attr_model(ok, [img], [1, 3, 16, 16], [scales]), "8.5")
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])
+    diag = helper.make_node("Einsum", ["a"], ["y"], name="es", equation="ii->i")
+    assert any("diagonal" in i.message for i in lint(attr_model(diag, [a], [4]), "8.5"))
+    assert not [i for i in lint(attr_model(diag, [a], [4]), "10.3") if i.rule == "op-attribute"]
+    ell = helper.make_node("Einsum", ["a"], ["y"], name="es", equation="...j->j")
+    assert any("ellipsis" in i.message for i in lint(attr_model(ell, [a], [4]), "8.5"))
+    bcast = helper.make_node("Einsum", ["a", "b"], ["y"], name="es", equation="ij,ij->ij")
+    assert any("broadcasts" in i.message for i in lint(attr_model(bcast, [a, b], [4, 4]), "8.5"))
+
+
+def test_dla_form_strips_qdq_and_keeps_the_output():
+    from edgefg.converters.tensorrt_qdq import strip_qdq_for_dla
+
+    m = conv_model(act_zp=np.int8(0), act_scale=0.04, batch=1)
+    stripped, ranges = strip_qdq_for_dla(m)
+    assert not [n for n in stripped.graph.node if n.op_type.endswith("QuantizeLinear")]
+    assert ranges == {"x": pytest.approx(0.04 * 127)}  # the tensor the Q quantized, amax = 127 × scale
+    assert len(m.graph.node) == 5  # the input model is untouched
+    cos = cosine(run(stripped, X), run(m, X))  # float vs fake-quantized: same network
+    assert cos > 0.999

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import copy
 import sys
-import types
 
 import numpy as np
 import pytest
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.backends.tensorrt import BufferSpec, buffer_specs, check_io, engine_io
-from edgefg.tensorrt.cache import DeviceInfo, EngineCache, StaleEngineError, engine_key
+from edgefg.runtime.backends.tensorrt import BufferSpec, buffer_specs, check_io
+from edgefg.tensorrt.cache import DeviceInfo, EngineCache, StaleEngineError
+from tests import trt_fakes
+from tests.trt_fakes import FakeMem, fake_pycuda, fake_tensorrt
 
 
 @pytest.fixture(scope="module")
@@ -47,234 +48,145 @@ def test_engine_io_must_match_manifest():
         check_io(expected, [BufferSpec("x", (1, 3, 64, 64), np.dtype(np.float32), True), expected[1]])
 
 
-# -- recording fakes of tensorrt + pycuda.driver -------------------------------------------------
-class FakeMem:
-    registry: dict[int, "FakeMem"] = {}
-
-    def __init__(self, nbytes):
-        self.buf = np.zeros(nbytes, np.uint8)
-        self.freed = False
-        FakeMem.registry[id(self)] = self
-
-    def __int__(self):
-        return id(self)
-
-    def free(self):
-        self.freed = True
-
-
-def fake_cuda(log):
-    cuda = types.ModuleType("pycuda.driver")
-
-    class Error(Exception):
-        pass
-
-    class Ctx:
-        def push(self):
-            log.append("push")
-
-        def pop(self):
-            log.append("pop")
-
-        def detach(self):
-            log.append("detach")
-
-    class Device:
-        def __init__(self, i):
-            self.i = i
-
-        def compute_capability(self):
-            return (8, 7)
-
-        def name(self):
-            return "Orin"
-
-        def make_context(self):
-            log.append("make_context")
-            return Ctx()
-
-    class Stream:
-        handle = 1234
-
-        def synchronize(self):
-            log.append("synchronize")
-
-    def pagelocked_empty(shape, dtype):
-        log.append(("pagelocked_empty", tuple(shape)))
-        return np.empty(shape, dtype)
-
-    def htod(dst, src, stream):
-        log.append("htod")
-        dst.buf = np.frombuffer(src.tobytes(), np.uint8).copy()
-
-    def dtoh(dst, src, stream):
-        log.append("dtoh")
-        dst[...] = np.frombuffer(src.buf.tobytes(), dst.dtype).reshape(dst.shape)
-
-    cuda.Error, cuda.Device, cuda.Stream = Error, Device, Stream
-    cuda.init = lambda: log.append("init")
-    cuda.pagelocked_empty, cuda.mem_alloc = pagelocked_empty, FakeMem
-    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = htod, dtoh
-    return cuda
-
-
-def fake_trt(version, log, legacy=False):
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-    trt.nptype = lambda dt: dt
-    io = [("input", (1, 3, 64, 64), True), ("logits", (1, 3), False)]
-
-    class Context:
-        def __init__(self):
-            self.addr = {}
-
-        def set_tensor_address(self, name, ptr):
-            log.append(("set_tensor_address", name))
-            self.addr[name] = ptr
-
-        def _compute(self, x_ptr, y_ptr):
-            x = np.frombuffer(FakeMem.registry[x_ptr].buf.tobytes(), np.float32).reshape(1, 3, 64, 64)
-            FakeMem.registry[y_ptr].buf = np.frombuffer(x.mean(axis=(2, 3)).astype(np.float32).tobytes(), np.uint8).copy()
-            return True
-
-        def execute_async_v3(self, stream_handle):
-            log.append(("execute_async_v3", stream_handle))
-            return self._compute(self.addr["input"], self.addr["logits"])
-
-    class LegacyContext(Context):
-        def execute_async_v2(self, bindings, stream_handle):
-            log.append(("execute_async_v2", stream_handle))
-            return self._compute(bindings[0], bindings[1])
-
-    class Engine:
-        num_io_tensors = len(io)
-
-        def get_tensor_name(self, i):
-            return io[i][0]
-
-        def get_tensor_shape(self, name):
-            return next(s for n, s, _ in io if n == name)
-
-        def get_tensor_dtype(self, name):
-            return np.float32
-
-        def get_tensor_mode(self, name):
-            return "INPUT" if next(i for n, _, i in io if n == name) else "OUTPUT"
-
-        def create_execution_context(self):
-            return Context()
-
-    class LegacyEngine:
-        num_bindings = len(io)
-
-        def get_binding_name(self, i):
-            return io[i][0]
-
-        def get_binding_shape(self, i):
-            return io[i][1]
-
-        def get_binding_dtype(self, i):
-            return np.float32
-
-        def binding_is_input(self, i):
-            return io[i][2]
-
-        def create_execution_context(self):
-            ctx = LegacyContext()
-            return types.SimpleNamespace(execute_async_v2=ctx.execute_async_v2)
-
-    class Logger:
-        WARNING = "W"
-
-        def __init__(self, level):
-            pass
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, blob):
-            log.append(("deserialize", bytes(blob)))
-            return LegacyEngine() if legacy else Engine()
-
-    trt.Logger, trt.Runtime = Logger, Runtime
-    return trt
-
-
+# -- backend through the strict per-version fakes (tests/trt_fakes.py) -----------------------------
 @pytest.fixture
-def fakes(monkeypatch):
-    def install(version="10.3.0", legacy=False):
-        log: list = []
-        cuda = fake_cuda(log)
-        pkg = types.ModuleType("pycuda")
-        pkg.driver = cuda
-        monkeypatch.setitem(sys.modules, "pycuda", pkg)
-        monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
-        monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(version, log, legacy))
-        monkeypatch.setattr("edgefg.tensorrt.cache.TEGRA_RELEASE", __import__("pathlib").Path("/nonexistent"))
-        return log
+def fakes(monkeypatch, tmp_path):
+    """Install fake tensorrt (a given version) + pycuda; the device facts come from pycuda (SM 8.7, 8 SMs)."""
+    from edgefg.tensorrt import device as dev
+
+    empty = tmp_path / "no-sys"
+    monkeypatch.setattr("edgefg.tensorrt.cache.TEGRA_RELEASE", empty / "nv_tegra_release")
+    real = dev.SystemPaths
+    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=empty, cuda_home=empty, tegra_release=empty / "x"))
+
+    def install(version="10.3.0", **kw):
+        trt, cuda = fake_tensorrt(version, **kw), fake_pycuda()
+        trt_fakes.install(monkeypatch, trt, cuda)
+        return trt, cuda
 
     return install
 
 
-def store_engine(bundle, trt_version):
-    m = load_manifest(bundle)
-    key = engine_key(m, DeviceInfo(trt_version, "8.7", None))
-    return EngineCache(bundle / "engines").store(key, f"engine-{trt_version}".encode(), {})
+def build_with(trt, bundle, **kw):
+    from edgefg.tensorrt.builder import build_engine
+
+    return build_engine(bundle, trt=trt, **kw)
 
 
-@pytest.mark.parametrize("legacy", [False, True], ids=["tensor-api", "bindings-api"])
-def test_backend_runs_cached_engine_through_pinned_buffers(trt_bundle, tmp_path, fakes, legacy):
+def copy_bundle(src, dst):
     import shutil
 
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def xavier_bundle(tiny_artifacts, tmp_path_factory):
+    from edgefg.deploy import deploy
+
+    return deploy(tiny_artifacts["int8"], "jetson-xavier-nx", tmp_path_factory.mktemp("trt-rt85") / "b").directory
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "8.6.1", "8.5.2"])
+def test_backend_runs_engine_built_by_the_same_fakes(trt_bundle, xavier_bundle, tmp_path, fakes, version):
     from edgefg.runtime.model import LoadedBundle
 
-    bundle = tmp_path / "b"
-    shutil.copytree(trt_bundle, bundle)
-    store_engine(bundle, "10.3.0")
-    log = fakes("10.3.0", legacy=legacy)
+    bundle = copy_bundle(trt_bundle if version.startswith("10.") else xavier_bundle, tmp_path / "b")  # 8.x: opset 17
+    trt, cuda = fakes(version)
+    build_with(trt, bundle)  # engine key from the pycuda probe, as the runtime computes it
     FakeMem.registry.clear()
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     with LoadedBundle(bundle) as b:
         scores = b.scores(x)  # batch 2 on a batch-1 engine: two runs
-    np.testing.assert_allclose(scores, x.mean(axis=(2, 3)), rtol=1e-6)
-    assert ("deserialize", b"engine-10.3.0") in log
-    assert ("pagelocked_empty", (1, 3, 64, 64)) in log and ("pagelocked_empty", (1, 3)) in log
-    run = ("execute_async_v2" if legacy else "execute_async_v3", 1234)
-    assert log.count(run) == 2 and log.count("htod") == 2 and log.count("dtoh") == 2 and log.count("synchronize") == 2
-    assert log[-2:] == ["pop", "detach"] and log.count("push") == log.count("pop") - 1  # make_context pushes once
-    assert FakeMem.registry and all(m.freed for m in FakeMem.registry.values())  # device buffers freed on close
+        assert b.backend.engine_key.sm_count == 8 and b.backend.engine_key.gpu == "Orin (nvgpu)"
+    np.testing.assert_allclose(scores, x.mean(axis=(2, 3)), rtol=1e-5)
+    assert trt.rec.find("execute_async_v3") and not trt.rec.find("execute_async_v2")  # 8.5+: tensor API
+    assert ("pagelocked_empty", (1, 3, 64, 64)) in cuda.log and cuda.log.count("synchronize") == 3  # 2 runs + close
+    assert cuda.log[-2:] == ["pop", "detach"]
+    assert all(m.freed for m in FakeMem.registry.values())
+    assert not trt.errors and not cuda.errors, trt.errors + cuda.errors  # nothing freed after its context went away
+
+
+def test_backend_bindings_api_on_trt82(tiny_artifacts, tmp_path, fakes):
+    from edgefg.deploy import deploy
+    from edgefg.runtime.model import LoadedBundle
+
+    bundle = deploy(tiny_artifacts["fp32"], "jetson-nano", tmp_path / "nano", precision="fp16").directory
+    trt, cuda = fakes("8.2.1")
+    build_with(trt, bundle)
+    x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with LoadedBundle(bundle) as b:
+        np.testing.assert_allclose(b.scores(x), x.mean(axis=(2, 3)), rtol=1e-5)
+    assert trt.rec.find("execute_async_v2") and not trt.rec.find("execute_async_v3")
+    assert not trt.errors and not cuda.errors
+
+
+def test_dynamic_shape_engine_gets_input_shape_from_the_manifest(trt_bundle, tmp_path, fakes):
+    from edgefg.runtime.model import LoadedBundle
+    from tests.converters.test_tensorrt_build import dynamic_batch_bundle
+
+    bundle = dynamic_batch_bundle(trt_bundle, tmp_path / "b")
+    trt, cuda = fakes("10.3.0")
+    build_with(trt, bundle)
+    x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with LoadedBundle(bundle) as b:  # the engine reports (-1, 3, 64, 64): the backend sets the shape on the context
+        np.testing.assert_allclose(b.scores(x), x.mean(axis=(2, 3)), rtol=1e-5)
+    assert trt.rec.find("set_input_shape") == [("set_input_shape", "input", (1, 3, 64, 64))]
+    # the old backend compared the engine's (-1, ...) with the manifest and refused the engine
+    import json
+
+    desc = json.loads(next((bundle / "engines").glob("*.engine")).read_bytes()[len(b"FAKEENGINE"):])
+    engine_in = BufferSpec("input", tuple(desc["io"][0]["shape"]), np.dtype(np.float32), True)
+    assert engine_in.shape == (-1, 3, 64, 64)
+    with pytest.raises(ModelLoadError, match=r"\(-1, 3, 64, 64\), the manifest says \(1, 3, 64, 64\)"):
+        check_io(buffer_specs(load_manifest(bundle))[:1], [engine_in])
+
+
+def test_engine_dtypes_are_ours_and_compared():
+    from edgefg.runtime.backends.tensorrt import check_io, numpy_dtype
+
+    trt = fake_tensorrt("8.5.2")
+    with pytest.raises(AttributeError, match="numpy.*bool"):  # what trt.nptype does on NumPy 1.24-1.26
+        trt.nptype(trt.DataType.FLOAT)
+    assert numpy_dtype(trt.DataType.FLOAT) == np.float32 and numpy_dtype(trt.DataType.BOOL) == np.bool_
+    with pytest.raises(UnsupportedError, match="BF16"):
+        numpy_dtype(fake_tensorrt("10.3.0").DataType.BF16)
+    want = [BufferSpec("ids", (1, 4), np.dtype(np.int64), True)]
+    check_io(want, [BufferSpec("ids", (1, 4), np.dtype(np.int32), True)], trt_major=8)  # 8.x: INT64 → INT32
+    with pytest.raises(ModelLoadError, match="int32, the manifest says int64"):
+        check_io(want, [BufferSpec("ids", (1, 4), np.dtype(np.int32), True)], trt_major=10)
+    with pytest.raises(ModelLoadError, match="float16, the manifest says float32"):
+        check_io([BufferSpec("x", (1,), np.dtype(np.float32), True)], [BufferSpec("x", (1,), np.dtype(np.float16), True)])
 
 
 def test_backend_refuses_engine_from_other_tensorrt(trt_bundle, tmp_path, fakes):
-    import shutil
-
     from edgefg.runtime.model import LoadedBundle
 
-    bundle = tmp_path / "b"
-    shutil.copytree(trt_bundle, bundle)
-    store_engine(bundle, "10.3.0")
-    log = fakes("10.7.0")  # JetPack upgraded since the build
+    bundle = copy_bundle(trt_bundle, tmp_path / "b")
+    build_with(fake_tensorrt("10.3.0"), bundle, device=DeviceInfo("10.3.0", "8.7", None, "Orin (nvgpu)", 8, "12.6"))
+    trt, _ = fakes("10.7.0")  # JetPack upgraded since the build
     with pytest.raises(StaleEngineError, match=r"TensorRT 10\.3\.0 \(engine\) vs 10\.7\.0 \(here\)") as err:
         LoadedBundle(bundle)
     assert "edgefg build-engine" in err.value.hint
-    assert not [e for e in log if isinstance(e, tuple) and e[0] == "deserialize"]  # never handed to TensorRT
+    assert not trt.rec.find("deserialize")  # never handed to TensorRT
 
 
 def test_backend_finds_engine_built_for_dla(trt_bundle, tmp_path, fakes):
-    import shutil
-
     from edgefg.runtime.model import LoadedBundle
 
-    bundle = tmp_path / "b"
-    shutil.copytree(trt_bundle, bundle)
-    m = load_manifest(bundle)
-    EngineCache(bundle / "engines").store(engine_key(m, DeviceInfo("10.3.0", "8.7", None), dla_core=1), b"dla-engine", {})
-    log = fakes("10.3.0")
-    with LoadedBundle(bundle) as b:  # `edgefg run` has no DLA option: the device's DLA engine is found
+    bundle = copy_bundle(trt_bundle, tmp_path / "b")
+    trt, cuda = fakes("10.3.0", dla_cores=2)
+    build_with(trt, bundle)
+    # a DLA build of the same model on this device (as build-engine --dla 1 stores it): `edgefg run` has
+    # no DLA option, the newest engine for exactly this device and model is used
+    cache = EngineCache(bundle / "engines")
+    gpu_key = cache.entries()[0][0]
+    cache.store(type(gpu_key).from_dict({**gpu_key.to_dict(), "dla_core": 1}), cache.load(gpu_key), {})
+    for p in cache.paths(gpu_key):  # only the DLA engine: with both, the default (GPU) one is used
+        p.unlink()
+    with LoadedBundle(bundle) as b:
         assert b.backend.engine_key.dla_core == 1 and b.backend._runtime.DLA_core == 1
-    assert ("deserialize", b"dla-engine") in log
+    assert not trt.errors and not cuda.errors
 
 
 def test_backend_without_tensorrt_says_how_to_install(trt_bundle, monkeypatch):
