@@ -3,8 +3,9 @@
 A ``manifest.json`` sits beside the model file(s) of a compressed *artifact* and of a deployed
 *bundle*. It holds everything later stages need — labels, preprocessing, I/O specs, precision,
 backend, target, compression steps, measured accuracy/parity, library versions and a sha256 of
-every file — so nothing is guessed twice. Imports only the standard library (the on-device
-runtime reads it).
+every file — so nothing is guessed twice. Imports only the standard library at import time (the
+on-device runtime reads it); loading checks the strict schema of :mod:`edgefg.trust.schema`
+(``jsonschema``) and, with ``trust``, the bundle's Ed25519 signature (``cryptography``).
 """
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from edgefg.errors import BundleError, ChecksumError, InputPathError, OutputExistsError
 
@@ -143,8 +143,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
-    """Read ``manifest.json`` from an artifact/bundle directory; verify checksums by default."""
+def load_manifest(directory: str | Path, verify: bool = True, trust: Sequence[Any] | None = None) -> Manifest:
+    """Read ``manifest.json`` from an artifact/bundle directory; verify checksums by default.
+
+    The manifest is checked against the strict schema (:mod:`edgefg.trust.schema`) before any field
+    is used. ``trust`` (public key paths or :class:`~edgefg.trust.signing.PublicKey`): the manifest's
+    bytes must carry a signature by one of them (checked before they are parsed), and every file is
+    verified whatever ``verify`` says.
+    """
+    from edgefg.trust.paths import open_confined
+    from edgefg.trust.schema import MAX_MANIFEST_BYTES, check_manifest_data
+
     directory = Path(directory)
     if not directory.exists():
         raise InputPathError(f"'{directory}' does not exist", "pass the directory written by edgefg compress/deploy")
@@ -154,12 +163,25 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
             "wrap a model file into a bundle with: edgefg deploy MODEL --target ...",
         )
     path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise BundleError(f"'{directory}' has no {MANIFEST_NAME}", "is it a directory written by edgefg compress/deploy?")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open_confined(directory, MANIFEST_NAME, MANIFEST_NAME) as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise BundleError(f"'{directory}' has no {MANIFEST_NAME}", "is it a directory written by edgefg compress/deploy?") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"'{path}' is larger than {MAX_MANIFEST_BYTES >> 20} MB", "re-create the bundle")
+    if trust is not None:
+        from edgefg.trust.signing import SIG_NAME, MAX_SIG_BYTES, _read_bundle_file, load_trusted, verify_manifest_bytes
+
+        verify_manifest_bytes(raw, _read_bundle_file(directory, SIG_NAME, MAX_SIG_BYTES), load_trusted(trust), str(directory))
+        verify = True
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"'{path}' is not valid JSON ({exc})", "re-create the bundle") from None
+    except RecursionError:
+        raise BundleError(f"'{path}' is nested too deeply to be a manifest", "re-create the bundle") from None
+    check_manifest_data(data)
     manifest = Manifest.from_dict(data)
     if verify:
         verify_files(directory, manifest)
@@ -173,10 +195,12 @@ def verify_files(directory: str | Path, manifest: Manifest) -> None:
         raise ChecksumError(f"'{directory}' manifest lists no file checksums", "re-create the bundle")
     if manifest.model_file not in manifest.files:
         raise ChecksumError(f"the model file '{manifest.model_file}' has no checksum in the manifest")
+    from edgefg.trust.paths import confined_file
+
     for rel, expected in manifest.files.items():
-        path = directory / rel
-        if not path.is_file():
-            raise ChecksumError(f"'{path}' listed in the manifest is missing", "copy the whole bundle directory")
+        path = confined_file(directory, rel)  # a bad name or a symlink: BundleError
+        if path is None:
+            raise ChecksumError(f"'{directory / rel}' listed in the manifest is missing", "copy the whole bundle directory")
         actual = sha256_file(path)
         if actual != expected:
             raise ChecksumError(
@@ -195,10 +219,14 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"output '{out}' already exists", "choose another path or pass --force to overwrite")
+    from edgefg.trust.outputs import ordinary_modes, sweep_stale, temp_dir
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    sweep_stale(out.parent, out.name)  # what an interrupted run of the same command left behind
+    tmp = temp_dir(out.parent, out.name)
     try:
         yield tmp
+        ordinary_modes(tmp)  # mkdtemp makes it 0700
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

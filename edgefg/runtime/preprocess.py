@@ -22,9 +22,13 @@ _INTERP = {
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to H×W×3 uint8 BGR; raise :class:`DataError` if it is not an image."""
-    data = np.fromfile(str(path), dtype=np.uint8)
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file to H×W×3 uint8 BGR; raise :class:`DataError` if it is not an image, or
+    (before decoding) if its header declares more than ``max_pixels`` (default: the process-wide
+    limit of :mod:`edgefg.runtime.image_limits`)."""
+    from edgefg.runtime.image_limits import read_limited
+
+    data = read_limited(path, max_pixels)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise DataError(f"'{path}' is not a readable image (corrupt or unsupported format)")

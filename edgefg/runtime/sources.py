@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -36,12 +35,12 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 MAX_BAD_READS = 25  # consecutive undecodable frames in a file before it is treated as truncated
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-
-
 def redact(spec: str) -> str:
-    """``rtsp://user:secret@cam/stream`` → ``rtsp://user:***@cam/stream`` (for logs, results, /metrics)."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(spec))
+    """``rtsp://user:secret@cam/stream`` → ``rtsp://user:***@cam/stream``; every other secret form too
+    (see :func:`edgefg.trust.secrets.mask`) — for logs, results, /metrics and errors."""
+    from edgefg.trust.secrets import mask
+
+    return mask(spec)
 
 
 @dataclass
