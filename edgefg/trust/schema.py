@@ -152,7 +152,7 @@ def _fail(field: str, problem: str) -> BundleError:
     problem = " ".join(problem.split())
     if len(problem) > 200:
         problem = problem[:197] + "..."
-    return BundleError(f"manifest.json field '{field}': {problem}", "re-create the bundle with edgefg deploy (or fix the field)")
+    return BundleError(f"manifest.json field '{field}': {problem}", "re-create the bundle with edgefg deploy, or fix the field")
 
 
 def schema_errors(data: Any) -> Iterator[tuple[str, str]]:
