@@ -198,6 +198,14 @@ def cross_checks(data: dict[str, Any]) -> None:
     width = data["outputs"][0]["shape"][-1] if data["outputs"][0]["shape"] else None
     if isinstance(width, int) and width > 0 and width != len(data["labels"]):
         raise _fail("labels", f"{len(data['labels'])} labels for a model output of width {width} (outputs[0].shape[-1])")
+    in_shape, out_shape = data["inputs"][0]["shape"], data["outputs"][0]["shape"]
+    if len(in_shape) != 4:
+        raise _fail("inputs[0].shape", f"{in_shape} is not an image input (N, C, H, W) or (N, H, W, C)")
+    if not 1 <= len(out_shape) <= 4:
+        raise _fail("outputs[0].shape", f"{out_shape} is not a classifier output (N, classes)")
+    for field, shape in (("inputs[0].shape", in_shape), ("outputs[0].shape", out_shape)):
+        if any(isinstance(d, int) and d == 0 for d in shape):
+            raise _fail(field, f"{shape} has a zero dimension")
     pre = data["preprocess"]
     if pre["dtype"] in ("uint8", "int8") and (pre.get("quant_scale") is None or pre.get("quant_zero_point") is None):
         raise _fail("preprocess.quant_scale", f"an {pre['dtype']} input needs quant_scale and quant_zero_point")

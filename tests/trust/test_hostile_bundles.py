@@ -217,3 +217,16 @@ def test_wrap_with_external_data_inside_the_folder_works(tmp_path):
     ok = edgefg("deploy", model, "--target", "onnxruntime-cpu", "-o", tmp_path / "b", "--input-size", "16", "16")
     assert ok.returncode == 0, ok.stderr
     assert set(load_manifest(tmp_path / "b").files) >= {"model.onnx", "w.bin"}
+
+
+def test_schema_covers_every_manifest_field():
+    """A field added to Manifest/Preprocess/TensorSpec must be added to edgefg/trust/schema.py too
+    (additionalProperties is false: an unknown field is refused)."""
+    import dataclasses
+
+    from edgefg.manifest import Manifest, Preprocess, TensorSpec
+    from edgefg.trust.schema import PREPROCESS_FIELDS, TENSOR_FIELDS, manifest_schema
+
+    assert {f.name for f in dataclasses.fields(Manifest)} == set(manifest_schema()["properties"])
+    assert {f.name for f in dataclasses.fields(Preprocess)} <= set(PREPROCESS_FIELDS)
+    assert {f.name for f in dataclasses.fields(TensorSpec)} == set(TENSOR_FIELDS)
