@@ -43,7 +43,7 @@ def _crypto():
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ModuleNotFoundError:
+    except ImportError:  # missing, or a broken install
         raise MissingDependencyError(
             "signed bundles (--trust, sign, keygen) need the optional dependency 'cryptography'",
             "install it with: pip install 'edgefg[trust]' (the runtime-* extras include it)",

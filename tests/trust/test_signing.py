@@ -139,3 +139,33 @@ def test_signature_file_symlink_is_refused(bundle, keys, tmp_path):
     os.symlink(tmp_path / "elsewhere.sig", bundle / SIG_NAME)
     with pytest.raises(BundleError, match="symlink"):
         verify_bundle(bundle, [pub])
+
+
+BLOCKER = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("cryptography", "torch", "onnx", "timm", "nncf"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+sys.meta_path.insert(0, _Block())
+from edgefg.cli import main
+sys.argv = ["edgefg"] + sys.argv[1:]
+main()
+"""
+
+
+def test_cryptography_is_needed_only_with_trust(bundle, keys, photos):
+    import subprocess
+    import sys
+
+    def blocked(*args):
+        return subprocess.run([sys.executable, "-c", BLOCKER, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+    plain = blocked("run", bundle, "--source", photos)
+    assert plain.returncode == 0, plain.stderr
+    line = one_line_error(blocked("run", bundle, "--source", photos, "--trust", keys["old"][1]))
+    assert "cryptography" in line
+    sign_bundle(bundle, keys["old"][0])
+    with_trust = edgefg("run", bundle, "--source", photos, "--trust", keys["old"][1])  # not blocked: works
+    assert with_trust.returncode == 0, with_trust.stderr
