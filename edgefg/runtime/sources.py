@@ -141,6 +141,14 @@ class VideoSource(Source):
                 "gst": "check the pipeline with gst-launch-1.0 and that it ends in 'appsink'",
             }.get(kind, "check that the file is a complete video OpenCV can decode")
             raise SourceError(f"cannot open {kind} source '{redact(spec)}'", hint)
+        w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        from edgefg.runtime.image_limits import ENV, max_pixels
+
+        limit = max_pixels()
+        if limit and w * h > limit:  # what the stream/file header declares, before frames are decoded
+            self.cap.release()
+            raise SourceError(f"{kind} source '{redact(spec)}' delivers {w}×{h} frames, over the {limit / 1e6:g} MP limit",
+                              f"raise it with --max-pixels or {ENV} if such frames are expected")
         total = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(total) if not live and total and total > 0 else None
 

@@ -138,3 +138,21 @@ def test_read_limited_returns_the_file_bytes(tmp_path):
     p = tmp_path / "a.png"
     cv2.imwrite(str(p), np.zeros((4, 4, 3), np.uint8))
     assert read_limited(p).tobytes() == p.read_bytes()
+
+
+def test_video_frames_over_the_limit_are_refused_when_the_source_opens(tmp_path):
+    from edgefg.errors import SourceError
+    from edgefg.runtime.sources import open_source
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(3):
+        writer.write(np.full((48, 64, 3), 128, np.uint8))
+    writer.release()
+    assert len(list(open_source(str(path)))) == 3
+    set_max_pixels(64 * 48 - 1)
+    try:
+        with pytest.raises(SourceError, match="64×48 frames"):
+            open_source(str(path))
+    finally:
+        set_max_pixels(None)
