@@ -230,3 +230,20 @@ def test_schema_covers_every_manifest_field():
     assert {f.name for f in dataclasses.fields(Manifest)} == set(manifest_schema()["properties"])
     assert {f.name for f in dataclasses.fields(Preprocess)} <= set(PREPROCESS_FIELDS)
     assert {f.name for f in dataclasses.fields(TensorSpec)} == set(TENSOR_FIELDS)
+
+
+def test_listed_fifo_or_folder_is_refused_without_hanging(bundle):
+    """A FIFO named like a listed file would block the checksum read forever; a folder is not a file."""
+    (bundle / "labels.txt").unlink()
+    os.mkfifo(bundle / "labels.txt")
+    with pytest.raises(BundleError, match="not a regular file"):
+        load_manifest(bundle)
+    (bundle / "labels.txt").unlink()
+    (bundle / "labels.txt").mkdir()
+    with pytest.raises(BundleError, match="not a regular file"):
+        load_manifest(bundle)
+
+
+def test_unicode_and_odd_but_safe_names_are_fine(tmp_path):
+    b = make_bundle(tmp_path / "b", labels=("Äpfel", "naïve bird / 2", "  spaced  "))
+    assert load_manifest(b).labels[1] == "naïve bird / 2"
