@@ -71,12 +71,15 @@ def mask(text: object) -> str:
     return s
 
 
-def _remember_parts(value: str) -> None:
-    """Remember the secret parts of ``value`` (a URL's password/token and secret parameters), or the
-    whole value when it is not a URL."""
+def _remember_parts(value: str, whole: bool) -> None:
+    """Remember the secret parts of ``value``: all of it when ``whole`` (a password, a token), else a
+    URL's password/token and secret parameters (a source that is not a URL — a folder, a camera
+    index — carries no secret and stays readable in logs)."""
+    if whole:
+        remember(value)
+        return
     m = _URL.search(value)
     if not m:
-        remember(value)
         return
     split = _userinfo_split(m["rest"])
     if split:
@@ -86,10 +89,11 @@ def _remember_parts(value: str) -> None:
         remember(p["val"])
 
 
-def resolve(spec: str | None, what: str = "value") -> str | None:
-    """``env:VAR`` → ``$VAR``; ``file:PATH`` → the file's first line; anything else unchanged.
-
-    Raises :class:`InputPathError` (exit 2) when the variable is unset or the file unreadable.
+def resolve(spec: str | None, what: str = "value", whole: bool = False) -> str | None:
+    """``env:VAR`` → ``$VAR``; ``file:PATH`` → the file's first line; anything else (``file://`` URLs
+    included) unchanged. ``whole``: the value is a secret as a whole (a password, a token), not a URL
+    with a secret inside. Raises :class:`InputPathError` (exit 2) when the variable is unset or the
+    file unreadable.
     """
     if spec is None:
         return None
@@ -100,15 +104,15 @@ def resolve(spec: str | None, what: str = "value") -> str | None:
         if not name or value is None or value == "":
             raise InputPathError(f"{what}: environment variable '{name}' is not set", "set it (e.g. in the systemd EnvironmentFile)")
         value = value.strip()
-    elif spec.startswith("file:"):
-        value = read_secret_file(spec[5:], what)
+    elif spec.startswith("file:") and not spec.startswith("file://"):
+        return read_secret_file(spec[5:], what, whole)
     else:
         return spec
-    _remember_parts(value)
+    _remember_parts(value, whole)
     return value
 
 
-def read_secret_file(path: str | Path, what: str = "value") -> str:
+def read_secret_file(path: str | Path, what: str = "value", whole: bool = False) -> str:
     p = Path(path)
     try:
         if p.stat().st_size > MAX_SECRET_FILE:
@@ -120,5 +124,5 @@ def read_secret_file(path: str | Path, what: str = "value") -> str:
     if not lines:
         raise InputPathError(f"{what} file '{p}' is empty")
     value = lines[0]
-    _remember_parts(value)
+    _remember_parts(value, whole)
     return value

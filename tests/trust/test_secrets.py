@@ -45,7 +45,11 @@ def test_resolve_env_and_file_and_remember(monkeypatch, tmp_path):
     f.write_text("# the camera\nrtsp://eve:Qq7-file@cam2/live\n")
     assert resolve(f"file:{f}") == "rtsp://eve:Qq7-file@cam2/live"
     assert "Qq7-file" not in mask("x Qq7-file y")
-    assert resolve("0") == "0" and resolve(None) is None
+    assert resolve("0") == "0" and resolve(None) is None and resolve("file:///v.mp4") == "file:///v.mp4"
+    monkeypatch.setenv("FOLDER", str(tmp_path))
+    assert resolve("env:FOLDER") == str(tmp_path) and mask(str(tmp_path)) == str(tmp_path)  # not a secret: stays readable
+    monkeypatch.setenv("MQTT_PASSWORD", "Pw-0987")
+    assert resolve("env:MQTT_PASSWORD", whole=True) == "Pw-0987" and mask("login Pw-0987") == "login ***"
     with pytest.raises(InputPathError, match="NOPE_UNSET"):
         resolve("env:NOPE_UNSET")
     with pytest.raises(InputPathError, match="cannot be read"):
