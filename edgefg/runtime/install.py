@@ -84,7 +84,7 @@ def copy_listed(bundle: Path, manifest: Manifest, dest: Path) -> None:
     """Copy the manifest, its signature and the files it lists — nothing else, never through a symlink."""
     from edgefg.trust.signing import SIG_NAME
 
-    names = [MANIFEST_NAME, SIG_NAME, *manifest.files]
+    names = list(dict.fromkeys([MANIFEST_NAME, SIG_NAME, *manifest.files]))
     for name in names:
         try:
             src = open_confined(bundle, name)

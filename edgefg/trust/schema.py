@@ -67,7 +67,7 @@ TENSOR_FIELDS: dict[str, dict[str, Any]] = {
     "name": {"type": "string", "maxLength": 1024},
     "shape": {"type": "array", "maxItems": 8, "items": {"anyOf": [
         {"type": "integer", "minimum": -1, "maximum": 1 << 31}, {"type": "string", "maxLength": 64}]}},
-    "dtype": {"enum": ["float32", "float16", "bfloat16", "float64", "uint8", "int8", "int16", "uint16", "int32", "int64", "bool"]},
+    "dtype": {"enum": ["float32", "float16", "bfloat16", "float64", "uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"]},
     "quant_scale": _NULLABLE_SCALE,
     "quant_zero_point": _NULLABLE_ZERO,
 }
