@@ -171,9 +171,9 @@ def load_manifest(directory: str | Path, verify: bool = True, trust: Sequence[An
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"'{path}' is larger than {MAX_MANIFEST_BYTES >> 20} MB", "re-create the bundle")
     if trust is not None:
-        from edgefg.trust.signing import SIG_NAME, MAX_SIG_BYTES, _read_bundle_file, load_trusted, verify_manifest_bytes
+        from edgefg.trust.signing import verify_manifest_signature
 
-        verify_manifest_bytes(raw, _read_bundle_file(directory, SIG_NAME, MAX_SIG_BYTES), load_trusted(trust), str(directory))
+        verify_manifest_signature(directory, raw, trust)  # over the very bytes parsed below
         verify = True
     try:
         data = json.loads(raw.decode("utf-8"))
@@ -195,13 +195,19 @@ def verify_files(directory: str | Path, manifest: Manifest) -> None:
         raise ChecksumError(f"'{directory}' manifest lists no file checksums", "re-create the bundle")
     if manifest.model_file not in manifest.files:
         raise ChecksumError(f"the model file '{manifest.model_file}' has no checksum in the manifest")
-    from edgefg.trust.paths import confined_file
+    from edgefg.trust.paths import open_confined
 
     for rel, expected in manifest.files.items():
-        path = confined_file(directory, rel)  # a bad name or a symlink: BundleError
-        if path is None:
-            raise ChecksumError(f"'{directory / rel}' listed in the manifest is missing", "copy the whole bundle directory")
-        actual = sha256_file(path)
+        path = directory / rel
+        try:
+            fh = open_confined(directory, rel)  # a bad name, a symlink, not a regular file: BundleError
+        except FileNotFoundError:
+            raise ChecksumError(f"'{path}' listed in the manifest is missing", "copy the whole bundle directory") from None
+        with fh:
+            digest = hashlib.sha256()
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        actual = digest.hexdigest()
         if actual != expected:
             raise ChecksumError(
                 f"checksum mismatch for '{path}' (expected {expected[:12]}…, got {actual[:12]}…)",

@@ -136,7 +136,7 @@ def _message(manifest_bytes: bytes) -> bytes:
     return DOMAIN + manifest_bytes
 
 
-def _read_bundle_file(bundle: Path, name: str, limit: int) -> bytes | None:
+def read_bundle_file(bundle: Path, name: str, limit: int) -> bytes | None:
     from edgefg.trust.paths import open_confined
 
     try:
@@ -196,6 +196,12 @@ def verify_manifest_bytes(manifest_bytes: bytes, sig_bytes: bytes | None, truste
     )
 
 
+def verify_manifest_signature(bundle: str | Path, manifest_bytes: bytes, trusted: Iterable[str | Path | PublicKey]) -> PublicKey:
+    """Check the signature of ``manifest_bytes`` (as read from ``bundle``) against ``trusted`` keys."""
+    sig = read_bundle_file(Path(bundle), SIG_NAME, MAX_SIG_BYTES)
+    return verify_manifest_bytes(manifest_bytes, sig, load_trusted(trusted), str(bundle))
+
+
 def verify_bundle(bundle: str | Path, trusted: Iterable[str | Path | PublicKey]) -> PublicKey:
     """Check ``bundle``'s signature against ``trusted`` keys (manifest bytes only; see load_manifest for all)."""
     from edgefg.manifest import MANIFEST_NAME
@@ -203,10 +209,10 @@ def verify_bundle(bundle: str | Path, trusted: Iterable[str | Path | PublicKey])
 
     bundle = Path(bundle)
     keys = load_trusted(trusted)
-    manifest = _read_bundle_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    manifest = read_bundle_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
     if manifest is None:
         raise BundleError(f"'{bundle}' has no {MANIFEST_NAME}")
-    return verify_manifest_bytes(manifest, _read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES), keys, str(bundle))
+    return verify_manifest_bytes(manifest, read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES), keys, str(bundle))
 
 
 def sign_bundle(bundle: str | Path, private_key: str | Path | Any, replace_all: bool = False) -> str:
@@ -219,11 +225,11 @@ def sign_bundle(bundle: str | Path, private_key: str | Path | Any, replace_all: 
     bundle = Path(bundle)
     key = private_key if not isinstance(private_key, (str, Path)) else load_private_key(private_key)
     load_manifest(bundle, verify=True)  # never sign a bundle that does not verify
-    manifest = _read_bundle_file(bundle, MANIFEST_NAME, 1 << 30)
+    manifest = read_bundle_file(bundle, MANIFEST_NAME, 1 << 30)
     assert manifest is not None
     kid = key_id(_raw(key.public_key()))
     sigs: list[dict[str, str]] = []
-    existing = _read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES)
+    existing = read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES)
     if existing is not None and not replace_all:
         try:
             sigs = [s for s in _parse_signatures(existing, str(bundle / SIG_NAME)) if s["key_id"] != kid]
