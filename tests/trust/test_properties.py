@@ -165,3 +165,36 @@ def test_random_bytes_are_never_decoded_blind(tmp_path_factory, raw):
     except ValueError:
         return
     assert w >= 0 and h >= 0 and not math.isnan(w)
+
+
+@settings(max_examples=40, deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_cli_on_mutated_manifests_exits_0_or_2_without_traceback(good, tmp_path_factory, data):
+    """`edgefg run` and `edgefg install` (in-process, click's runner) on a manifest with one field
+    replaced: exit 0 (still a valid bundle) or 2 with an `error:` line; never an uncaught exception."""
+    import cv2
+    import numpy as np
+    from click.testing import CliRunner
+
+    from edgefg.cli import cli
+
+    bundle, manifest = good
+    image = tmp_path_factory.mktemp("img") / "x.png"
+    cv2.imwrite(str(image), np.full((20, 30, 3), 90, np.uint8))
+    path = data.draw(st.sampled_from([p for p in _paths(manifest) if p]))
+    m = json.loads(json.dumps(manifest))
+    node = m
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = data.draw(json_values)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    try:
+        for args in (["run", str(bundle), "--source", str(image)], ["install", str(bundle), "--into", str(tmp_path_factory.mktemp("dev"))]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code in (0, 2), (args, result.output, result.exception)
+            assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+            if result.exit_code == 2:
+                assert "error:" in result.output
+    finally:
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
