@@ -70,7 +70,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-images", type=int, help="first N test images per run (quick check)")
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--speed", action="store_true", help="only time the two resizers per frame (README block preprocess-speed)")
     args = ap.parse_args()
+    if args.speed:
+        return speed(args.no_readme)
 
     import dataclasses
 
@@ -148,6 +151,42 @@ def main() -> int:
 
         print("README block updated" if write_block("preprocess-parity", md) else "README has no 'preprocess-parity' block")
     shutil.rmtree(work.parent, ignore_errors=True) if os.environ.get("EDGEFG_CLEAN") else None
+    return 0
+
+
+def speed(no_readme: bool, rounds: int = 7, iters: int = 20) -> int:
+    """Per-frame preprocessing time, pil vs opencv resizer, interleaved rounds (medians)."""
+    import dataclasses
+
+    from edgefg.manifest import Preprocess
+    from edgefg.runtime.preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    frames = {"1920×1080 camera frame": rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8),
+              "500×375 photo": rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)}
+    spec = Preprocess(input_size=(224, 224), crop_pct=0.875, interpolation="bicubic")
+    specs = {r: dataclasses.replace(spec, resize=r) for r in ("pil", "opencv")}
+    times: dict[tuple[str, str], list[float]] = {(f, r): [] for f in frames for r in specs}
+    for _ in range(rounds):
+        for f, img in frames.items():
+            for r, sp in specs.items():
+                preprocess(img, sp)
+                t = time.perf_counter()
+                for _ in range(iters):
+                    preprocess(img, sp)
+                times[(f, r)].append((time.perf_counter() - t) / iters * 1000)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    rows = [f"| {f} | {med[(f, 'pil')]:.2f} ms | {med[(f, 'opencv')]:.2f} ms | {med[(f, 'pil')] / med[(f, 'opencv')]:.1f}× |" for f in frames]
+    md = (f"Written by `python benchmarks/preprocess_parity.py --speed` on {cpu_model()}: one thread, bicubic, crop_pct 0.875 → 224×224, "
+          f"medians of {rounds} interleaved rounds of {iters} frames.\n\n| input | pil (exact) | opencv | pil / opencv |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    print(md)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "preprocess_speed.json").write_text(json.dumps({"machine": cpu_model(), "ms": {f"{f} / {r}": v for (f, r), v in med.items()}}, indent=2) + "\n")
+    if not no_readme:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from readme_block import write_block
+
+        print("README block updated" if write_block("preprocess-speed", md) else "README has no 'preprocess-speed' block")
     return 0
 
 

@@ -49,9 +49,11 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EdgefgError as exc:
-            click.echo(f"error: {exc.message}", err=True)
+            from edgefg.trust.secrets import mask
+
+            click.echo(f"error: {mask(exc.message)}", err=True)  # no password/token in an error line
             if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
+                click.echo(f"hint: {mask(exc.hint)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -66,6 +68,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "build-engine": "edgefg.tensorrt.cli:build_engine_cmd",
     "compare": "edgefg.validate.compare_cli:compare_cmd",
     "doctor": "edgefg.tensorrt.cli:doctor_cmd",
+    "keygen": "edgefg.trust.cli:keygen_cmd",
+    "sign": "edgefg.trust.cli:sign_cmd",
+    "verify": "edgefg.trust.cli:verify_cmd",
 }
 
 
@@ -94,12 +99,27 @@ def cli(verbose: int) -> None:
     edgefg validate BUN --data DIR --reference R  accuracy gate (exit 1 on regression)
     edgefg run BUN --source 0                     on-device inference
     edgefg bench BUN1 BUN2                        side-by-side latency
+    edgefg sign BUN --key K ; edgefg install BUN --into DIR --trust K.pub
     """
     _setup_logging(verbose)
+    try:  # environment settings, range-checked once, before any command uses them
+        from edgefg.runtime.image_limits import max_pixels
+        from edgefg.runtime.threads import env_threads
+
+        max_pixels()
+        env_threads()
+    except EdgefgError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
 
 
 # --------------------------------------------------------------------------------------------
 from edgefg.compress.cli_options import INTERPOLATIONS, compress_options, preprocess_options  # noqa: E402  (click only)
+from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_paths  # noqa: E402  (click only)
+
+POSITIVE = click.FloatRange(min=0, min_open=True)
+FRACTION = click.FloatRange(0, 1)
+THREADS = click.IntRange(1, 1024)
 
 
 @cli.command()
@@ -107,7 +127,7 @@ from edgefg.compress.cli_options import INTERPOLATIONS, compress_options, prepro
 @click.option("--data", type=click.Path(path_type=Path), help="Calibration images (ImageFolder: one sub-folder per class).")
 @click.option("--val-data", type=click.Path(path_type=Path), help="Labelled images for the before/after report (default: --data).")
 @click.option("--recipe", default="int8", show_default=True, help="Built-in recipe (fp32, int8, int8-accuracy, prune-kd, prune-kd-int8, evit, tome, ila) or a .toml/.yaml recipe file.")
-@click.option("--calib-size", default=300, show_default=True, help="Calibration images, stratified over classes.")
+@click.option("--calib-size", default=300, show_default=True, type=click.IntRange(1), help="Calibration images, stratified over classes.")
 @click.option("--arch", help="timm architecture, for a bare checkpoint (.safetensors/.pth).")
 @click.option("--num-classes", type=int, help="Number of classes, for a bare checkpoint.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file (one class name per line).")
@@ -115,6 +135,7 @@ from edgefg.compress.cli_options import INTERPOLATIONS, compress_options, prepro
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
 @click.option("--seed", default=0, show_default=True)
 @preprocess_options
+@max_pixels_option
 @compress_options
 @handle_errors
 def compress(model, data, val_data, recipe, calib_size, arch, num_classes, labels, out, force, seed, crop_mode, crop_pct, interpolation, resize,
@@ -156,21 +177,29 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file, when ARTIFACT is an already-converted model file.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
-@click.option("--calib-size", type=int, default=300, show_default=True, help="Images from --data for converters that calibrate (TFLite INT8).")
+@click.option("--calib-size", type=click.IntRange(1), default=300, show_default=True, help="Images from --data for converters that calibrate (TFLite INT8).")
 @click.option("--embed-preprocess", is_flag=True, help="OpenVINO: put normalisation, BGR→RGB and NHWC→NCHW in the IR (PrePostProcessor); the model then takes uint8 pixels.")
 @click.option("--mean", type=float, nargs=3, help="Wrapped model file: input mean on 0-1 pixels (default: config.json, or raw pixels for uint8/int8 inputs).")
-@click.option("--std", type=float, nargs=3, help="Wrapped model file: input std on 0-1 pixels.")
-@click.option("--input-size", type=int, nargs=2, help="Wrapped model file with a dynamic input size: H W.")
+@click.option("--std", type=POSITIVE, nargs=3, help="Wrapped model file: input std on 0-1 pixels.")
+@click.option("--input-size", type=click.IntRange(1, 8192), nargs=2, help="Wrapped model file with a dynamic input size: H W.")
 @click.option("--interpolation", type=click.Choice(INTERPOLATIONS), help="Wrapped model file: resize interpolation.")
-@click.option("--crop-pct", type=float, help="Wrapped model file: crop fraction (resize to input/crop_pct, then crop; 1.0 = no crop).")
+@click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), help="Wrapped model file: crop fraction (resize to input/crop_pct, then crop; 1.0 = no crop).")
 @click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Wrapped model file: timm eval crop mode.")
 @click.option("--resize", type=click.Choice(["pil", "opencv"]), help="Wrapped model file: resizer (default: pil with a timm config.json, else opencv).")
 @click.option("--output-activation", type=click.Choice(["logits", "softmax"]), help="Wrapped model file: what the output holds (default: read from the graph).")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the bundle with this private key (edgefg keygen) when it is written.")
+@max_pixels_option
 @handle_errors
 def deploy(artifact, target, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
-           crop_mode, resize, output_activation) -> None:
+           crop_mode, resize, output_activation, sign_key) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
+
+    signer = None
+    if sign_key:  # a bad key fails now, not after the conversion
+        from edgefg.trust.signing import load_private_key
+
+        signer = load_private_key(sign_key)
 
     wrap = {"mean": mean, "std": std, "input_size": input_size, "interpolation": interpolation, "crop_pct": crop_pct,
             "crop_mode": crop_mode, "resize": resize, "output_activation": output_activation}
@@ -178,6 +207,10 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
                         wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None)
     m, p = result.manifest, result.manifest.parity
     console = _console()
+    if signer is not None:
+        from edgefg.trust.signing import sign_bundle
+
+        console.print(f"signed {out} with key {sign_bundle(out, signer)}")
     if target not in (result.target.name, result.target.path):
         rt = result.target.runtime
         versions = ", ".join(f"{k} {rt[k]}" for k in ("jetpack", "tensorrt", "openvino", "litert") if k in rt)
@@ -205,26 +238,29 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled ImageFolder, or a flat folder (agreement only).")
 @click.option("--reference", type=click.Path(path_type=Path), help="Reference: an artifact/bundle directory, an .onnx, or a PyTorch model.")
-@click.option("--max-top1-drop", type=float, help="Fail if top-1 drops more than this many points vs the reference.")
-@click.option("--max-class-drop", type=float, help="Fail if any class drops more than this many points.")
-@click.option("--min-top1", type=float, help="Fail if top-1 (fraction 0-1) is below this.")
-@click.option("--min-agreement", type=float, help="Fail if top-1 agreement with the reference is below this.")
-@click.option("--max-images", type=int, help="Use only the first N images.")
+@click.option("--max-top1-drop", type=click.FloatRange(0, 100), help="Fail if top-1 drops more than this many points vs the reference.")
+@click.option("--max-class-drop", type=click.FloatRange(0, 100), help="Fail if any class drops more than this many points.")
+@click.option("--min-top1", type=FRACTION, help="Fail if top-1 (fraction 0-1) is below this.")
+@click.option("--min-agreement", type=FRACTION, help="Fail if top-1 agreement with the reference is below this.")
+@click.option("--max-images", type=click.IntRange(1), help="Use only the first N images.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the full result as JSON.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write the checks as JUnit XML.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
 @click.option("--check-preprocess", is_flag=True, help="Also compare the bundle's input tensors with timm's own eval transform (needs timm).")
 @click.option("--check-images", type=click.IntRange(1), default=32, show_default=True, help="Images (stratified) for --check-preprocess.")
+@trust_option
+@max_pixels_option
 @handle_errors
 def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown,
-             check_preprocess, check_images) -> None:
+             check_preprocess, check_images, trust) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
     from edgefg.validate.report import validation_markdown, write_json, write_junit
 
     thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement)
-    result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0)
+    result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0,
+                          trust=trust_paths(trust))
     if json_out:
         write_json(json_out, result)
     if junit:
@@ -243,32 +279,36 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
              "! nvvidconv flip-method=0 ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false'\n"
              "  (edgefg run BUNDLE --print-gst-pipeline prints it for the bundle's target)")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--source", help="Camera index, /dev/videoN, RTSP/HTTP URL, video file, image file/folder/glob, or gst:PIPELINE.")
-@click.option("--max-frames", type=int, help="Stop after N frames.")
+@click.option("--source", help="Camera index, /dev/videoN, RTSP/HTTP URL, video file, image file/folder/glob, or gst:PIPELINE; "
+              "env:VAR or file:PATH reads it from there (keeps a password off the command line).")
+@click.option("--source-file", type=click.Path(path_type=Path), help="Read the source (e.g. an RTSP URL with credentials) from the first line of this file.")
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames.")
 @click.option("--output", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
-@click.option("--rotate-mb", type=float, help="Rotate --output when it passes this size (keeps --rotate-keep old files).")
-@click.option("--rotate-keep", default=5, show_default=True)
-@click.option("--topk", default=3, show_default=True)
-@click.option("--threads", type=int, help="Inference threads (default: all cores).")
-@click.option("--batch", default=1, show_default=True, help="Micro-batch size.")
-@click.option("--batch-wait-ms", default=0.0, show_default=True, help="Wait this long to fill a micro-batch.")
+@click.option("--rotate-mb", type=POSITIVE, help="Rotate --output when it passes this size (keeps --rotate-keep old files).")
+@click.option("--rotate-keep", default=5, show_default=True, type=click.IntRange(0, 10000))
+@click.option("--topk", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--threads", type=THREADS, help="Inference threads (default: all cores, or $EDGEFG_NUM_THREADS).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1024), help="Micro-batch size.")
+@click.option("--batch-wait-ms", default=0.0, show_default=True, type=click.FloatRange(0, 60000), help="Wait this long to fill a micro-batch.")
 @click.option("--roi", help="Fixed crop x,y,w,h in pixels (or fractions 0-1) before preprocessing.")
 @click.option("--smooth", default="none", show_default=True, help="Temporal smoothing: ema:A (A = weight of the newest frame) | majority:N | none.")
-@click.option("--min-confidence", default=0.0, show_default=True, help="Report 'unknown' when the top-1 probability is below this.")
-@click.option("--min-margin", default=0.0, show_default=True, help="Report 'unknown' when top-1 minus top-2 probability is below this.")
+@click.option("--min-confidence", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when the top-1 probability is below this.")
+@click.option("--min-margin", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when top-1 minus top-2 probability is below this.")
 @click.option("--events", is_flag=True, help="Write a line only when the (smoothed) label changes.")
 @click.option("--save-video", type=click.Path(path_type=Path), help="Annotated video (.mkv FFV1, .avi MJPG, .mp4 mp4v; no H.264 here).")
 @click.option("--http", "http_addr", help="Serve /healthz, /latest, /metrics on HOST:PORT (e.g. 127.0.0.1:8080).")
-@click.option("--stats-every", type=float, help="Log throughput/latency/drops as a JSON line every N seconds.")
-@click.option("--stall-timeout", default=10.0, show_default=True, help="Seconds without a frame before a live source is reopened.")
-@click.option("--max-retries", type=int, help="Give up (exit 2) after N failed reopen attempts in a row (default: retry forever).")
+@click.option("--stats-every", type=POSITIVE, help="Log throughput/latency/drops as a JSON line every N seconds.")
+@click.option("--stall-timeout", default=10.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True), help="Seconds without a frame before a live source is reopened.")
+@click.option("--max-retries", type=click.IntRange(0), help="Give up (exit 2) after N failed reopen attempts in a row (default: retry forever).")
 @click.option("--loop", is_flag=True, help="Restart a video file/image folder at its end.")
 @click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
               help="Thread that preprocesses: capture (pipelined; auto for files when a core is spare) or main.")
 @click.option("--print-gst-pipeline", is_flag=True, help="Print a GStreamer camera pipeline for the bundle's target and exit.")
+@trust_option
+@max_pixels_option
 @handle_errors
-def run(bundle, source, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth, min_confidence,
-        min_margin, events, save_video, http_addr, stats_every, stall_timeout, max_retries, loop, preprocess_in, print_gst_pipeline) -> None:
+def run(bundle, source, source_file, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth, min_confidence,
+        min_margin, events, save_video, http_addr, stats_every, stall_timeout, max_retries, loop, preprocess_in, print_gst_pipeline, trust) -> None:
     """Run BUNDLE on a camera, stream, video or images; one JSON line per frame (events: on stderr)."""
     from edgefg.runtime.pipeline import RunOptions, format_summary, run_pipeline
 
@@ -277,9 +317,14 @@ def run(bundle, source, max_frames, output, rotate_mb, rotate_keep, topk, thread
 
         click.echo(gst_pipeline_for_bundle(bundle))
         return
+    from edgefg.trust.secrets import read_secret_file, resolve
+
+    if source and source_file:
+        raise click.UsageError("give --source or --source-file, not both")
+    source = read_secret_file(source_file, "--source-file") if source_file else resolve(source, "--source")
     if not source:
-        raise click.UsageError("--source is required (or --print-gst-pipeline)")
-    opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, stall_timeout_s=stall_timeout, max_retries=max_retries,
+        raise click.UsageError("--source is required (or --source-file, or --print-gst-pipeline)")
+    opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, trust=trust_paths(trust), stall_timeout_s=stall_timeout, max_retries=max_retries,
                       loop=loop, batch=batch, batch_wait_ms=batch_wait_ms, roi=roi, preprocess_in=preprocess_in, smooth=smooth,
                       min_confidence=min_confidence, min_margin=min_margin, events=events, rotate_mb=rotate_mb, rotate_keep=rotate_keep,
                       save_video=save_video, http=http_addr, stats_every_s=stats_every, event_stream=sys.stderr)
@@ -295,13 +340,14 @@ def run(bundle, source, max_frames, output, rotate_mb, rotate_keep, topk, thread
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--into", required=True, type=click.Path(path_type=Path), help="Device directory holding releases/, current and previous.")
-@click.option("--keep", default=3, show_default=True, help="Releases to keep (current and previous always kept).")
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(1, 1000), help="Releases to keep (current and previous always kept).")
+@trust_option
 @handle_errors
-def install(bundle, into, keep) -> None:
+def install(bundle, into, keep, trust) -> None:
     """Verify BUNDLE and make it DIR/current atomically (the old one becomes DIR/previous)."""
     from edgefg.runtime.install import install_bundle
 
-    r = install_bundle(bundle, into, keep=keep)
+    r = install_bundle(bundle, into, keep=keep, trust=trust_paths(trust))
     if r.unchanged:
         click.echo(f"{r.release.name} is already current in {into}")
         return
@@ -323,18 +369,19 @@ def rollback(into) -> None:
 # --------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--rounds", default=5, show_default=True, help="Interleaved rounds (each bundle once per round).")
-@click.option("--iters", default=50, show_default=True, help="Timed inferences per bundle per round.")
-@click.option("--warmup", default=10, show_default=True)
-@click.option("--batch", default=1, show_default=True)
-@click.option("--threads", type=int, help="Inference threads for every bundle (default: all cores).")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 10000), help="Interleaved rounds (each bundle once per round).")
+@click.option("--iters", default=50, show_default=True, type=click.IntRange(1, 1_000_000), help="Timed inferences per bundle per round.")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--threads", type=THREADS, help="Inference threads for every bundle (default: all cores, or $EDGEFG_NUM_THREADS).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write results as JSON.")
+@trust_option
 @handle_errors
-def bench(bundles, rounds, iters, warmup, batch, threads, json_out) -> None:
+def bench(bundles, rounds, iters, warmup, batch, threads, json_out, trust) -> None:
     """Latency, throughput, peak RSS and size of BUNDLES, side by side in one run."""
     from edgefg.runtime.bench import BenchOptions, bench_table, run_bench
 
-    result = run_bench(list(bundles), BenchOptions(rounds=rounds, iters=iters, warmup=warmup, batch=batch, num_threads=threads))
+    result = run_bench(list(bundles), BenchOptions(rounds=rounds, iters=iters, warmup=warmup, batch=batch, num_threads=threads, trust=trust_paths(trust)))
     _console().print(bench_table(result))
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

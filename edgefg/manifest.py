@@ -3,8 +3,9 @@
 A ``manifest.json`` sits beside the model file(s) of a compressed *artifact* and of a deployed
 *bundle*. It holds everything later stages need — labels, preprocessing, I/O specs, precision,
 backend, target, compression steps, measured accuracy/parity, library versions and a sha256 of
-every file — so nothing is guessed twice. Imports only the standard library (the on-device
-runtime reads it).
+every file — so nothing is guessed twice. Imports only the standard library at import time (the
+on-device runtime reads it); loading checks the strict schema of :mod:`edgefg.trust.schema`
+(``jsonschema``) and, with ``trust``, the bundle's Ed25519 signature (``cryptography``).
 """
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from edgefg.errors import BundleError, ChecksumError, InputPathError, OutputExistsError
 
@@ -173,8 +173,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
-    """Read ``manifest.json`` from an artifact/bundle directory; verify checksums by default."""
+def load_manifest(directory: str | Path, verify: bool = True, trust: Sequence[Any] | None = None) -> Manifest:
+    """Read ``manifest.json`` from an artifact/bundle directory; verify checksums by default.
+
+    The manifest is checked against the strict schema (:mod:`edgefg.trust.schema`) before any field
+    is used. ``trust`` (public key paths or :class:`~edgefg.trust.signing.PublicKey`): the manifest's
+    bytes must carry a signature by one of them (checked before they are parsed), and every file is
+    verified whatever ``verify`` says.
+    """
+    from edgefg.trust.paths import open_confined
+    from edgefg.trust.schema import MAX_MANIFEST_BYTES, check_manifest_data
+
     directory = Path(directory)
     if not directory.exists():
         raise InputPathError(f"'{directory}' does not exist", "pass the directory written by edgefg compress/deploy")
@@ -184,12 +193,25 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
             "wrap a model file into a bundle with: edgefg deploy MODEL --target ...",
         )
     path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise BundleError(f"'{directory}' has no {MANIFEST_NAME}", "is it a directory written by edgefg compress/deploy?")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open_confined(directory, MANIFEST_NAME, MANIFEST_NAME) as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise BundleError(f"'{directory}' has no {MANIFEST_NAME}", "is it a directory written by edgefg compress/deploy?") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"'{path}' is larger than {MAX_MANIFEST_BYTES >> 20} MB", "re-create the bundle")
+    if trust is not None:
+        from edgefg.trust.signing import verify_manifest_signature
+
+        verify_manifest_signature(directory, raw, trust)  # over the very bytes parsed below
+        verify = True
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"'{path}' is not valid JSON ({exc})", "re-create the bundle") from None
+    except RecursionError:
+        raise BundleError(f"'{path}' is nested too deeply to be a manifest", "re-create the bundle") from None
+    check_manifest_data(data)
     manifest = Manifest.from_dict(data)
     if verify:
         verify_files(directory, manifest)
@@ -203,11 +225,19 @@ def verify_files(directory: str | Path, manifest: Manifest) -> None:
         raise ChecksumError(f"'{directory}' manifest lists no file checksums", "re-create the bundle")
     if manifest.model_file not in manifest.files:
         raise ChecksumError(f"the model file '{manifest.model_file}' has no checksum in the manifest")
+    from edgefg.trust.paths import open_confined
+
     for rel, expected in manifest.files.items():
         path = directory / rel
-        if not path.is_file():
-            raise ChecksumError(f"'{path}' listed in the manifest is missing", "copy the whole bundle directory")
-        actual = sha256_file(path)
+        try:
+            fh = open_confined(directory, rel)  # a bad name, a symlink, not a regular file: BundleError
+        except FileNotFoundError:
+            raise ChecksumError(f"'{path}' listed in the manifest is missing", "copy the whole bundle directory") from None
+        with fh:
+            digest = hashlib.sha256()
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        actual = digest.hexdigest()
         if actual != expected:
             raise ChecksumError(
                 f"checksum mismatch for '{path}' (expected {expected[:12]}…, got {actual[:12]}…)",
@@ -225,10 +255,14 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"output '{out}' already exists", "choose another path or pass --force to overwrite")
+    from edgefg.trust.outputs import ordinary_modes, sweep_stale, temp_dir
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    sweep_stale(out.parent, out.name)  # what an interrupted run of the same command left behind
+    tmp = temp_dir(out.parent, out.name)
     try:
         yield tmp
+        ordinary_modes(tmp)  # mkdtemp makes it 0700
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

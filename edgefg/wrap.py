@@ -100,12 +100,29 @@ def _inspect_onnx(path: Path) -> ModelIO:
     for tensor in graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-            extra = path.parent / location if location else None
+            extra = _external_data_path(path, location)
             if extra is None or not extra.is_file():
                 raise InputPathError(f"'{path}' keeps weights in '{location}', which is missing", "copy the external data file beside the model")
             if extra not in files:
                 files.append(extra)
     return ModelIO(inp, out, _layout(inp.shape), precision, producer, files)
+
+
+def _external_data_path(model: Path, location: str | None) -> Path | None:
+    """The file an ONNX initializer's external data names — refused unless it is a plain relative name
+    that stays inside the model's folder (a hostile ``../x`` or ``/etc/x`` would be read and copied)."""
+    from edgefg.trust.paths import inside, name_problem
+
+    if not location:
+        return None
+    problem = name_problem(location)
+    extra = model.parent / location
+    if problem or not inside(extra, model.parent):
+        raise InputPathError(
+            f"'{model.name}' keeps weights in '{location[:80]}', outside its folder" + (f" ({problem})" if problem else " (through a symlink)"),
+            "external data must sit beside the model (re-save it with onnx.save(..., location='weights.bin'))",
+        )
+    return extra
 
 
 def _inspect_openvino(path: Path) -> ModelIO:
@@ -116,6 +133,10 @@ def _inspect_openvino(path: Path) -> ModelIO:
     weights = path.with_suffix(".bin")
     if not weights.is_file():
         raise InputPathError(f"'{path}' has no weights file '{weights.name}' beside it", "copy the .bin of the IR next to the .xml")
+    from edgefg.trust.paths import inside
+
+    if not inside(weights, path.parent):
+        raise InputPathError(f"'{weights}' is a symlink out of the model's folder", "copy the real .bin next to the .xml")
     try:
         model = ov.Core().read_model(str(path))
     except RuntimeError as exc:

@@ -28,6 +28,7 @@ class BenchOptions:
     batch: int = 1
     num_threads: int | None = None
     backend: str | None = None  # run every bundle with this backend instead of its manifest's
+    trust: tuple[str, ...] | None = None  # public key paths; every bundle must be signed by one
 
 
 def _input_for(manifest, batch: int) -> np.ndarray:
@@ -44,7 +45,7 @@ def _worker(conn, bundle: str, opts: BenchOptions, backend: str | None) -> None:
     try:
         from edgefg.runtime.model import LoadedBundle
 
-        model = LoadedBundle(bundle, backend=backend, num_threads=opts.num_threads)
+        model = LoadedBundle(bundle, backend=backend, num_threads=opts.num_threads, trust=opts.trust or None)
         x = _input_for(model.manifest, opts.batch)
         time_calls(lambda: model.scores(x), opts.warmup, warmup=0)
         conn.send(("ready", {"backend": model.manifest.backend, "precision": model.manifest.precision, "target": model.manifest.target,
@@ -102,7 +103,7 @@ def run_bench(bundles: list[Path], opts: BenchOptions, backends: list[str | None
     from edgefg.manifest import load_manifest
 
     backends = backends or [opts.backend] * len(bundles)
-    manifests = [load_manifest(b) for b in bundles]  # fail fast, with a clear error, before spawning
+    manifests = [load_manifest(b, trust=opts.trust or None) for b in bundles]  # fail fast, with a clear error, before spawning
     ctx = mp.get_context("spawn")
     workers = []
     try:

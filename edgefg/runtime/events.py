@@ -13,6 +13,8 @@ import time
 from collections import Counter
 from typing import Any, Callable, TextIO
 
+from edgefg.trust.secrets import mask
+
 log = logging.getLogger("edgefg.runtime.events")
 WARN_EVENTS = {"source_lost", "source_open_failed", "source_stalled", "source_gave_up", "corrupt_frame", "sink_error"}
 
@@ -28,7 +30,7 @@ class EventLog:
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"ts": round(time.time(), 3), "event": event, **fields}
-        line = json.dumps(record, default=str)
+        line = mask(json.dumps(record, default=str))  # a URL or token in an error message stays hidden
         with self._lock:
             self.counts[event] += 1
             if self.stream is not None:

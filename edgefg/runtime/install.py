@@ -10,19 +10,25 @@ A bundle is verified (every sha256 in its manifest) before anything is written, 
 directory next to ``releases/``, verified again there, renamed into place, and only then does
 ``current`` switch — by ``os.replace`` of a temporary symlink, which is atomic on POSIX: a service
 (re)starting at any moment sees either the old or the new bundle, never a half-copied one. A bundle
-that fails its checksums is refused and ``current`` is left as it was. Standard library only.
+that fails its checksums (or, with ``trust``, its signature) is refused and ``current`` is left as it
+was. Only the files the manifest lists are copied (plus ``manifest.json`` and ``manifest.sig``), read
+without following symlinks; releases get ordinary permissions, so a service user can read them, and
+temporary folders left by an interrupted install are removed by the next one. Standard library only
+(``cryptography`` with ``trust``).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 from edgefg.errors import BundleError, InputPathError
-from edgefg.manifest import MANIFEST_NAME, load_manifest
+from edgefg.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edgefg.trust.outputs import ordinary_modes, sweep_stale, temp_dir
+from edgefg.trust.paths import open_confined
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -46,7 +52,7 @@ def _target(link: Path) -> Path | None:
 def _switch(link: Path, target: Path) -> None:
     """Point ``link`` at ``target`` atomically (relative link, so DIR can be moved/mounted elsewhere)."""
     rel = os.path.relpath(target, link.parent)
-    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}-link")
     tmp.unlink(missing_ok=True)
     os.symlink(rel, tmp)
     os.replace(tmp, link)
@@ -66,41 +72,80 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def release_name(bundle: Path) -> str:
-    manifest_hash = hashlib.sha256((bundle / MANIFEST_NAME).read_bytes()).hexdigest()[:12]
-    name = load_manifest(bundle, verify=False).name
+def release_name(bundle: Path, manifest: Manifest | None = None) -> str:
+    with open_confined(bundle, MANIFEST_NAME) as fh:
+        manifest_hash = hashlib.sha256(fh.read()).hexdigest()[:12]
+    name = (manifest or load_manifest(bundle, verify=False)).name
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "bundle"
     return f"{safe}-{manifest_hash}"
 
 
-def install_bundle(bundle: str | Path, into: str | Path, keep: int = 3) -> InstallResult:
+def copy_listed(bundle: Path, manifest: Manifest, dest: Path) -> None:
+    """Copy the manifest, its signature and the files it lists — nothing else, never through a symlink."""
+    from edgefg.trust.signing import SIG_NAME
+
+    names = list(dict.fromkeys([MANIFEST_NAME, SIG_NAME, *manifest.files]))
+    for name in names:
+        try:
+            src = open_confined(bundle, name)
+        except FileNotFoundError:
+            if name == SIG_NAME:
+                continue
+            raise
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with src, open(target, "xb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _refresh_signature(bundle: Path, dest: Path) -> None:
+    from edgefg.trust.signing import SIG_NAME
+
+    try:
+        with open_confined(bundle, SIG_NAME) as fh:
+            data = fh.read(1 << 20)
+    except FileNotFoundError:
+        return
+    tmp = dest / f".{SIG_NAME}.tmp-{os.getpid()}"
+    tmp.write_bytes(data)
+    os.replace(tmp, dest / SIG_NAME)
+
+
+def install_bundle(bundle: str | Path, into: str | Path, keep: int = 3, trust: Sequence[Any] | None = None) -> InstallResult:
     """Verify ``bundle``, copy it under ``into/releases``, switch ``into/current`` to it atomically.
 
     ``keep`` releases are kept (always including current and previous); older ones are deleted.
+    ``trust``: public keys, one of which must have signed the bundle.
     Raises :class:`~edgefg.errors.ChecksumError` (and changes nothing) for a corrupt bundle.
     """
+    if keep < 1:
+        raise BundleError(f"keep must be at least 1, got {keep}")
     bundle, into = Path(bundle), Path(into)
-    load_manifest(bundle, verify=True)  # refuse a corrupt bundle before touching DIR
+    manifest = load_manifest(bundle, verify=True, trust=trust)  # refuse a corrupt bundle before touching DIR
     releases = into / RELEASES
     releases.mkdir(parents=True, exist_ok=True)
+    sweep_stale(releases)  # temporary copies an interrupted install left behind
+    sweep_stale(into)
     current = into / CURRENT
     if current.exists() and not current.is_symlink():
         raise BundleError(f"'{current}' exists and is not a symlink", "move it away; edgefg install manages DIR/current as a link")
     old = _target(current)
-    dest = releases / release_name(bundle)
+    dest = releases / release_name(bundle, manifest)
     if old is not None and old == dest.resolve():
         return InstallResult(dest, current, _target(into / PREVIOUS), unchanged=True)
     if not dest.is_dir():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=releases))
+        tmp = temp_dir(releases, dest.name)
         try:
-            shutil.copytree(bundle, tmp, dirs_exist_ok=True, symlinks=False)
-            load_manifest(tmp, verify=True)  # the copy itself (a full disk, a bad card) must verify too
+            copy_listed(bundle, manifest, tmp)
+            load_manifest(tmp, verify=True, trust=trust)  # the copy itself (a full disk, a bad card) must verify too
+            ordinary_modes(tmp)
             os.replace(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     else:
-        load_manifest(dest, verify=True)  # re-installing a release that is already there: check it is intact
+        _refresh_signature(bundle, dest)  # the same manifest, signed since (or by another key)
+        load_manifest(dest, verify=True, trust=trust)  # re-installing a release that is already there: check it is intact
     if old is not None and old.is_dir():
         _switch(into / PREVIOUS, old)
     _switch(current, dest)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,6 +20,7 @@ class LoadedBundle:
 
     ``backend`` runs the bundle's model file with another engine than the manifest names — e.g. a
     Jetson bundle's ONNX in ONNX Runtime on a workstation, as a stand-in for TensorRT.
+    ``trust``: public keys (paths) one of which must have signed the bundle (``--trust``).
     """
 
     def __init__(
@@ -28,10 +29,11 @@ class LoadedBundle:
         verify: bool = True,
         manifest: Manifest | None = None,
         backend: str | None = None,
+        trust: Sequence[Any] | None = None,
         **backend_options: Any,
     ):
         self.directory = Path(directory)
-        self.manifest = manifest or load_manifest(self.directory, verify=verify)
+        self.manifest = manifest or load_manifest(self.directory, verify=verify, trust=trust)
         if backend and backend != self.manifest.backend:
             self.manifest = copy.deepcopy(self.manifest)
             self.manifest.backend, self.manifest.backend_options = backend, {}

@@ -43,6 +43,7 @@ class RunOptions:
     output: Path | None = None  # JSON lines file; None = stdout
     topk: int = 3
     num_threads: int | None = None
+    trust: tuple[str | Path, ...] | None = None  # public keys; the bundle must be signed by one (--trust)
     # source
     stall_timeout_s: float = 10.0
     max_retries: int | None = None  # None = reopen forever
@@ -120,7 +121,7 @@ class Pipeline:
         self.roi = parse_roi(opts.roi)
         self.decider_spec = SmoothSpec.parse(opts.smooth) if not isinstance(opts.smooth, SmoothSpec) else opts.smooth
         self._own_model = not isinstance(bundle, LoadedBundle)
-        self.model = bundle if isinstance(bundle, LoadedBundle) else LoadedBundle(bundle, num_threads=opts.num_threads)
+        self.model = bundle if isinstance(bundle, LoadedBundle) else LoadedBundle(bundle, num_threads=opts.num_threads, trust=opts.trust or None)
         try:
             first, factory = self._source(source)
         except BaseException:

@@ -22,17 +22,20 @@ _CV_INTERP = {
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to H×W×3 uint8 BGR; raise :class:`DataError` if it is not an image.
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file to H×W×3 uint8 BGR; raise :class:`DataError` if it is not an image, or
+    (before decoding) if its header declares more than ``max_pixels`` (default: the process-wide
+    limit of :mod:`edgefg.runtime.image_limits`).
 
     Decoded as timm's loader (PIL ``convert('RGB')``) sees it: EXIF orientation is *not* applied
     (the model was trained and evaluated on the stored pixels), grayscale is replicated to three
     channels, alpha is dropped (not composited), 16-bit samples keep their high byte, CMYK is
     converted by the decoder. Identical to PIL on the cub100 JPEGs (tests check each case).
     """
-    data = np.fromfile(str(path), dtype=np.uint8)
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imdecode(data, flags) if data.size else None
+    from edgefg.runtime.image_limits import read_limited
+
+    data = read_limited(path, max_pixels)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if image is None:
         raise DataError(f"'{path}' is not a readable image (corrupt or unsupported format)")
     return image

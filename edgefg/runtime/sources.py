@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -36,12 +35,12 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 MAX_BAD_READS = 25  # consecutive undecodable frames in a file before it is treated as truncated
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-
-
 def redact(spec: str) -> str:
-    """``rtsp://user:secret@cam/stream`` → ``rtsp://user:***@cam/stream`` (for logs, results, /metrics)."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(spec))
+    """``rtsp://user:secret@cam/stream`` → ``rtsp://user:***@cam/stream``; every other secret form too
+    (see :func:`edgefg.trust.secrets.mask`) — for logs, results, /metrics and errors."""
+    from edgefg.trust.secrets import mask
+
+    return mask(spec)
 
 
 @dataclass
@@ -142,6 +141,14 @@ class VideoSource(Source):
                 "gst": "check the pipeline with gst-launch-1.0 and that it ends in 'appsink'",
             }.get(kind, "check that the file is a complete video OpenCV can decode")
             raise SourceError(f"cannot open {kind} source '{redact(spec)}'", hint)
+        w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        from edgefg.runtime.image_limits import ENV, max_pixels
+
+        limit = max_pixels()
+        if limit and w * h > limit:  # what the stream/file header declares, before frames are decoded
+            self.cap.release()
+            raise SourceError(f"{kind} source '{redact(spec)}' delivers {w}×{h} frames, over the {limit / 1e6:g} MP limit",
+                              f"raise it with --max-pixels or {ENV} if such frames are expected")
         total = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(total) if not live and total and total > 0 else None
 

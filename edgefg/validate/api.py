@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -88,18 +88,20 @@ def validate(
     max_images: int | None = None,
     backend: str | None = None,
     check_preprocess: int = 0,
+    trust: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Score ``bundle_dir`` on ``data`` (and ``reference`` on the same images); evaluate ``thresholds``.
-    ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine).
+    ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine);
     ``check_preprocess`` > 0 compares the bundle's preprocessing with timm's own transform on that
-    many images (stratified) and adds it to the checks (needs timm)."""
+    many images (stratified) and adds it to the checks (needs timm); ``trust``: public keys, one of
+    which must have signed the bundle (the reference is not checked)."""
     thresholds = thresholds or Thresholds()
     missing = thresholds.needs_reference()
     if missing and reference is None:
         raise UnsupportedError(f"{', '.join('--' + m.replace('_', '-') for m in missing)} need(s) --reference", "pass the FP32 artifact or model as --reference")
     if reference is not None and not Path(reference).exists():  # before minutes of scoring, not after
         raise InputPathError(f"reference '{reference}' does not exist", "pass the FP32 artifact/bundle directory, an .onnx, or a PyTorch model")
-    with LoadedBundle(bundle_dir, backend=backend) as bundle:
+    with LoadedBundle(bundle_dir, backend=backend, trust=trust) as bundle:
         images = scan(data, bundle.labels)
         if not images.labelled and reference is None:
             raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")

@@ -45,7 +45,7 @@ def test_cli_exit_codes_and_reports(tiny_bundles, tiny_artifacts, image_folder, 
     assert suite.get("tests") == "1" and suite.get("failures") == "0"
     assert "PASSED" in (tmp_path / "r.md").read_text()
     # an impossible threshold fails the gate with exit code 1 and a JUnit failure
-    bad = runner.invoke(cli, args + ["--min-top1", "1.01", "--junit", str(tmp_path / "f.xml")])
+    bad = runner.invoke(cli, args + ["--min-top1", "1.0", "--junit", str(tmp_path / "f.xml")])  # (> 1 is now a usage error)
     assert bad.exit_code == 1
     assert ET.parse(tmp_path / "f.xml").getroot().find("testsuite/testcase/failure") is not None
     usage = runner.invoke(cli, ["validate", bundle])

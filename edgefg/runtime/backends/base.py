@@ -30,9 +30,11 @@ BACKENDS: dict[str, tuple[str, str]] = {
 
 def default_threads() -> int:
     """Physical-ish core count: what latency-oriented edge inference should use by default."""
-    env = os.environ.get("EDGEFG_NUM_THREADS")
+    from edgefg.runtime.threads import env_threads
+
+    env = env_threads()  # range-checked: a clear error, not a crash or a silent 1
     if env:
-        return max(1, int(env))
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -48,6 +50,8 @@ class Backend(ABC):
     def __init__(self, model_path: str | Path, manifest: Manifest, num_threads: int | None = None, **options: Any):
         self.model_path = Path(model_path)
         self.manifest = manifest
+        if num_threads is not None and not 1 <= num_threads <= 1024:
+            raise UnsupportedError(f"threads must be between 1 and 1024, got {num_threads}")
         self.num_threads = num_threads or default_threads()
         self.options = {**manifest.backend_options, **options}
 
