@@ -253,7 +253,9 @@ def _apply_torch_step(i: int, step: dict, module, teacher, model: LoadedModel, t
         from edgefg.compress.prune import PruneOptions, prune
 
         data = _prune_batch(train_samples, model, opts.seed) if train_samples else None
-        desc = prune(module, model.preprocess.input_size, PruneOptions(float(step.get("ratio", 0.3)), step.get("round_to"), step.get("importance", "auto")), data)
+        popts = PruneOptions(float(step.get("ratio", 0.3)), step.get("round_to"), step.get("importance", "auto"),
+                             global_pruning=bool(step.get("global", False)), bn_recalibrate=bool(step.get("bn_recalibrate", True)))
+        desc = prune(module, model.preprocess.input_size, popts, data)
         return module, desc
     if kind in ("distil", "finetune"):
         need_data()

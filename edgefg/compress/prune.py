@@ -23,6 +23,8 @@ class PruneOptions:
     round_to: int | None = None  # keep channel counts multiples of this (hardware friendly)
     importance: str = "auto"  # auto (taylor with data, else magnitude) | taylor | magnitude | lamp | random
     iterative_steps: int = 5  # taylor: prune in steps, re-computing gradients in between
+    global_pruning: bool = False  # one importance ranking over all layers (uneven per-layer ratios) vs the same ratio per layer
+    bn_recalibrate: bool = True  # re-estimate BatchNorm statistics on the user's images after pruning (when given)
 
 
 def is_vit(model) -> bool:
@@ -91,7 +93,7 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions, data=None) -> 
     try:
         pruner = tp.pruner.MetaPruner(
             model, example, importance=importance, pruning_ratio=opts.ratio, ignored_layers=ignored, round_to=opts.round_to,
-            iterative_steps=steps, **kwargs
+            iterative_steps=steps, global_pruning=opts.global_pruning, **kwargs
         )
         for _ in range(steps):
             if kind == "taylor":
@@ -114,15 +116,44 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions, data=None) -> 
     with torch.no_grad():
         model(example)  # shapes still consistent
     macs1, params1 = tp.utils.count_ops_and_params(model, example)
+    recalibrated = recalibrate_bn(model, data[0]) if opts.bn_recalibrate and data is not None else 0
     return {
         "method": "structured-pruning",
         "library": f"torch-pruning {tp.__version__}",
         "ratio": opts.ratio,
         "importance": kind,
         "iterative_steps": steps,
+        "ratios": "global (one ranking over all layers)" if opts.global_pruning else "uniform (same ratio per layer)",
+        "bn_recalibrated_layers": recalibrated,
         "scope": "attention heads + MLP hidden units" if vit else "conv channels (dependency groups)",
         "params_before": int(params0),
         "params_after": int(params1),
         "macs_before": int(macs0),
         "macs_after": int(macs1),
     }
+
+
+def recalibrate_bn(model, images, batch: int = 32) -> int:
+    """Re-estimate every BatchNorm's running mean/variance on ``images`` (a cumulative average over
+    forward passes in train mode, no gradient): removing channels upstream changes the statistics
+    the pruned network's BatchNorms see. Returns the number of BatchNorm layers updated."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return 0
+    saved = [(m.momentum, m.training) for m in bns]
+    was_training = model.training
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+        m.train()
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            model(images[i : i + batch])
+    for m, (momentum, training) in zip(bns, saved):
+        m.momentum = momentum
+        m.train(training)
+    model.train(was_training)
+    return len(bns)

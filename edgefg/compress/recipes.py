@@ -24,7 +24,7 @@ from typing import Any
 from edgefg.errors import InputPathError, MissingDependencyError, UnsupportedError
 
 STEP_KEYS: dict[str, set[str]] = {
-    "prune": {"ratio", "round_to", "importance"},
+    "prune": {"ratio", "round_to", "importance", "global", "bn_recalibrate"},
     "distil": {"epochs", "lr", "temperature", "alpha", "batch_size", "optimizer", "max_steps"},
     "finetune": {"epochs", "lr", "batch_size", "optimizer", "max_steps"},
     "tokens": {"keep", "method", "at", "clca", "recovery", "epochs", "lr", "batch_size", "optimizer", "max_steps"},
@@ -44,6 +44,10 @@ BUILTIN: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "prune-kd-int8": (
         "30% structured pruning + 1 epoch of distillation + INT8",
         [{"type": "prune", "ratio": 0.3}, {"type": "distil", "epochs": 1}, {"type": "int8"}],
+    ),
+    "prune-iterative": (
+        "iterative pruning: 3 × (12% structured pruning + BatchNorm re-calibration + 1 epoch of distillation from the unpruned model) ≈ 32% of channels",
+        [{"type": "prune", "ratio": 0.12}, {"type": "distil", "epochs": 1}] * 3,
     ),
     "evit": ("EViT token reduction, keep 0.7 at three blocks (ViTs)", [{"type": "tokens", "method": "evit", "keep": 0.7}]),
     "tome": ("ToMe token merging, keep 0.7 at three blocks (ViTs)", [{"type": "tokens", "method": "tome", "keep": 0.7}]),

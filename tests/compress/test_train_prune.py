@@ -112,3 +112,37 @@ def test_fresh_layers_learn_batchnorm_statistics(image_folder):
         before = [b.running_mean.clone() for b in bns]
         train(wrapped, scan(image_folder).samples, spec, TrainConfig(max_steps=1, batch_size=4))
         assert bns and all(torch.equal(b0, b.running_mean) != fresh for b0, b in zip(before, bns))
+
+
+def test_global_ratios_and_batchnorm_recalibration(image_folder):
+    """Global pruning ranks all layers together (uneven per-layer ratios); after pruning, BatchNorm
+    statistics are re-estimated on the user's images, which matches them to the pruned network."""
+    from edgefg.calibration.dataset import iter_batches
+    from edgefg.compress.prune import recalibrate_bn
+
+    x = torch.from_numpy(next(iter_batches(scan(image_folder).samples, SPEC, 64)).x)
+    y = torch.zeros(len(x), dtype=torch.long)
+    uniform, glob = _model(), _model()
+    prune(uniform, (64, 64), PruneOptions(0.3, importance="magnitude", bn_recalibrate=False))
+    info = prune(glob, (64, 64), PruneOptions(0.3, importance="taylor", global_pruning=True), (x, y))
+    assert info["ratios"].startswith("global") and info["bn_recalibrated_layers"] > 0
+    widths = lambda m: [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
+    assert widths(glob) != widths(uniform)
+    # recalibrated statistics are the batch statistics of the pruned network's activations
+    m = _model()
+    prune(m, (64, 64), PruneOptions(0.3, importance="magnitude", bn_recalibrate=False))
+    assert recalibrate_bn(m, x, batch=len(x)) > 0
+    feats = {}
+    hook = m.bn1.register_forward_hook(lambda mod, inp, out: feats.setdefault("in", inp[0]))
+    m.eval()
+    with torch.no_grad():
+        m(x)
+    hook.remove()
+    torch.testing.assert_close(m.bn1.running_mean, feats["in"].mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+
+
+def test_iterative_recipe_is_prune_and_distil_three_times():
+    from edgefg.compress.recipes import load_recipe
+
+    _, steps = load_recipe("prune-iterative")
+    assert [s["type"] for s in steps] == ["prune", "distil"] * 3
