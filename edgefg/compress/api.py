@@ -39,7 +39,7 @@ __all__ = ["CompressOptions", "CompressResult", "compress", "RECIPES"]
 TRANSFORMER_ARCH = re.compile(r"vit|deit|beit|eva|swin|levit|cait|xcit|pit_|convit", re.I)
 PARITY_SAMPLES = 32
 FALLBACK_VAL_SIZE = 1000  # stratified images of --data scored when no --val-data is given
-DEFAULT_LR = {"distil": 5e-4, "finetune": 5e-4, "tokens": 5e-4, "ila": 1e-3}
+DEFAULT_LR = {"distil": 5e-4, "finetune": 5e-4, "tokens": 5e-4, "ila": 1e-3, "resize": 5e-4}
 
 
 @dataclass
@@ -60,6 +60,8 @@ class CompressOptions:
     class_alpha: float = 0.05  # sign-test level for "significant"
     smooth_quant: float | None = None
     ignored: list[str] = field(default_factory=list)  # ONNX node names kept in float
+    # input down-sampling (a smaller square input, distilled from the full-resolution model)
+    input_size: int | None = None
     # structured pruning + distillation
     prune: float | None = None
     kd_temperature: float = 4.0
@@ -110,6 +112,12 @@ def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
     name, steps = load_recipe(opts.recipe)
     torch_steps = [s for s in steps if s["type"] in TORCH_STEPS]
     int8 = [s for s in steps if s["type"] == "int8"]
+    if opts.input_size is not None:
+        rs = next((s for s in torch_steps if s["type"] == "resize"), None)
+        if rs is None:
+            torch_steps.insert(0, {"type": "resize", "size": opts.input_size, "epochs": 1})
+        else:
+            rs["size"] = opts.input_size
     if opts.prune is not None:
         pr = next((s for s in torch_steps if s["type"] == "prune"), None)
         if pr is None:
@@ -292,6 +300,39 @@ def _apply_torch_step(i: int, step: dict, module, teacher, model: LoadedModel, t
     raise UnsupportedError(f"step '{kind}' is not a PyTorch step")  # pragma: no cover - validated earlier
 
 
+def _apply_resize(i: int, step: dict, module, teacher, model: LoadedModel, train_samples, opts: CompressOptions, ckpt_root: Path):
+    """Input down-sampling: the model takes a ``size``×``size`` input (preprocessing keeps crop mode
+    and crop_pct, so the crop covers the same part of the image), then is distilled from the
+    full-resolution model: the teacher sees the full-resolution augmented batch, the student the
+    same batch down-sampled. Returns (module, description, the model with the new preprocessing)."""
+    import torch
+
+    from edgefg.compress.train import train
+
+    size = int(step["size"])
+    old = model.preprocess.input_size
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(1, 3, size, size))
+        assert out.shape[-1] == model.num_classes
+    except Exception as exc:  # fixed position embeddings, a flatten before the head, ...
+        raise UnsupportedError(
+            f"{model.arch or 'the model'} cannot take a {size}×{size} input: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}",
+            "--input-size works for CNNs with global pooling; drop it for this model",
+        ) from None
+    resized = dataclasses.replace(model, preprocess=dataclasses.replace(model.preprocess, input_size=(size, size)))
+    desc: dict[str, Any] = {"method": "input down-sampling", "input_size_before": list(old), "input_size_after": [size, size],
+                            "macs_note": "MACs scale with the input area"}
+    if step.get("epochs", 1):
+        if not train_samples:
+            raise DataError("input down-sampling distils and needs labelled images", "pass --data DIR with one sub-folder per class")
+        cfg = _train_config(step, opts, ckpt_root / f"{i:02d}-resize")
+        res = train(module, train_samples, model.preprocess, cfg, teacher=teacher, description=f"distil at {size}px", student_size=(size, size))
+        desc.update(_train_desc(cfg, res), teacher="the input model at full resolution",
+                    temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
+    return module, desc, resized
+
+
 def _prune_batch(samples, model: LoadedModel, seed: int, size: int = 128):
     """A stratified batch of training images (edgefg preprocessing) for gradient-based importance."""
     import torch
@@ -387,11 +428,18 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         descs: list[dict[str, Any]] = []
 
         module, current, cur_scores = model.module, ref_onnx, ref_scores
-        needs_teacher = any(s["type"] == "distil" or (s["type"] == "tokens" and s.get("epochs")) for s in torch_steps)
+        needs_teacher = any(s["type"] == "distil" or (s["type"] in ("tokens", "resize") and s.get("epochs", 1)) for s in torch_steps)
         teacher = copy.deepcopy(model.module).eval() if needs_teacher else None
         extra: dict[str, Any] = {}
         for i, step in enumerate(torch_steps):
-            module, desc = _apply_torch_step(i, step, module, teacher, model, train_samples, opts, ckpt_root)
+            if step["type"] == "resize":  # a new input size: every array after it is prepared again
+                module, desc, model = _apply_resize(i, step, module, teacher, model, train_samples, opts, ckpt_root)
+                val = _preprocess_val(val_set, model, val_size, opts.seed)
+                calib = [b.x for b in iter_batches(calib_samples, model.preprocess, 64)]
+                calib_x = np.concatenate(calib) if calib else None
+                meter = _Meter(model, backend, calib_x[0] if calib_x is not None else _dummy(model), opts.latency_iters, val, opts.batch_size)
+            else:
+                module, desc = _apply_torch_step(i, step, module, teacher, model, train_samples, opts, ckpt_root)
             module.eval()
             (work / str(i)).mkdir()
             current = export_onnx(module, model.preprocess.input_size, work / str(i) / "model.onnx")
@@ -500,6 +548,8 @@ def _step_label(step: dict) -> str:
     kind = step["type"]
     if kind == "prune":
         return f"prune {step.get('ratio', 0.3):g}"
+    if kind == "resize":
+        return f"input {step['size']}px" + (" + KD" if step.get("epochs", 1) else "")
     if kind == "tokens":
         return f"{step.get('method', 'evit')} keep {step.get('keep', 0.5):g}" + (" + CLCA" if step.get("clca") else "")
     if kind == "ila":

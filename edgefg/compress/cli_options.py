@@ -24,6 +24,7 @@ OPTIONS = [
     click.option("--ignore", "ignored", multiple=True, help="ONNX node name to keep in float (repeatable)."),
     click.option("--val-size", type=int, help="Evaluate on a stratified subset of N validation images."),
     click.option("--eval-backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True, help="Engine for the report's accuracy/latency (auto: OpenVINO when installed)."),
+    click.option("--input-size", type=click.IntRange(16, 4096), help="Input down-sampling: the model takes SIZE×SIZE (e.g. 192), distilled from the full-resolution model (CNNs)."),
     click.option("--prune", type=float, help="Structured pruning ratio (e.g. 0.3), followed by distillation from the unpruned model."),
     click.option("--kd-temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T."),
     click.option("--kd-alpha", type=float, default=0.7, show_default=True, help="Weight of the distillation term (1-alpha on cross-entropy)."),

@@ -29,9 +29,10 @@ STEP_KEYS: dict[str, set[str]] = {
     "finetune": {"epochs", "lr", "batch_size", "optimizer", "max_steps"},
     "tokens": {"keep", "method", "at", "clca", "recovery", "epochs", "lr", "batch_size", "optimizer", "max_steps"},
     "ila": {"at", "dim", "epochs", "lr", "batch_size", "optimizer", "max_steps"},
+    "resize": {"size", "epochs", "lr", "temperature", "alpha", "batch_size", "optimizer", "max_steps"},
     "int8": {"max_drop", "max_class_drop", "class_alpha", "smooth_quant", "ignored", "max_reverts"},
 }
-TORCH_STEPS = ("prune", "distil", "finetune", "tokens", "ila")
+TORCH_STEPS = ("resize", "prune", "distil", "finetune", "tokens", "ila")
 
 BUILTIN: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "fp32": ("no compression (the reference every later step is compared with)", []),
@@ -108,6 +109,11 @@ def validate_steps(steps: list[Any], where: str = "recipe") -> list[dict[str, An
         raise UnsupportedError(f"{where}: the int8 step must be the last step")
     if "distil" in kinds and "prune" not in kinds[: kinds.index("distil")]:
         pass  # distilling an unpruned model from itself is allowed (self-distillation), if unusual
+    if "resize" in kinds and (kinds.index("resize") != 0 or kinds.count("resize") > 1):
+        raise UnsupportedError(f"{where}: the resize (input down-sampling) step must be the first step, once")
+    for s in out:
+        if s["type"] == "resize" and not (isinstance(s.get("size"), int) and 16 <= s["size"] <= 4096):
+            raise UnsupportedError(f"{where}: resize needs an integer 'size' in 16..4096 (got {s.get('size')!r})", "e.g. size = 192")
     if "ila" in kinds and "tokens" in kinds:
         raise UnsupportedError(f"{where}: ILA adapters and token reduction cannot be combined (adapters need the full token grid)")
     return out

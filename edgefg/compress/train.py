@@ -171,9 +171,12 @@ def train(
     teacher=None,
     trainable: Sequence[str] | None = None,
     description: str = "training",
+    student_size: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on labelled ``samples``. ``trainable``: parameter-name prefixes
-    to train (all others frozen); ``teacher``: a model to distil from."""
+    to train (all others frozen); ``teacher``: a model to distil from. ``student_size``: the student
+    sees each augmented ``spec``-sized batch down-sampled to this size (antialiased), the teacher
+    the full-resolution batch (input down-sampling with a full-resolution teacher)."""
     import torch
     import torch.nn.functional as F
 
@@ -228,7 +231,8 @@ def train(
         for x, y in track(loader, f"{description} epoch {epoch + 1}/{cfg.epochs}", n_batches):
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * _lr_factor(step, total, cfg.warmup_steps)
-            out = model(x)
+            xs = x if student_size is None else F.interpolate(x, size=tuple(student_size), mode="bilinear", antialias=True, align_corners=False)
+            out = model(xs)
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(x)

@@ -163,3 +163,44 @@ def test_attention_is_detected_in_onnx_inputs(tmp_path, tiny_model):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w])
     onnx.save(helper.make_model(graph), tmp_path / "head.onnx")
     assert not has_attention(tmp_path / "head.onnx")
+
+
+def test_input_downsampling_step(tmp_path, tiny_model, image_folder):
+    """--input-size: a smaller input, distilled from the full-resolution model; the manifest, the
+    exported graph and the report follow; the reference row stays at full resolution."""
+    out = tmp_path / "small"
+    r = CliRunner().invoke(cli, ["compress", str(tiny_model), "--data", str(image_folder), "--recipe", "int8", "--input-size", "48",
+                                 "--max-steps", "2", "--train-batch", "4", "--latency-iters", "2", "--no-plot", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preprocess"]["input_size"] == [48, 48] and manifest["inputs"][0]["shape"][2:] == [48, 48]
+    assert manifest["preprocess"]["crop_pct"] == 0.875  # the crop covers the same part of the image
+    report = json.loads((out / "report.json").read_text())
+    assert [s["step"] for s in report["steps"]] == ["fp32 (reference)", "input 48px + KD", "int8"]
+    assert report["steps"][1]["macs"] < 0.7 * report["steps"][0]["macs"]
+    resize = report["compression"][0]
+    assert resize["input_size_before"] == [64, 64] and resize["steps"] == 2 and resize["teacher"].endswith("full resolution")
+    import onnx
+
+    dims = [d.dim_value for d in onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    assert dims[2:] == [48, 48]
+
+
+def test_input_size_a_vit_cannot_take_is_refused(tmp_path, image_folder):
+    """timm's test_vit interpolates its position embeddings (dynamic_img_size) but needs a multiple of its 16-px patch."""
+    from tests.conftest import write_hub_folder
+
+    vit = write_hub_folder(tmp_path / "vit", arch="test_vit")
+    r = CliRunner().invoke(cli, ["compress", str(vit), "--data", str(image_folder), "--recipe", "fp32", "--input-size", "50", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "cannot take a 50×50 input" in r.output and "--input-size" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_resize_step_must_come_first(tmp_path):
+    bad = tmp_path / "r.toml"
+    bad.write_text('[[step]]\ntype = "prune"\nratio = 0.2\n[[step]]\ntype = "resize"\nsize = 160\n')
+    with pytest.raises(UnsupportedError, match="first step"):
+        load_recipe(str(bad))
+    bad.write_text('[[step]]\ntype = "resize"\nsize = 8\n')
+    with pytest.raises(UnsupportedError, match="16..4096"):
+        load_recipe(str(bad))
