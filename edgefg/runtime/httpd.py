@@ -291,9 +291,10 @@ class HealthServer:
 
     def close(self) -> None:
         self.closing.set()
-        self.httpd.shutdown()
+        if self._thread.ident is not None:  # shutdown() waits for serve_forever: only once started
+            self.httpd.shutdown()
+            self._thread.join(2)
         self.httpd.server_close()
-        self._thread.join(2)
 
 
 def _labels(d: dict[str, Any]) -> str:
