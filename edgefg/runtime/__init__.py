@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["stream", "run_pipeline", "RunOptions", "Pipeline", "LoadedBundle", "open_source"]
+__all__ = ["stream", "run_pipeline", "run_cameras", "RunOptions", "Pipeline", "MultiPipeline", "CameraConfig", "LoadedBundle", "open_source"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("stream", "run_pipeline", "RunOptions", "Pipeline"):
+    if name in ("stream", "run_pipeline", "run_cameras", "RunOptions", "Pipeline"):
         from edgefg.runtime import pipeline
 
         return getattr(pipeline, name)
+    if name == "MultiPipeline":
+        from edgefg.runtime.multicam import MultiPipeline
+
+        return MultiPipeline
+    if name == "CameraConfig":
+        from edgefg.runtime.cameras import CameraConfig
+
+        return CameraConfig
     if name == "LoadedBundle":
         from edgefg.runtime.model import LoadedBundle
 
