@@ -86,10 +86,10 @@ def run_layout(cmds: list[list[str]], outputs: list[Path], env: dict) -> dict:
             "total_rss_mb": round(rss["peak_rss_mb"], 1), "mean_batch": round(float(np.mean(batches)), 2), "processes": len(cmds)}
 
 
-def compare(bundle: Path, n: int, frames: int, fps: float, threads: int | None, work: Path) -> dict:
+def compare(bundle: Path, n: int, frames: int, fps: float, threads: int | None, work: Path, preprocess_in: str = "auto") -> dict:
     files = clips(work, n, frames)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    common = ["--preprocess-in", "main"] + (["--threads", str(threads)] if threads else [])
+    common = ["--preprocess-in", preprocess_in] + (["--threads", str(threads)] if threads else [])
     if fps:
         cfg = work / "cams.toml"
         cfg.write_text("".join(f'[cameras.c{k}]\nsource = "{f}"\nfps = {fps}\n' for k, f in enumerate(files)))
@@ -193,6 +193,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=500, help="frames per camera (compare)")
     ap.add_argument("--fps", type=float, default=0.0, help="pace each camera at this rate (0: as fast as possible)")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--preprocess-in", default="auto", choices=["auto", "capture", "main"])
     ap.add_argument("--soak", action="store_true")
     ap.add_argument("--soak-frames", type=int, default=10_000, help="frames per camera (soak)")
     ap.add_argument("--no-compare", action="store_true")
@@ -210,7 +211,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgefg-multicam-") as tmp:
         work = Path(tmp)
         if not args.no_compare:
-            r["compare"] = compare(args.bundle, args.cameras, args.frames, args.fps, args.threads, work)
+            r["compare"] = compare(args.bundle, args.cameras, args.frames, args.fps, args.threads, work, args.preprocess_in)
         if args.soak:
             r["soak"] = soak(args.bundle, args.cameras, args.soak_frames, work)
     text = render(r)
