@@ -48,20 +48,28 @@ class Mosquitto:
     """A mosquitto broker on a free loopback port, with on-disk persistence (subscriptions and
     queued QoS 1 messages survive a restart), that can be killed and started again on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None, users: dict[str, str] | None = None) -> None:
+        """``tls``: (certfile, keyfile) for a TLS listener; ``users``: username → password (anonymous refused)."""
         self.exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         require(self.exe is not None, "the mosquitto broker (Debian package 'mosquitto')")
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.conf = self.dir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true", f"persistence_location {self.dir}/",
-                 "autosave_interval 1", "autosave_on_changes true", f"log_dest file {self.dir}/mosquitto.log"]
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}", "persistence true",
+                 f"persistence_location {self.dir}/", "autosave_interval 1", "autosave_on_changes true", f"log_dest file {self.dir}/mosquitto.log"]
+        if tls:
+            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
+        if users:
+            pw = self.dir / "passwords"
+            pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+            subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True)  # hash in place
+            lines.append(f"password_file {pw}")
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to the 'mosquitto' user, who cannot write a pytest tmp dir
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> "Mosquitto":
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
