@@ -228,3 +228,11 @@ def test_headless_chromium_sees_labels_and_a_changing_stream(tiny_bundles, tmp_p
         driver.quit()
         run.close()
         shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_unwritable_output_is_a_one_line_error(tiny_bundles, tmp_path):
+    video = write_video(tmp_path / "clip.mkv", n=5)
+    p = subprocess.run([*EDGEFG, "run", str(tiny_bundles["fp32-intel-cpu"]), "--source", video, "--output", "/proc/edgefg-nope/out.jsonl"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.splitlines()[0].startswith("error: cannot write --output '/proc/edgefg-nope/out.jsonl'"), p.stderr
