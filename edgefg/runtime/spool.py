@@ -34,18 +34,21 @@ class Spool:
         except (sqlite3.Error, OSError) as exc:
             raise EdgefgError(f"cannot open the MQTT spool '{self.path}': {exc}", "point --mqtt-spool at a writable file") from None
         self._lock = threading.Lock()
+        self._count = int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
     def put(self, topic: str, payload: bytes, retain: bool = False) -> int:
         """Append a message; returns its seq. Drops (and counts) the oldest when full."""
         with self._lock:
             cur = self._db.execute("INSERT INTO messages (topic, payload, retain, created) VALUES (?, ?, ?, ?)", (topic, payload, int(retain), time.time()))
             seq = int(cur.lastrowid)
-            excess = self._depth() - self.max_messages
+            self._count += 1
+            excess = self._count - self.max_messages
             if excess > 0:
                 self._db.execute("BEGIN")
                 self._db.execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)", (excess,))
                 self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (excess,))
                 self._db.execute("COMMIT")
+                self._count -= excess
             return seq
 
     def peek(self, n: int = 1) -> list[tuple[int, str, bytes, bool]]:
@@ -56,15 +59,12 @@ class Spool:
 
     def ack(self, seq: int) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-
-    def _depth(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+            self._count -= self._db.execute("DELETE FROM messages WHERE seq = ?", (seq,)).rowcount
 
     @property
     def depth(self) -> int:
         with self._lock:
-            return self._depth()
+            return self._count
 
     @property
     def dropped(self) -> int:

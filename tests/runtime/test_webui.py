@@ -75,6 +75,24 @@ def test_token_timeout_and_connection_cap():
     assert not [e for e in events if e["event"] == "http_insecure"]
 
 
+def test_health_per_camera():
+    now = time.time()
+    cams = {"a": {"last_frame_time": now, "frames": 5}, "b": {"last_frame_time": now - 100, "frames": 5}}
+    snapshot = {"running": True, "started": now - 200, "frames": 10, "cameras": cams, "info": {}}
+    server = HealthServer("127.0.0.1:0", lambda: snapshot, stale_after_s=30).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        code, body = get(base + "/healthz")
+        body = json.loads(body)
+        assert code == 200 and body["status"] == "degraded" and body["cameras"]["b"]["ok"] is False and body["cameras"]["a"]["ok"]
+        cams["a"]["last_frame_time"] = now - 100
+        assert get(base + "/healthz")[0] == 503
+        cams["a"]["last_frame_time"] = cams["b"]["last_frame_time"] = time.time()
+        assert json.loads(get(base + "/healthz")[1])["status"] == "ok"
+    finally:
+        server.close()
+
+
 def test_open_bind_without_token_warns_and_bad_tokens(tmp_path):
     events = []
     server = HealthServer("0.0.0.0:0", snap, events=EventLog(listener=events.append))
