@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["stream", "run_pipeline", "run_cameras", "RunOptions", "Pipeline", "MultiPipeline", "CameraConfig", "LoadedBundle", "open_source"]
+__all__ = ["stream", "run_pipeline", "run_cameras", "RunOptions", "Pipeline", "MultiPipeline", "stream_cameras", "CameraConfig", "LoadedBundle", "open_source"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,10 +16,10 @@ def __getattr__(name: str) -> Any:
         from edgefg.runtime import pipeline
 
         return getattr(pipeline, name)
-    if name == "MultiPipeline":
-        from edgefg.runtime.multicam import MultiPipeline
+    if name in ("MultiPipeline", "stream_cameras"):
+        from edgefg.runtime import multicam
 
-        return MultiPipeline
+        return getattr(multicam, name)
     if name == "CameraConfig":
         from edgefg.runtime.cameras import CameraConfig
 

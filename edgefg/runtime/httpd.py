@@ -118,6 +118,8 @@ class HealthServer:
         host, port = parse_address(address)
         if max_connections < 1:
             raise EdgefgError(f"--http-max-connections must be ≥ 1, got {max_connections}")
+        if not timeout_s > 0:
+            raise EdgefgError(f"--http-timeout must be > 0 seconds, got {timeout_s}")
         self.snapshot = snapshot
         self.stale_after_s = stale_after_s
         self.live = live

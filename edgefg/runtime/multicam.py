@@ -374,3 +374,17 @@ class _CameraEvents:
     def counts(self):  # noqa: ANN201
         return self._events.counts
 
+
+
+def stream_cameras(bundle: str | Path | LoadedBundle, cameras: list[CameraConfig], opts: RunOptions | None = None,
+                   sources: dict[str, Source | Callable[[], Source]] | None = None) -> Iterator[dict[str, Any]]:
+    """``for result in stream_cameras(bundle, [CameraConfig("feeder", "rtsp://…"), …]): result["camera"] …``
+    (only label changes with ``opts.events``). Breaking out of the loop stops every capture."""
+    pipe = MultiPipeline(bundle, cameras, opts, sources=sources)
+    try:
+        for _, result, _ in pipe.results():
+            if pipe.opts.events and not result["changed"]:
+                continue
+            yield result
+    finally:
+        pipe.close()

@@ -135,6 +135,14 @@ def test_per_camera_roi_and_thresholds(model):
     assert {r["label"] for r in out["strict"]} == {"unknown"}
 
 
+def test_stream_cameras_api(model):
+    from edgefg.runtime import stream_cameras
+
+    out = list(stream_cameras(model, [CameraConfig("a", "x"), CameraConfig("b", "y")], RunOptions(events=True),
+                              sources={"a": FakeSource(n=5, live=False), "b": FakeSource(n=5, live=False)}))
+    assert {r["camera"] for r in out} == {"a", "b"} and all(r["changed"] for r in out)
+
+
 def test_run_cameras_writes_named_lines_and_summary(bundle, video, tmp_path):
     out = tmp_path / "res.jsonl"
     summary = run_cameras(bundle, [CameraConfig("north", video), CameraConfig("south", video)], RunOptions(output=out), handle_signals=False)

@@ -109,6 +109,10 @@ def test_open_bind_without_token_warns_and_bad_tokens(tmp_path):
     assert read_token(f) == TOKEN
     with pytest.raises(EdgefgError, match="does not exist"):
         read_token(tmp_path / "missing")
+    with pytest.raises(EdgefgError, match="--http-max-connections"):
+        HealthServer("127.0.0.1:0", snap, max_connections=0)
+    with pytest.raises(EdgefgError, match="--http-timeout"):
+        HealthServer("127.0.0.1:0", snap, timeout_s=0)
 
 
 def test_port_in_use_is_a_one_line_error(tiny_bundles, tmp_path):
