@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test results bench figures clean venv
+.PHONY: demo test test-deps results bench figures clean venv
 
 # Compression figures (long: training on CPU). Built once, reused by `make bench` (runs/ is not committed).
 PRUNED := runs/compress/mnv2-prune/manifest.json
@@ -24,8 +24,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgefg demo
 
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(PY) -m pytest -q
+
+# Debian packages the runtime tests drive as real processes (mosquitto, GStreamer RTSP server, chromium); fast when present
+test-deps:
+	bash .ci/test-deps.sh
 
 results: $(STAMP)
 	$(PY) benchmarks/results.py

@@ -2,7 +2,7 @@
 
     python benchmarks/preprocess_parity.py            # writes results/preprocess_parity.json + README block
 
-The same PyTorch model scores cub100/test three ways, so only the preprocessing differs:
+The same model (its FP32 ONNX export, run by ONNX Runtime) scores cub100/test three ways, so only the preprocessing differs:
 timm's own eval transform (PIL decode, ``resolve_data_config`` + ``create_transform``), edgefg's
 ``pil`` resizer and edgefg's ``opencv`` resizer. Then a *squash* model (``crop_mode: squash``, the
 case that used to be treated as a centre crop): mobilenetv2_cub100 given a squash config, on the test
@@ -37,15 +37,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def evaluate(module, samples, batch_fn, batch: int = 64) -> np.ndarray:
-    """Top-1 predictions of ``module`` on ``samples`` with inputs from ``batch_fn(paths)``."""
-    import torch
-
+def evaluate(session, samples, batch_fn, batch: int = 64) -> np.ndarray:
+    """Top-1 predictions of the model on ``samples`` with inputs from ``batch_fn(paths)``."""
+    name = session.get_inputs()[0].name
     preds = []
-    with torch.no_grad():
-        for i in range(0, len(samples), batch):
-            x = batch_fn([s.path for s in samples[i : i + batch]])
-            preds.append(module(torch.from_numpy(x)).argmax(1).numpy())
+    for i in range(0, len(samples), batch):
+        x = batch_fn([s.path for s in samples[i : i + batch]])
+        preds.append(session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0].argmax(1))
     return np.concatenate(preds)
 
 
@@ -88,6 +86,14 @@ def main() -> int:
         return 2
     t0 = time.time()
     model = load_model(model_dir)
+    import onnxruntime as ort
+
+    from edgefg.converters.torch_to_onnx import export_onnx
+
+    onnx_path = export_onnx(model.module, model.preprocess.input_size, REPO / "runs" / "preprocess-parity" / "model.onnx")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
     samples = scan(test, model.labels).samples[: args.max_images]
     y = np.array([s.label for s in samples])
     cfg = model.source["data_config"]
@@ -105,7 +111,7 @@ def main() -> int:
 
     def run(name: str, samples_, fn):
         t = time.time()
-        pred = evaluate(model.module, samples_, fn)
+        pred = evaluate(session, samples_, fn)
         runs[name] = {"top1": acc(pred), "pred": pred, "seconds": round(time.time() - t, 1)}
         print(f"{name:<48} top-1 {100 * runs[name]['top1']:.2f} %  ({runs[name]['seconds']} s)", flush=True)
 
@@ -200,7 +206,7 @@ def markdown(r: dict) -> str:
         a = agree.get(name)
         rows.append(f"| {name} | {100 * v['top1']:.2f} % | {100 * (v['top1'] - ref):+.2f} pt | {'–' if a is None else f'{100 * a:.2f} %'} |")
     return (
-        f"Written by `python benchmarks/preprocess_parity.py` on {r['machine']}: {r['model']} (PyTorch, so only preprocessing differs) "
+        f"Written by `python benchmarks/preprocess_parity.py` on {r['machine']}: {r['model']} (one FP32 ONNX export in ONNX Runtime, so only preprocessing differs) "
         f"on {r['data']}; the squash rows use the same images stretched to {r['stretched_size'][0]}×{r['stretched_size'][1]} and the model "
         "given `crop_mode: squash, crop_pct: 1.0`.\n\n"
         "| preprocessing | top-1 | vs timm's own | same prediction as timm |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"

@@ -279,24 +279,36 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
              "! nvvidconv flip-method=0 ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false'\n"
              "  (edgefg run BUNDLE --print-gst-pipeline prints it for the bundle's target)")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--source", help="Camera index, /dev/videoN, RTSP/HTTP URL, video file, image file/folder/glob, or gst:PIPELINE; "
-              "env:VAR or file:PATH reads it from there (keeps a password off the command line).")
+@click.option("--source", "sources", multiple=True,
+              help="Camera index, /dev/videoN, RTSP/HTTP URL, video file, image file/folder/glob, or gst:PIPELINE; "
+                   "env:VAR or file:PATH reads it from there (keeps a password off the command line). "
+                   "Several cameras on one model: --source NAME=URI, repeated.")
 @click.option("--source-file", type=click.Path(path_type=Path), help="Read the source (e.g. an RTSP URL with credentials) from the first line of this file.")
-@click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames.")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="Cameras TOML ([cameras.NAME] source, roi, smooth, min_confidence, fps, ...).")
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames (all cameras together).")
 @click.option("--output", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
 @click.option("--rotate-mb", type=POSITIVE, help="Rotate --output when it passes this size (keeps --rotate-keep old files).")
 @click.option("--rotate-keep", default=5, show_default=True, type=click.IntRange(0, 10000))
 @click.option("--topk", default=3, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--threads", type=THREADS, help="Inference threads (default: all cores, or $EDGEFG_NUM_THREADS).")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1024), help="Micro-batch size.")
-@click.option("--batch-wait-ms", default=0.0, show_default=True, type=click.FloatRange(0, 60000), help="Wait this long to fill a micro-batch.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1024), help="Micro-batch size (several cameras: default = the number of cameras).")
+@click.option("--batch-wait-ms", type=click.FloatRange(0, 60000), help="Wait this long to fill a micro-batch [default: 0; 5 across cameras].")
 @click.option("--roi", help="Fixed crop x,y,w,h in pixels (or fractions 0-1) before preprocessing.")
 @click.option("--smooth", default="none", show_default=True, help="Temporal smoothing: ema:A (A = weight of the newest frame) | majority:N | none.")
 @click.option("--min-confidence", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when the top-1 probability is below this.")
 @click.option("--min-margin", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when top-1 minus top-2 probability is below this.")
 @click.option("--events", is_flag=True, help="Write a line only when the (smoothed) label changes.")
-@click.option("--save-video", type=click.Path(path_type=Path), help="Annotated video (.mkv FFV1, .avi MJPG, .mp4 mp4v; no H.264 here).")
-@click.option("--http", "http_addr", help="Serve /healthz, /latest, /metrics on HOST:PORT (e.g. 127.0.0.1:8080).")
+@click.option("--save-video", type=click.Path(path_type=Path), help="Annotated video (.mkv FFV1, .avi MJPG, .mp4 mp4v; no H.264 here); one per camera (NAME added).")
+@click.option("--http", "http_addr", help="Serve the live page, /stream.mjpg, /healthz, /latest, /metrics on HOST:PORT (e.g. 127.0.0.1:8080).")
+@click.option("--http-token-file", type=click.Path(path_type=Path), help="File holding a bearer token required for every HTTP path but /healthz.")
+@click.option("--http-max-connections", default=32, show_default=True, type=click.IntRange(1, 10000), help="HTTP connections served at once (more get 503).")
+@click.option("--http-timeout", default=10.0, show_default=True, type=POSITIVE, help="Seconds an HTTP connection may sit idle before it is dropped.")
+@click.option("--mqtt", "mqtt_url", help="Publish events/state to mqtt://HOST:PORT (mqtts:// for TLS). Needs edgefg[mqtt].")
+@click.option("--mqtt-prefix", default="edgefg", show_default=True, help="Topic prefix.")
+@click.option("--mqtt-auth", type=click.Path(path_type=Path), help="TOML file: username, password, ca_file, cert_file, key_file (or EDGEFG_MQTT_USERNAME/EDGEFG_MQTT_PASSWORD).")
+@click.option("--mqtt-spool", type=click.Path(path_type=Path), help="SQLite spool for events while the broker is away [default: ~/.cache/edgefg/mqtt-HOST.sqlite].")
+@click.option("--mqtt-spool-max", default=100_000, show_default=True, type=click.IntRange(1), help="Events the spool keeps; beyond, the oldest are dropped and counted.")
+@click.option("--mqtt-discovery-prefix", default="homeassistant", show_default=True, help="Home Assistant discovery prefix ('none' to disable).")
 @click.option("--stats-every", type=POSITIVE, help="Log throughput/latency/drops as a JSON line every N seconds.")
 @click.option("--stall-timeout", default=10.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True), help="Seconds without a frame before a live source is reopened.")
 @click.option("--max-retries", type=click.IntRange(0), help="Give up (exit 2) after N failed reopen attempts in a row (default: retry forever).")
@@ -307,10 +319,13 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
 @trust_option
 @max_pixels_option
 @handle_errors
-def run(bundle, source, source_file, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth, min_confidence,
-        min_margin, events, save_video, http_addr, stats_every, stall_timeout, max_retries, loop, preprocess_in, print_gst_pipeline, trust) -> None:
-    """Run BUNDLE on a camera, stream, video or images; one JSON line per frame (events: on stderr)."""
-    from edgefg.runtime.pipeline import RunOptions, format_summary, run_pipeline
+def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth,
+        min_confidence, min_margin, events, save_video, http_addr, http_token_file, http_max_connections, http_timeout, mqtt_url, mqtt_prefix,
+        mqtt_auth, mqtt_spool, mqtt_spool_max, mqtt_discovery_prefix, stats_every, stall_timeout, max_retries, loop, preprocess_in,
+        print_gst_pipeline, trust) -> None:
+    """Run BUNDLE on one or more cameras, streams, videos or images; one JSON line per frame (events: on stderr)."""
+    from edgefg.runtime.cameras import DEFAULT_NAME, load_cameras, parse_source_args
+    from edgefg.runtime.pipeline import RunOptions, format_summary, run_cameras, run_pipeline
 
     if print_gst_pipeline:
         from edgefg.runtime.sources import gst_pipeline_for_bundle
@@ -319,17 +334,34 @@ def run(bundle, source, source_file, max_frames, output, rotate_mb, rotate_keep,
         return
     from edgefg.trust.secrets import read_secret_file, resolve
 
-    if source and source_file:
+    if sources and source_file:
         raise click.UsageError("give --source or --source-file, not both")
-    source = read_secret_file(source_file, "--source-file") if source_file else resolve(source, "--source")
-    if not source:
-        raise click.UsageError("--source is required (or --source-file, or --print-gst-pipeline)")
-    opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, trust=trust_paths(trust), stall_timeout_s=stall_timeout, max_retries=max_retries,
+    if source_file:
+        sources = (read_secret_file(source_file, "--source-file"),)
+    if not sources and not config:
+        raise click.UsageError("--source is required (or --source-file, --config, or --print-gst-pipeline)")
+    cameras = (load_cameras(config) if config else []) + (parse_source_args(sources) if sources else [])
+    for cam in cameras:  # env:VAR / file:PATH sources, masked wherever they are shown
+        cam.source = resolve(cam.source, "--source")
+    if config and sources and any(c.name == DEFAULT_NAME for c in cameras):
+        raise EdgefgError("with --config, name every --source: --source NAME=URI")
+    mqtt = None
+    if mqtt_url:
+        from edgefg.runtime.mqtt import MqttOptions
+
+        mqtt = MqttOptions(mqtt_url, prefix=mqtt_prefix, auth_file=mqtt_auth, spool_path=mqtt_spool, spool_max=mqtt_spool_max,
+                           discovery_prefix=None if mqtt_discovery_prefix.lower() == "none" else mqtt_discovery_prefix)
+    opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, trust=trust_paths(trust), stall_timeout_s=stall_timeout,
+                      max_retries=max_retries,
                       loop=loop, batch=batch, batch_wait_ms=batch_wait_ms, roi=roi, preprocess_in=preprocess_in, smooth=smooth,
                       min_confidence=min_confidence, min_margin=min_margin, events=events, rotate_mb=rotate_mb, rotate_keep=rotate_keep,
-                      save_video=save_video, http=http_addr, stats_every_s=stats_every, event_stream=sys.stderr)
+                      save_video=save_video, http=http_addr, http_token_file=http_token_file, http_max_connections=http_max_connections,
+                      http_timeout_s=http_timeout, mqtt=mqtt, stats_every_s=stats_every, event_stream=sys.stderr)
     try:
-        summary = run_pipeline(bundle, source, opts)
+        if len(cameras) == 1 and cameras[0].name == DEFAULT_NAME:  # the classic single-source run
+            summary = run_pipeline(bundle, cameras[0].source, opts)
+        else:
+            summary = run_cameras(bundle, cameras, opts)
     except EdgefgError as exc:
         if getattr(exc, "summary", None):
             click.echo(format_summary(exc.summary), err=True)

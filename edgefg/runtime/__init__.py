@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["stream", "run_pipeline", "RunOptions", "Pipeline", "LoadedBundle", "open_source"]
+__all__ = ["stream", "run_pipeline", "run_cameras", "RunOptions", "Pipeline", "MultiPipeline", "stream_cameras", "CameraConfig", "LoadedBundle", "open_source"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("stream", "run_pipeline", "RunOptions", "Pipeline"):
+    if name in ("stream", "run_pipeline", "run_cameras", "RunOptions", "Pipeline"):
         from edgefg.runtime import pipeline
 
         return getattr(pipeline, name)
+    if name in ("MultiPipeline", "stream_cameras"):
+        from edgefg.runtime import multicam
+
+        return getattr(multicam, name)
+    if name == "CameraConfig":
+        from edgefg.runtime.cameras import CameraConfig
+
+        return CameraConfig
     if name == "LoadedBundle":
         from edgefg.runtime.model import LoadedBundle
 

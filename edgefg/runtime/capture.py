@@ -63,6 +63,7 @@ class FrameBuffer:
         self._items: deque[Item] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self.on_put: Callable[[], None] | None = None  # e.g. wakes a multi-camera batcher
 
     def put(self, item: Item, stop: threading.Event | None = None) -> bool:
         """Add ``item``; False when the buffer was closed (or ``stop`` set while waiting)."""
@@ -78,7 +79,9 @@ class FrameBuffer:
                 self.dropped += 1
             self._items.append(item)
             self._cond.notify_all()
-            return True
+        if self.on_put is not None:
+            self.on_put()
+        return True
 
     def get_batch(self, n: int, timeout: float, fill_wait: float = 0.0) -> list[Item]:
         """Up to ``n`` items: wait ``timeout`` for the first, then up to ``fill_wait`` for more."""
@@ -104,6 +107,8 @@ class FrameBuffer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self.on_put is not None:
+            self.on_put()
 
     @property
     def closed(self) -> bool:
@@ -160,7 +165,8 @@ class Capture:
     def stop(self, timeout: float = 2.0) -> None:
         self.stop_event.set()
         self.buffer.close()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
 
     @property
     def dropped(self) -> int:

@@ -1,21 +1,34 @@
-"""Optional HTTP endpoint (stdlib ``http.server`` on a daemon thread):
+"""Optional HTTP endpoint (stdlib ``http.server`` on daemon threads):
 
-``/healthz``  200 ``{"status": "ok", ...}`` while frames arrive, 503 when the source has given no
-              frame for ``stale_after_s`` (or the pipeline stopped) — for systemd/k8s/watchdogs.
-``/latest``   the latest result as JSON (204 before the first frame).
-``/metrics``  Prometheus text format: frames, drops, skipped, reconnects, stalls, FPS, per-stage
-              latency quantiles, label changes.
-Bind to 127.0.0.1 unless the camera network is trusted: there is no authentication.
+``/``             the live page (self-contained; see :mod:`edgefg.runtime.webpage`)
+``/stream.mjpg``  ``?camera=NAME``: the camera's annotated frames as MJPEG (``multipart/x-mixed-replace``)
+``/snapshot.jpg`` ``?camera=NAME``: the newest annotated frame
+``/api/state``    everything the page shows, as JSON
+``/healthz``      200 ``{"status": "ok"|"degraded"}`` while frames arrive (degraded: some cameras are
+                  stale), 503 when every camera has given no frame for ``stale_after_s`` (or the loop stopped)
+``/latest``       the latest result as JSON (``?camera=NAME`` for one camera; 204 before the first frame)
+``/metrics``      Prometheus text format (``edgefg_`` names, base units, per ``camera`` label)
+
+Hardening: every connection has a socket timeout (a half-open client is dropped after ``timeout_s``),
+at most ``max_connections`` are served at once (more get a 503 at once), and with a token every path
+but ``/healthz`` needs ``Authorization: Bearer TOKEN`` (or ``?token=TOKEN``, which the page passes on
+to its streams). Binding a non-loopback address without a token is allowed but warned about.
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
-from edgefg.errors import EdgefgError
+from edgefg.errors import EdgefgError, InputPathError
+from edgefg.runtime.events import EventLog
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -30,108 +43,320 @@ def parse_address(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), p
 
 
-class HealthServer:
-    """Serves snapshots taken by ``snapshot()`` (a dict; see ``Pipeline.snapshot``)."""
+def read_token(path: str | Path) -> str:
+    """The bearer token in ``path`` (first line, stripped); a missing, empty or short token is an error."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputPathError(f"--http-token-file '{p}' does not exist")
+    try:
+        text = p.read_text(encoding="utf-8").strip()
+        token = text.splitlines()[0].strip() if text else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgefgError(f"cannot read --http-token-file '{p}': {exc}") from None
+    if len(token) < 16:
+        raise EdgefgError(f"the token in '{p}' is {'empty' if not token else 'shorter than 16 characters'}",
+                          "write a long random token into it, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE")
+    return token
 
-    def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]], stale_after_s: float = 30.0) -> None:
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on concurrent connections (over the cap: an immediate 503)."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.rejected = 0
+        self.open_connections = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.rejected += 1
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        self.open_connections += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.open_connections -= 1
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.open_connections -= 1
+            self._slots.release()
+
+
+class HealthServer:
+    """Serves snapshots taken by ``snapshot()`` (a dict; see ``Pipeline.snapshot`` /
+    ``MultiPipeline.snapshot``) and, given ``live`` (:class:`~edgefg.runtime.live.LiveOutputs`), the
+    page and the MJPEG streams."""
+
+    def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]], stale_after_s: float = 30.0, live: Any = None,
+                 token: str | None = None, max_connections: int = 32, timeout_s: float = 10.0, events: EventLog | None = None,
+                 extra: Callable[[], dict[str, Any]] | None = None, stream_fps: float = 10.0) -> None:
         host, port = parse_address(address)
+        if max_connections < 1:
+            raise EdgefgError(f"--http-max-connections must be ≥ 1, got {max_connections}")
+        if not timeout_s > 0:
+            raise EdgefgError(f"--http-timeout must be > 0 seconds, got {timeout_s}")
         self.snapshot = snapshot
         self.stale_after_s = stale_after_s
+        self.live = live
+        self.token = token
+        self.extra = extra or (lambda: {})
+        self.stream_fps = stream_fps
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = timeout_s  # socket timeout for every read and write: half-open clients are dropped
+
             def log_message(self, *args: Any) -> None:  # keep stderr for the event log
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                path = self.path.split("?", 1)[0].rstrip("/") or "/"
+                path, _, query = self.path.partition("?")
+                path = path.rstrip("/") or "/"
+                params = {k: v[-1] for k, v in parse_qs(query).items()}
+                if server.token is not None and path != "/healthz" and not server.authorized(self.headers.get("Authorization"), params.get("token")):
+                    self.reply(401, json.dumps({"error": "unauthorized", "hint": "send Authorization: Bearer TOKEN"}), "application/json",
+                               {"WWW-Authenticate": 'Bearer realm="edgefg"'})
+                    return
                 try:
-                    if path == "/healthz":
-                        code, body, ctype = server.health()
-                    elif path == "/latest":
-                        latest = server.snapshot().get("latest")
-                        code, body, ctype = (200, json.dumps(latest), "application/json") if latest else (204, "", "application/json")
-                    elif path == "/metrics":
-                        code, body, ctype = 200, prometheus_text(server.snapshot()), "text/plain; version=0.0.4; charset=utf-8"
-                    else:
-                        code, body, ctype = 404, json.dumps({"error": "not found", "paths": ["/healthz", "/latest", "/metrics"]}), "application/json"
+                    if path == "/stream.mjpg":
+                        self.stream(params.get("camera"))
+                        return
+                    code, body, ctype = server.route(path, params)
+                except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                    return
                 except Exception as exc:  # never let a request kill the thread
                     code, body, ctype = 500, json.dumps({"error": f"{type(exc).__name__}: {exc}"}), "application/json"
-                data = body.encode("utf-8")
+                try:
+                    self.reply(code, body, ctype)
+                except OSError:
+                    pass
+
+            def reply(self, code: int, body: str | bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+                data = body.encode("utf-8") if isinstance(body, str) else body
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Cache-Control", "no-store")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
                 if data:
                     self.wfile.write(data)
 
+            def stream(self, camera: str | None) -> None:
+                cam = server.camera_or_none(camera)
+                if cam is None or server.live is None:
+                    self.reply(404, json.dumps({"error": f"no camera '{camera}'", "cameras": server.camera_names()}), "application/json")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=edgefgframe")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                seq, period = 0, 1.0 / max(0.1, server.stream_fps)
+                while not server.closing.is_set():
+                    t0 = time.monotonic()
+                    got = server.live.jpeg(cam, after_seq=seq, timeout=1.0)
+                    if got is None:
+                        continue
+                    seq, data = got
+                    self.wfile.write(b"--edgefgframe\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")
+                    self.wfile.flush()
+                    left = period - (time.monotonic() - t0)
+                    if left > 0 and server.closing.wait(left):
+                        return
+
+        self.closing = threading.Event()
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = _Server((host, port), Handler, max_connections)
         except OSError as exc:
             raise EdgefgError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "pick another --http port or stop what holds it") from None
-        self.httpd.daemon_threads = True
         self.address = f"{host}:{self.httpd.server_address[1]}"
         self.port = self.httpd.server_address[1]
+        self.host = host
+        if token is None and not is_loopback(host) and events is not None:
+            events.emit("http_insecure", address=self.address,
+                        warning="listening beyond this machine without a token: anyone on the network can watch the cameras",
+                        hint="add --http-token-file FILE, or bind 127.0.0.1")
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="edgefg-http", daemon=True)
 
     def start(self) -> "HealthServer":
         self._thread.start()
         return self
 
-    def health(self) -> tuple[int, str, str]:
+    def authorized(self, header: str | None, query_token: str | None) -> bool:
+        assert self.token is not None
+        given = ""
+        if header and header.lower().startswith("bearer "):
+            given = header[7:].strip()
+        elif query_token:
+            given = query_token
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    # -- routes --------------------------------------------------------------------------------
+    def cameras(self, snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return snap.get("cameras") or {"default": snap}
+
+    def camera_names(self) -> list[str]:
+        return list(self.live.cameras) if self.live is not None else list(self.cameras(self.snapshot()))
+
+    def camera_or_none(self, camera: str | None) -> str | None:
+        names = self.camera_names()
+        if camera is None and len(names) == 1:
+            return names[0]
+        return camera if camera in names else None
+
+    def route(self, path: str, params: dict[str, str]) -> tuple[int, str | bytes, str]:
+        if path == "/healthz":
+            return self.health()
+        if path == "/":
+            from edgefg.runtime.webpage import PAGE
+
+            return 200, PAGE, "text/html; charset=utf-8"
+        if path == "/latest":
+            snap = self.snapshot()
+            if "camera" in params:
+                cam = self.cameras(snap).get(params["camera"])
+                if cam is None:
+                    return 404, json.dumps({"error": f"no camera '{params['camera']}'", "cameras": list(self.cameras(snap))}), "application/json"
+                latest = cam.get("latest")
+            else:
+                latest = snap.get("latest")
+            return (200, json.dumps(latest), "application/json") if latest else (204, "", "application/json")
+        if path == "/metrics":
+            return 200, prometheus_text({**self.snapshot(), **self.extra(), "http": self.stats()}), "text/plain; version=0.0.4; charset=utf-8"
+        if path == "/api/state":
+            return 200, json.dumps(self.state(), default=str), "application/json"
+        if path == "/snapshot.jpg":
+            cam = self.camera_or_none(params.get("camera"))
+            got = self.live.jpeg(cam, timeout=2.0) if cam is not None and self.live is not None else None
+            if got is None:
+                return 404, json.dumps({"error": "no frame yet" if cam else f"no camera '{params.get('camera')}'"}), "application/json"
+            return 200, got[1], "image/jpeg"
+        return 404, json.dumps({"error": "not found", "paths": ["/", "/stream.mjpg?camera=NAME", "/snapshot.jpg?camera=NAME", "/api/state",
+                                                                 "/healthz", "/latest", "/metrics"]}), "application/json"
+
+    def stats(self) -> dict[str, int]:
+        return {"rejected": self.httpd.rejected, "open": self.httpd.open_connections}
+
+    def state(self) -> dict[str, Any]:
         snap = self.snapshot()
-        last = snap.get("last_frame_time")
-        age = None if last is None else round(time.time() - last, 3)
-        ok = snap.get("running", False) and (age is not None and age <= self.stale_after_s or age is None and time.time() - snap["started"] <= self.stale_after_s)
-        body = {
-            "status": "ok" if ok else "unhealthy",
-            "running": snap.get("running", False),
-            "last_frame_age_s": age,
-            "frames": snap.get("frames", 0),
-            "source_reconnects": snap.get("reconnects", 0),
-            "uptime_s": round(time.time() - snap["started"], 3),
-        }
-        return (200 if ok else 503), json.dumps(body), "application/json"
+        cams = {name: {k: v for k, v in c.items() if k != "histograms"} for name, c in self.cameras(snap).items()}
+        return {"info": snap.get("info", {}), "running": snap.get("running", False), "cameras": cams, "health": self._health(snap)[1],
+                "sightings": self.live.sightings() if self.live is not None else [], "mqtt": self.extra().get("mqtt")}
+
+    def _health(self, snap: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        now = time.time()
+        running = snap.get("running", False)
+        per: dict[str, Any] = {}
+        for name, c in self.cameras(snap).items():
+            last = c.get("last_frame_time")
+            age = None if last is None else round(now - last, 3)
+            fresh = age is not None and age <= self.stale_after_s or age is None and now - snap["started"] <= self.stale_after_s
+            per[name] = {"ok": bool(fresh and c.get("running", True)), "last_frame_age_s": age, "frames": c.get("frames", 0),
+                         "reconnects": c.get("reconnects", 0)}
+        n_ok = sum(v["ok"] for v in per.values())
+        status = "ok" if running and n_ok == len(per) else "degraded" if running and n_ok else "unhealthy"
+        body = {"status": status, "running": running, "frames": snap.get("frames", 0), "source_reconnects": snap.get("reconnects", 0),
+                "uptime_s": round(now - snap["started"], 3), "cameras": per}
+        if len(per) == 1:
+            body["last_frame_age_s"] = next(iter(per.values()))["last_frame_age_s"]
+        return (503 if status == "unhealthy" else 200), body
+
+    def health(self) -> tuple[int, str, str]:
+        code, body = self._health(self.snapshot())
+        return code, json.dumps(body), "application/json"
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        self.closing.set()
+        if self._thread.ident is not None:  # shutdown() waits for serve_forever: only once started
+            self.httpd.shutdown()
+            self._thread.join(2)
         self.httpd.server_close()
-        self._thread.join(2)
 
 
-def _labels(d: dict[str, str]) -> str:
+def _labels(d: dict[str, Any]) -> str:
     inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), " ")}"' for k, v in d.items())
     return "{" + inner + "}"
 
 
 def prometheus_text(snap: dict[str, Any]) -> str:
-    """A snapshot → Prometheus exposition format (text 0.0.4)."""
+    """A snapshot → Prometheus exposition format (text 0.0.4). Names follow the Prometheus conventions:
+    ``edgefg_`` prefix, base units (seconds), ``_total`` counters, ``_seconds`` histograms, a ``camera`` label."""
     lines: list[str] = []
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, Any], float]]) -> None:
         lines.append(f"# HELP edgefg_{name} {help_}")
         lines.append(f"# TYPE edgefg_{name} {kind}")
         for labels, value in samples:
-            lines.append(f"edgefg_{name}{_labels(labels) if labels else ''} {float(value):.6g}")
+            lines.append(f"edgefg_{name}{_labels(labels) if labels else ''} {float(value):.9g}")
 
+    cams: dict[str, dict[str, Any]] = snap.get("cameras") or {"default": snap}
+    now = time.time()
     info = snap.get("info", {})
-    metric("info", "gauge", "Bundle and source being run.", [(info, 1)])
+    metric("info", "gauge", "Bundle being run.", [({k: v for k, v in info.items() if k != "source"}, 1)])
     metric("up", "gauge", "1 while the pipeline loop runs.", [({}, 1 if snap.get("running") else 0)])
-    metric("frames_total", "counter", "Frames classified.", [({}, snap.get("frames", 0))])
-    metric("dropped_frames_total", "counter", "Live frames dropped because inference was busy (latest-frame slot).", [({}, snap.get("dropped", 0))])
-    metric("skipped_frames_total", "counter", "Frames that could not be decoded or preprocessed.", [({}, snap.get("skipped", 0))])
-    metric("source_reconnects_total", "counter", "Times the source was reopened.", [({}, snap.get("reconnects", 0))])
-    metric("source_stalls_total", "counter", "Times the source stalled (no frame within --stall-timeout).", [({}, snap.get("stalls", 0))])
-    metric("label_changes_total", "counter", "Times the decided (smoothed) label changed.", [({}, snap.get("label_changes", 0))])
-    metric("unknown_total", "counter", "Frames decided as unknown (open-set rejection).", [({}, snap.get("unknown", 0))])
-    metric("fps", "gauge", "Frames per second over the recent window.", [({}, snap.get("fps_recent", 0.0))])
-    if snap.get("last_frame_time"):
-        metric("last_frame_timestamp_seconds", "gauge", "Unix time of the last frame read.", [({}, snap["last_frame_time"])])
-    samples = []
-    for stage, q in snap.get("stages_recent", {}).items():
-        for key, quantile in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
-            samples.append(({"stage": stage, "quantile": quantile}, q[key]))
-    if samples:
-        metric("stage_latency_ms", "summary", "Per-stage latency over the recent window, milliseconds.", samples)
+    metric("camera_info", "gauge", "Camera name and source (credentials masked).",
+           [({"camera": n, "source": c.get("source", info.get("source", ""))}, 1) for n, c in cams.items()])
+    per_camera = [
+        ("frames_total", "counter", "Frames classified.", "frames"),
+        ("dropped_frames_total", "counter", "Live frames dropped because inference was busy (latest-frame slot).", "dropped"),
+        ("skipped_frames_total", "counter", "Frames that could not be decoded or preprocessed.", "skipped"),
+        ("source_reconnects_total", "counter", "Times the source was reopened.", "reconnects"),
+        ("source_stalls_total", "counter", "Times the source stalled (no frame within the stall timeout).", "stalls"),
+        ("label_changes_total", "counter", "Times the decided (smoothed) label changed.", "label_changes"),
+        ("unknown_frames_total", "counter", "Frames decided as unknown (open-set rejection).", "unknown"),
+        ("frames_per_second", "gauge", "Classified frames per second over the recent window.", "fps_recent"),
+    ]
+    for name, kind, help_, key in per_camera:
+        metric(name, kind, help_, [({"camera": n}, c.get(key, 0) or 0) for n, c in cams.items()])
+    last = [(n, c["last_frame_time"]) for n, c in cams.items() if c.get("last_frame_time")]
+    if last:
+        metric("last_frame_timestamp_seconds", "gauge", "Unix time of the camera's last frame.", [({"camera": n}, t) for n, t in last])
+        metric("frame_age_seconds", "gauge", "Seconds since the camera's last frame (staleness).", [({"camera": n}, max(0.0, now - t)) for n, t in last])
+    hist_lines: list[str] = []
+    for n, c in cams.items():
+        for stage, h in (c.get("histograms") or {}).items():
+            for le, count in h["buckets"]:
+                hist_lines.append(f"edgefg_stage_latency_seconds_bucket{_labels({'camera': n, 'stage': stage, 'le': le})} {count}")
+            hist_lines.append(f"edgefg_stage_latency_seconds_sum{_labels({'camera': n, 'stage': stage})} {h['sum']:.9g}")
+            hist_lines.append(f"edgefg_stage_latency_seconds_count{_labels({'camera': n, 'stage': stage})} {h['count']}")
+    if hist_lines:
+        lines += ["# HELP edgefg_stage_latency_seconds Per-stage latency since start, seconds.", "# TYPE edgefg_stage_latency_seconds histogram", *hist_lines]
+    if "batches" in snap:
+        metric("inference_batches_total", "counter", "Model calls (one per micro-batch).", [({}, snap["batches"])])
+    mqtt = snap.get("mqtt")
+    if mqtt:
+        metric("mqtt_connected", "gauge", "1 while connected to the MQTT broker.", [({}, 1 if mqtt["connected"] else 0)])
+        metric("mqtt_spool_messages", "gauge", "Events waiting in the on-disk spool for the broker.", [({}, mqtt["spool_depth"])])
+        metric("mqtt_spool_dropped_total", "counter", "Events dropped because the spool was full (oldest first).", [({}, mqtt["spool_dropped"])])
+        metric("mqtt_published_total", "counter", "Events the broker acknowledged (this run).", [({}, mqtt["published"])])
+    http = snap.get("http")
+    if http:
+        metric("http_rejected_connections_total", "counter", "HTTP connections refused by the connection cap.", [({}, http["rejected"])])
+        metric("http_open_connections", "gauge", "HTTP connections being served.", [({}, http["open"])])
     return "\n".join(lines) + "\n"

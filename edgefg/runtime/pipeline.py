@@ -52,7 +52,7 @@ class RunOptions:
     loop: bool = False  # restart a video file / image folder at its end
     # pipeline
     batch: int = 1  # micro-batch size
-    batch_wait_ms: float = 0.0  # how long to wait to fill a micro-batch
+    batch_wait_ms: float | None = None  # how long to wait to fill a micro-batch (None: 0 for one source, 5 ms across cameras)
     roi: str | ROI | None = None  # "x,y,w,h" in pixels (or fractions 0-1 of the frame)
     preprocess_in: str = "auto"  # auto (files with a spare core: capture thread; else main loop) | capture | main
     # postprocess
@@ -66,6 +66,10 @@ class RunOptions:
     save_video: Path | None = None
     video_fps: float | None = None
     http: str | None = None  # host:port
+    http_token_file: Path | None = None  # bearer token for every path but /healthz
+    http_max_connections: int = 32
+    http_timeout_s: float = 10.0  # per-connection socket timeout
+    mqtt: Any = None  # edgefg.runtime.mqtt.MqttOptions (paho-mqtt is imported only when set)
     stats_every_s: float | None = None
     event_stream: TextIO | None = None  # structured event log; None = logging
     on_event: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
@@ -195,7 +199,7 @@ class Pipeline:
         self._t0 = time.perf_counter()
         self.running = True
         cap.start()
-        fill_wait = opts.batch_wait_ms / 1e3
+        fill_wait = (opts.batch_wait_ms or 0.0) / 1e3
         try:
             while not self.stop_event.is_set():
                 if opts.max_frames is not None and self.frames >= opts.max_frames:
@@ -302,6 +306,7 @@ class Pipeline:
             "dropped": cap.dropped, "skipped": self.skipped + cap.skipped, "reconnects": cap.reconnects, "stalls": cap.stalls,
             "label_changes": self.label_changes, "unknown": self.unknown, "fps_recent": self.fps_recent(),
             "last_frame_time": cap.last_frame_time, "latest": self.latest, "stages_recent": self.stats.summary(recent=True),
+            "histograms": self.stats.histograms(), "source": cap.spec,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -349,25 +354,69 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
     A fatal source error (retries exhausted) is raised after the sinks are flushed; the error
     carries the summary as ``.summary``.
     """
+    pipe = Pipeline(bundle, source, opts)
+    roi = (lambda shape: roi_box(pipe.roi, shape)) if pipe.roi is not None else None  # type: ignore[arg-type]
+    results = ((DEFAULT_CAMERA, r, f) for r, f in pipe.results())
+    return serve(pipe, results, opts, {DEFAULT_CAMERA: roi}, {DEFAULT_CAMERA: pipe.capture.fps}, handle_signals, single=True)
+
+
+def run_cameras(bundle: str | Path | LoadedBundle, cameras: list[Any], opts: RunOptions, handle_signals: bool = True) -> dict[str, Any]:
+    """``run_pipeline`` for several cameras (:class:`~edgefg.runtime.cameras.CameraConfig` list) on one model."""
+    from edgefg.runtime.multicam import MultiPipeline
+
+    pipe = MultiPipeline(bundle, cameras, opts)
+    rois = {n: ((lambda shape, _c=c: roi_box(_c.roi, shape)) if c.roi is not None else None) for n, c in pipe.cameras.items()}
+    fps = {n: c.capture.fps for n, c in pipe.cameras.items()}
+    results = ((cam.name, r, f) for cam, r, f in pipe.results())
+    return serve(pipe, results, opts, rois, fps, handle_signals, single=False)
+
+
+DEFAULT_CAMERA = "default"
+
+
+def serve(pipe: Any, results: Iterator[tuple[str, dict[str, Any], Frame]], opts: RunOptions, rois: dict[str, Any], fps: dict[str, float | None],
+          handle_signals: bool, single: bool) -> dict[str, Any]:
+    """The sinks around a pipeline: JSON lines, annotated video, HTTP (+ live page), MQTT, stats, signals."""
     from edgefg.runtime.sinks import JsonlSink, Sink, VideoSink
 
-    pipe = Pipeline(bundle, source, opts)
     events = pipe.events
+    cameras = list(rois)
     sinks: list[Sink] = []
+    videos: dict[str, Sink] = {}
     server = None
+    mqtt = None
+    live = None
     old_handlers: dict[int, Any] = {}
     try:
-        jsonl = JsonlSink(opts.output, rotate_mb=opts.rotate_mb, keep=opts.rotate_keep)
+        try:
+            jsonl = JsonlSink(opts.output, rotate_mb=opts.rotate_mb, keep=opts.rotate_keep)
+        except OSError as exc:
+            raise EdgefgError(f"cannot write --output '{opts.output}': {exc.strerror or exc}", "pick a writable path") from None
         sinks.append(jsonl)
         if opts.save_video:
-            fps = opts.video_fps or pipe.capture.fps or 10.0
-            roi = (lambda shape: roi_box(pipe.roi, shape)) if pipe.roi is not None else None
-            sinks.append(VideoSink(opts.save_video, fps=fps, roi=roi))
-        if opts.http:
-            from edgefg.runtime.httpd import HealthServer
+            for cam in cameras:
+                path = Path(opts.save_video) if single else Path(opts.save_video).with_name(f"{Path(opts.save_video).stem}-{cam}{Path(opts.save_video).suffix}")
+                videos[cam] = VideoSink(path, fps=opts.video_fps or fps.get(cam) or 10.0, roi=rois.get(cam))
+                sinks.append(videos[cam])
+        if opts.mqtt is not None:
+            from edgefg import __version__
+            from edgefg.runtime.mqtt import MqttPublisher
 
-            server = HealthServer(opts.http, pipe.snapshot, stale_after_s=max(30.0, 3 * opts.stall_timeout_s)).start()
-            events.emit("http_listening", address=server.address, paths=["/healthz", "/latest", "/metrics"])
+            mqtt = MqttPublisher(opts.mqtt, cameras, events, device={"model": pipe.info.get("name", "edgefg"), "sw_version": __version__}).start()
+        if opts.http or mqtt is not None:
+            from edgefg.runtime.live import LiveOutputs
+
+            live = LiveOutputs(cameras, events, mqtt=mqtt)
+            if hasattr(pipe, "cameras"):
+                pipe.on_camera_done = live.camera_ended
+        if opts.http:
+            from edgefg.runtime.httpd import HealthServer, read_token
+
+            token = read_token(opts.http_token_file) if opts.http_token_file else None
+            server = HealthServer(opts.http, pipe.snapshot, stale_after_s=max(30.0, 3 * opts.stall_timeout_s), live=live, token=token,
+                                  max_connections=opts.http_max_connections, timeout_s=opts.http_timeout_s, events=events,
+                                  extra=(lambda: {"mqtt": mqtt.stats()}) if mqtt is not None else None).start()
+            events.emit("http_listening", address=server.address, paths=["/", "/stream.mjpg", "/healthz", "/latest", "/metrics"], auth=token is not None)
         if handle_signals and threading.current_thread() is threading.main_thread():
             def on_signal(signum: int, _frame: Any) -> None:
                 if pipe.stop_event.is_set():  # a second signal: stop now
@@ -382,9 +431,11 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
         error: EdgefgError | None = None
         try:
             sink_errors: dict[str, float] = {}
-            for result, frame in pipe.results():
+            for camera, result, frame in results:
                 for s in sinks:
                     if s is jsonl and opts.events and not result["changed"]:
+                        continue
+                    if s in videos.values() and videos.get(camera) is not s:
                         continue
                     try:
                         s.write(result, frame.image)
@@ -393,15 +444,30 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
                         if time.monotonic() - sink_errors.get(name, -1e9) >= 60:
                             sink_errors[name] = time.monotonic()
                             events.emit("sink_error", sink=name, error=f"{exc.strerror or exc}")
+                if live is not None:
+                    live.on_result(camera, result, frame.image, rois.get(camera))
                 if opts.stats_every_s and time.monotonic() - last_stats >= opts.stats_every_s:
                     now = time.monotonic()
+                    snap = pipe.snapshot()
+                    extra = {"stages_ms": pipe.stats.summary(recent=True)} if single else {
+                        "cameras": {n: {k: c[k] for k in ("frames", "dropped", "skipped", "reconnects", "stalls")} | {"fps": round(c["fps_recent"], 2)}
+                                    for n, c in snap["cameras"].items()}}
                     events.emit("stats", frames=pipe.frames, fps=round((pipe.frames - last_frames) / (now - last_stats), 2),
-                                dropped=pipe.capture.dropped, skipped=pipe.skipped + pipe.capture.skipped,
-                                reconnects=pipe.capture.reconnects, stages_ms=pipe.stats.summary(recent=True))
+                                dropped=snap["dropped"], skipped=snap["skipped"], reconnects=snap["reconnects"], **extra,
+                                **({"mqtt": mqtt.stats()} if mqtt is not None else {}))
                     last_stats, last_frames = now, pipe.frames
         except SourceError as exc:
             error = exc
+        if not single and error is None and not pipe.stop_event.is_set() and pipe.errors():
+            errs = pipe.errors()
+            error = SourceError("; ".join(f"camera '{n}': {m}" for n, m in errs.items()), "check those cameras; the others ran to their end")
         summary = pipe.summary()
+        if live is not None:
+            live.close()  # ends open sightings (their 'end' events are spooled before MQTT drains)
+        if mqtt is not None:
+            mqtt.close()
+            summary["mqtt"] = mqtt.stats()
+            mqtt = None
         if error is not None:
             error.summary = summary  # type: ignore[attr-defined]
             raise error
@@ -412,6 +478,8 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
                 s.close()
             except Exception as exc:  # a full disk must not hide the summary
                 events.emit("sink_error", sink=type(s).__name__, error=str(exc))
+        if mqtt is not None:
+            mqtt.close(drain_s=0.5)
         if server is not None:
             server.close()
         for sig, handler in old_handlers.items():
@@ -429,6 +497,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     st = summary.get("stages_ms", {})
     if st:
         text += " | " + ", ".join(f"{k} p50 {v['p50']:.2f}/p95 {v['p95']:.2f}" for k, v in st.items() if k in ("preprocess", "infer", "postprocess"))
+    if summary.get("cameras"):
+        text += " | " + "; ".join(f"{n}: {c['frames']} frames {c['fps']:.1f} FPS" + (f" {c['reconnects']} reconnects" if c.get("reconnects") else "")
+                                  for n, c in summary["cameras"].items())
+        if summary.get("mean_batch"):
+            text += f" | mean batch {summary['mean_batch']:.2f}"
     extras = [f"{summary[k]} {label}" for k, label in (("dropped", "dropped"), ("skipped", "unreadable skipped"), ("reconnects", "reconnects"), ("stalls", "stalls")) if summary.get(k)]
     if extras:
         text += " | " + ", ".join(extras)

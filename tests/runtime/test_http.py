@@ -58,7 +58,8 @@ def test_mjpeg_stream_killed_and_restored_with_http_endpoint(tiny_bundles):
     assert latest["top"] and latest["source"] == cam.url
     code, metrics = get(base + "/metrics")
     assert code == 200 and "# TYPE edgefg_frames_total counter" in metrics
-    assert 'edgefg_stage_latency_ms{stage="infer",quantile="0.95"}' in metrics
+    assert 'edgefg_stage_latency_seconds_bucket{camera="default",stage="infer",le="+Inf"}' in metrics
+    assert 'edgefg_frame_age_seconds{camera="default"}' in metrics
     assert get(base + "/nope")[0] == 404
     # kill the camera, bring it back on the same port
     cam.stop()
@@ -101,4 +102,4 @@ def test_prometheus_text_format():
         float(value)
         assert name_labels.startswith("edgefg_")
     assert 'edgefg_info{bundle="a\\"b",backend="openvino"} 1' in lines
-    assert "edgefg_dropped_frames_total 2" in lines
+    assert 'edgefg_dropped_frames_total{camera="default"} 2' in lines
