@@ -26,7 +26,7 @@ from edgefg.runtime.pipeline import RunOptions, parse_roi, roi_box
 from edgefg.runtime.postprocess import UNKNOWN, to_probabilities, topk
 from edgefg.runtime.smoothing import Decider, SmoothSpec
 from edgefg.runtime.sources import Frame, Source, open_source, redact
-from edgefg.runtime.stats import StageStats
+from edgefg.runtime.stats import StageStats, recent_rate
 from edgefg.runtime.timing import percentiles
 
 DEFAULT_BATCH_WAIT_MS = 5.0  # multi-camera default: how long a batch waits for the other cameras
@@ -57,8 +57,7 @@ class Camera:
         return self.config.name
 
     def fps_recent(self) -> float:
-        t = self.done_times
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        return recent_rate(self.done_times)
 
     def snapshot(self) -> dict[str, Any]:
         cap = self.capture

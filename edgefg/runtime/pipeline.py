@@ -29,7 +29,7 @@ from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.postprocess import UNKNOWN, to_probabilities, topk
 from edgefg.runtime.smoothing import Decider, SmoothSpec
 from edgefg.runtime.sources import Frame, Source, open_source, redact
-from edgefg.runtime.stats import StageStats
+from edgefg.runtime.stats import StageStats, recent_rate
 from edgefg.runtime.timing import percentiles
 
 ROI = tuple[float, float, float, float]
@@ -295,8 +295,7 @@ class Pipeline:
         return (self._t_end or time.perf_counter()) - self._t0
 
     def fps_recent(self) -> float:
-        t = self._done_times
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        return recent_rate(self._done_times)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for ``/healthz`` and ``/metrics`` (safe to call from another thread)."""

@@ -119,3 +119,8 @@ class StageStats:
         with self._lock:
             for w in self.recent.values():
                 w.clear()
+
+
+def recent_rate(times) -> float:
+    """Events per second over a window of monotonic timestamps (e.g. the last 256 frames done)."""
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
