@@ -221,8 +221,12 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
+    from edgefg.outputs import prepare_parent, write_text
     from edgefg.validate.report import validation_markdown, write_json, write_junit
 
+    for path in (json_out, junit, markdown):  # a report path that cannot be written fails now, not after scoring
+        if path:
+            prepare_parent(path)
     thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement)
     result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0)
     if json_out:
@@ -231,7 +235,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
         write_junit(junit, result)
     text = validation_markdown(result)
     if markdown:
-        Path(markdown).write_text(text, encoding="utf-8")
+        write_text(markdown, text)
     _console().print(text, markup=False, highlight=False)
     sys.exit(0 if result["passed"] else 1)
 
@@ -332,12 +336,15 @@ def rollback(into) -> None:
 @handle_errors
 def bench(bundles, rounds, iters, warmup, batch, threads, json_out) -> None:
     """Latency, throughput, peak RSS and size of BUNDLES, side by side in one run."""
+    from edgefg.outputs import prepare_parent, write_json
     from edgefg.runtime.bench import BenchOptions, bench_table, run_bench
 
+    if json_out:
+        prepare_parent(json_out)
     result = run_bench(list(bundles), BenchOptions(rounds=rounds, iters=iters, warmup=warmup, batch=batch, num_threads=threads))
     _console().print(bench_table(result))
     if json_out:
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(json_out, result)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 plot of the steps (report.png) because a Pareto plot is read faster than a table."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from edgefg.outputs import write_json, write_text
 from edgefg.validate.report import fmt, markdown_table
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _preprocess_lines(pre: dict[str, Any]) -> list[str]:
 def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = True) -> None:
     if plot and write_plot(directory / PLOT_NAME, report["steps"], report.get("latency_backend", "")):
         report["plot"] = PLOT_NAME
-    (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(directory / "report.json", report)
     lines = [f"# edgefg compress report — recipe `{report['recipe']}`", ""]
     lines.append(f"Model: `{report['model'].get('path')}`  ")
     cal = report["calibration"]
@@ -113,7 +113,7 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
         lines += markdown_table(cols, [[fmt(r.get(c)) for c in cols] for r in report["class_drops"][:10]])
     if report.get("passed") is False:
         lines += ["", "**Budget NOT met** — this artifact is the best result found (see the int8 step above)."]
-    (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(directory / "report.md", "\n".join(lines) + "\n")
 
 
 def _step_details(desc: dict[str, Any]) -> list[str]:

@@ -82,12 +82,11 @@ def doctor_cmd(target, json_out, iterations) -> None:
     Exit code: 0 ready (warnings allowed), 1 a required check failed (the report says which),
     2 bad target. Paste the whole output into an issue.
     """
-    import json
-
+    from edgefg.outputs import write_json
     from edgefg.tensorrt.doctor import format_report, run_doctor
 
     report = run_doctor(target, iterations=iterations)
     click.echo(format_report(report))
     if json_out:
-        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_json(json_out, report.to_dict())
     raise SystemExit(report.exit_code)

@@ -1,11 +1,12 @@
 """Validation reports: JSON (machines), Markdown (people), JUnit XML (CI)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 from xml.etree import ElementTree as ET
+
+from edgefg import outputs
 
 
 def fmt(v: Any) -> str:
@@ -29,7 +30,7 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    outputs.write_json(path, data)
 
 
 def validation_markdown(result: dict[str, Any]) -> str:
@@ -70,4 +71,4 @@ def write_junit(path: str | Path, result: dict[str, Any]) -> None:
             ET.SubElement(case, "failure", message=c.get("message") or f"{c['name']} = {fmt(c['value'])} exceeds limit {fmt(c['limit'])}")
     root = ET.Element("testsuites", tests=str(len(checks)), failures=str(failures))
     root.append(suite)
-    ET.ElementTree(root).write(str(path), encoding="utf-8", xml_declaration=True)
+    outputs.write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
