@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefg.outputs import write_json, write_text
+from edgefg.validate.limits import POINTS, format_limit, format_value
 from edgefg.validate.report import fmt, markdown_table
 
 log = logging.getLogger(__name__)
@@ -15,6 +16,11 @@ PLOT_NAME = "report.png"
 
 def _pct(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
+
+
+def _pts(v: Any) -> str:
+    """Points in a column whose header says "pt"."""
+    return "–" if v is None else f"{v:.{POINTS.decimals}f}"
 
 
 def write_plot(path: Path, rows: list[dict[str, Any]], backend: str) -> bool:
@@ -87,7 +93,7 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
     cols = ["step", "size_mb", "params", "macs", "latency_ms_p50", "top1 %", "top5 %", "worst class %", "Δtop1 pt", "worst class Δ pt"]
     table = [
         [r["step"], fmt(r.get("size_mb")), fmt(r.get("params")), fmt(r.get("macs")), fmt(r.get("latency_ms_p50")), _pct(r.get("top1")),
-         _pct(r.get("top5")), _pct(r.get("worst_class_accuracy")), fmt(r.get("top1_drop")), fmt(r.get("worst_class_drop"))]
+         _pct(r.get("top5")), _pct(r.get("worst_class_accuracy")), _pts(r.get("top1_drop")), _pts(r.get("worst_class_drop"))]
         for r in report["steps"]
     ]
     lines += markdown_table(cols, table)
@@ -100,7 +106,7 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
         alpha = report.get("class_alpha", 0.05)
         lines += [
             "",
-            f"Overall vs the reference: top-1 drop **{report['top1_drop']:.2f} pts**; worst-class drop: **{report['worst_class_drop']:.1f} pts**; "
+            f"Overall vs the reference: top-1 drop **{POINTS.format(report['top1_drop'])}**; worst-class drop: **{POINTS.format(report['worst_class_drop'])}**; "
             f"prediction agreement: {report['agreement']:.4f}",
             "",
             "## Classes that lost the most (fine-grained classes can collapse while the mean barely moves)",
@@ -124,8 +130,10 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
     out += [", ".join(f"{k}: {fmt(v)}" for k, v in simple.items())]
     if "budget" in desc:
         b = desc["budget"]
-        out += ["", f"Budget: top-1 drop ≤ {fmt(b.get('max_drop'))} pt; per class ≤ {fmt(b.get('max_class_drop'))} pt when significant "
-                f"(p < {b.get('class_alpha')}). **{'met' if desc.get('passed') else 'NOT met'}**."]
+        parts = [f"top-1 drop {format_limit('max_drop', b['max_drop'])}"] if b.get("max_drop") is not None else []
+        if b.get("max_class_drop") is not None:
+            parts.append(f"per class {format_limit('max_class_drop', b['max_class_drop'])} when significant (p < {b.get('class_alpha')})")
+        out += ["", f"Budget: {'; '.join(parts) or 'none'}. **{'met' if desc.get('passed') else 'NOT met'}**."]
         wc = desc.get("worst_class")
         if wc:
             out += [f"Worst class: {wc['class']} −{wc['drop_pts']:.1f} pt = {wc['drop_images']} of {wc['images']} images (p = {fmt(wc['p_value'])})."]
@@ -136,7 +144,7 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
                 f"Layers reverted to float for the per-class budget ({len(pc)}): {', '.join(pc) or 'none'}"]
         if desc.get("attempts") and len(desc["attempts"]) > 1:
             out += ["", *markdown_table(["reverted layers", "top1", "top1 drop pt", "classes over budget"],
-                                        [[fmt(a["reverted"]), fmt(a["top1"]), fmt(a["top1_drop"]), fmt(a["classes_over_budget"])] for a in desc["attempts"]])]
+                                        [[fmt(a["reverted"]), format_value("top1", a["top1"]), _pts(a["top1_drop"]), fmt(a["classes_over_budget"])] for a in desc["attempts"]])]
     elif "float_layers" in desc:
         out += [f"Layers in float: {', '.join(desc['float_layers']) or 'none'}"]
     if desc.get("history"):

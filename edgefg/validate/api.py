@@ -17,6 +17,7 @@ from edgefg.errors import ClassMismatchError, DataError, InputPathError, Unsuppo
 from edgefg.manifest import MANIFEST_NAME
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
+from edgefg.validate.limits import DIRECTIONS, check_message, holds
 from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
 
 
@@ -148,17 +149,18 @@ def validate(
         result.setdefault(key, None)
     checks = []
 
-    def check(name: str, value: float | None, limit: float | None, ok) -> None:
+    def check(name: str, value: float | None, limit: float | None, passed: bool | None = None, detail: str = "") -> None:
         if limit is not None and value is not None:
-            checks.append({"name": name, "value": value, "limit": limit, "passed": bool(ok(value, limit))})
+            ok = holds(name, value, limit) if passed is None else passed
+            message = check_message(name, value, limit, ok) + (f" ({detail})" if detail else "")
+            checks.append({"name": name, "value": value, "limit": limit, "direction": DIRECTIONS[name], "passed": bool(ok), "message": message})
 
-    check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop, lambda v, lim: v <= lim)
-    check("worst_class_drop", result.get("worst_class_drop"), thresholds.max_class_drop, lambda v, lim: v <= lim)
-    check("top1", result.get("top1"), thresholds.min_top1, lambda v, lim: v >= lim)
-    check("agreement", result.get("agreement"), thresholds.min_agreement, lambda v, lim: v >= lim)
+    check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop)
+    check("worst_class_drop", result.get("worst_class_drop"), thresholds.max_class_drop)
+    check("top1", result.get("top1"), thresholds.min_top1)
+    check("agreement", result.get("agreement"), thresholds.min_agreement)
     if pre_check is not None:
-        checks.append({"name": "preprocess_parity", "value": pre_check.max_abs, "limit": pre_check.tolerance, "passed": pre_check.passed,
-                       "message": pre_check.summary()})
+        check("preprocess_parity", pre_check.max_abs, pre_check.tolerance, pre_check.passed, pre_check.summary())
     for name, limit in (("top1_drop", thresholds.max_top1_drop), ("worst_class_drop", thresholds.max_class_drop), ("top1", thresholds.min_top1)):
         if limit is not None and result.get(name) is None:
             raise DataError(f"the {name} threshold needs labelled data (class sub-folders) in '{data}'")

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from xml.etree import ElementTree as ET
 
 from edgefg import outputs
+from edgefg.validate.limits import check_message, format_limit, format_value
 
 
 def fmt(v: Any) -> str:
@@ -41,11 +42,15 @@ def validation_markdown(result: dict[str, Any]) -> str:
         lines.append(f"Reference: `{result['reference']}`")
     lines.append("")
     keys = ["top1", "top5", "reference_top1", "top1_drop", "worst_class_drop", "agreement", "mean_kl"]
-    lines += markdown_table(["metric", "value"], [[k, fmt(result.get(k))] for k in keys if k in result])
+    lines += markdown_table(["metric", "value"], [[k, format_value(k, result.get(k))] for k in keys if k in result])
     checks = result.get("checks", [])
     if checks:
         lines += ["", "## Checks", ""]
-        lines += markdown_table(["check", "value", "limit", "passed"], [[c["name"], fmt(c["value"]), fmt(c["limit"]), fmt(c["passed"])] for c in checks])
+        lines += markdown_table(["check", "value", "limit", "passed"],
+                                [[c["name"], format_value(c["name"], c["value"]), format_limit(c["name"], c["limit"]), fmt(c["passed"])] for c in checks])
+        failed = [c for c in checks if not c["passed"]]
+        if failed:
+            lines += [""] + [f"- **failed**: {c.get('message') or check_message(c['name'], c['value'], c['limit'], False)}" for c in failed]
     if result.get("preprocess_check"):
         from edgefg.validate.preprocess_check import PreprocessCheck
 
@@ -68,7 +73,7 @@ def write_junit(path: str | Path, result: dict[str, Any]) -> None:
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname="edgefg.validate", name=c["name"])
         if not c["passed"]:
-            ET.SubElement(case, "failure", message=c.get("message") or f"{c['name']} = {fmt(c['value'])} exceeds limit {fmt(c['limit'])}")
+            ET.SubElement(case, "failure", message=c.get("message") or check_message(c["name"], c["value"], c["limit"], False))
     root = ET.Element("testsuites", tests=str(len(checks)), failures=str(failures))
     root.append(suite)
     outputs.write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
