@@ -166,14 +166,15 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Wrapped model file: timm eval crop mode.")
 @click.option("--resize", type=click.Choice(["pil", "opencv"]), help="Wrapped model file: resizer (default: pil with a timm config.json, else opencv).")
 @click.option("--output-activation", type=click.Choice(["logits", "softmax"]), help="Wrapped model file: what the output holds (default: read from the graph).")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), help="Wrapped model file: input layout, when the input shape does not tell.")
 @handle_errors
 def deploy(artifact, target, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
-           crop_mode, resize, output_activation) -> None:
+           crop_mode, resize, output_activation, layout) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
     wrap = {"mean": mean, "std": std, "input_size": input_size, "interpolation": interpolation, "crop_pct": crop_pct,
-            "crop_mode": crop_mode, "resize": resize, "output_activation": output_activation}
+            "crop_mode": crop_mode, "resize": resize, "output_activation": output_activation, "layout": layout}
     result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
                         wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None)
     m, p = result.manifest, result.manifest.parity
