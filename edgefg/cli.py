@@ -207,7 +207,10 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled ImageFolder, or a flat folder (agreement only).")
 @click.option("--reference", type=click.Path(path_type=Path), help="Reference: an artifact/bundle directory, an .onnx, or a PyTorch model.")
 @click.option("--max-top1-drop", type=float, help="Fail if top-1 drops more than this many points vs the reference.")
-@click.option("--max-class-drop", type=float, help="Fail if any class drops more than this many points.")
+@click.option("--max-class-drop", type=float, help="Fail if a class drops more than this many points and the drop is significant "
+              "(paired sign test p < --class-alpha); the same rule as compress --max-class-drop.")
+@click.option("--class-alpha", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+              help="Sign-test level for --max-class-drop; 1 counts every drop over the budget.")
 @click.option("--min-top1", type=float, help="Fail if top-1 (fraction 0-1) is below this.")
 @click.option("--min-agreement", type=float, help="Fail if top-1 agreement with the reference is below this.")
 @click.option("--max-images", type=int, help="Use only the first N images.")
@@ -217,7 +220,7 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--check-preprocess", is_flag=True, help="Also compare the bundle's input tensors with timm's own eval transform (needs timm).")
 @click.option("--check-images", type=click.IntRange(1), default=32, show_default=True, help="Images (stratified) for --check-preprocess.")
 @handle_errors
-def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown,
+def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, min_top1, min_agreement, max_images, json_out, junit, markdown,
              check_preprocess, check_images) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
@@ -228,7 +231,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
     for path in (json_out, junit, markdown):  # a report path that cannot be written fails now, not after scoring
         if path:
             prepare_parent(path)
-    thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement)
+    thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement, class_alpha)
     result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0)
     if json_out:
         write_json(json_out, result)

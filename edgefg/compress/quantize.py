@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.validate.metrics import class_failures  # noqa: F401  (one meaning of --max-class-drop, shared with validate)
 
 log = logging.getLogger(__name__)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -233,13 +234,6 @@ def _prune_dead(model) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Accuracy-aware quantization
-
-
-def class_failures(drops: list[dict], max_class_drop: float | None, alpha: float) -> list[dict]:
-    """Classes over the per-class budget whose drop is significant (paired sign test p < alpha)."""
-    if max_class_drop is None:
-        return []
-    return [r for r in drops if r["drop_pts"] > max_class_drop and (r.get("p_value") is None or r["p_value"] < alpha)]
 
 
 def _evaluate(runner: Runner, model, val_x, val_y, labels, ref_m):

@@ -106,6 +106,28 @@ def class_drops(candidate: dict, reference: dict) -> list[dict]:
     return rows
 
 
+def class_failures(drops: list[dict], max_class_drop: float | None, alpha: float) -> list[dict]:
+    """Classes over a per-class budget: ``--max-class-drop`` means the same in compress and validate.
+
+    A class fails when it lost more than ``max_class_drop`` points **and** its paired sign test
+    gives p < ``alpha`` (one image of 23 is 4.3 points: noise, not a failure). ``alpha`` = 1
+    counts every drop over the budget. Without a p-value (images not paired) the points decide."""
+    if max_class_drop is None:
+        return []
+    return [r for r in drops if r["drop_pts"] > max_class_drop and (r.get("p_value") is None or r["p_value"] < alpha)]
+
+
+def significant_worst_drop(drops: list[dict], alpha: float) -> float:
+    """The largest drop (points) among classes whose drop is significant at ``alpha``; 0 if none."""
+    sig = [r["drop_pts"] for r in drops if r["drop_pts"] > 0 and (r.get("p_value") is None or r["p_value"] < alpha)]
+    return max(sig, default=0.0)
+
+
+def losing_classes(drops: list[dict]) -> list[dict]:
+    """Only the classes that lost accuracy, worst first (for the "worst classes" tables)."""
+    return sorted((r for r in drops if r["drop_pts"] > 0), key=lambda r: (-r["drop_pts"], r["class"]))
+
+
 def strip_arrays(metrics: dict) -> dict:
     """Drop the per-image arrays so the dict serialises to JSON."""
     return {k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)}

@@ -42,3 +42,35 @@ def test_markdown_checks_table_uses_the_same_formatter():
     assert "| top1 | 0.9502 | ≥ 0.9900 | no |" in md
     assert "- **failed**: top1 = 0.9502 is below the minimum 0.9900" in md
     assert "exceeds" not in md and "1.0000" not in md
+
+
+def _drop(name, pts, lost, gained, images=23):
+    from edgefg.validate.metrics import sign_test_p
+
+    return {"class": name, "images": images, "drop_pts": pts, "drop_images": lost - gained, "lost": lost, "gained": gained,
+            "p_value": sign_test_p(lost, gained)}
+
+
+def test_max_class_drop_means_the_same_in_validate_and_compress():
+    from edgefg.compress import quantize
+    from edgefg.validate import metrics
+    from edgefg.validate.api import class_drop_check
+
+    assert quantize.class_failures is metrics.class_failures  # compress's budget and validate's gate: one function
+    drops = [_drop("noise", 13.0, 3, 0), _drop("real", 30.4, 7, 0), _drop("gained", -4.3, 0, 1)]
+    c = class_drop_check(drops, 10.0, 0.05)
+    assert not c["passed"] and c["classes_over"] == ["real"] and c["value"] == 30.4
+    assert c["message"].startswith("class_drop = 30.40 pt is above the maximum 10.00 pt") and "real −30.4 pt" in c["message"]
+    assert [r["class"] for r in metrics.class_failures(drops, 10.0, 0.05)] == c["classes_over"]
+    # 3 of 23 images lost (p = 0.125) is within a 10-point budget at alpha 0.05, over it when every drop counts
+    ok = class_drop_check(drops[:1], 10.0, 0.05)
+    assert ok["passed"] and ok["value"] == 0.0 and "meets the maximum" in ok["message"]
+    strict = class_drop_check(drops[:1], 10.0, 1.0)
+    assert not strict["passed"] and strict["value"] == 13.0
+
+
+def test_worst_classes_lists_only_losers_worst_first():
+    from edgefg.validate.metrics import losing_classes
+
+    drops = [_drop("b", 4.3, 1, 0), _drop("up", -4.3, 0, 1), _drop("same", 0.0, 0, 0), _drop("a", 8.7, 2, 0)]
+    assert [r["class"] for r in losing_classes(drops)] == ["a", "b"]
