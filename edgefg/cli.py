@@ -19,17 +19,31 @@ from edgefg import __version__
 from edgefg.errors import EdgefgError
 
 log = logging.getLogger("edgefg")
-NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "nncf", "torch._dynamo", "torch.export")
+NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch", "torch.onnx", "nncf", "torch._dynamo", "torch.export", "torchao", "absl", "tensorflow",
+                 "jax", "litert_torch", "ai_edge_torch", "openvino", "matplotlib", "PIL")
+# native logs of TensorFlow/LiteRT (oneDNN and CPU-feature notices), glog users, and torch's own log handlers (ERROR only)
+QUIET_NATIVE_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2", "TORCH_LOGS": "-torch"}
 
 
 def _setup_logging(verbose: int) -> None:
+    """Logs and warnings on stderr (stdout carries results only). Third-party libraries' logs,
+    Python warnings and native log lines are silenced unless -vv."""
+    import os
+    import warnings
+
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_time=False, show_path=False, markup=False)], force=True)
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("edgefg").setLevel(logging.INFO if verbose == 0 else level)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
+    if verbose < 2:
+        for key, value in QUIET_NATIVE_ENV.items():
+            os.environ.setdefault(key, value)  # read when those libraries load, which is later (imports are lazy)
+        warnings.filterwarnings("ignore")  # torch/timm/nncf deprecation and tracer warnings; edgefg's own notices are log records
 
 
 def _console():

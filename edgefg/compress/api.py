@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefg.progress import track
 from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_subset
 from edgefg.compress.recipes import RECIPES, TORCH_STEPS, load_recipe, validate_steps
 from edgefg.compress.report import write_compress_report
@@ -204,7 +205,8 @@ class _Meter:
             lat = percentiles(time_calls(lambda: m.scores(self.sample[None]), self.iters))
             scores = None
             if self.val is not None:
-                scores = np.concatenate([m.scores(self.val.x[i : i + self.batch]) for i in range(0, len(self.val.x), self.batch)])
+                scores = np.concatenate([m.scores(self.val.x[i : i + self.batch])
+                                         for i in track(range(0, len(self.val.x), self.batch), f"scoring {what} on {len(self.val.x)} images")])
         return stats, lat, scores
 
 
@@ -214,7 +216,7 @@ def _preprocess_val(val_set: ImageSet | None, model: LoadedModel, size: int | No
     samples = stratified_subset(val_set.samples, size, seed) if size else val_set.samples
     skipped: list[Path] = []
     xs, ys = [], []
-    for b in iter_batches(samples, model.preprocess, 64, skipped):
+    for b in track(iter_batches(samples, model.preprocess, 64, skipped), f"reading {len(samples)} validation images", -(-len(samples) // 64)):
         xs.append(b.x)
         ys.append(b.labels)
     if not xs:
@@ -340,7 +342,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
 
     calib_samples = stratified_subset(calib_set.samples, opts.calib_size, opts.seed) if calib_set else []
     skipped: list[Path] = []
-    calib = [b.x for b in iter_batches(calib_samples, model.preprocess, 64, skipped)]
+    calib = [b.x for b in track(iter_batches(calib_samples, model.preprocess, 64, skipped), f"reading {len(calib_samples)} calibration images",
+                                -(-len(calib_samples) // 64))]
     calib_x = np.concatenate(calib) if calib else None
     if calib_set is not None and calib_x is None:
         raise DataError(f"no readable calibration images in '{opts.data}'")

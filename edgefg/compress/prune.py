@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from edgefg.progress import track
 from edgefg.errors import MissingDependencyError, UnsupportedError
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions, data=None) -> 
             model, example, importance=importance, pruning_ratio=opts.ratio, ignored_layers=ignored, round_to=opts.round_to,
             iterative_steps=steps, **kwargs
         )
-        for _ in range(steps):
+        for _ in track(range(steps), f"pruning {opts.ratio:.0%} ({kind} importance, {steps} steps)"):
             if kind == "taylor":
                 x, y = data
                 model.zero_grad()

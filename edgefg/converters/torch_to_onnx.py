@@ -21,11 +21,13 @@ def export_onnx(module, input_size: tuple[int, int], path: str | Path, opset: in
     import onnx
     import torch
 
+    from edgefg.progress import stdout_to_stderr
+
     path = Path(path)
     x = torch.randn(2, 3, *input_size)
     module = module.eval()
     errors = []
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), stdout_to_stderr():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
