@@ -283,7 +283,8 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
 @click.option("--http", "http_addr", help="Serve /healthz, /latest, /metrics on HOST:PORT (e.g. 127.0.0.1:8080).")
 @click.option("--stats-every", type=float, help="Log throughput/latency/drops as a JSON line every N seconds.")
 @click.option("--stall-timeout", default=10.0, show_default=True, help="Seconds without a frame before a live source is reopened.")
-@click.option("--max-retries", type=int, help="Give up (exit 2) after N failed reopen attempts in a row (default: retry forever).")
+@click.option("--max-retries", type=int, help="Give up (exit 2) after N failed reopen attempts in a row; -1 = retry forever "
+              "(the default, except for a camera on an interactive terminal: 3).")
 @click.option("--loop", is_flag=True, help="Restart a video file/image folder at its end.")
 @click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
               help="Thread that preprocesses: capture (pipelined; auto for files when a core is spare) or main.")
@@ -301,6 +302,9 @@ def run(bundle, source, max_frames, output, rotate_mb, rotate_keep, topk, thread
         return
     if not source:
         raise click.UsageError("--source is required (or --print-gst-pipeline)")
+    # a person trying `--source 0` on a machine without a camera gets an answer in seconds; services retry forever
+    camera_on_terminal = max_retries is None and _is_camera(source) and _interactive()
+    max_retries = INTERACTIVE_CAMERA_RETRIES if camera_on_terminal else None if max_retries is not None and max_retries < 0 else max_retries
     opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, stall_timeout_s=stall_timeout, max_retries=max_retries,
                       loop=loop, batch=batch, batch_wait_ms=batch_wait_ms, roi=roi, preprocess_in=preprocess_in, smooth=smooth,
                       min_confidence=min_confidence, min_margin=min_margin, events=events, rotate_mb=rotate_mb, rotate_keep=rotate_keep,
@@ -310,8 +314,23 @@ def run(bundle, source, max_frames, output, rotate_mb, rotate_keep, topk, thread
     except EdgefgError as exc:
         if getattr(exc, "summary", None):
             click.echo(format_summary(exc.summary), err=True)
+        if camera_on_terminal and exc.__class__.__name__ == "SourceError" and not (getattr(exc, "summary", None) or {}).get("frames"):
+            raise type(exc)(f"no camera at '{source}': it could not be opened ({max_retries} retries, the default on a terminal)",
+                            "check `ls /dev/video*` and that nothing else holds the camera; without one, try --source clip.mp4 "
+                            "or --source photos/; --max-retries -1 keeps retrying") from None
         raise
     click.echo(format_summary(summary), err=True)
+
+
+INTERACTIVE_CAMERA_RETRIES = 3
+
+
+def _is_camera(source: str) -> bool:
+    return source.isdigit() or source.startswith("/dev/video")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 @cli.command()
