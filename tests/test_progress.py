@@ -50,3 +50,5 @@ def test_compress_stdout_is_the_report_and_warnings_go_to_stderr(tiny_model, ima
     for noise in ("WARNING", "INFO", "calibration images:", "Warning", "W1", "oneDNN"):
         assert noise not in r.stdout, noise
     assert "no --val-data" in r.stderr and "scoring fp32 reference" in r.stderr
+    header = (tmp_path / "art" / "report.md").read_text().split("Model:")[0]
+    assert "measured on training images" in header  # where a reader looks, not only in a scrolled-by warning

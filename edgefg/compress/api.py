@@ -403,6 +403,10 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                 desc["runtimes"] = check_runtimes(current, model.preprocess.input_size)
             stats, lat, cur_scores = meter(current, "fp32", step["type"])
             rows.append(_row(_step_label(step), stats, lat, classification(cur_scores, val.y, model.labels) if val is not None else None, ref_m, opts.class_alpha))
+            if step["type"] == "prune":  # one count in the whole report: the table's, on the exported ONNX (BatchNorm folded)
+                for k in ("params", "macs"):
+                    desc[f"{k}_before"], desc[f"{k}_after"] = rows[-2].get(k), rows[-1].get(k)
+                desc["counted_on"] = "the exported ONNX (BatchNorm folded into the convolutions), as in the table"
             descs.append({"step": step["type"], **desc})
 
         if int8_step is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgefg.outputs import write_json, write_text
 from edgefg.validate.limits import POINTS, format_limit, format_value
+from edgefg.validate.metrics import losing_classes
 from edgefg.validate.report import fmt, markdown_table
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,17 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
     if plot and write_plot(directory / PLOT_NAME, report["steps"], report.get("latency_backend", "")):
         report["plot"] = PLOT_NAME
     write_json(directory / "report.json", report)
+    val = report.get("validation", {})
     lines = [f"# edgefg compress report — recipe `{report['recipe']}`", ""]
+    if val.get("data") and val.get("held_out") is False:
+        lines += [f"> **Accuracy below is measured on training images** ({val.get('images')} of the `--data` images, which also calibrated"
+                  " / trained the model), so it is optimistic. Pass `--val-data DIR` with held-out images for figures you can trust.", ""]
     lines.append(f"Model: `{report['model'].get('path')}`  ")
     cal = report["calibration"]
     lines.append(f"Calibration: {cal['images']} images from `{cal['data']}` (stratified over classes)  ")
-    val = report.get("validation", {})
     if val.get("data"):
-        lines.append(f"Validation: {val.get('images')} images from `{val['data']}`  ")
+        lines.append(f"Validation: {val.get('images')} images from `{val['data']}`"
+                     f"{' (held out)' if val.get('held_out') else ' (the training/calibration data: optimistic)'}  ")
     lines.append(f"Latency: {report['latency_backend']}  ")
     lines += _preprocess_lines(report.get("preprocess") or {})
     lines.append("")
@@ -109,14 +114,19 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
             f"Overall vs the reference: top-1 drop **{POINTS.format(report['top1_drop'])}**; worst-class drop: **{POINTS.format(report['worst_class_drop'])}**; "
             f"prediction agreement: {report['agreement']:.4f}",
             "",
-            "## Classes that lost the most (fine-grained classes can collapse while the mean barely moves)",
+            "## Classes that lost accuracy, worst first (fine-grained classes can collapse while the mean barely moves)",
             "",
             f"`lost`/`gained`: images this class got wrong/right only after compression; `p`: one-sided paired sign test "
             f"(a drop counts as real when p < {alpha}).",
             "",
         ]
         cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "lost", "gained", "p_value"]
-        lines += markdown_table(cols, [[fmt(r.get(c)) for c in cols] for r in report["class_drops"][:10]])
+        losers = losing_classes(report["class_drops"])
+        if losers:
+            lines += markdown_table(cols, [[_pts(r[c]) if c == "drop_pts" else fmt(r.get(c)) for c in cols] for r in losers[:10]])
+            lines += [f"({len(losers) - 10} more classes lost accuracy: report.json)"] if len(losers) > 10 else []
+        else:
+            lines += ["No class lost accuracy."]
     if report.get("passed") is False:
         lines += ["", "**Budget NOT met** — this artifact is the best result found (see the int8 step above)."]
     write_text(directory / "report.md", "\n".join(lines) + "\n")

@@ -8,6 +8,7 @@ from xml.etree import ElementTree as ET
 
 from edgefg import outputs
 from edgefg.validate.limits import check_message, format_limit, format_value
+from edgefg.validate.metrics import losing_classes
 
 
 def fmt(v: Any) -> str:
@@ -57,11 +58,16 @@ def validation_markdown(result: dict[str, Any]) -> str:
         pc = dict(result["preprocess_check"])
         pc.pop("exact", None), pc.pop("passed", None)
         lines += ["", f"Preprocessing: {PreprocessCheck(**pc).summary()}"]
-    drops = result.get("class_drops") or []
-    if drops:
-        lines += ["", "## Worst classes", ""]
-        cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images"]
-        lines += markdown_table(cols, [[fmt(r[c]) for c in cols] for r in drops[:10]])
+    drops = result.get("class_drops")
+    if drops is not None:
+        losers = losing_classes(drops)
+        lines += ["", "## Classes that lost accuracy, worst first", ""]
+        if losers:
+            cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "p_value"]
+            lines += markdown_table(cols, [[format_value("class_drop", r[c]) if c == "drop_pts" else fmt(r.get(c)) for c in cols] for r in losers[:10]])
+            lines += [f"({len(losers) - 10} more: see the JSON report)"] if len(losers) > 10 else []
+        else:
+            lines += [f"None of the {len(drops)} classes lost accuracy against the reference."]
     return "\n".join(lines) + "\n"
 
 
