@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from edgefg.progress import track
 from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_subset
 from edgefg.compress.recipes import RECIPES, TORCH_STEPS, load_recipe, validate_steps
 from edgefg.compress.report import write_compress_report
@@ -29,6 +28,7 @@ from edgefg.errors import CheckFailed, DataError, UnsupportedError
 from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir
 from edgefg.models.loader import LoadedModel
 from edgefg.models.stats import onnx_stats
+from edgefg.progress import track
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.timing import percentiles, time_calls
 from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays

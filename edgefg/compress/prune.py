@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from edgefg.progress import track
 from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.progress import track
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgefg.progress import activity, stdout_to_stderr, track
 from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.progress import activity, stdout_to_stderr, track
 from edgefg.validate.metrics import class_failures  # noqa: F401  (one meaning of --max-class-drop, shared with validate)
 
 log = logging.getLogger(__name__)

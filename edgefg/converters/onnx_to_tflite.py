@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from edgefg.progress import activity, stdout_to_stderr, track
 from edgefg.converters import ConvertRequest, ConvertResult, register
 from edgefg.errors import DataError, InputPathError, MissingDependencyError, ModelLoadError, TargetError, UnsupportedError
+from edgefg.progress import activity, stdout_to_stderr, track
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,4 @@
 """An unchanged input model is exported to ONNX once (edgefg/converters/torch_to_onnx.py)."""
-import time
 
 import pytest
 
