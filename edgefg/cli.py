@@ -40,7 +40,9 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("edgefg").setLevel(logging.INFO if verbose == 0 else level)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
-    if verbose < 2:
+    if verbose >= 2:
+        os.environ["EDGEFG_NATIVE_LOGS"] = "1"  # edgefg.progress.native_logs_silenced lets native logs through
+    else:
         for key, value in QUIET_NATIVE_ENV.items():
             os.environ.setdefault(key, value)  # read when those libraries load, which is later (imports are lazy)
         warnings.filterwarnings("ignore")  # torch/timm/nncf deprecation and tracer warnings; edgefg's own notices are log records

@@ -135,3 +135,36 @@ def stdout_to_stderr() -> Iterator[None]:
     """Send Python-level prints of a third-party call (NNCF's bars, exporter chatter) to stderr."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+@contextlib.contextmanager
+def native_logs_silenced() -> Iterator[None]:
+    """Mute what native libraries write straight to file descriptor 2 (TensorFlow/LiteRT's absl
+    logs: "oneDNN custom operations are on…", "Created TensorFlow Lite XNNPACK delegate…"), which no
+    Python setting reaches. Python's own stderr (edgefg's logs and progress) keeps working, on a
+    duplicate of the real descriptor. ``-vv`` (EDGEFG_NATIVE_LOGS=1) lets everything through."""
+    if os.environ.get("EDGEFG_NATIVE_LOGS") == "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, AttributeError, ValueError):  # no real descriptor 2 (embedded interpreters)
+        yield
+        return
+    python_stderr = sys.stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+            if sys.stderr is not python_stderr:
+                sys.stderr.close()
+        finally:
+            sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)

@@ -52,3 +52,17 @@ def test_compress_stdout_is_the_report_and_warnings_go_to_stderr(tiny_model, ima
     assert "no --val-data" in r.stderr and "scoring fp32 reference" in r.stderr
     header = (tmp_path / "art" / "report.md").read_text().split("Model:")[0]
     assert "measured on training images" in header  # where a reader looks, not only in a scrolled-by warning
+
+
+def test_native_logs_are_muted_but_python_stderr_is_not(monkeypatch, capfd):
+    monkeypatch.delenv("EDGEFG_NATIVE_LOGS", raising=False)
+    with progress.native_logs_silenced():
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on\n")  # what TensorFlow's C++ does
+        print("edgefg: still here", file=sys.stderr)
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "oneDNN" not in err and "edgefg: still here" in err and "after" in err
+    monkeypatch.setenv("EDGEFG_NATIVE_LOGS", "1")  # -vv
+    with progress.native_logs_silenced():
+        os.write(2, b"native line\n")
+    assert "native line" in capfd.readouterr().err
