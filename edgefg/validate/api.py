@@ -17,18 +17,36 @@ from edgefg.errors import ClassMismatchError, DataError, InputPathError, Unsuppo
 from edgefg.manifest import MANIFEST_NAME
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
-from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
+from edgefg.validate.limits import DIRECTIONS, check_message, holds
+from edgefg.validate.metrics import class_drops, class_failures, classification, parity, significant_worst_drop, strip_arrays
 
 
 @dataclass
 class Thresholds:
     max_top1_drop: float | None = None  # percentage points vs the reference
-    max_class_drop: float | None = None  # percentage points, worst class
+    max_class_drop: float | None = None  # points; a class fails only if its drop is also significant (as in compress)
     min_top1: float | None = None  # fraction 0-1
     min_agreement: float | None = None  # fraction 0-1
+    class_alpha: float = 0.05  # paired sign-test level for a class drop to count; 1.0 counts every drop
 
     def needs_reference(self) -> list[str]:
         return [n for n in ("max_top1_drop", "max_class_drop", "min_agreement") if getattr(self, n) is not None]
+
+
+def class_drop_check(drops: list[dict], max_class_drop: float, alpha: float) -> dict[str, Any]:
+    """The ``--max-class-drop`` gate, with compress's meaning: a class fails when it lost more than
+    ``max_class_drop`` points and its paired sign test gives p < ``alpha``. The value is the worst
+    significant drop, so value ≤ limit exactly when no class fails."""
+    over = class_failures(drops, max_class_drop, alpha)
+    value = significant_worst_drop(drops, alpha)
+    detail = f"worst class whose drop is significant, sign test p < {alpha:g}"
+    if over:
+        shown = ", ".join(f"{r['class']} −{r['drop_pts']:.1f} pt ({r['drop_images']} img" + ("" if r.get("p_value") is None else f", p = {r['p_value']:.2g}") + ")"
+                          for r in over[:3])
+        detail += f"; over: {shown}" + (f" (+{len(over) - 3} more)" if len(over) > 3 else "")
+    return {"name": "class_drop", "value": value, "limit": max_class_drop, "direction": DIRECTIONS["class_drop"], "passed": not over,
+            "message": f"{check_message('class_drop', value, max_class_drop, not over)} ({detail})", "class_alpha": alpha,
+            "classes_over": [r["class"] for r in over]}
 
 
 def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size: int) -> tuple[Scored, str]:
@@ -150,17 +168,19 @@ def validate(
         result.setdefault(key, None)
     checks = []
 
-    def check(name: str, value: float | None, limit: float | None, ok) -> None:
+    def check(name: str, value: float | None, limit: float | None, passed: bool | None = None, detail: str = "") -> None:
         if limit is not None and value is not None:
-            checks.append({"name": name, "value": value, "limit": limit, "passed": bool(ok(value, limit))})
+            ok = holds(name, value, limit) if passed is None else passed
+            message = check_message(name, value, limit, ok) + (f" ({detail})" if detail else "")
+            checks.append({"name": name, "value": value, "limit": limit, "direction": DIRECTIONS[name], "passed": bool(ok), "message": message})
 
-    check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop, lambda v, lim: v <= lim)
-    check("worst_class_drop", result.get("worst_class_drop"), thresholds.max_class_drop, lambda v, lim: v <= lim)
-    check("top1", result.get("top1"), thresholds.min_top1, lambda v, lim: v >= lim)
-    check("agreement", result.get("agreement"), thresholds.min_agreement, lambda v, lim: v >= lim)
+    check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop)
+    if thresholds.max_class_drop is not None and result.get("class_drops") is not None:
+        checks.append(class_drop_check(result["class_drops"], thresholds.max_class_drop, thresholds.class_alpha))
+    check("top1", result.get("top1"), thresholds.min_top1)
+    check("agreement", result.get("agreement"), thresholds.min_agreement)
     if pre_check is not None:
-        checks.append({"name": "preprocess_parity", "value": pre_check.max_abs, "limit": pre_check.tolerance, "passed": pre_check.passed,
-                       "message": pre_check.summary()})
+        check("preprocess_parity", pre_check.max_abs, pre_check.tolerance, pre_check.passed, pre_check.summary())
     for name, limit in (("top1_drop", thresholds.max_top1_drop), ("worst_class_drop", thresholds.max_class_drop), ("top1", thresholds.min_top1)):
         if limit is not None and result.get(name) is None:
             raise DataError(f"the {name} threshold needs labelled data (class sub-folders) in '{data}'")

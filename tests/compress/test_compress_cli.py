@@ -91,6 +91,9 @@ def test_prune_distil_int8_recipe(tmp_path, tiny_model, image_folder):
     assert pruned["params"] < 0.8 * ref["params"] and pruned["macs"] < 0.8 * ref["macs"]
     assert [c["step"] for c in report["compression"]] == ["prune", "distil", "int8"]
     assert report["compression"][0]["importance"] == "taylor"  # data given: gradient-based importance
+    prune_desc = report["compression"][0]  # one parameter count in the report: the table's
+    assert (prune_desc["params_before"], prune_desc["params_after"]) == (ref["params"], pruned["params"])
+    assert (prune_desc["macs_before"], prune_desc["macs_after"]) == (ref["macs"], pruned["macs"])
     assert report["compression"][1]["steps"] == 1 and report["compression"][1]["temperature"] == 4.0
     assert (out / "report.png").stat().st_size > 1000 and "report.png" in (out / "report.md").read_text()
     with LoadedBundle(out) as m:
