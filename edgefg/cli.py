@@ -65,6 +65,8 @@ def handle_errors(fn: Callable) -> Callable:
 LAZY_COMMANDS: dict[str, str] = {
     "build-engine": "edgefg.tensorrt.cli:build_engine_cmd",
     "compare": "edgefg.validate.compare_cli:compare_cmd",
+    "tune": "edgefg.tune.cli:tune_cmd",
+    "worker": "edgefg.distributed.worker:worker_cmd",
 }
 
 
