@@ -208,15 +208,28 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the full result as JSON.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write the checks as JUnit XML.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
+@click.option("--ray", "ray_address", help="Shard the images over Ray actors: 'local' or a cluster HOST:PORT (pip install 'edgefg[distributed]').")
+@click.option("--workers", type=int, help="With --ray: number of actors (default: the cluster's CPUs).")
 @handle_errors
-def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown) -> None:
+def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown, ray_address, workers) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
     from edgefg.validate.report import validation_markdown, write_json, write_junit
 
     thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement)
-    result = run_validate(bundle, data, reference, thresholds, max_images=max_images)
+    scorer = None
+    if ray_address:
+        from edgefg.distributed.validate import RayScorer
+
+        scorer = RayScorer(ray_address, workers)
+    elif workers:
+        raise click.UsageError("--workers needs --ray")
+    try:
+        result = run_validate(bundle, data, reference, thresholds, max_images=max_images, scorer=scorer)
+    finally:
+        if scorer is not None:
+            scorer.close()
     if json_out:
         write_json(json_out, result)
     if junit:
