@@ -36,18 +36,20 @@ class PackedSamples:
     blobs: list[bytes]
     labels: list[int | None]
     digest: str
+    origins: list[str]  # the paths the images had where they were packed
 
     @classmethod
     def from_samples(cls, samples: Sequence) -> "PackedSamples":
         h = hashlib.sha256()
-        names, blobs, labels = [], [], []
+        names, blobs, labels, origins = [], [], [], []
         for i, s in enumerate(samples):
             data = Path(s.path).read_bytes()
             h.update(data)
             names.append(f"{i:07d}{Path(s.path).suffix.lower()}")
             blobs.append(data)
             labels.append(s.label)
-        return cls(names, blobs, labels, h.hexdigest()[:16])
+            origins.append(str(s.path))
+        return cls(names, blobs, labels, h.hexdigest()[:16], origins)
 
     def materialize(self) -> list:
         """Write the images into a node-local cache folder (once per content) and return Samples."""
@@ -66,3 +68,10 @@ class PackedSamples:
 
                 shutil.rmtree(tmp, ignore_errors=True)
         return [Sample(folder / n, lab) for n, lab in zip(self.names, self.labels)]
+
+    def relocate(self, scored, samples: list):
+        """``scored`` (keyed by the original paths) re-keyed by the materialized ``samples``' paths."""
+        import dataclasses
+
+        where = {Path(o): s.path for o, s in zip(self.origins, samples)}
+        return dataclasses.replace(scored, paths=[where[Path(p)] for p in scored.paths], skipped=[where[Path(p)] for p in scored.skipped])

@@ -47,7 +47,8 @@ def measure_task(dep: dict[str, Any], samples, reference, opts, on_target: bool,
             work = tempfile.mkdtemp(prefix="edgefg-bundle-")
             bundle = unpack_dir(dep["packed"], work)
         if isinstance(samples, PackedSamples):
-            samples = samples.materialize()
+            packed, samples = samples, samples.materialize()
+            reference = packed.relocate(reference, samples)
         result = measure_bundle(bundle, samples, reference, opts, on_target=on_target, node=node_id(), num_threads=threads)
         result["hostname"] = os.uname().nodename
         return result
