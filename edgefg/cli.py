@@ -210,8 +210,10 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
 @click.option("--ray", "ray_address", help="Shard the images over Ray actors: 'local' or a cluster HOST:PORT (pip install 'edgefg[distributed]').")
 @click.option("--workers", type=int, help="With --ray: number of actors (default: the cluster's CPUs).")
+@click.option("--chunk-images", type=int, default=256, show_default=True, help="With --ray: images per task (rounded to the batch size).")
 @handle_errors
-def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown, ray_address, workers) -> None:
+def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown, ray_address, workers,
+             chunk_images) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
@@ -222,7 +224,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
     if ray_address:
         from edgefg.distributed.validate import RayScorer
 
-        scorer = RayScorer(ray_address, workers)
+        scorer = RayScorer(ray_address, workers, chunk_images)
     elif workers:
         raise click.UsageError("--workers needs --ray")
     try:

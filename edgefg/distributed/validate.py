@@ -91,7 +91,7 @@ class RayScorer:
                 pass
             for a in actors:
                 ray.kill(a)
-        log.info("%s: %d images in %d chunks over %d actor(s) on %d node(s)", description, len(samples), len(spans), n, len(self.nodes))
+        log.info("%s: %d images in %d chunk(s) over %d actor(s) on %d node(s)", description, len(samples), len(spans), n, len(self.nodes))
         scores, labels, paths, skipped = [], [], [], []
         for (start, _), part in zip(spans, parts):
             scores.append(part["scores"])
