@@ -147,6 +147,11 @@ def measure_bundle(
     try:
         manifest = load_manifest(bundle, verify=False)
         backend = None if on_target else STAND_IN_BACKENDS.get(manifest.backend)
+        engine_s = None
+        if on_target and manifest.backend == "tensorrt":  # the device's own engine: `edgefg build-engine`, on the device
+            from edgefg.tensorrt.builder import build_engine
+
+            engine_s = build_engine(bundle).seconds
         with LoadedBundle(bundle, backend=backend, num_threads=num_threads) as b:
             scored = score_samples(b, samples, opts.batch_size, f"validating {manifest.target}")
             labels, activation = b.labels, b.manifest.output_activation
@@ -175,6 +180,7 @@ def measure_bundle(
             "node": node or f"local:{platform.node()}",
             "stand_in": not on_target,
             "measure_s": time.perf_counter() - t0,
+            **({"engine_build_s": engine_s} if engine_s is not None else {}),
         }
     except Exception as exc:  # noqa: BLE001
         log.debug("measuring %s failed:\n%s", bundle, traceback.format_exc())
