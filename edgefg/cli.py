@@ -95,6 +95,7 @@ def cli(verbose: int) -> None:
     edgefg validate BUN --data DIR --reference R  accuracy gate (exit 1 on regression)
     edgefg run BUN --source 0                     on-device inference
     edgefg bench BUN1 BUN2                        side-by-side latency
+    edgefg tune M --data D --val-data V -t T -o O  best configuration per target under a budget
     """
     _setup_logging(verbose)
 

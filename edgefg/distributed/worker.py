@@ -42,9 +42,10 @@ def ray_start_command(address: str, target: str | None, cpus: int, block: bool =
 @click.option("--address", required=True, help="The Ray head, HOST:PORT (what `ray start --head` printed).")
 @click.option("--target", help="Target profile this machine is (e.g. jetson-orin-nano, rpi5); its tasks will run here.")
 @click.option("--num-cpus", type=int, help="CPUs to offer (default: all of this machine's).")
+@click.option("--object-store-mb", type=int, help="Ray object store size (default: Ray's, 30% of memory).")
 @click.option("--no-block", is_flag=True, help="Start the node and return (default: stay in the foreground like a service).")
 @handle_errors
-def worker_cmd(address, target, num_cpus, no_block) -> None:
+def worker_cmd(address, target, num_cpus, object_store_mb, no_block) -> None:
     """Join the Ray cluster at ADDRESS as a device node for --target (runtime extras only; no torch)."""
     from edgefg.distributed.cluster import require_ray
     from edgefg.errors import EdgefgError
@@ -55,7 +56,8 @@ def worker_cmd(address, target, num_cpus, no_block) -> None:
 
         target = load_target(target).name  # an alias (jetson) → the profile name tasks ask for
     cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    cmd = ray_start_command(address, target, cpus, block=not no_block)
+    extra = [f"--object-store-memory={object_store_mb * 1_000_000}"] if object_store_mb else []
+    cmd = ray_start_command(address, target, cpus, block=not no_block, extra=extra)
     click.echo(f"edgefg worker: {cpus} CPU(s), resources {target_resource(target) if target else '(no target)'} + {TIMING_RESOURCE}; "
                f"OMP/ORT/OpenVINO threads = {cpus}, OpenVINO CPU pinning off", err=True)
     rc = subprocess.call(cmd, env=worker_env(cpus), cwd=Path.cwd())

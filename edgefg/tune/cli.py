@@ -12,7 +12,7 @@ from edgefg.cli import _console, handle_errors
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Training/calibration images (ImageFolder).")
 @click.option("--val-data", required=True, type=click.Path(path_type=Path), help="Held-out labelled images: per-class validation against the FP32 reference.")
-@click.option("--target", "targets", multiple=True, required=True, help="Target profile (repeatable).")
+@click.option("--target", "-t", "targets", multiple=True, required=True, help="Target profile (repeatable).")
 @click.option("--space", default="builtin", show_default=True, help="builtin (by model family: CNN or ViT) or a .toml file with a [space] table.")
 @click.option("--max-latency-ms", type=float, help="Budget: p50 latency at batch 1.")
 @click.option("--max-size-mb", type=float, help="Budget: bundle size.")

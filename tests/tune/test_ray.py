@@ -63,7 +63,8 @@ def cluster(tmp_path_factory):
     procs = [head]
     try:
         time.sleep(3)
-        worker = subprocess.Popen([sys.executable, "-m", "edgefg", "worker", "--address", address, "--target", WORKER_TARGET, "--num-cpus", "1"],
+        worker = subprocess.Popen([sys.executable, "-m", "edgefg", "worker", "--address", address, "--target", WORKER_TARGET, "--num-cpus", "1",
+                                   "--object-store-mb", "200"],
                                   env=env, start_new_session=True, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
         procs.append(worker)
         deadline = time.time() + 120
@@ -122,6 +123,18 @@ def test_validate_sharded_over_actors_equals_in_process(cluster, inprocess_sweep
     assert "validating: 15 images in 2 chunk(s) over 2 actor(s) on 2 node(s)" in " ".join((dist.stdout + dist.stderr).split())
     local_json, ray_json = json.loads((tmp_path / "local.json").read_text()), json.loads((tmp_path / "ray.json").read_text())
     assert ray_json == local_json and local_json["images"] == 15 and local_json["per_class"]
+
+
+def test_validate_ray_local_starts_its_own_ray(inprocess_sweep, sweep_inputs, tmp_path):
+    """`--ray local`: a Ray started for this command (not the module's cluster), same JSON."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    args = [sys.executable, "-m", "edgefg", "validate", inprocess_sweep["dir"] / "best" / "intel-cpu", "--data", sweep_inputs["val"]]
+    local = subprocess.run([*map(str, args), "--json", str(tmp_path / "a.json")], env=env, capture_output=True, text=True, timeout=300)
+    dist = subprocess.run([*map(str, args), "--json", str(tmp_path / "b.json"), "--ray", "local", "--workers", "2", "--chunk-images", "8"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0 and dist.returncode == 0, dist.stderr[-3000:]
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
 
 
 def test_worker_rejects_unknown_target():
