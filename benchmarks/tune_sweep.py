@@ -82,7 +82,7 @@ def validation_throughput(bundle: Path) -> list[dict]:
     rows.append({"mode": "in-process", "workers": 1, "wall_s": time.perf_counter() - t0, "images": local["images"], "top1": local["top1"]})
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         for workers in (1, 2):
             scorer = RayScorer("local", workers=workers)

@@ -42,7 +42,7 @@ def connect(address: str):
     kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False, "log_to_driver": bool(os.environ.get("EDGEFG_RAY_LOGS"))}
     try:
         if address == "local":
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)  # a new one, never a `ray start` cluster found on this machine
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
