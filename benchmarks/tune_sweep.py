@@ -57,8 +57,12 @@ def edgefg(*args: object) -> tuple[int, float, str]:
     return r.returncode, wall, r.stdout + r.stderr
 
 
-def sweep(out: Path, targets: list[str], trials: int, args, extra: list[str]) -> tuple[dict, float, int]:
-    shutil.rmtree(out, ignore_errors=True)
+def sweep(out: Path, targets: list[str], trials: int, args, extra: list[str], resume: bool = False) -> tuple[dict, float, int]:
+    """One `edgefg tune` run; ``resume``: continue an interrupted one (finished trials are kept)."""
+    if resume and (out / "sweep.json").is_file():
+        extra = [*extra, "--resume"]
+    else:
+        shutil.rmtree(out, ignore_errors=True)
     cmd = ["tune", MODEL, "--data", TRAIN, "--val-data", TEST, *sum((["--target", t] for t in targets), []), "--space", RUNS / "space.toml",
            "--trials", trials, "--train-max-steps", args.max_steps, "--max-drop", args.max_drop, "--max-class-drop", args.max_class_drop,
            "-o", out, *extra]
@@ -140,6 +144,7 @@ def main() -> None:
     ap.add_argument("--max-latency-ms", type=float)
     ap.add_argument("--engine-trials", type=int, default=3, help="configurations in the in-process vs --ray local comparison (0: skip)")
     ap.add_argument("--skip-validation-throughput", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="start the main sweep over (default: resume it when interrupted)")
     args = ap.parse_args()
     if not MODEL.is_dir():
         raise SystemExit(f"{MODEL} not found (set EDGEFG_DATA)")
@@ -152,9 +157,10 @@ def main() -> None:
                     "settings": {"argv": " ".join(sys.argv[1:]), "cpu": info.get("cpu"), "cores": info.get("cores"), "val_size": args.val_size,
                                  "max_steps": args.max_steps, "max_drop": args.max_drop, "max_class_drop": args.max_class_drop,
                                  "max_latency_ms": args.max_latency_ms, "trials": args.trials}, "engines": None, "validation": None}
-    sw, wall, rc = sweep(RUNS / "sweep", TARGETS, args.trials, args, [])
+    sw, wall, rc = sweep(RUNS / "sweep", TARGETS, args.trials, args, [], resume=not args.fresh)
     result["sweep"] = {k: sw[k] for k in ("targets", "trials", "pareto", "best", "val_images", "reference")}
     result["sweep"]["wall_s"], result["sweep"]["exit_code"] = wall, rc
+    result["sweep"]["wall_s_note"] = "wall time of the last (possibly resumed) run, not of the whole sweep"
     print(f"sweep: {len(sw['trials'])} trials in {wall:.0f} s (exit {rc})")
     if args.engine_trials:
         small = TARGETS[:2]
