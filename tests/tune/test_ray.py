@@ -95,12 +95,13 @@ def test_worker_advertises_target_and_timing(cluster):
 def test_sweep_on_ray_runs_the_targets_tasks_on_its_node(cluster, sweep_inputs, inprocess_sweep, tmp_path):
     out = tmp_path / "ray"
     r = _edgefg(cluster, "tune", sweep_inputs["model"], "--data", sweep_inputs["train"], "--val-data", sweep_inputs["val"], "--target", "intel-cpu",
-                "--target", WORKER_TARGET, "--space", sweep_inputs["space"], "--bench-iters", 3, "--ray", cluster["address"], "-o", out, timeout=600)
+                "--target", WORKER_TARGET, "--space", sweep_inputs["space"], "--trials", 2, "--bench-iters", 3, "--ray", cluster["address"], "-o", out,
+                timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "tune.json").read_text())
     assert res["engine"].startswith(f"ray {cluster['address']} (2 node(s); device nodes for {WORKER_TARGET}")
     ref = {t["id"]: t for t in inprocess_sweep["result"]["trials"]}
-    assert {t["id"] for t in res["trials"]} == set(ref)
+    assert len(res["trials"]) == 2 and {t["id"] for t in res["trials"]} <= set(ref)  # baseline + one seeded pick
     for t in res["trials"]:
         assert t["status"] == "ok", t["error"]
         dev, host = t["targets"][WORKER_TARGET], t["targets"]["intel-cpu"]
