@@ -87,6 +87,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "keygen": "edgefg.trust.cli:keygen_cmd",
     "sign": "edgefg.trust.cli:sign_cmd",
     "verify": "edgefg.trust.cli:verify_cmd",
+    "tune": "edgefg.tune.cli:tune_cmd",
+    "worker": "edgefg.distributed.worker:worker_cmd",
 }
 
 
@@ -116,6 +118,7 @@ def cli(verbose: int) -> None:
     edgefg run BUN --source 0                     on-device inference
     edgefg bench BUN1 BUN2                        side-by-side latency
     edgefg sign BUN --key K ; edgefg install BUN --into DIR --trust K.pub
+    edgefg tune M --data D --val-data V -t T -o O  best configuration per target under a budget
     """
     _setup_logging(verbose)
     try:  # environment settings, range-checked once, before any command uses them
@@ -268,11 +271,14 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
 @click.option("--check-preprocess", is_flag=True, help="Also compare the bundle's input tensors with timm's own eval transform (needs timm).")
 @click.option("--check-images", type=click.IntRange(1), default=32, show_default=True, help="Images (stratified) for --check-preprocess.")
+@click.option("--ray", "ray_address", help="Shard the images over Ray actors: 'local' or a cluster HOST:PORT (pip install 'edgefg[distributed]').")
+@click.option("--workers", type=click.IntRange(1), help="With --ray: number of actors (default: the cluster's CPUs).")
+@click.option("--chunk-images", type=click.IntRange(1), default=256, show_default=True, help="With --ray: images per task (rounded to the batch size).")
 @trust_option
 @max_pixels_option
 @handle_errors
 def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, min_top1, min_agreement, max_images, json_out, junit, markdown,
-             check_preprocess, check_images, trust) -> None:
+             check_preprocess, check_images, ray_address, workers, chunk_images, trust) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
@@ -283,8 +289,19 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
         if path:
             prepare_parent(path)
     thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement, class_alpha)
-    result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0,
-                          trust=trust_paths(trust))
+    scorer = None
+    if ray_address:
+        from edgefg.distributed.validate import RayScorer
+
+        scorer = RayScorer(ray_address, workers, chunk_images)
+    elif workers:
+        raise click.UsageError("--workers needs --ray")
+    try:
+        result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0,
+                              trust=trust_paths(trust), scorer=scorer)
+    finally:
+        if scorer is not None:
+            scorer.close()
     if json_out:
         write_json(json_out, result)
     if junit:

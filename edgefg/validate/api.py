@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,33 @@ def class_drop_check(drops: list[dict], max_class_drop: float, alpha: float) -> 
 
 
 def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size: int) -> tuple[Scored, str]:
+
+
+# How a bundle's images are scored: in this process (default) or sharded over workers (edgefg.distributed).
+Scorer = Callable[[LoadedBundle, Sequence, int, str], Scored]
+
+
+def reference_metrics(scored: Scored, ref_scored: Scored, labels: Sequence[str], activation: str, labelled: bool) -> dict[str, Any]:
+    """Agreement and parity with the reference on the same images and, on labelled data, the
+    top-1 drop and the per-class drops with their paired sign test (:func:`class_drops`)."""
+    if ref_scored.paths != scored.paths:
+        keep = set(ref_scored.paths) & set(scored.paths)
+        raise DataError(f"reference and bundle read different images ({len(keep)} in common)")
+    par = parity(scored.scores, ref_scored.scores, activation)
+    out: dict[str, Any] = {"agreement": par["top1_agreement"], "mean_kl": par["mean_kl"], "parity": par}
+    if labelled:
+        cand = classification(scored.scores, scored.labels, labels)
+        ref = classification(ref_scored.scores, ref_scored.labels, labels)
+        drops = class_drops(cand, ref)
+        out["reference_top1"] = ref["top1"]
+        out["reference_top5"] = ref["top5"]
+        out["top1_drop"] = 100.0 * (ref["top1"] - cand["top1"])
+        out["worst_class_drop"] = max(0.0, drops[0]["drop_pts"]) if drops else 0.0
+        out["class_drops"] = drops
+    return out
+
+
+def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size: int, score: Scorer = score_samples) -> tuple[Scored, str]:
     """Score the same images with the reference: an edgefg artifact/bundle, an ONNX file, or a torch model."""
     if (reference / MANIFEST_NAME).is_file():
         with LoadedBundle(reference) as ref:
@@ -58,7 +85,7 @@ def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size
                     f"reference '{reference}' has different labels from the bundle ({len(ref.labels)} vs {len(bundle.labels)})",
                     "compare bundles made from the same model",
                 )
-            return score_samples(ref, samples, batch_size, "scoring reference"), f"{ref.manifest.precision} {ref.manifest.backend}"
+            return score(ref, samples, batch_size, "scoring reference"), f"{ref.manifest.precision} {ref.manifest.backend}"
     if reference.suffix.lower() == ".onnx":
         import copy
 
@@ -66,7 +93,7 @@ def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size
         manifest.model_file, manifest.backend, manifest.backend_options = reference.name, "onnxruntime", {}
         manifest.outputs[0].quant_scale = None
         with LoadedBundle(reference.parent, verify=False, manifest=manifest) as ref:
-            return score_samples(ref, samples, batch_size, "scoring reference"), "onnx onnxruntime"
+            return score(ref, samples, batch_size, "scoring reference"), "onnx onnxruntime"
     return _torch_reference(reference, bundle, samples, batch_size), "pytorch"
 
 
@@ -107,12 +134,15 @@ def validate(
     backend: str | None = None,
     check_preprocess: int = 0,
     trust: Sequence[Any] | None = None,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """Score ``bundle_dir`` on ``data`` (and ``reference`` on the same images); evaluate ``thresholds``.
     ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine);
     ``check_preprocess`` > 0 compares the bundle's preprocessing with timm's own transform on that
     many images (stratified) and adds it to the checks (needs timm); ``trust``: public keys, one of
-    which must have signed the bundle (the reference is not checked)."""
+    which must have signed the bundle (the reference is not checked); ``scorer`` replaces in-process
+    scoring (e.g. sharded over Ray actors) with the same results."""
+    score = scorer or score_samples
     thresholds = thresholds or Thresholds()
     missing = thresholds.needs_reference()
     if missing and reference is None:
@@ -125,7 +155,7 @@ def validate(
             raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")
         samples = images.samples[:max_images] if max_images else images.samples
         pre_check = _check_preprocess(bundle, samples, check_preprocess) if check_preprocess else None
-        scored = score_samples(bundle, samples, batch_size, "validating")
+        scored = score(bundle, samples, batch_size, "validating")
         if len(scored.labels) == 0:
             raise DataError(f"no readable images in '{data}'")
         result: dict[str, Any] = {
@@ -147,23 +177,9 @@ def validate(
             result.update({k: v for k, v in strip_arrays(cand).items() if k != "per_class"})
             result["per_class"] = cand["per_class"]
         if reference is not None:
-            ref_scored, ref_kind = _reference_scores(Path(reference), bundle, samples, batch_size)
-            if ref_scored.paths != scored.paths:
-                keep = set(ref_scored.paths) & set(scored.paths)
-                raise DataError(f"reference and bundle read different images ({len(keep)} in common)")
+            ref_scored, ref_kind = _reference_scores(Path(reference), bundle, samples, batch_size, score)
             result["reference_kind"] = ref_kind
-            par = parity(scored.scores, ref_scored.scores, activation)
-            result["agreement"] = par["top1_agreement"]
-            result["mean_kl"] = par["mean_kl"]
-            result["parity"] = par
-            if images.labelled:
-                ref = classification(ref_scored.scores, ref_scored.labels, bundle.labels)
-                drops = class_drops(cand, ref)
-                result["reference_top1"] = ref["top1"]
-                result["reference_top5"] = ref["top5"]
-                result["top1_drop"] = 100.0 * (ref["top1"] - cand["top1"])
-                result["worst_class_drop"] = max(0.0, drops[0]["drop_pts"]) if drops else 0.0
-                result["class_drops"] = drops
+            result.update(reference_metrics(scored, ref_scored, bundle.labels, activation, images.labelled))
     for key in ("top1", "top5", "reference_top1", "top1_drop", "worst_class_drop", "agreement", "mean_kl"):
         result.setdefault(key, None)
     checks = []
