@@ -37,7 +37,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def with_input_size(spec, size: int):
-    """The one place the input resolution knob touches preprocessing (see NOTES-11.md)."""
+    """The one place the input resolution knob touches preprocessing: a smaller input, same crop (crop_pct kept)."""
     return dataclasses.replace(spec, input_size=(size, size))
 
 
