@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Workstation: start the Ray head that the Jetson joins. Stop it with `ray stop` (stops every Ray on this machine).
+# docs-test: skip (starts a Ray head on this machine; tests/tune/test_ray.py starts a real two-node cluster)
 set -euo pipefail
 PORT=${PORT:-6379}
 ray start --head --port="$PORT" --include-dashboard=false --disable-usage-stats

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Jetson: join the workstation's Ray cluster as the jetson-orin-nano device node (runtime only, no torch).
+# docs-test: skip (runs on the Jetson and joins a head over the network; tests/tune/test_ray.py runs edgefg worker for real)
 set -euo pipefail
 HEAD=${1:?usage: worker.sh HEAD_IP:PORT [TARGET]}
 TARGET=${2:-jetson-orin-nano}
