@@ -49,9 +49,6 @@ def class_drop_check(drops: list[dict], max_class_drop: float, alpha: float) -> 
             "classes_over": [r["class"] for r in over]}
 
 
-def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size: int) -> tuple[Scored, str]:
-
-
 # How a bundle's images are scored: in this process (default) or sharded over workers (edgefg.distributed).
 Scorer = Callable[[LoadedBundle, Sequence, int, str], Scored]
 
