@@ -310,6 +310,7 @@ def _apply_resize(i: int, step: dict, module, teacher, model: LoadedModel, train
     import torch
 
     from edgefg.compress.train import train
+    from edgefg.models.loader import with_input_size
 
     size = int(step["size"])
     old = model.preprocess.input_size
@@ -322,7 +323,7 @@ def _apply_resize(i: int, step: dict, module, teacher, model: LoadedModel, train
             f"{model.arch or 'the model'} cannot take a {size}×{size} input: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}",
             "--input-size works for CNNs with global pooling; drop it for this model",
         ) from None
-    resized = dataclasses.replace(model, preprocess=dataclasses.replace(model.preprocess, input_size=(size, size)))
+    resized = with_input_size(model, size)
     desc: dict[str, Any] = {"method": "input down-sampling", "input_size_before": list(old), "input_size_after": [size, size],
                             "macs_note": "MACs scale with the input area"}
     if step.get("epochs", 1):

@@ -10,7 +10,6 @@ in ``error`` so the sweep goes on.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import time
@@ -34,11 +33,6 @@ def one_line(exc: BaseException) -> str:
         return exc.message
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def with_input_size(spec, size: int):
-    """The one place the input resolution knob touches preprocessing: a smaller input, same crop (crop_pct kept)."""
-    return dataclasses.replace(spec, input_size=(size, size))
 
 
 def _compress_options(opts: TuneOptions, cfg: TrialConfig):
@@ -81,7 +75,7 @@ def build_artifact(opts: TuneOptions, cfg: TrialConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         from edgefg.compress.api import TRANSFORMER_ARCH, compress
-        from edgefg.models.loader import load_model
+        from edgefg.models.loader import load_model, with_input_size
 
         model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels)
         if cfg.resolution:
@@ -89,7 +83,7 @@ def build_artifact(opts: TuneOptions, cfg: TrialConfig) -> dict[str, Any]:
                 raise UnsupportedError("the resolution knob needs a PyTorch model (an ONNX file has a fixed input size)")
             if (model.arch and TRANSFORMER_ARCH.search(model.arch)) or getattr(model.module, "global_pool", None) is None:
                 raise UnsupportedError(f"resolution {cfg.resolution} needs a CNN with global pooling; '{model.arch}' is not one")
-            model = dataclasses.replace(model, preprocess=with_input_size(model.preprocess, cfg.resolution))
+            model = with_input_size(model, cfg.resolution)
         try:
             compress(model, out, _compress_options(opts, cfg))
         except CheckFailed as exc:  # accuracy-aware INT8 missed its budget: the artifact is written, keep the point

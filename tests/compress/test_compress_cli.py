@@ -178,6 +178,7 @@ def test_input_downsampling_step(tmp_path, tiny_model, image_folder):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["preprocess"]["input_size"] == [48, 48] and manifest["inputs"][0]["shape"][2:] == [48, 48]
     assert manifest["preprocess"]["crop_pct"] == 0.875  # the crop covers the same part of the image
+    assert manifest["source"]["data_config"]["input_size"] == [3, 48, 48]  # what timm would use at --img-size 48
     report = json.loads((out / "report.json").read_text())
     assert [s["step"] for s in report["steps"]] == ["fp32 (reference)", "input 48px + KD", "int8"]
     assert report["steps"][1]["macs"] < 0.7 * report["steps"][0]["macs"]
