@@ -19,17 +19,33 @@ from edgefg import __version__
 from edgefg.errors import EdgefgError
 
 log = logging.getLogger("edgefg")
-NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "nncf", "torch._dynamo", "torch.export")
+NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch", "torch.onnx", "nncf", "torch._dynamo", "torch.export", "torchao", "absl", "tensorflow",
+                 "jax", "litert_torch", "ai_edge_torch", "openvino", "matplotlib", "PIL")
+# native logs of TensorFlow/LiteRT (oneDNN and CPU-feature notices), glog users, and torch's own log handlers (ERROR only)
+QUIET_NATIVE_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2", "TORCH_LOGS": "-torch"}
 
 
 def _setup_logging(verbose: int) -> None:
+    """Logs and warnings on stderr (stdout carries results only). Third-party libraries' logs,
+    Python warnings and native log lines are silenced unless -vv."""
+    import os
+    import warnings
+
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_time=False, show_path=False, markup=False)], force=True)
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("edgefg").setLevel(logging.INFO if verbose == 0 else level)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
+    if verbose >= 2:
+        os.environ["EDGEFG_NATIVE_LOGS"] = "1"  # edgefg.progress.native_logs_silenced lets native logs through
+    else:
+        for key, value in QUIET_NATIVE_ENV.items():
+            os.environ.setdefault(key, value)  # read when those libraries load, which is later (imports are lazy)
+        warnings.filterwarnings("ignore")  # torch/timm/nncf deprecation and tracer warnings; edgefg's own notices are log records
 
 
 def _console():
@@ -71,6 +87,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "keygen": "edgefg.trust.cli:keygen_cmd",
     "sign": "edgefg.trust.cli:sign_cmd",
     "verify": "edgefg.trust.cli:verify_cmd",
+    "tune": "edgefg.tune.cli:tune_cmd",
+    "worker": "edgefg.distributed.worker:worker_cmd",
 }
 
 
@@ -100,6 +118,7 @@ def cli(verbose: int) -> None:
     edgefg run BUN --source 0                     on-device inference
     edgefg bench BUN1 BUN2                        side-by-side latency
     edgefg sign BUN --key K ; edgefg install BUN --into DIR --trust K.pub
+    edgefg tune M --data D --val-data V -t T -o O  best configuration per target under a budget
     """
     _setup_logging(verbose)
     try:  # environment settings, range-checked once, before any command uses them
@@ -187,11 +206,12 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Wrapped model file: timm eval crop mode.")
 @click.option("--resize", type=click.Choice(["pil", "opencv"]), help="Wrapped model file: resizer (default: pil with a timm config.json, else opencv).")
 @click.option("--output-activation", type=click.Choice(["logits", "softmax"]), help="Wrapped model file: what the output holds (default: read from the graph).")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), help="Wrapped model file: input layout, when the input shape does not tell.")
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the bundle with this private key (edgefg keygen) when it is written.")
 @max_pixels_option
 @handle_errors
 def deploy(artifact, target, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
-           crop_mode, resize, output_activation, sign_key) -> None:
+           crop_mode, resize, output_activation, layout, sign_key) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
@@ -202,7 +222,7 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
         signer = load_private_key(sign_key)
 
     wrap = {"mean": mean, "std": std, "input_size": input_size, "interpolation": interpolation, "crop_pct": crop_pct,
-            "crop_mode": crop_mode, "resize": resize, "output_activation": output_activation}
+            "crop_mode": crop_mode, "resize": resize, "output_activation": output_activation, "layout": layout}
     result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
                         wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None)
     m, p = result.manifest, result.manifest.parity
@@ -239,7 +259,10 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled ImageFolder, or a flat folder (agreement only).")
 @click.option("--reference", type=click.Path(path_type=Path), help="Reference: an artifact/bundle directory, an .onnx, or a PyTorch model.")
 @click.option("--max-top1-drop", type=click.FloatRange(0, 100), help="Fail if top-1 drops more than this many points vs the reference.")
-@click.option("--max-class-drop", type=click.FloatRange(0, 100), help="Fail if any class drops more than this many points.")
+@click.option("--max-class-drop", type=click.FloatRange(0, 100), help="Fail if a class drops more than this many points and the drop is significant "
+              "(paired sign test p < --class-alpha); the same rule as compress --max-class-drop.")
+@click.option("--class-alpha", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+              help="Sign-test level for --max-class-drop; 1 counts every drop over the budget.")
 @click.option("--min-top1", type=FRACTION, help="Fail if top-1 (fraction 0-1) is below this.")
 @click.option("--min-agreement", type=FRACTION, help="Fail if top-1 agreement with the reference is below this.")
 @click.option("--max-images", type=click.IntRange(1), help="Use only the first N images.")
@@ -248,26 +271,44 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
 @click.option("--check-preprocess", is_flag=True, help="Also compare the bundle's input tensors with timm's own eval transform (needs timm).")
 @click.option("--check-images", type=click.IntRange(1), default=32, show_default=True, help="Images (stratified) for --check-preprocess.")
+@click.option("--ray", "ray_address", help="Shard the images over Ray actors: 'local' or a cluster HOST:PORT (pip install 'edgefg[distributed]').")
+@click.option("--workers", type=click.IntRange(1), help="With --ray: number of actors (default: the cluster's CPUs).")
+@click.option("--chunk-images", type=click.IntRange(1), default=256, show_default=True, help="With --ray: images per task (rounded to the batch size).")
 @trust_option
 @max_pixels_option
 @handle_errors
-def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, min_agreement, max_images, json_out, junit, markdown,
-             check_preprocess, check_images, trust) -> None:
+def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, min_top1, min_agreement, max_images, json_out, junit, markdown,
+             check_preprocess, check_images, ray_address, workers, chunk_images, trust) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
+    from edgefg.outputs import prepare_parent, write_text
     from edgefg.validate.report import validation_markdown, write_json, write_junit
 
-    thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement)
-    result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0,
-                          trust=trust_paths(trust))
+    for path in (json_out, junit, markdown):  # a report path that cannot be written fails now, not after scoring
+        if path:
+            prepare_parent(path)
+    thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement, class_alpha)
+    scorer = None
+    if ray_address:
+        from edgefg.distributed.validate import RayScorer
+
+        scorer = RayScorer(ray_address, workers, chunk_images)
+    elif workers:
+        raise click.UsageError("--workers needs --ray")
+    try:
+        result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0,
+                              trust=trust_paths(trust), scorer=scorer)
+    finally:
+        if scorer is not None:
+            scorer.close()
     if json_out:
         write_json(json_out, result)
     if junit:
         write_junit(junit, result)
     text = validation_markdown(result)
     if markdown:
-        Path(markdown).write_text(text, encoding="utf-8")
+        write_text(markdown, text)
     _console().print(text, markup=False, highlight=False)
     sys.exit(0 if result["passed"] else 1)
 
@@ -311,7 +352,8 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, min_top1, m
 @click.option("--mqtt-discovery-prefix", default="homeassistant", show_default=True, help="Home Assistant discovery prefix ('none' to disable).")
 @click.option("--stats-every", type=POSITIVE, help="Log throughput/latency/drops as a JSON line every N seconds.")
 @click.option("--stall-timeout", default=10.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True), help="Seconds without a frame before a live source is reopened.")
-@click.option("--max-retries", type=click.IntRange(0), help="Give up (exit 2) after N failed reopen attempts in a row (default: retry forever).")
+@click.option("--max-retries", type=click.IntRange(-1), help="Give up (exit 2) after N failed reopen attempts in a row; -1 = retry forever "
+              "(the default, except for a camera on an interactive terminal: 3).")
 @click.option("--loop", is_flag=True, help="Restart a video file/image folder at its end.")
 @click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
               help="Thread that preprocesses: capture (pipelined; auto for files when a core is spare) or main.")
@@ -345,6 +387,10 @@ def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rot
         cam.source = resolve(cam.source, "--source")
     if config and sources and any(c.name == DEFAULT_NAME for c in cameras):
         raise EdgefgError("with --config, name every --source: --source NAME=URI")
+    # a person trying `--source 0` on a machine without a camera gets an answer in seconds; services retry forever
+    single = cameras[0].source if len(cameras) == 1 and cameras[0].name == DEFAULT_NAME else None
+    camera_on_terminal = max_retries is None and single is not None and _is_camera(single) and _interactive()
+    max_retries = INTERACTIVE_CAMERA_RETRIES if camera_on_terminal else None if max_retries is not None and max_retries < 0 else max_retries
     mqtt = None
     if mqtt_url:
         from edgefg.runtime.mqtt import MqttOptions
@@ -365,8 +411,23 @@ def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rot
     except EdgefgError as exc:
         if getattr(exc, "summary", None):
             click.echo(format_summary(exc.summary), err=True)
+        if camera_on_terminal and exc.__class__.__name__ == "SourceError" and not (getattr(exc, "summary", None) or {}).get("frames"):
+            raise type(exc)(f"no camera at '{single}': it could not be opened ({max_retries} retries, the default on a terminal)",
+                            "check `ls /dev/video*` and that nothing else holds the camera; without one, try --source clip.mp4 "
+                            "or --source photos/; --max-retries -1 keeps retrying") from None
         raise
     click.echo(format_summary(summary), err=True)
+
+
+INTERACTIVE_CAMERA_RETRIES = 3
+
+
+def _is_camera(source: str) -> bool:
+    return source.isdigit() or source.startswith("/dev/video")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 @cli.command()
@@ -411,12 +472,15 @@ def rollback(into) -> None:
 @handle_errors
 def bench(bundles, rounds, iters, warmup, batch, threads, json_out, trust) -> None:
     """Latency, throughput, peak RSS and size of BUNDLES, side by side in one run."""
+    from edgefg.outputs import prepare_parent, write_json
     from edgefg.runtime.bench import BenchOptions, bench_table, run_bench
 
+    if json_out:
+        prepare_parent(json_out)
     result = run_bench(list(bundles), BenchOptions(rounds=rounds, iters=iters, warmup=warmup, batch=batch, num_threads=threads, trust=trust_paths(trust)))
     _console().print(bench_table(result))
     if json_out:
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(json_out, result)
 
 
 # --------------------------------------------------------------------------------------------

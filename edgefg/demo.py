@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgefg.outputs import write_json
+
 ASSETS = Path(__file__).parent / "assets" / "demo"
 TARGETS = ("intel-cpu", "onnxruntime-cpu")
 
@@ -101,7 +103,7 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     for key, bundle in bundles.items():
         res = validate(bundle, check, reference=artifacts["fp32"], thresholds=Thresholds(min_agreement=0.8))
         validations[key] = res
-        (bundle.parent / f"validate-{bundle.name}.json").write_text(json.dumps(res, indent=2, default=str))
+        write_json(bundle.parent / f"validate-{bundle.name}.json", res)
 
     console.rule("[bold]4. run (the on-device runtime on a generated video)")
     video = make_video(images, out / "field.avi", frames_per_image=10 if quick else 30)
@@ -117,7 +119,7 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     console.rule("[bold]5. bench (FP32 vs INT8, interleaved in one run)")
     order = [bundles[(r, t)] for t in TARGETS for r in ("fp32", "int8")]
     bench = run_bench(order, BenchOptions(rounds=3 if quick else 5, iters=10 if quick else 40, warmup=3 if quick else 10))
-    (out / "bench.json").write_text(json.dumps(bench, indent=2))
+    write_json(out / "bench.json", bench)
     console.print(bench_table(bench))
     by_bundle = {r["bundle"]: r for r in bench["results"]}
 

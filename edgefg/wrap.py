@@ -356,7 +356,7 @@ def _smoke_inputs(manifest: Manifest, data: str | Path | None) -> tuple[np.ndarr
 
     x = preprocess(np.full((*manifest.preprocess.input_size, 3), 128, np.uint8), manifest.preprocess)[None]
     expected = [d for d in manifest.inputs[0].shape[1:]]
-    if [d for d in x.shape[1:]] != expected:
+    if any(isinstance(e, int) and e != d for d, e in zip(x.shape[1:], expected)) or len(expected) != x.ndim - 1:  # named dims are dynamic
         raise UnsupportedError(
             f"preprocessing gives inputs of shape {list(x.shape[1:])}, the model takes {expected}",
             "check --layout and --input-size",

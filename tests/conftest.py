@@ -16,6 +16,8 @@ CLASSES = ["Acadian_Flycatcher", "Least_Flycatcher", "Willow_Flycatcher"]  # nea
 TINY_SIZE = 64
 
 os.environ.setdefault("EDGEFG_QUIET", "1")
+# the ONNX export cache (edgefg/converters/torch_to_onnx.py) lives in a folder of this run, never in ~/.cache
+os.environ.setdefault("EDGEFG_CACHE", __import__("tempfile").mkdtemp(prefix="edgefg-test-cache-"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -100,7 +100,7 @@ def _align(classes: list[str], labels: Sequence[str]) -> dict[str, int]:
             hint += f"; labels with no folder include: {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
         raise ClassMismatchError(
             f"{len(unknown)} of {len(classes)} class folder(s) are not among the model's labels: {shown}",
-            hint + " — rename the folders to match the labels, or pass --labels FILE",
+            hint + " — rename those folders to the model's label names, or leave them out (data may cover a subset of the model's classes)",
         )
     return {c: index[c] for c in classes}
 

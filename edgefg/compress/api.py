@@ -23,11 +23,12 @@ import numpy as np
 from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_subset
 from edgefg.compress.recipes import RECIPES, TORCH_STEPS, load_recipe, validate_steps
 from edgefg.compress.report import write_compress_report
-from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
+from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, export_onnx_cached
 from edgefg.errors import CheckFailed, DataError, UnsupportedError
 from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir
 from edgefg.models.loader import LoadedModel
 from edgefg.models.stats import onnx_stats
+from edgefg.progress import track
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.timing import percentiles, time_calls
 from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
@@ -212,7 +213,8 @@ class _Meter:
             lat = percentiles(time_calls(lambda: m.scores(self.sample[None]), self.iters))
             scores = None
             if self.val is not None:
-                scores = np.concatenate([m.scores(self.val.x[i : i + self.batch]) for i in range(0, len(self.val.x), self.batch)])
+                scores = np.concatenate([m.scores(self.val.x[i : i + self.batch])
+                                         for i in track(range(0, len(self.val.x), self.batch), f"scoring {what} on {len(self.val.x)} images")])
         return stats, lat, scores
 
 
@@ -222,7 +224,7 @@ def _preprocess_val(val_set: ImageSet | None, model: LoadedModel, size: int | No
     samples = stratified_subset(val_set.samples, size, seed) if size else val_set.samples
     skipped: list[Path] = []
     xs, ys = [], []
-    for b in iter_batches(samples, model.preprocess, 64, skipped):
+    for b in track(iter_batches(samples, model.preprocess, 64, skipped), f"reading {len(samples)} validation images", -(-len(samples) // 64)):
         xs.append(b.x)
         ys.append(b.labels)
     if not xs:
@@ -308,6 +310,7 @@ def _apply_resize(i: int, step: dict, module, teacher, model: LoadedModel, train
     import torch
 
     from edgefg.compress.train import train
+    from edgefg.models.loader import with_input_size
 
     size = int(step["size"])
     old = model.preprocess.input_size
@@ -320,7 +323,7 @@ def _apply_resize(i: int, step: dict, module, teacher, model: LoadedModel, train
             f"{model.arch or 'the model'} cannot take a {size}×{size} input: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}",
             "--input-size works for CNNs with global pooling; drop it for this model",
         ) from None
-    resized = dataclasses.replace(model, preprocess=dataclasses.replace(model.preprocess, input_size=(size, size)))
+    resized = with_input_size(model, size)
     desc: dict[str, Any] = {"method": "input down-sampling", "input_size_before": list(old), "input_size_after": [size, size],
                             "macs_note": "MACs scale with the input area"}
     if step.get("epochs", 1):
@@ -383,7 +386,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
 
     calib_samples = stratified_subset(calib_set.samples, opts.calib_size, opts.seed) if calib_set else []
     skipped: list[Path] = []
-    calib = [b.x for b in iter_batches(calib_samples, model.preprocess, 64, skipped)]
+    calib = [b.x for b in track(iter_batches(calib_samples, model.preprocess, 64, skipped), f"reading {len(calib_samples)} calibration images",
+                                -(-len(calib_samples) // 64))]
     calib_x = np.concatenate(calib) if calib else None
     if calib_set is not None and calib_x is None:
         raise DataError(f"no readable calibration images in '{opts.data}'")
@@ -421,7 +425,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         if model.onnx_path is not None:
             shutil.copy2(model.onnx_path, ref_onnx)
         else:
-            export_onnx(model.module, model.preprocess.input_size, ref_onnx)
+            export_onnx_cached(model.module, model.preprocess.input_size, ref_onnx)  # the unchanged input model: exported once
         ref_stats, ref_lat, ref_scores = meter(ref_onnx, "fp32", "fp32 reference")
         ref_m = classification(ref_scores, val.y, model.labels) if val is not None else None
         rows = [_row("fp32 (reference)", ref_stats, ref_lat, ref_m, None)]
@@ -450,6 +454,10 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                 desc["runtimes"] = check_runtimes(current, model.preprocess.input_size)
             stats, lat, cur_scores = meter(current, "fp32", step["type"])
             rows.append(_row(_step_label(step), stats, lat, classification(cur_scores, val.y, model.labels) if val is not None else None, ref_m, opts.class_alpha))
+            if step["type"] == "prune":  # one count in the whole report: the table's, on the exported ONNX (BatchNorm folded)
+                for k in ("params", "macs"):
+                    desc[f"{k}_before"], desc[f"{k}_after"] = rows[-2].get(k), rows[-1].get(k)
+                desc["counted_on"] = "the exported ONNX (BatchNorm folded into the convolutions), as in the table"
             descs.append({"step": step["type"], **desc})
 
         if int8_step is not None:

@@ -19,7 +19,7 @@ def _ints(ctx, param, value: str | None) -> list[int] | None:
 OPTIONS = [
     click.option("--max-drop", type=float, help="INT8 accuracy control: largest allowed top-1 drop in points (NNCF reverts layers to float)."),
     click.option("--max-class-drop", type=float, help="Per-class budget in points; a class fails only if its drop is also significant (paired sign test)."),
-    click.option("--class-alpha", type=float, default=0.05, show_default=True, help="Sign-test level for calling a class drop real."),
+    click.option("--class-alpha", type=float, default=0.05, show_default=True, help="Sign-test level for calling a class drop real (1 counts every drop); the same rule as validate --max-class-drop."),
     click.option("--smooth-quant", type=float, help="SmoothQuant alpha for MatMuls (ViTs); negative disables."),
     click.option("--ignore", "ignored", multiple=True, help="ONNX node name to keep in float (repeatable)."),
     click.option("--val-size", type=int, help="Evaluate on a stratified subset of N validation images."),

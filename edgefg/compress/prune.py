@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions, data=None) -> 
             model, example, importance=importance, pruning_ratio=opts.ratio, ignored_layers=ignored, round_to=opts.round_to,
             iterative_steps=steps, global_pruning=opts.global_pruning, **kwargs
         )
-        for _ in range(steps):
+        for _ in track(range(steps), f"pruning {opts.ratio:.0%} ({kind} importance, {steps} steps)"):
             if kind == "taylor":
                 x, y = data
                 model.zero_grad()

@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.progress import activity, stdout_to_stderr, track
+from edgefg.validate.metrics import class_failures  # noqa: F401  (one meaning of --max-class-drop, shared with validate)
 
 log = logging.getLogger(__name__)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -100,7 +102,8 @@ def quantize_onnx(
     input_name = model.graph.input[0].name
     dataset = nncf.Dataset(list(samples), lambda x: {input_name: x[None]})
     try:
-        quantized = nncf.quantize(model, dataset, **_nncf_kwargs(nncf, len(samples), q))
+        with activity(f"INT8 calibration (NNCF, {len(samples)} images)"), stdout_to_stderr():
+            quantized = nncf.quantize(model, dataset, **_nncf_kwargs(nncf, len(samples), q))
     except Exception as exc:  # NNCF raises a variety of errors on graphs it cannot handle
         raise UnsupportedError(f"NNCF could not quantize the model: {str(exc).splitlines()[0][:300]}") from None
     onnx.save(quantized, str(dst))
@@ -235,13 +238,6 @@ def _prune_dead(model) -> None:
 # Accuracy-aware quantization
 
 
-def class_failures(drops: list[dict], max_class_drop: float | None, alpha: float) -> list[dict]:
-    """Classes over the per-class budget whose drop is significant (paired sign test p < alpha)."""
-    if max_class_drop is None:
-        return []
-    return [r for r in drops if r["drop_pts"] > max_class_drop and (r.get("p_value") is None or r["p_value"] < alpha)]
-
-
 def _evaluate(runner: Runner, model, val_x, val_y, labels, ref_m):
     from edgefg.validate.metrics import class_drops, classification
 
@@ -278,25 +274,31 @@ def quantize_with_budget(
     if budget.max_drop is not None:
         val_items = list(range(len(val_x)))
 
+        runs = [0]
+
         def validation_fn(model, items) -> tuple[float, list[float]]:
             idx = np.fromiter((int(i) for i in items), dtype=int)
             if len(idx) == 0:
                 return 0.0, []
             hits = (runner.logits(model, val_x[idx]).argmax(1) == val_y[idx]).astype(float)
+            runs[0] += 1
+            note(f"validation run {runs[0]}: top-1 {100 * hits.mean():.2f} % on {len(idx)} images")
             return float(hits.mean()), hits.tolist()
 
         # NNCF feeds validation_fn the dataset's raw items (our indices) — batching is ours
         val = nncf.Dataset(val_items)
         try:
-            quantized = nncf.quantize_with_accuracy_control(
-                reference, calib, val, validation_fn, max_drop=budget.max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs
-            )
+            with activity(f"NNCF accuracy control (top-1 drop ≤ {budget.max_drop:g} pt)") as note, stdout_to_stderr():
+                quantized = nncf.quantize_with_accuracy_control(
+                    reference, calib, val, validation_fn, max_drop=budget.max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs
+                )
         except Exception as exc:
             raise UnsupportedError(f"NNCF accuracy control failed: {str(exc).splitlines()[0][:300]}") from None
         method = "int8-ptq-accuracy-control"
     else:
         try:
-            quantized = nncf.quantize(reference, calib, **kwargs)
+            with activity(f"INT8 calibration (NNCF, {len(calib_x)} images)"), stdout_to_stderr():
+                quantized = nncf.quantize(reference, calib, **kwargs)
         except Exception as exc:
             raise UnsupportedError(f"NNCF could not quantize the model: {str(exc).splitlines()[0][:300]}") from None
         method = "int8-ptq"
@@ -360,7 +362,7 @@ def rank_layers(runner: Runner, quantized, reference, val_x, val_y, ref_logits, 
     x, ref = val_x[focus], ref_logits[focus]
     base = float(((runner.logits(quantized, x) - ref) ** 2).mean())
     rows = []
-    for name in quantized_layers(quantized):
+    for name in track(quantized_layers(quantized), "ranking layers for the per-class budget"):
         err = float(((runner.logits(revert_layers(quantized, reference, [name]), x) - ref) ** 2).mean())
         rows.append({"layer": name, "error_reduction": base - err})
     rows.sort(key=lambda r: -r["error_reduction"])

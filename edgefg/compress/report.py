@@ -2,11 +2,13 @@
 plot of the steps (report.png) because a Pareto plot is read faster than a table."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from edgefg.outputs import write_json, write_text
+from edgefg.validate.limits import POINTS, format_limit, format_value
+from edgefg.validate.metrics import losing_classes
 from edgefg.validate.report import fmt, markdown_table
 
 log = logging.getLogger(__name__)
@@ -15,6 +17,11 @@ PLOT_NAME = "report.png"
 
 def _pct(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
+
+
+def _pts(v: Any) -> str:
+    """Points in a column whose header says "pt"."""
+    return "–" if v is None else f"{v:.{POINTS.decimals}f}"
 
 
 def write_plot(path: Path, rows: list[dict[str, Any]], backend: str) -> bool:
@@ -73,21 +80,25 @@ def _preprocess_lines(pre: dict[str, Any]) -> list[str]:
 def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = True) -> None:
     if plot and write_plot(directory / PLOT_NAME, report["steps"], report.get("latency_backend", "")):
         report["plot"] = PLOT_NAME
-    (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(directory / "report.json", report)
+    val = report.get("validation", {})
     lines = [f"# edgefg compress report — recipe `{report['recipe']}`", ""]
+    if val.get("data") and val.get("held_out") is False:
+        lines += [f"> **Accuracy below is measured on training images** ({val.get('images')} of the `--data` images, which also calibrated"
+                  " / trained the model), so it is optimistic. Pass `--val-data DIR` with held-out images for figures you can trust.", ""]
     lines.append(f"Model: `{report['model'].get('path')}`  ")
     cal = report["calibration"]
     lines.append(f"Calibration: {cal['images']} images from `{cal['data']}` (stratified over classes)  ")
-    val = report.get("validation", {})
     if val.get("data"):
-        lines.append(f"Validation: {val.get('images')} images from `{val['data']}`  ")
+        lines.append(f"Validation: {val.get('images')} images from `{val['data']}`"
+                     f"{' (held out)' if val.get('held_out') else ' (the training/calibration data: optimistic)'}  ")
     lines.append(f"Latency: {report['latency_backend']}  ")
     lines += _preprocess_lines(report.get("preprocess") or {})
     lines.append("")
     cols = ["step", "size_mb", "params", "macs", "latency_ms_p50", "top1 %", "top5 %", "worst class %", "Δtop1 pt", "worst class Δ pt"]
     table = [
         [r["step"], fmt(r.get("size_mb")), fmt(r.get("params")), fmt(r.get("macs")), fmt(r.get("latency_ms_p50")), _pct(r.get("top1")),
-         _pct(r.get("top5")), _pct(r.get("worst_class_accuracy")), fmt(r.get("top1_drop")), fmt(r.get("worst_class_drop"))]
+         _pct(r.get("top5")), _pct(r.get("worst_class_accuracy")), _pts(r.get("top1_drop")), _pts(r.get("worst_class_drop"))]
         for r in report["steps"]
     ]
     lines += markdown_table(cols, table)
@@ -100,20 +111,25 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
         alpha = report.get("class_alpha", 0.05)
         lines += [
             "",
-            f"Overall vs the reference: top-1 drop **{report['top1_drop']:.2f} pts**; worst-class drop: **{report['worst_class_drop']:.1f} pts**; "
+            f"Overall vs the reference: top-1 drop **{POINTS.format(report['top1_drop'])}**; worst-class drop: **{POINTS.format(report['worst_class_drop'])}**; "
             f"prediction agreement: {report['agreement']:.4f}",
             "",
-            "## Classes that lost the most (fine-grained classes can collapse while the mean barely moves)",
+            "## Classes that lost accuracy, worst first (fine-grained classes can collapse while the mean barely moves)",
             "",
             f"`lost`/`gained`: images this class got wrong/right only after compression; `p`: one-sided paired sign test "
             f"(a drop counts as real when p < {alpha}).",
             "",
         ]
         cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "lost", "gained", "p_value"]
-        lines += markdown_table(cols, [[fmt(r.get(c)) for c in cols] for r in report["class_drops"][:10]])
+        losers = losing_classes(report["class_drops"])
+        if losers:
+            lines += markdown_table(cols, [[_pts(r[c]) if c == "drop_pts" else fmt(r.get(c)) for c in cols] for r in losers[:10]])
+            lines += [f"({len(losers) - 10} more classes lost accuracy: report.json)"] if len(losers) > 10 else []
+        else:
+            lines += ["No class lost accuracy."]
     if report.get("passed") is False:
         lines += ["", "**Budget NOT met** — this artifact is the best result found (see the int8 step above)."]
-    (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(directory / "report.md", "\n".join(lines) + "\n")
 
 
 def _step_details(desc: dict[str, Any]) -> list[str]:
@@ -124,8 +140,10 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
     out += [", ".join(f"{k}: {fmt(v)}" for k, v in simple.items())]
     if "budget" in desc:
         b = desc["budget"]
-        out += ["", f"Budget: top-1 drop ≤ {fmt(b.get('max_drop'))} pt; per class ≤ {fmt(b.get('max_class_drop'))} pt when significant "
-                f"(p < {b.get('class_alpha')}). **{'met' if desc.get('passed') else 'NOT met'}**."]
+        parts = [f"top-1 drop {format_limit('max_drop', b['max_drop'])}"] if b.get("max_drop") is not None else []
+        if b.get("max_class_drop") is not None:
+            parts.append(f"per class {format_limit('max_class_drop', b['max_class_drop'])} when significant (p < {b.get('class_alpha')})")
+        out += ["", f"Budget: {'; '.join(parts) or 'none'}. **{'met' if desc.get('passed') else 'NOT met'}**."]
         wc = desc.get("worst_class")
         if wc:
             out += [f"Worst class: {wc['class']} −{wc['drop_pts']:.1f} pt = {wc['drop_images']} of {wc['images']} images (p = {fmt(wc['p_value'])})."]
@@ -136,7 +154,7 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
                 f"Layers reverted to float for the per-class budget ({len(pc)}): {', '.join(pc) or 'none'}"]
         if desc.get("attempts") and len(desc["attempts"]) > 1:
             out += ["", *markdown_table(["reverted layers", "top1", "top1 drop pt", "classes over budget"],
-                                        [[fmt(a["reverted"]), fmt(a["top1"]), fmt(a["top1_drop"]), fmt(a["classes_over_budget"])] for a in desc["attempts"]])]
+                                        [[fmt(a["reverted"]), format_value("top1", a["top1"]), _pts(a["top1_drop"]), fmt(a["classes_over_budget"])] for a in desc["attempts"]])]
     elif "float_layers" in desc:
         out += [f"Layers in float: {', '.join(desc['float_layers']) or 'none'}"]
     if desc.get("history"):

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgefg.converters import ConvertRequest, ConvertResult, register
 from edgefg.errors import DataError, InputPathError, MissingDependencyError, ModelLoadError, TargetError, UnsupportedError
+from edgefg.progress import activity, native_logs_silenced, stdout_to_stderr, track
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ CALIB_BATCH = 16
 def _litert():
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
     try:
-        import litert_torch
-        import torch
+        with native_logs_silenced():  # TensorFlow's import-time oneDNN/absl notices
+            import litert_torch
+            import torch
     except ModuleNotFoundError as exc:
         raise MissingDependencyError.for_module(exc.name or "litert_torch", "tflite-convert") from None
     return litert_torch, torch
@@ -142,11 +144,12 @@ def _int8_model(litert_torch: Any, torch: Any, module: Any, example: Any, calib:
             log.info("calibrating one image at a time (dynamic-batch export failed: %s)", _short(exc))
             graph, step = torch.export.export(module, (example,)).module(), 1
         prepared = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
-        for i in range(0, len(calib), step):
+        for i in track(range(0, len(calib), step), f"LiteRT INT8 calibration ({len(calib)} images)"):
             prepared(torch.from_numpy(np.ascontiguousarray(calib[i : i + step])))
         converted = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
         converted.training = False  # litert-torch reads the flag; the graph is already in eval form
-    return litert_torch.convert(converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
+    with activity("LiteRT conversion (litert-torch, INT8)"), stdout_to_stderr(), native_logs_silenced():
+        return litert_torch.convert(converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
 
 
 def _fp16_bytes(fp32: bytes) -> bytes:
@@ -191,7 +194,7 @@ def onnx_to_tflite(req: ConvertRequest) -> ConvertResult:
                 f"({req.options.get('samples_source', 'deploy samples')}); the artifact's NNCF INT8 parameters are not reused"
             )
         else:
-            with torch.no_grad():
+            with torch.no_grad(), activity(f"LiteRT conversion (litert-torch, {req.precision})"), stdout_to_stderr(), native_logs_silenced():
                 content = litert_torch.convert(module, (example,)).model_content()
             out.write_bytes(_fp16_bytes(content) if req.precision == "fp16" else content)
             if req.precision == "fp16":

@@ -94,6 +94,17 @@ def override_preprocess(model: "LoadedModel", **overrides: Any) -> "LoadedModel"
     return model
 
 
+def with_input_size(model: "LoadedModel", size: int) -> "LoadedModel":
+    """``model`` taking a ``size``×``size`` input: the same crop (crop_pct kept, so the resize size
+    follows), and its recorded timm data config says so too, as timm's own img_size override
+    would (so the preprocessing check compares against timm at the new size)."""
+    pre = dataclasses.replace(model.preprocess, input_size=(size, size))
+    source = dict(model.source)
+    if source.get("data_config"):
+        source["data_config"] = {**source["data_config"], "input_size": [3, size, size]}
+    return dataclasses.replace(model, preprocess=pre, source=source)
+
+
 def timm_data_config(spec: Preprocess) -> dict[str, Any]:
     """The timm data config that :class:`Preprocess` ``spec`` stands for (for timm's create_transform)."""
     return {

@@ -2,7 +2,7 @@
 
 Layout of DIR::
 
-    releases/<name>-<hash12>/   verified copies of installed bundles
+    releases/<bundle>-<target>-<hash12>/   verified copies of installed bundles (named after the bundle folder and its target)
     current  -> releases/…      what the service runs (``edgefg run DIR/current``)
     previous -> releases/…      what ``rollback`` switches back to
 
@@ -73,9 +73,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def release_name(bundle: Path, manifest: Manifest | None = None) -> str:
+    """``<bundle folder>[-<target>]-<hash12>``: what the operator deployed and for which device
+    (the manifest's own name is the artifact's, shared by every bundle made from it)."""
     with open_confined(bundle, MANIFEST_NAME) as fh:
         manifest_hash = hashlib.sha256(fh.read()).hexdigest()[:12]
-    name = (manifest or load_manifest(bundle, verify=False)).name
+    manifest = manifest or load_manifest(bundle, verify=False)
+    name = Path(os.path.abspath(bundle)).name or manifest.name
+    if manifest.target and manifest.target not in name:
+        name = f"{name}-{manifest.target}"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "bundle"
     return f"{safe}-{manifest_hash}"
 

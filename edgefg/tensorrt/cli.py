@@ -43,11 +43,17 @@ def build_engine_cmd(bundle, workspace_mb, dla_core, fp16, int8, cache_dir, forc
         click.echo(f"bundle {bundle}: {manifest.precision} for {manifest.target} (expects TensorRT {trt_version}, JetPack {expected.get('jetpack', '?')}, SM {expected.get('compute_capability', '?')})")
         click.echo(f"settings: fp16={opts.fp16} int8={opts.int8} workspace={opts.workspace_mb} MiB dla={opts.dla_core} batch={opts.batch}")
         onnx_path, calib = bundle / manifest.model_file, None
+        engine_path, timing, known = _planned_engine(bundle, manifest, opts, out_dir)
+        if known:
+            click.echo(f"engine: {engine_path}")
+        else:
+            click.echo(f"engine: {out_dir}/<key>.engine — the key is the digest of this device's TensorRT version, GPU, CUDA, L4T, the model's "
+                       f"sha256 and the flags, so build-engine names it on the device (no TensorRT here); the trtexec line writes {engine_path.name}")
         if opts.int8 and opts.dla_core is not None:
             onnx_path, _ = dla_int8_source(bundle, manifest)  # refuses a bundle without the implicit-INT8 form
-            calib = out_dir / "ENGINE.calib"
+            calib = engine_path.with_suffix(".calib")
             click.echo("DLA INT8: implicit quantization from the Q/DQ scales (the calibration cache is written at build time)")
-        click.echo("trtexec equivalent: " + trtexec_command(onnx_path, out_dir / "ENGINE.engine", opts, trt_version, out_dir / "timing.cache", calib))
+        click.echo("trtexec equivalent: " + trtexec_command(onnx_path, engine_path, opts, trt_version, timing, calib))
         return
     result = build_engine(bundle, opts, cache_dir=cache_dir, force=force)
     d = result.device
@@ -69,6 +75,22 @@ def build_engine_cmd(bundle, workspace_mb, dla_core, fp16, int8, cache_dir, forc
     click.echo(f"next: edgefg run {bundle} --source 0   |   edgefg bench {bundle}")
 
 
+def _planned_engine(bundle: Path, manifest, opts, out_dir: Path) -> tuple[Path, Path, bool]:
+    """(engine path, timing cache, exact?): the cache's own path when TensorRT and the GPU can be read
+    here, else a file named after the bundle and precision (the path a manual trtexec build writes)."""
+    from edgefg.tensorrt.builder import import_tensorrt
+    from edgefg.tensorrt.cache import EngineCache, detect_device, engine_key
+
+    cache = EngineCache(out_dir)
+    try:
+        device = detect_device(import_tensorrt())
+        engine, _ = cache.paths(engine_key(manifest, device, opts.dla_core, opts.fp16, opts.int8))
+        return engine, cache.timing_cache_path(device), True
+    except Exception:  # no TensorRT or no GPU here (the usual case on a workstation)
+        name = Path(bundle).resolve().name or "model"
+        return out_dir / f"{name}-{manifest.precision}.engine", out_dir / "timing.cache", False
+
+
 @click.command("doctor")
 @click.option("--target", "target", default="jetson-orin-nano", show_default=True, help="Jetson target profile to check this device against.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON.")
@@ -82,12 +104,11 @@ def doctor_cmd(target, json_out, iterations) -> None:
     Exit code: 0 ready (warnings allowed), 1 a required check failed (the report says which),
     2 bad target. Paste the whole output into an issue.
     """
-    import json
-
+    from edgefg.outputs import write_json
     from edgefg.tensorrt.doctor import format_report, run_doctor
 
     report = run_doctor(target, iterations=iterations)
     click.echo(format_report(report))
     if json_out:
-        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_json(json_out, report.to_dict())
     raise SystemExit(report.exit_code)

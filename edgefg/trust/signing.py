@@ -1,4 +1,4 @@
-"""Ed25519-signed bundles: ``edgefg keygen`` / ``sign`` / ``verify`` and ``--trust PUBLIC``.
+"""Ed25519-signed bundles: the keygen, sign and verify commands, and ``--trust PUBLIC`` on install/run/validate/bench.
 
 The signature covers the exact bytes of ``manifest.json`` (behind a domain-separation prefix), and the
 manifest lists every file of the bundle with its sha256 — so a change to any byte of any listed file,

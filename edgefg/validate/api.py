@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -17,21 +17,63 @@ from edgefg.errors import ClassMismatchError, DataError, InputPathError, Unsuppo
 from edgefg.manifest import MANIFEST_NAME
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
-from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
+from edgefg.validate.limits import DIRECTIONS, check_message, holds
+from edgefg.validate.metrics import class_drops, class_failures, classification, parity, significant_worst_drop, strip_arrays
 
 
 @dataclass
 class Thresholds:
     max_top1_drop: float | None = None  # percentage points vs the reference
-    max_class_drop: float | None = None  # percentage points, worst class
+    max_class_drop: float | None = None  # points; a class fails only if its drop is also significant (as in compress)
     min_top1: float | None = None  # fraction 0-1
     min_agreement: float | None = None  # fraction 0-1
+    class_alpha: float = 0.05  # paired sign-test level for a class drop to count; 1.0 counts every drop
 
     def needs_reference(self) -> list[str]:
         return [n for n in ("max_top1_drop", "max_class_drop", "min_agreement") if getattr(self, n) is not None]
 
 
-def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size: int) -> tuple[Scored, str]:
+def class_drop_check(drops: list[dict], max_class_drop: float, alpha: float) -> dict[str, Any]:
+    """The ``--max-class-drop`` gate, with compress's meaning: a class fails when it lost more than
+    ``max_class_drop`` points and its paired sign test gives p < ``alpha``. The value is the worst
+    significant drop, so value ≤ limit exactly when no class fails."""
+    over = class_failures(drops, max_class_drop, alpha)
+    value = significant_worst_drop(drops, alpha)
+    detail = f"worst class whose drop is significant, sign test p < {alpha:g}"
+    if over:
+        shown = ", ".join(f"{r['class']} −{r['drop_pts']:.1f} pt ({r['drop_images']} img" + ("" if r.get("p_value") is None else f", p = {r['p_value']:.2g}") + ")"
+                          for r in over[:3])
+        detail += f"; over: {shown}" + (f" (+{len(over) - 3} more)" if len(over) > 3 else "")
+    return {"name": "class_drop", "value": value, "limit": max_class_drop, "direction": DIRECTIONS["class_drop"], "passed": not over,
+            "message": f"{check_message('class_drop', value, max_class_drop, not over)} ({detail})", "class_alpha": alpha,
+            "classes_over": [r["class"] for r in over]}
+
+
+# How a bundle's images are scored: in this process (default) or sharded over workers (edgefg.distributed).
+Scorer = Callable[[LoadedBundle, Sequence, int, str], Scored]
+
+
+def reference_metrics(scored: Scored, ref_scored: Scored, labels: Sequence[str], activation: str, labelled: bool) -> dict[str, Any]:
+    """Agreement and parity with the reference on the same images and, on labelled data, the
+    top-1 drop and the per-class drops with their paired sign test (:func:`class_drops`)."""
+    if ref_scored.paths != scored.paths:
+        keep = set(ref_scored.paths) & set(scored.paths)
+        raise DataError(f"reference and bundle read different images ({len(keep)} in common)")
+    par = parity(scored.scores, ref_scored.scores, activation)
+    out: dict[str, Any] = {"agreement": par["top1_agreement"], "mean_kl": par["mean_kl"], "parity": par}
+    if labelled:
+        cand = classification(scored.scores, scored.labels, labels)
+        ref = classification(ref_scored.scores, ref_scored.labels, labels)
+        drops = class_drops(cand, ref)
+        out["reference_top1"] = ref["top1"]
+        out["reference_top5"] = ref["top5"]
+        out["top1_drop"] = 100.0 * (ref["top1"] - cand["top1"])
+        out["worst_class_drop"] = max(0.0, drops[0]["drop_pts"]) if drops else 0.0
+        out["class_drops"] = drops
+    return out
+
+
+def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size: int, score: Scorer = score_samples) -> tuple[Scored, str]:
     """Score the same images with the reference: an edgefg artifact/bundle, an ONNX file, or a torch model."""
     if (reference / MANIFEST_NAME).is_file():
         with LoadedBundle(reference) as ref:
@@ -40,7 +82,7 @@ def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size
                     f"reference '{reference}' has different labels from the bundle ({len(ref.labels)} vs {len(bundle.labels)})",
                     "compare bundles made from the same model",
                 )
-            return score_samples(ref, samples, batch_size, "scoring reference"), f"{ref.manifest.precision} {ref.manifest.backend}"
+            return score(ref, samples, batch_size, "scoring reference"), f"{ref.manifest.precision} {ref.manifest.backend}"
     if reference.suffix.lower() == ".onnx":
         import copy
 
@@ -48,7 +90,7 @@ def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size
         manifest.model_file, manifest.backend, manifest.backend_options = reference.name, "onnxruntime", {}
         manifest.outputs[0].quant_scale = None
         with LoadedBundle(reference.parent, verify=False, manifest=manifest) as ref:
-            return score_samples(ref, samples, batch_size, "scoring reference"), "onnx onnxruntime"
+            return score(ref, samples, batch_size, "scoring reference"), "onnx onnxruntime"
     return _torch_reference(reference, bundle, samples, batch_size), "pytorch"
 
 
@@ -89,12 +131,15 @@ def validate(
     backend: str | None = None,
     check_preprocess: int = 0,
     trust: Sequence[Any] | None = None,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """Score ``bundle_dir`` on ``data`` (and ``reference`` on the same images); evaluate ``thresholds``.
     ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine);
     ``check_preprocess`` > 0 compares the bundle's preprocessing with timm's own transform on that
     many images (stratified) and adds it to the checks (needs timm); ``trust``: public keys, one of
-    which must have signed the bundle (the reference is not checked)."""
+    which must have signed the bundle (the reference is not checked); ``scorer`` replaces in-process
+    scoring (e.g. sharded over Ray actors) with the same results."""
+    score = scorer or score_samples
     thresholds = thresholds or Thresholds()
     missing = thresholds.needs_reference()
     if missing and reference is None:
@@ -107,7 +152,7 @@ def validate(
             raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")
         samples = images.samples[:max_images] if max_images else images.samples
         pre_check = _check_preprocess(bundle, samples, check_preprocess) if check_preprocess else None
-        scored = score_samples(bundle, samples, batch_size, "validating")
+        scored = score(bundle, samples, batch_size, "validating")
         if len(scored.labels) == 0:
             raise DataError(f"no readable images in '{data}'")
         result: dict[str, Any] = {
@@ -129,38 +174,26 @@ def validate(
             result.update({k: v for k, v in strip_arrays(cand).items() if k != "per_class"})
             result["per_class"] = cand["per_class"]
         if reference is not None:
-            ref_scored, ref_kind = _reference_scores(Path(reference), bundle, samples, batch_size)
-            if ref_scored.paths != scored.paths:
-                keep = set(ref_scored.paths) & set(scored.paths)
-                raise DataError(f"reference and bundle read different images ({len(keep)} in common)")
+            ref_scored, ref_kind = _reference_scores(Path(reference), bundle, samples, batch_size, score)
             result["reference_kind"] = ref_kind
-            par = parity(scored.scores, ref_scored.scores, activation)
-            result["agreement"] = par["top1_agreement"]
-            result["mean_kl"] = par["mean_kl"]
-            result["parity"] = par
-            if images.labelled:
-                ref = classification(ref_scored.scores, ref_scored.labels, bundle.labels)
-                drops = class_drops(cand, ref)
-                result["reference_top1"] = ref["top1"]
-                result["reference_top5"] = ref["top5"]
-                result["top1_drop"] = 100.0 * (ref["top1"] - cand["top1"])
-                result["worst_class_drop"] = max(0.0, drops[0]["drop_pts"]) if drops else 0.0
-                result["class_drops"] = drops
+            result.update(reference_metrics(scored, ref_scored, bundle.labels, activation, images.labelled))
     for key in ("top1", "top5", "reference_top1", "top1_drop", "worst_class_drop", "agreement", "mean_kl"):
         result.setdefault(key, None)
     checks = []
 
-    def check(name: str, value: float | None, limit: float | None, ok) -> None:
+    def check(name: str, value: float | None, limit: float | None, passed: bool | None = None, detail: str = "") -> None:
         if limit is not None and value is not None:
-            checks.append({"name": name, "value": value, "limit": limit, "passed": bool(ok(value, limit))})
+            ok = holds(name, value, limit) if passed is None else passed
+            message = check_message(name, value, limit, ok) + (f" ({detail})" if detail else "")
+            checks.append({"name": name, "value": value, "limit": limit, "direction": DIRECTIONS[name], "passed": bool(ok), "message": message})
 
-    check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop, lambda v, lim: v <= lim)
-    check("worst_class_drop", result.get("worst_class_drop"), thresholds.max_class_drop, lambda v, lim: v <= lim)
-    check("top1", result.get("top1"), thresholds.min_top1, lambda v, lim: v >= lim)
-    check("agreement", result.get("agreement"), thresholds.min_agreement, lambda v, lim: v >= lim)
+    check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop)
+    if thresholds.max_class_drop is not None and result.get("class_drops") is not None:
+        checks.append(class_drop_check(result["class_drops"], thresholds.max_class_drop, thresholds.class_alpha))
+    check("top1", result.get("top1"), thresholds.min_top1)
+    check("agreement", result.get("agreement"), thresholds.min_agreement)
     if pre_check is not None:
-        checks.append({"name": "preprocess_parity", "value": pre_check.max_abs, "limit": pre_check.tolerance, "passed": pre_check.passed,
-                       "message": pre_check.summary()})
+        check("preprocess_parity", pre_check.max_abs, pre_check.tolerance, pre_check.passed, pre_check.summary())
     for name, limit in (("top1_drop", thresholds.max_top1_drop), ("worst_class_drop", thresholds.max_class_drop), ("top1", thresholds.min_top1)):
         if limit is not None and result.get(name) is None:
             raise DataError(f"the {name} threshold needs labelled data (class sub-folders) in '{data}'")

@@ -19,7 +19,7 @@ from edgefg.errors import ClassMismatchError, DataError, MissingDependencyError,
 from edgefg.manifest import load_manifest
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import score_samples
-from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
+from edgefg.validate.metrics import near_zero_note, class_drops, classification, parity, strip_arrays
 from edgefg.validate.report import fmt, markdown_table
 
 # bundles whose engine runs only on the device, and the host runtime that runs their model file
@@ -149,6 +149,9 @@ def compare_markdown(result: dict[str, Any]) -> str:
                      fmt(par.get("top1_agreement")), result_text])
     lines += markdown_table(cols, rows)
     failed = [f"{Path(r['bundle']).name}: {c['name']} = {fmt(c['value'])} (limit {fmt(c['limit'])})" for r in result["bundles"] for c in r["checks"] if not c["passed"]]
+    notes = [f"{Path(r['bundle']).name}: {n}" for r in result["bundles"] if (n := near_zero_note(r.get("parity") or {}))]
+    if notes:
+        lines += [""] + [f"Note — {n}" for n in notes]
     if failed:
         lines += ["", "Failed:"] + [f"- {f}" for f in failed]
     return "\n".join(lines) + "\n"

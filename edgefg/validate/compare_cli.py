@@ -23,8 +23,11 @@ from edgefg.cli import handle_errors
 def compare_cmd(bundles, data, atol, rtol, min_cosine, min_agreement, max_images, stand_in, json_out) -> None:
     """Compare BUNDLES on DATA; the first is the reference (exit 1 when a tolerance fails)."""
     from edgefg.validate.compare import Tolerances, compare, compare_markdown
+    from edgefg.outputs import prepare_parent
     from edgefg.validate.report import write_json
 
+    if json_out:
+        prepare_parent(json_out)
     result = compare(list(bundles), data, Tolerances(atol, rtol, min_cosine, min_agreement), max_images=max_images, stand_in=stand_in)
     if json_out:
         write_json(json_out, result)

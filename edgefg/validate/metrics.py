@@ -43,6 +43,21 @@ def classification(scores: np.ndarray, labels: np.ndarray, names: Sequence[str])
     }
 
 
+NEAR_ZERO_FRACTION = 0.01  # |ref| below this fraction of the image's largest |ref| counts as near zero for max rel
+
+
+def near_zero_note(par: dict) -> str | None:
+    """Why a large max rel is not alarming, when it comes from a near-zero reference value."""
+    if not par or par.get("max_rel", 0.0) <= 1.0 or "max_rel_ref_value" not in par:
+        return None
+    ref, scale = abs(par["max_rel_ref_value"]), par["max_rel_ref_scale"]
+    if scale <= 0 or ref >= NEAR_ZERO_FRACTION * scale:
+        return None
+    return (f"max rel {par['max_rel']:.4g} comes from an output whose reference value is {par['max_rel_ref_value']:.3g} (near zero; that image's "
+            f"outputs reach ±{scale:.3g}), where a relative error means little; on outputs ≥ {NEAR_ZERO_FRACTION:.0%} of the largest it is "
+            f"{par['max_rel_sizable']:.3g}. Judge by max abs, cosine and agreement.")
+
+
 def parity(candidate: np.ndarray, reference: np.ndarray, activation: str = "logits") -> dict:
     """Numeric parity of raw outputs plus prediction agreement and mean KL(ref ‖ cand)."""
     cand = candidate.astype(np.float64).reshape(len(candidate), -1)
@@ -53,7 +68,18 @@ def parity(candidate: np.ndarray, reference: np.ndarray, activation: str = "logi
     p_ref, p_cand = to_probabilities(ref, activation), to_probabilities(cand, activation)
     eps = 1e-12
     kl = (p_ref * (np.log(p_ref + eps) - np.log(p_cand + eps))).sum(axis=1)
-    return {
+    rel = diff / (np.abs(ref) + 1e-6)
+    # relative error explodes where the reference is ~0 (a logit near zero): also give it where |ref| is
+    # at least 1 % of that image's largest |ref|, and the reference value behind the overall maximum
+    scale = np.abs(ref).max(axis=1, keepdims=True) if ref.size else np.zeros((len(ref), 1))
+    sizable = np.abs(ref) >= NEAR_ZERO_FRACTION * scale
+    at = np.unravel_index(int(rel.argmax()), rel.shape) if rel.size else None
+    extra = {
+        "max_rel_ref_value": float(ref[at]) if at is not None else 0.0,
+        "max_rel_ref_scale": float(scale[at[0], 0]) if at is not None else 0.0,
+        "max_rel_sizable": float(rel[sizable].max()) if sizable.any() else 0.0,
+    }
+    return {**extra, 
         "samples": int(len(cand)),
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "mean_abs": float(diff.mean()) if diff.size else 0.0,
@@ -104,6 +130,28 @@ def class_drops(candidate: dict, reference: dict) -> list[dict]:
         rows.append(row)
     rows.sort(key=lambda r: (-r["drop_pts"], r["class"]))
     return rows
+
+
+def class_failures(drops: list[dict], max_class_drop: float | None, alpha: float) -> list[dict]:
+    """Classes over a per-class budget: ``--max-class-drop`` means the same in compress and validate.
+
+    A class fails when it lost more than ``max_class_drop`` points **and** its paired sign test
+    gives p < ``alpha`` (one image of 23 is 4.3 points: noise, not a failure). ``alpha`` = 1
+    counts every drop over the budget. Without a p-value (images not paired) the points decide."""
+    if max_class_drop is None:
+        return []
+    return [r for r in drops if r["drop_pts"] > max_class_drop and (r.get("p_value") is None or r["p_value"] < alpha)]
+
+
+def significant_worst_drop(drops: list[dict], alpha: float) -> float:
+    """The largest drop (points) among classes whose drop is significant at ``alpha``; 0 if none."""
+    sig = [r["drop_pts"] for r in drops if r["drop_pts"] > 0 and (r.get("p_value") is None or r["p_value"] < alpha)]
+    return max(sig, default=0.0)
+
+
+def losing_classes(drops: list[dict]) -> list[dict]:
+    """Only the classes that lost accuracy, worst first (for the "worst classes" tables)."""
+    return sorted((r for r in drops if r["drop_pts"] > 0), key=lambda r: (-r["drop_pts"], r["class"]))
 
 
 def strip_arrays(metrics: dict) -> dict:

@@ -121,7 +121,8 @@ def reference_batch(paths: Sequence[Path], spec: Preprocess, model_config: dict[
     from edgefg.models.loader import timm_data_config
 
     cfg = dict(model_config or timm_data_config(spec))
-    cfg.update(mean=tuple(spec.mean), std=tuple(spec.std))  # normalisation as the bundle applies it
+    # normalisation as the bundle applies it; the input size is compared by config_differences, not here
+    cfg.update(mean=tuple(spec.mean), std=tuple(spec.std), input_size=(3, *spec.input_size))
     cfg = {k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if k in cfg}
     transform = create_transform(**cfg, is_training=False)
     out = []

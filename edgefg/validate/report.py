@@ -1,11 +1,14 @@
 """Validation reports: JSON (machines), Markdown (people), JUnit XML (CI)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 from xml.etree import ElementTree as ET
+
+from edgefg import outputs
+from edgefg.validate.limits import check_message, format_limit, format_value
+from edgefg.validate.metrics import losing_classes
 
 
 def fmt(v: Any) -> str:
@@ -29,7 +32,7 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    outputs.write_json(path, data)
 
 
 def validation_markdown(result: dict[str, Any]) -> str:
@@ -40,22 +43,31 @@ def validation_markdown(result: dict[str, Any]) -> str:
         lines.append(f"Reference: `{result['reference']}`")
     lines.append("")
     keys = ["top1", "top5", "reference_top1", "top1_drop", "worst_class_drop", "agreement", "mean_kl"]
-    lines += markdown_table(["metric", "value"], [[k, fmt(result.get(k))] for k in keys if k in result])
+    lines += markdown_table(["metric", "value"], [[k, format_value(k, result.get(k))] for k in keys if k in result])
     checks = result.get("checks", [])
     if checks:
         lines += ["", "## Checks", ""]
-        lines += markdown_table(["check", "value", "limit", "passed"], [[c["name"], fmt(c["value"]), fmt(c["limit"]), fmt(c["passed"])] for c in checks])
+        lines += markdown_table(["check", "value", "limit", "passed"],
+                                [[c["name"], format_value(c["name"], c["value"]), format_limit(c["name"], c["limit"]), fmt(c["passed"])] for c in checks])
+        failed = [c for c in checks if not c["passed"]]
+        if failed:
+            lines += [""] + [f"- **failed**: {c.get('message') or check_message(c['name'], c['value'], c['limit'], False)}" for c in failed]
     if result.get("preprocess_check"):
         from edgefg.validate.preprocess_check import PreprocessCheck
 
         pc = dict(result["preprocess_check"])
         pc.pop("exact", None), pc.pop("passed", None)
         lines += ["", f"Preprocessing: {PreprocessCheck(**pc).summary()}"]
-    drops = result.get("class_drops") or []
-    if drops:
-        lines += ["", "## Worst classes", ""]
-        cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images"]
-        lines += markdown_table(cols, [[fmt(r[c]) for c in cols] for r in drops[:10]])
+    drops = result.get("class_drops")
+    if drops is not None:
+        losers = losing_classes(drops)
+        lines += ["", "## Classes that lost accuracy, worst first", ""]
+        if losers:
+            cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "p_value"]
+            lines += markdown_table(cols, [[format_value("class_drop", r[c]) if c == "drop_pts" else fmt(r.get(c)) for c in cols] for r in losers[:10]])
+            lines += [f"({len(losers) - 10} more: see the JSON report)"] if len(losers) > 10 else []
+        else:
+            lines += [f"None of the {len(drops)} classes lost accuracy against the reference."]
     return "\n".join(lines) + "\n"
 
 
@@ -67,7 +79,7 @@ def write_junit(path: str | Path, result: dict[str, Any]) -> None:
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname="edgefg.validate", name=c["name"])
         if not c["passed"]:
-            ET.SubElement(case, "failure", message=c.get("message") or f"{c['name']} = {fmt(c['value'])} exceeds limit {fmt(c['limit'])}")
+            ET.SubElement(case, "failure", message=c.get("message") or check_message(c["name"], c["value"], c["limit"], False))
     root = ET.Element("testsuites", tests=str(len(checks)), failures=str(failures))
     root.append(suite)
-    ET.ElementTree(root).write(str(path), encoding="utf-8", xml_declaration=True)
+    outputs.write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))

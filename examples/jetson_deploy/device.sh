@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # On the Jetson (JetPack 6: TensorRT 10 and its Python bindings come with JetPack, not from PyPI).
+# docs-test: skip (runs on the Jetson: JetPack's TensorRT, a GPU and a camera)
 set -euo pipefail
 BUNDLE_TGZ=${1:?usage: device.sh bundle.tgz}
 # once: a venv that sees JetPack's tensorrt module, plus the runtime (no torch)

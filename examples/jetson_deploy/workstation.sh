@@ -12,8 +12,8 @@ OUT=${OUT:-runs/jetson_deploy}
 CALIB=${CALIB:-300}
 EDGEFG=${EDGEFG:-edgefg}
 
-$EDGEFG compress "$MODEL" --recipe fp32 --data "$TRAIN" --calib-size "$CALIB" -o "$OUT/art-fp32" --force
-$EDGEFG compress "$MODEL" --recipe int8 --data "$TRAIN" --calib-size "$CALIB" -o "$OUT/art-int8" --force
+$EDGEFG compress "$MODEL" --recipe fp32 --data "$TRAIN" --val-data "$TEST" --calib-size "$CALIB" -o "$OUT/art-fp32" --force
+$EDGEFG compress "$MODEL" --recipe int8 --data "$TRAIN" --val-data "$TEST" --calib-size "$CALIB" -o "$OUT/art-int8" --force
 # INT8 as TensorRT explicit quantization: symmetric int8 Q/DQ, static batch, linted for the profile's TensorRT
 $EDGEFG deploy "$OUT/art-int8" --target "$TARGET" --data "$TRAIN" -o "$OUT/bundle-$TARGET-int8" --force
 # accuracy of the exact ONNX the engine will be built from (ONNX Runtime stands in for TensorRT here)

@@ -91,6 +91,9 @@ def test_prune_distil_int8_recipe(tmp_path, tiny_model, image_folder):
     assert pruned["params"] < 0.8 * ref["params"] and pruned["macs"] < 0.8 * ref["macs"]
     assert [c["step"] for c in report["compression"]] == ["prune", "distil", "int8"]
     assert report["compression"][0]["importance"] == "taylor"  # data given: gradient-based importance
+    prune_desc = report["compression"][0]  # one parameter count in the report: the table's
+    assert (prune_desc["params_before"], prune_desc["params_after"]) == (ref["params"], pruned["params"])
+    assert (prune_desc["macs_before"], prune_desc["macs_after"]) == (ref["macs"], pruned["macs"])
     assert report["compression"][1]["steps"] == 1 and report["compression"][1]["temperature"] == 4.0
     assert (out / "report.png").stat().st_size > 1000 and "report.png" in (out / "report.md").read_text()
     with LoadedBundle(out) as m:
@@ -175,6 +178,7 @@ def test_input_downsampling_step(tmp_path, tiny_model, image_folder):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["preprocess"]["input_size"] == [48, 48] and manifest["inputs"][0]["shape"][2:] == [48, 48]
     assert manifest["preprocess"]["crop_pct"] == 0.875  # the crop covers the same part of the image
+    assert manifest["source"]["data_config"]["input_size"] == [3, 48, 48]  # what timm would use at --img-size 48
     report = json.loads((out / "report.json").read_text())
     assert [s["step"] for s in report["steps"]] == ["fp32 (reference)", "input 48px + KD", "int8"]
     assert report["steps"][1]["macs"] < 0.7 * report["steps"][0]["macs"]

@@ -371,3 +371,30 @@ def test_cli_build_engine_reports_dla_fallback_and_dry_run_dla_int8(trt_bundles,
     assert "model.dla.onnx" in r.output and "--calib=" in r.output and "implicit quantization" in r.output
     r = CliRunner().invoke(cli, ["build-engine", str(trt_bundles["int8"]), "--dla", "0", "--dry-run"])
     assert r.exit_code == 2 and "0 DLA core(s)" in r.output
+
+
+def test_dry_run_prints_the_engine_path_the_build_writes(trt_bundles, tmp_path, monkeypatch):
+    """No placeholder: without TensorRT the line says how the device names the engine; with it (fakes
+    here) the dry run prints exactly the path the build then writes."""
+    import re as _re
+
+    from edgefg.cli import cli
+    from edgefg.tensorrt import device as dev
+    from tests.trt_fakes import fake_pycuda, install
+
+    bundle = copy_bundle(trt_bundles["int8"], tmp_path / "bird-orin")
+    try:
+        import tensorrt  # noqa: F401
+    except ModuleNotFoundError:
+        r = CliRunner().invoke(cli, ["build-engine", str(bundle), "--dry-run"])
+        assert r.exit_code == 0, r.output
+        assert "ENGINE." not in r.output and "<key>.engine" in r.output and "--saveEngine=" + str(bundle / "engines" / "bird-orin-int8.engine") in r.output
+    real = dev.SystemPaths
+    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=tmp_path / "none", cuda_home=tmp_path / "none", tegra_release=tmp_path / "none"))
+    install(monkeypatch, fake_tensorrt("10.3.0"), fake_pycuda(sm_count=8))
+    r = CliRunner().invoke(cli, ["build-engine", str(bundle), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    planned = _re.search(r"^engine: (\S+\.engine)$", r.output, _re.M).group(1)
+    r = CliRunner().invoke(cli, ["build-engine", str(bundle)])
+    assert r.exit_code == 0, r.output
+    assert f"built {planned} " in r.output and Path(planned).is_file()

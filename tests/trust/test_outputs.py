@@ -102,7 +102,7 @@ def test_sweep_ignores_unrelated_names(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--topk", "-3"], "--topk"), (["--threads", "-1"], "--threads"), (["--threads", "0"], "--threads"),
     (["--batch", "0"], "--batch"), (["--max-frames", "0"], "--max-frames"), (["--min-confidence", "2"], "--min-confidence"),
-    (["--stall-timeout", "0"], "--stall-timeout"), (["--max-retries", "-1"], "--max-retries"), (["--rotate-mb", "-5"], "--rotate-mb"),
+    (["--stall-timeout", "0"], "--stall-timeout"), (["--max-retries", "-2"], "--max-retries"), (["--rotate-mb", "-5"], "--rotate-mb"),
     (["--max-pixels", "-1"], "--max-pixels"), (["--stats-every", "0"], "--stats-every"),
 ])
 def test_run_numeric_options_are_range_checked(tmp_path, args, needle):

@@ -198,3 +198,12 @@ def test_litert_nhwc_int8_input(tflite_bundles, image_folder):
 
     res = validate(tflite_bundles["int8"], image_folder, check_preprocess=8)
     assert res["preprocess_check"]["passed"]
+
+
+def test_a_different_input_size_is_reported_not_a_crash(images):
+    import dataclasses
+
+    _, cfg = model_cfg(input_size=(3, 64, 64))
+    spec = dataclasses.replace(preprocess_from_cfg(cfg), input_size=(48, 48))
+    check = check_preprocess(spec, images[:2], model_config=cfg)
+    assert check.differing == ["input_size: edgefg (48, 48), model (64, 64)"] and not check.passed

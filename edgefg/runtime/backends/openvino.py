@@ -44,6 +44,8 @@ class OpenVINOBackend(Backend):
         }
         if device == "CPU":
             config["INFERENCE_NUM_THREADS"] = self.num_threads
+            if os.environ.get("EDGEFG_OPENVINO_CPU_PINNING") == "0":  # set by `edgefg worker`: pinned threads fight under Ray
+                config["ENABLE_CPU_PINNING"] = False
         try:
             model = core.read_model(str(self.model_path))
             self.compiled = core.compile_model(model, device, config)

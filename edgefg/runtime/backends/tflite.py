@@ -14,6 +14,7 @@ import numpy as np
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import TensorSpec
+from edgefg.progress import native_logs_silenced
 from edgefg.runtime.backends.base import Backend
 
 try:
@@ -32,8 +33,9 @@ except ModuleNotFoundError:  # pragma: no cover - depends on the install (old de
 def open_interpreter(path: str, num_threads: int | None = None) -> Any:
     """An allocated interpreter for ``path``; a typed error for a file LiteRT cannot read."""
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with native_logs_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelLoadError(

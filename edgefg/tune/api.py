@@ -1,0 +1,167 @@
+"""``tune()``: plan the sweep, run the pending trials on an engine, write the report."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from edgefg.calibration.dataset import scan, stratified_subset
+from edgefg.errors import CheckFailed, DataError, InputPathError
+from edgefg.targets import load_target
+from edgefg.tune.engine import Sweep, make_engine
+from edgefg.tune.options import Budget, TuneOptions
+from edgefg.tune.report import summarize, write_report
+from edgefg.tune.space import SearchSpace, TrialConfig, builtin_space, load_space
+from edgefg.tune.store import TrialStore
+from edgefg.tune.work import build_artifact, reference_scores
+
+log = logging.getLogger(__name__)
+
+
+def model_family(opts: TuneOptions) -> str:
+    """cnn | vit, from the architecture name (config.json) or, for ONNX, the graph."""
+    from edgefg.compress.api import TRANSFORMER_ARCH, has_attention
+    from edgefg.models.loader import load_model
+
+    model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels)
+    if model.arch:
+        return "vit" if TRANSFORMER_ARCH.search(model.arch) else "cnn"
+    return "vit" if model.onnx_path is not None and has_attention(model.onnx_path) else "cnn"
+
+
+def resolve_space(opts: TuneOptions) -> SearchSpace:
+    if opts.space == "builtin":
+        return builtin_space(model_family(opts))
+    return load_space(opts.space)
+
+
+def target_budgets(opts: TuneOptions) -> dict[str, Budget]:
+    """The command line's budget; drops not given there come from each target profile's [budget]."""
+    out = {}
+    for name in opts.targets:
+        prof = load_target(name).budget
+        b = opts.budget
+        out[name] = Budget(
+            b.max_latency_ms,
+            b.max_size_mb,
+            b.max_drop if b.max_drop is not None else prof.get("max_top1_drop"),
+            b.max_class_drop if b.max_class_drop is not None else prof.get("max_class_drop"),
+        )
+    return out
+
+
+def _plan(opts: TuneOptions, configs: list[TrialConfig]) -> dict[str, Any]:
+    ident = {"model": str(Path(opts.model).resolve()), "data": str(Path(opts.data).resolve()), "val_data": str(Path(opts.val_data).resolve()),
+             "targets": list(opts.targets), "trials": [c.trial_id for c in configs], "val_size": opts.val_size, "seed": opts.seed}
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return {"key": key, **ident, "configs": [c.to_dict() for c in configs]}
+
+
+def _check_inputs(opts: TuneOptions) -> None:
+    for flag, p in (("MODEL", opts.model), ("--data", opts.data), ("--val-data", opts.val_data)):
+        if not Path(p).exists():
+            raise InputPathError(f"{flag} '{p}' does not exist")
+    if not opts.targets:
+        raise DataError("tune needs at least one --target")
+    for t in opts.targets:
+        tgt = load_target(t)  # unknown target: one-line error before any work
+        if not tgt.available:
+            raise DataError(f"target '{t}' is not available yet: {tgt.status_note}")
+
+
+def tune(opts: TuneOptions) -> dict[str, Any]:
+    """Run (or resume) the sweep and write ``tune.json``/``tune.md``/PNGs/``best/``. Raises
+    :class:`CheckFailed` (after writing the report) when some target has no trial within its budget."""
+    t0 = time.perf_counter()
+    _check_inputs(opts)
+    out = Path(opts.out)
+    space = resolve_space(opts)
+    configs = space.sample(opts.trials, opts.seed)
+    store = TrialStore(out)
+    store.start(_plan(opts, configs), opts.resume)
+    done = store.load()
+    pending = [c for c in configs if c.trial_id not in done]
+    log.info("%d trial(s): %d done, %d to run", len(configs), len(configs) - len(pending), len(pending))
+
+    engine = make_engine(opts.ray)  # before any heavy work: a bad --ray address fails fast
+    from edgefg.manifest import load_manifest
+
+    ref_art = build_artifact(opts, TrialConfig(precision="fp32"))  # the FP32 reference = the native float artifact
+    if ref_art["error"]:
+        raise DataError(f"cannot build the FP32 reference: {ref_art['error']}")
+    labels = load_manifest(ref_art["artifact"]).labels
+    val = scan(opts.val_data, labels)
+    if not val.labelled:
+        raise DataError(f"--val-data '{opts.val_data}' needs one sub-folder per class", "tune validates per class against the FP32 reference")
+    samples = stratified_subset(val.samples, opts.val_size, opts.seed, warn=False) if opts.val_size else val.samples
+    reference = reference_scores(ref_art["artifact"], samples, opts.batch_size)
+    sweep = Sweep(opts, samples, reference, ref_art)
+
+    def on_result(result: dict[str, Any]) -> None:
+        store.save(result)
+        done[result["id"]] = result
+        log.info("trial %s %s: %s%s", result["id"], result["label"], result["status"], f" ({result['error']})" if result["error"] else "")
+
+    try:
+        if pending:
+            engine.run(sweep, pending, on_result)
+    finally:
+        close = getattr(engine, "close", None)
+        if close:
+            close()
+    trials = [done[c.trial_id] for c in configs if c.trial_id in done]
+    interleaved_latency(out, trials, opts)
+    budgets = target_budgets(opts)
+    result: dict[str, Any] = {
+        "model": str(opts.model),
+        "data": str(opts.data),
+        "val_data": str(opts.val_data),
+        "val_images": int(len(reference.labels)),
+        "reference": {"artifact": ref_art["artifact"], "top1": _top1(reference, labels)},
+        "targets": list(opts.targets),
+        "space": asdict(space),
+        "engine": engine.describe(),
+        "wall_s": time.perf_counter() - t0,
+        "trials": trials,
+        **summarize(trials, opts.targets, budgets),
+    }
+    write_report(out, result, budgets)
+    missing = [t for t, b in result["best"].items() if not b.get("trial")]
+    if missing:
+        raise CheckFailed(
+            f"no trial meets the budget for {', '.join(missing)}: " + "; ".join(f"{t}: {result['best'][t]['reason']}" for t in missing),
+            f"see {out / 'tune.md'}; relax the budget or widen the search space",
+        )
+    return result
+
+
+def interleaved_latency(out: Path, trials: list[dict[str, Any]], opts: TuneOptions) -> None:
+    """Re-time every host stand-in bundle of a target in ONE interleaved bench (A, B, C, A, B, C …),
+    so the machine's drift between trials hits all of them alike and the Pareto front compares
+    like with like. Each trial's own measurement stays as ``latency_ms_p50_alone``. Device-node
+    measurements are left as the device measured them."""
+    from edgefg.runtime.bench import BenchOptions, run_bench
+    from edgefg.tune.work import stand_in_backend
+
+    for target in opts.targets:
+        timed = [t for t in trials if not (t["targets"].get(target) or {}).get("error", True) and t["targets"][target].get("stand_in")]
+        if len(timed) < 2:
+            continue
+        rows = [t["targets"][target] for t in timed]
+        bundles = [out / "trials" / t["id"] / target for t in timed]
+        log.info("re-timing %d %s bundles in one interleaved bench", len(bundles), target)
+        bench = run_bench(bundles, BenchOptions(rounds=opts.bench_rounds + 2, iters=opts.bench_iters, warmup=5, backend=stand_in_backend(bundles[0])))
+        for r, b in zip(rows, bench["results"]):
+            r.setdefault("latency_ms_p50_alone", r["latency_ms_p50"])
+            r["latency_ms_p50"], r["latency_ms_p90"] = b["latency_ms"]["p50"], b["latency_ms"]["p90"]
+            r["latency"] = f"interleaved with the other {len(bundles) - 1} {target} bundles"
+
+
+def _top1(scored, labels) -> float:
+    from edgefg.validate.metrics import classification
+
+    return classification(scored.scores, scored.labels, labels)["top1"]

@@ -1,0 +1,57 @@
+"""``edgefg tune`` (click only; the work is in :mod:`edgefg.tune.api`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgefg.cli import _console, handle_errors
+
+
+@click.command("tune")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Training/calibration images (ImageFolder).")
+@click.option("--val-data", required=True, type=click.Path(path_type=Path), help="Held-out labelled images: per-class validation against the FP32 reference.")
+@click.option("--target", "-t", "targets", multiple=True, required=True, help="Target profile (repeatable).")
+@click.option("--space", default="builtin", show_default=True, help="builtin (by model family: CNN or ViT) or a .toml file with a [space] table.")
+@click.option("--max-latency-ms", type=float, help="Budget: p50 latency at batch 1.")
+@click.option("--max-size-mb", type=float, help="Budget: bundle size.")
+@click.option("--max-drop", type=float, help="Budget: top-1 drop vs FP32 in points (default: the target profile's).")
+@click.option("--max-class-drop", type=float, help="Budget: worst per-class drop in points (default: the target profile's).")
+@click.option("--trials", type=int, help="Run N configurations of the space (the baseline + a seeded pick); default: all.")
+@click.option("--ray", "ray_address", help="Run on Ray: 'local' starts one on this machine; HOST:PORT joins a cluster. Default: in-process.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in TUNE_DIR.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="TUNE_DIR to write.")
+@click.option("--val-size", type=int, help="Validate on a stratified subset of N images (default: all).")
+@click.option("--train-max-steps", type=int, help="Cap optimizer steps of each training step (quick sweeps).")
+@click.option("--bench-iters", default=20, show_default=True, help="Timed inferences per round (3 rounds).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--arch", help="timm architecture, for a bare checkpoint.")
+@click.option("--num-classes", type=int, help="Number of classes, for a bare checkpoint.")
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels file.")
+@handle_errors
+def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb, max_drop, max_class_drop, trials, ray_address, resume, out,
+             val_size, train_max_steps, bench_iters, seed, arch, num_classes, labels) -> None:
+    """Pick each target's configuration (precision, pruning, resolution, tokens) under its budget.
+
+    \b
+    edgefg tune M --data train/ --val-data test/ --target intel-cpu --target rpi5 --max-latency-ms 20 -o tune
+    edgefg tune M --data train/ --val-data test/ --target jetson-orin-nano --ray HEAD:6379 -o tune
+    """
+    from edgefg.errors import CheckFailed
+    from edgefg.tune.api import tune
+    from edgefg.tune.options import Budget, TuneOptions
+
+    opts = TuneOptions(model=model, data=data, val_data=val_data, targets=list(targets), out=out, space=space,
+                       budget=Budget(max_latency_ms, max_size_mb, max_drop, max_class_drop), trials=trials, ray=ray_address,
+                       resume=resume, seed=seed, val_size=val_size, train_max_steps=train_max_steps, bench_iters=bench_iters,
+                       arch=arch, num_classes=num_classes, labels=labels)
+    console = _console()
+    try:
+        tune(opts)
+    except CheckFailed:
+        if (out / "tune.md").is_file():
+            console.print((out / "tune.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+        raise
+    console.print((out / "tune.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    console.print(f"[green]wrote[/] {out / 'tune.json'}; best bundles in {out / 'best'}")

@@ -1,0 +1,39 @@
+"""The options of a sweep (one dataclass, shared by the CLI, the API and the Ray tasks)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Budget:
+    """Per-target limits; None = no limit. Drops are percentage points vs the FP32 reference."""
+
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+    max_drop: float | None = None
+    max_class_drop: float | None = None
+
+
+@dataclass
+class TuneOptions:
+    model: Path
+    data: Path  # training/calibration images (ImageFolder)
+    val_data: Path  # held-out labelled images: per-class validation against the FP32 reference
+    targets: list[str]
+    out: Path
+    space: str = "builtin"  # builtin | a .toml file
+    budget: Budget = field(default_factory=Budget)
+    trials: int | None = None  # None: the whole space
+    ray: str | None = None  # None: in-process; "local"; or a cluster ADDRESS
+    resume: bool = False
+    seed: int = 0
+    val_size: int | None = None  # validate on a stratified subset of this many images (None: all)
+    compress_val_size: int | None = 200  # images compress's own before/after report scores
+    train_max_steps: int | None = None  # cap on optimizer steps per training step (tests, quick sweeps)
+    bench_rounds: int = 3
+    bench_iters: int = 20
+    batch_size: int = 8
+    arch: str | None = None
+    num_classes: int | None = None
+    labels: Path | None = None

@@ -1,0 +1,213 @@
+"""The three kinds of work in a trial, as plain functions both engines call.
+
+* :func:`build_artifact` — compress once per distinct compression configuration (torch).
+* :func:`deploy_bundle` — convert that artifact for one target at the trial's precision.
+* :func:`measure_bundle` — score the bundle per class against the FP32 reference scores, then
+  bench it (numpy + runtime only: this is what runs on a device node).
+
+Each returns a JSON-able dict and never raises for a trial's own failure: the error is one line
+in ``error`` so the sweep goes on.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgefg.errors import CheckFailed, EdgefgError, UnsupportedError
+from edgefg.manifest import MANIFEST_NAME
+from edgefg.tune.options import TuneOptions
+from edgefg.tune.space import TrialConfig
+
+log = logging.getLogger(__name__)
+# bundles whose engine runs only on the device, and the host runtime that runs their model file
+STAND_IN_BACKENDS = {"tensorrt": "onnxruntime"}
+
+
+def one_line(exc: BaseException) -> str:
+    """The error a trial records: edgefg's own message, else the exception's first line."""
+    if isinstance(exc, EdgefgError):
+        return exc.message
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _compress_options(opts: TuneOptions, cfg: TrialConfig):
+    from edgefg.compress.api import CompressOptions
+
+    int8 = cfg.precision.startswith("int8")
+    accuracy_aware = cfg.precision == "int8-accuracy"
+    return CompressOptions(
+        recipe="int8" if int8 else "fp32",
+        data=opts.data,
+        val_data=opts.val_data,
+        val_size=opts.compress_val_size,
+        calib_size=cfg.calib_size,
+        seed=opts.seed,
+        force=True,
+        latency_iters=5,
+        plot=False,
+        prune=cfg.prune or None,
+        epochs=cfg.kd_epochs if cfg.prune else None,
+        max_steps=opts.train_max_steps,
+        token_keep=cfg.token_keep,
+        token_method=cfg.token_method,
+        adapters=cfg.adapters,
+        max_drop=(opts.budget.max_drop if opts.budget.max_drop is not None else 1.0) if accuracy_aware else None,
+        max_class_drop=opts.budget.max_class_drop if accuracy_aware else None,
+    )
+
+
+def artifact_dir(opts: TuneOptions, cfg: TrialConfig) -> Path:
+    return Path(opts.out) / "artifacts" / cfg.compress_key
+
+
+def build_artifact(opts: TuneOptions, cfg: TrialConfig) -> dict[str, Any]:
+    """Compress ``cfg``'s model once (reused when the artifact already exists: other trials, --resume)."""
+    out = artifact_dir(opts, cfg)
+    result: dict[str, Any] = {"artifact": str(out), "compress_key": cfg.compress_key, "error": None, "note": None, "reused": False}
+    if (out / MANIFEST_NAME).is_file():
+        result["reused"] = True
+        return result
+    t0 = time.perf_counter()
+    try:
+        from edgefg.compress.api import TRANSFORMER_ARCH, compress
+        from edgefg.models.loader import load_model, with_input_size
+
+        model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels)
+        if cfg.resolution:
+            if model.module is None:
+                raise UnsupportedError("the resolution knob needs a PyTorch model (an ONNX file has a fixed input size)")
+            if (model.arch and TRANSFORMER_ARCH.search(model.arch)) or getattr(model.module, "global_pool", None) is None:
+                raise UnsupportedError(f"resolution {cfg.resolution} needs a CNN with global pooling; '{model.arch}' is not one")
+            model = with_input_size(model, cfg.resolution)
+        try:
+            compress(model, out, _compress_options(opts, cfg))
+        except CheckFailed as exc:  # accuracy-aware INT8 missed its budget: the artifact is written, keep the point
+            result["note"] = exc.message
+    except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash
+        log.debug("compress %s failed:\n%s", cfg.label(), traceback.format_exc())
+        result["error"] = f"compress: {one_line(exc)}"
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def deploy_bundle(opts: TuneOptions, cfg: TrialConfig, artifact: dict[str, Any], target: str) -> dict[str, Any]:
+    """Deploy the trial's artifact for ``target`` at the trial's precision."""
+    if artifact.get("error"):
+        return {"error": artifact["error"]}
+    from edgefg.deploy import deploy
+
+    out = Path(opts.out) / "trials" / cfg.trial_id / target
+    precision = "int8" if cfg.precision.startswith("int8") else cfg.precision
+    t0 = time.perf_counter()
+    try:
+        deploy(artifact["artifact"], target, out, precision=precision, force=True, data=opts.data, calib_size=cfg.calib_size)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("deploy %s → %s failed:\n%s", cfg.label(), target, traceback.format_exc())
+        return {"error": f"deploy: {one_line(exc)}"}
+    return {"bundle": str(out), "error": None, "deploy_s": time.perf_counter() - t0}
+
+
+def stand_in_backend(bundle: str | Path) -> str | None:
+    """The host runtime for a bundle whose engine only runs on the device (None: its own runs here)."""
+    from edgefg.manifest import load_manifest
+
+    return STAND_IN_BACKENDS.get(load_manifest(bundle, verify=False).backend)
+
+
+def measure_bundle(
+    bundle: str | Path,
+    samples: Sequence,
+    reference,  # edgefg.validate.evaluate.Scored of the FP32 reference on the same samples
+    opts: TuneOptions,
+    on_target: bool = False,
+    node: str | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Per-class accuracy vs the reference (validate's paired test) and latency/size (bench).
+    Off the target's own node the bundle runs in the host stand-in and says ``stand_in: true``."""
+    from edgefg.manifest import load_manifest
+    from edgefg.runtime.bench import BenchOptions, run_bench
+    from edgefg.runtime.model import LoadedBundle
+    from edgefg.validate.api import reference_metrics
+    from edgefg.validate.evaluate import score_samples
+    from edgefg.validate.metrics import classification
+
+    t0 = time.perf_counter()
+    try:
+        manifest = load_manifest(bundle, verify=False)
+        backend = None if on_target else STAND_IN_BACKENDS.get(manifest.backend)
+        engine_s = None
+        if on_target and manifest.backend == "tensorrt":  # the device's own engine: `edgefg build-engine`, on the device
+            from edgefg.tensorrt.builder import build_engine
+
+            engine_s = build_engine(bundle).seconds
+        with LoadedBundle(bundle, backend=backend, num_threads=num_threads) as b:
+            scored = score_samples(b, samples, opts.batch_size, f"validating {manifest.target}")
+            labels, activation = b.labels, b.manifest.output_activation
+        acc = classification(scored.scores, scored.labels, labels)
+        ref = reference_metrics(scored, reference, labels, activation, labelled=True)
+        bench = run_bench([Path(bundle)], BenchOptions(rounds=opts.bench_rounds, iters=opts.bench_iters, warmup=5, backend=backend, num_threads=num_threads))
+        r = bench["results"][0]
+        drops = ref["class_drops"]
+        return {
+            "error": None,
+            "top1": acc["top1"],
+            "top5": acc["top5"],
+            "reference_top1": ref["reference_top1"],
+            "top1_drop": ref["top1_drop"],
+            "worst_class_drop": ref["worst_class_drop"],
+            "worst_class": drops[0]["class"] if drops and drops[0]["drop_pts"] > 0 else None,
+            "significant_class_drops": sum(1 for d in drops if d["drop_pts"] > 0 and d["p_value"] is not None and d["p_value"] < 0.05),
+            "agreement": ref["agreement"],
+            "images": int(len(scored.labels)),
+            "latency_ms_p50": r["latency_ms"]["p50"],
+            "latency_ms_p90": r["latency_ms"]["p90"],
+            "size_mb": r["size_mb"],
+            "runtime": r["backend"] + (f" (stand-in for {manifest.backend})" if backend else ""),
+            "threads": r["threads"],
+            "precision": manifest.precision,
+            "node": node or f"local:{platform.node()}",
+            "stand_in": not on_target,
+            "measure_s": time.perf_counter() - t0,
+            **({"engine_build_s": engine_s} if engine_s is not None else {}),
+        }
+    except Exception as exc:  # noqa: BLE001
+        log.debug("measuring %s failed:\n%s", bundle, traceback.format_exc())
+        return {"error": f"measure: {one_line(exc)}", "node": node or f"local:{platform.node()}", "stand_in": not on_target}
+
+
+def reference_scores(artifact: str | Path, samples: Sequence, batch_size: int):
+    """The FP32 reference artifact's scores on the validation samples (computed once per sweep)."""
+    from edgefg.runtime.model import LoadedBundle
+    from edgefg.validate.evaluate import score_samples
+
+    with LoadedBundle(artifact) as ref:
+        return score_samples(ref, samples, batch_size, "scoring the FP32 reference")
+
+
+def finish_trial(cfg: TrialConfig, artifact: dict[str, Any], targets: dict[str, dict[str, Any]], started: float) -> dict[str, Any]:
+    """One trial's record: ok (every target measured), partial, or failed (none), with one error line."""
+    errors = [f"{t}: {r['error']}" for t, r in targets.items() if r.get("error")]
+    status = "ok" if not errors else "failed" if len(errors) == len(targets) else "partial"
+    error = None
+    if errors:
+        error = artifact["error"] if artifact.get("error") else "; ".join(errors)
+    return {
+        "id": cfg.trial_id,
+        "label": cfg.label(),
+        "config": cfg.to_dict(),
+        "compress_key": cfg.compress_key,
+        "artifact": artifact.get("artifact"),
+        "artifact_reused": artifact.get("reused", False),
+        "compress_note": artifact.get("note"),
+        "status": status,
+        "error": error,
+        "targets": targets,
+        "wall_s": time.time() - started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

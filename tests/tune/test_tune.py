@@ -1,0 +1,99 @@
+"""The in-process sweep (Ray unimportable), --resume after kill -9, failing trials, budgets, bad input."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from edgefg.cli import cli
+from tests.tune.conftest import edgefg_without_ray, tune_args
+
+
+def test_sweep_in_process_without_ray(inprocess_sweep):
+    res, out = inprocess_sweep["result"], inprocess_sweep["dir"]
+    assert res["engine"].startswith("in-process")
+    assert len(res["trials"]) == 4 and all(t["status"] == "ok" for t in res["trials"])
+    assert {t["label"] for t in res["trials"]} == {"fp32", "fp32 48px", "int8", "int8 48px"}
+    # one artifact per distinct compress configuration; the FP32 reference is the fp32 trial's own
+    assert len(list((out / "artifacts").iterdir())) == 4
+    fp32 = next(t for t in res["trials"] if t["label"] == "fp32")
+    assert fp32["artifact_reused"] and fp32["artifact"] == res["reference"]["artifact"]
+    for t in res["trials"]:
+        for target in ("intel-cpu", "onnxruntime-cpu"):
+            r = t["targets"][target]
+            assert r["error"] is None and r["stand_in"] is True and r["node"].startswith("local:")
+            assert r["images"] == 15 and 0.0 <= r["top1"] <= 1.0 and r["latency_ms_p50"] > 0 and r["size_mb"] > 0
+            assert r["top1_drop"] == 100 * (r["reference_top1"] - r["top1"])
+    assert fp32["targets"]["onnxruntime-cpu"]["top1_drop"] == 0.0 and fp32["targets"]["onnxruntime-cpu"]["agreement"] == 1.0
+    int8 = next(t for t in res["trials"] if t["label"] == "int8")
+    assert int8["targets"]["intel-cpu"]["size_mb"] < 0.7 * fp32["targets"]["intel-cpu"]["size_mb"]
+    for target in ("intel-cpu", "onnxruntime-cpu"):
+        assert res["pareto"][target] and set(res["pareto"][target]) <= {t["id"] for t in res["trials"]}
+        best = res["best"][target]
+        assert best["trial"] in {t["id"] for t in res["trials"]}
+        assert json.loads((out / "best" / target / "manifest.json").read_text())["target"] == target
+        assert (out / f"pareto-{target}.png").stat().st_size > 1000
+    assert "Best within budget" in (out / "tune.md").read_text()
+    assert len(list((out / "results").glob("*.json"))) == 4
+
+
+def test_resume_after_kill_9(sweep_inputs, tmp_path):
+    out = tmp_path / "killed"
+    # the baseline + one seeded pick, one target: enough to interrupt, and cheap
+    args = tune_args(sweep_inputs, out, "--trials", 2)
+    i = args.index("intel-cpu")
+    del args[i - 1 : i + 1]  # drop "--target intel-cpu"
+    p = edgefg_without_ray(*args, cwd=tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "results").glob("*.json")):
+        assert p.poll() is None, p.communicate()[1][-2000:]
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    finished = {f.name: f.read_text() for f in (out / "results").glob("*.json")}
+    assert len(finished) == 1 and not (out / "tune.json").exists()
+
+    r = edgefg_without_ray(*args, cwd=tmp_path)
+    assert r.wait(60) == 2 and "--resume" in r.communicate()[1]  # no silent overwrite
+
+    r = edgefg_without_ray(*args, "--resume", cwd=tmp_path)
+    _, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err[-3000:]
+    for name, text in finished.items():  # finished trials are kept as they were, not re-run
+        assert (out / "results" / name).read_text() == text
+    res = json.loads((out / "tune.json").read_text())
+    assert len(res["trials"]) == 2 and all(t["status"] == "ok" for t in res["trials"])
+
+
+def test_failing_trial_is_recorded_and_unmet_budget_exits_1(sweep_inputs, tmp_path):
+    space = tmp_path / "tokens.toml"
+    space.write_text('[space]\nprecision = ["fp32"]\ntoken_keep = ["none", 0.5]\n')
+    out = tmp_path / "t"
+    args = ["tune", sweep_inputs["model"], "--data", sweep_inputs["train"], "--val-data", sweep_inputs["val"], "--target", "intel-cpu",
+            "--space", space, "--max-latency-ms", "0.000001", "--bench-iters", "3", "-o", out]
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert r.exit_code == 1, r.output
+    assert "error: no trial meets the budget for intel-cpu" in r.output
+    res = json.loads((out / "tune.json").read_text())  # the report is written all the same
+    failed = [t for t in res["trials"] if t["status"] == "failed"]
+    assert len(res["trials"]) == 2 and len(failed) == 1
+    err = failed[0]["error"]
+    assert err.startswith("compress: ") and "\n" not in err and "vit" in err.lower()
+    assert res["best"]["intel-cpu"]["trial"] is None and "p50" in res["best"]["intel-cpu"]["reason"]
+    assert not (out / "best" / "intel-cpu").exists()
+    assert "Failed trials" in (out / "tune.md").read_text()
+
+
+def test_bad_input_is_one_line(sweep_inputs, tmp_path):
+    base = ["tune", str(sweep_inputs["model"]), "--data", str(sweep_inputs["train"]), "--val-data", str(sweep_inputs["val"]), "-o", str(tmp_path / "x")]
+    for extra, message in (
+        (["--target", "intel-cpu", "--space", str(tmp_path / "none.toml")], "search space file"),
+        (["--target", "no-such-board"], "unknown target 'no-such-board'"),
+        (["--target", "intel-cpu", "--resume"], "nothing to resume"),
+    ):
+        r = CliRunner().invoke(cli, base + extra)
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: ") and message in r.output and "Traceback" not in r.output
