@@ -57,6 +57,20 @@ def _console():
     return console
 
 
+def run_printing_report(work: Callable[[], Any], report: Path, console) -> None:
+    """Run ``work`` and print the Markdown report it writes — also when a budget check fails
+    (:class:`CheckFailed` is raised after the report with the best result is written)."""
+    from edgefg.errors import CheckFailed
+
+    try:
+        work()
+    except CheckFailed:
+        if report.is_file():
+            console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False)
+        raise
+    console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False)
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Turn edgefg errors into one-line messages with the right exit code."""
 
@@ -169,20 +183,13 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
     """
     from edgefg.compress.api import compress as run_compress
     from edgefg.compress.cli_options import options_from_cli
-    from edgefg.errors import CheckFailed
     from edgefg.models.loader import load_model, override_preprocess
 
     loaded = override_preprocess(load_model(model, arch=arch, num_classes=num_classes, labels=labels),
                                  crop_mode=crop_mode, crop_pct=crop_pct, interpolation=interpolation, resize=resize)
     opts = options_from_cli(recipe=recipe, data=data, val_data=val_data, calib_size=calib_size, seed=seed, force=force, **extra)
     console = _console()
-    try:
-        run_compress(loaded, out, opts)
-    except CheckFailed:
-        if (out / "report.md").is_file():
-            console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
-        raise
-    console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    run_printing_report(lambda: run_compress(loaded, out, opts), out / "report.md", console)
     console.print(f"[green]wrote[/] {out}  (report: {out / 'report.md'})")
     console.print(f"next: edgefg deploy {out} --target intel-cpu -o {out.name}-intel-cpu")
 
@@ -501,7 +508,7 @@ def targets(as_json: bool) -> None:
     for col in ("target", "status", "backend", "format", "precisions", "device runtime", "description"):
         table.add_column(col)
     for t in items:
-        status = "[green]available[/]" if t.available else f"[yellow]planned[/]"
+        status = "[green]available[/]" if t.available else "[yellow]planned[/]"
         runtime = ", ".join(f"{k} {v}" for k, v in t.runtime.items() if k in ("jetpack", "tensorrt", "openvino", "onnxruntime", "litert"))
         table.add_row(t.name + (f" ({', '.join(t.aliases)})" if t.aliases else ""), status, t.backend, t.format, ",".join(t.precisions), runtime, t.description)
     _console().print(table)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from edgefg.cli import _console, handle_errors
+from edgefg.cli import _console, handle_errors, run_printing_report
 
 
 @click.command("tune")
@@ -38,7 +38,6 @@ def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb,
     edgefg tune M --data train/ --val-data test/ --target intel-cpu --target rpi5 --max-latency-ms 20 -o tune
     edgefg tune M --data train/ --val-data test/ --target jetson-orin-nano --ray HEAD:6379 -o tune
     """
-    from edgefg.errors import CheckFailed
     from edgefg.tune.api import tune
     from edgefg.tune.options import Budget, TuneOptions
 
@@ -47,11 +46,5 @@ def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb,
                        resume=resume, seed=seed, val_size=val_size, train_max_steps=train_max_steps, bench_iters=bench_iters,
                        arch=arch, num_classes=num_classes, labels=labels)
     console = _console()
-    try:
-        tune(opts)
-    except CheckFailed:
-        if (out / "tune.md").is_file():
-            console.print((out / "tune.md").read_text(encoding="utf-8"), markup=False, highlight=False)
-        raise
-    console.print((out / "tune.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    run_printing_report(lambda: tune(opts), out / "tune.md", console)
     console.print(f"[green]wrote[/] {out / 'tune.json'}; best bundles in {out / 'best'}")
