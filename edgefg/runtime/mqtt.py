@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from edgefg.errors import EdgefgError, InputPathError, MissingDependencyError
 from edgefg.runtime.events import EventLog
+from edgefg.runtime.sources import redact
 from edgefg.runtime.spool import Spool
 
 if sys.version_info >= (3, 11):
@@ -59,7 +60,7 @@ class MqttOptions:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise EdgefgError(f"bad --mqtt URL '{_mask(self.url)}'", "use mqtt://HOST:PORT (or mqtts://HOST:PORT for TLS)")
+            raise EdgefgError(f"bad --mqtt URL '{redact(self.url)}'", "use mqtt://HOST:PORT (or mqtts://HOST:PORT for TLS)")
         if parts.username or parts.password:
             raise EdgefgError("--mqtt must not carry credentials (they would show in the process list)",
                               f"put username/password in a file given with --mqtt-auth, or set {ENV_USERNAME}/{ENV_PASSWORD}")
@@ -74,10 +75,6 @@ class MqttOptions:
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme in ("mqtts", "ssl")
-
-
-def _mask(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def read_auth(opts: MqttOptions) -> dict[str, Any]:
