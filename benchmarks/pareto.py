@@ -151,29 +151,32 @@ def score_onnx(path: str | Path, data: Path, labels: Sequence[str], spec, limit:
 # -- speed ------------------------------------------------------------------------------------
 
 
-def time_interleaved(models: dict[str, Path], input_size: Sequence[int], rounds: int = 5, iters: int = 20, tput_seconds: float = 1.0) -> dict:
+def time_interleaved(models: dict[str, Path], input_size: Sequence[int] | None, rounds: int = 5, iters: int = 20, tput_seconds: float = 1.0) -> dict:
     """Batch-1 latency (LATENCY hint, sync) and throughput (THROUGHPUT hint, async queue) of every
-    model, interleaved round by round so machine noise hits all alike; medians over rounds."""
+    model, interleaved round by round so machine noise hits all alike; medians over rounds.
+    ``input_size`` None: each model's own (static) spatial size."""
     import openvino as ov
 
-    x = np.random.default_rng(0).standard_normal((1, 3, *input_size)).astype(np.float32)
     lat = {n: _compile(p, "LATENCY") for n, p in models.items()}
+    rng = np.random.default_rng(0)
+    xs = {n: rng.standard_normal((1, 3, *(input_size or [d.get_length() for d in list(c.inputs[0].get_partial_shape())[2:]]))).astype(np.float32)
+          for n, c in lat.items()}
     tput = {n: ov.AsyncInferQueue(_compile(p, "THROUGHPUT")) for n, p in models.items()}
     for n in models:
         for _ in range(3):
-            lat[n](x)
+            lat[n](xs[n])
     lat_ms = {n: [] for n in models}
     fps = {n: [] for n in models}
     for _ in range(rounds):
         for n in models:
             t = time.perf_counter()
             for _ in range(iters):
-                lat[n](x)
+                lat[n](xs[n])
             lat_ms[n].append((time.perf_counter() - t) / iters * 1e3)
             q, count, t = tput[n], 0, time.perf_counter()
             while time.perf_counter() - t < tput_seconds:
                 for _ in range(len(q)):
-                    q.start_async({0: x})
+                    q.start_async({0: xs[n]})
                     count += 1
                 q.wait_all()
             fps[n].append(count / (time.perf_counter() - t))

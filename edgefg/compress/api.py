@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class CompressOptions:
     train_batch: int = 32
     max_steps: int | None = None
     optimizer: str = "adamw"
+    device: str = "cpu"  # where training and gradient-based pruning run: cpu | cuda | cuda:N (bf16 autocast on CUDA)
     checkpoint_dir: Path | None = None  # default: <out>.ckpt beside the output, removed on success
     plot: bool = True
     check_preprocess: bool = True  # compare edgefg's inputs with timm's own transform before any work
@@ -245,6 +247,9 @@ def _train_config(step: dict, opts: CompressOptions, ckpt: Path | None):
         kd_alpha=float(step.get("alpha", opts.kd_alpha)),
         seed=opts.seed,
         checkpoint_dir=ckpt,
+        device=opts.device,
+        amp=opts.device.startswith("cuda"),
+        num_workers=min(8, os.cpu_count() or 1) if opts.device.startswith("cuda") else 0,  # keep a GPU fed
     )
 
 
@@ -265,7 +270,13 @@ def _apply_torch_step(i: int, step: dict, module, teacher, model: LoadedModel, t
         data = _prune_batch(train_samples, model, opts.seed) if train_samples else None
         popts = PruneOptions(float(step.get("ratio", 0.3)), step.get("round_to"), step.get("importance", "auto"),
                              global_pruning=bool(step.get("global", False)), bn_recalibrate=bool(step.get("bn_recalibrate", True)))
-        desc = prune(module, model.preprocess.input_size, popts, data)
+        from edgefg.compress.train import resolve_device
+
+        module.to(resolve_device(opts.device))
+        try:
+            desc = prune(module, model.preprocess.input_size, popts, data)
+        finally:
+            module.to("cpu")
         return module, desc
     if kind in ("distil", "finetune"):
         need_data()
@@ -378,6 +389,10 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         from edgefg.compress.tokens import check_vit
 
         check_vit(model.module)  # fail before any export/measurement work
+    if torch_steps and opts.device != "cpu":
+        from edgefg.compress.train import resolve_device
+
+        resolve_device(opts.device)  # a missing GPU is an error before any work, not after the export
     if steps and opts.data is None:
         raise DataError(f"recipe '{name_recipe}' needs images", "pass --data DIR (an ImageFolder of your classes)")
     calib_set = scan(opts.data, model.labels) if opts.data else None

@@ -73,7 +73,10 @@ def prune(model, input_size: tuple[int, int], opts: PruneOptions, data=None) -> 
         raise UnsupportedError(f"unknown pruning importance '{kind}'", f"use one of: auto, {', '.join(factories)}")
     importance = factories[kind]()
     steps = max(1, opts.iterative_steps) if kind == "taylor" else 1
-    example = torch.randn(1, 3, *input_size)
+    device = next(model.parameters()).device  # prune where the model lives (a CUDA model: gradients on the GPU)
+    example = torch.randn(1, 3, *input_size, device=device)
+    if data is not None:
+        data = (data[0].to(device), data[1].to(device))
     model.eval()
     macs0, params0 = tp.utils.count_ops_and_params(model, example)
     ignored = _classifier(model)
@@ -188,3 +191,60 @@ def recalibrate_bn_if_better(model, images, labels, batch: int = 32) -> int:
         m.num_batches_tracked.copy_(count)
     log.info("BatchNorm re-calibration did not lower the loss on the given images (BN-folded model?): statistics kept")
     return 0
+
+
+def pruned_shapes(model) -> dict[str, list[int]]:
+    """The layer widths of a (pruned) model, JSON-able: enough to rebuild its structure from the
+    unpruned architecture with :func:`apply_shapes` and load a plain safetensors state dict (no
+    pickled modules). Conv2d → [in, out, groups], BatchNorm → [features], Linear → [in, out]."""
+    import torch.nn as nn
+
+    shapes: dict[str, list[int]] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            shapes[name] = [mod.in_channels, mod.out_channels, mod.groups]
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            shapes[name] = [mod.num_features]
+        elif isinstance(mod, nn.Linear):
+            shapes[name] = [mod.in_features, mod.out_features]
+    return shapes
+
+
+def apply_shapes(model, shapes: dict[str, list[int]]) -> None:
+    """Resize ``model``'s layers in place to ``shapes`` (from :func:`pruned_shapes`); the weights
+    are left uninitialised: load the pruned state dict afterwards (strict)."""
+    import torch
+    import torch.nn as nn
+
+    mods = dict(model.named_modules())
+    unknown = sorted(set(shapes) - set(mods))
+    if unknown:
+        raise UnsupportedError(f"pruned shapes name layers the model lacks: {', '.join(unknown[:5])}", "rebuild from the same architecture the model was pruned from")
+
+    def param(*shape: int) -> nn.Parameter:
+        return nn.Parameter(torch.empty(*shape))
+
+    for name, shape in shapes.items():
+        mod = mods[name]
+        if isinstance(mod, nn.Conv2d):
+            cin, cout, groups = shape
+            mod.in_channels, mod.out_channels, mod.groups = cin, cout, groups
+            mod.weight = param(cout, cin // groups, *mod.kernel_size)
+            if mod.bias is not None:
+                mod.bias = param(cout)
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            (n,) = shape
+            mod.num_features = n
+            if mod.affine:
+                mod.weight, mod.bias = param(n), param(n)
+            if mod.track_running_stats:
+                mod.running_mean = torch.zeros(n)
+                mod.running_var = torch.ones(n)
+        elif isinstance(mod, nn.Linear):
+            cin, cout = shape
+            mod.in_features, mod.out_features = cin, cout
+            mod.weight = param(cout, cin)
+            if mod.bias is not None:
+                mod.bias = param(cout)
+        else:
+            raise UnsupportedError(f"layer '{name}' is a {type(mod).__name__}, not the kind recorded in the pruned shapes")

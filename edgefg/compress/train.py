@@ -9,6 +9,7 @@ batches already seen.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,10 +49,12 @@ class TrainConfig:
     seed: int = 0
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
+    device: str = "cpu"  # cpu | cuda | cuda:N — where the forward/backward passes run (data loading stays on the CPU)
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
 
     def identity(self) -> str:
         """What must match for a checkpoint to be resumed (not max_steps / paths / threads)."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("max_steps", "checkpoint_dir", "checkpoint_every", "threads", "num_workers")}
+        keep = {k: v for k, v in asdict(self).items() if k not in ("max_steps", "checkpoint_dir", "checkpoint_every", "threads", "num_workers", "device", "amp")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -99,14 +102,14 @@ def _save_checkpoint(folder: Path, model, optimizer, state: dict[str, Any]) -> N
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / (MODEL_NAME + ".tmp")))
     opt = optimizer.state_dict()
     opt_tensors, opt_scalars = {}, {}
     for idx, st in opt["state"].items():
         for key, val in st.items():
             if torch.is_tensor(val):
-                opt_tensors[f"{idx}.{key}"] = val.detach().contiguous().clone()
+                opt_tensors[f"{idx}.{key}"] = val.detach().cpu().contiguous().clone()
             else:
                 opt_scalars[f"{idx}.{key}"] = val
     save_file(opt_tensors or {"_empty": torch.zeros(1)}, str(folder / (OPTIM_NAME + ".tmp")))
@@ -155,12 +158,30 @@ def _freeze_bn(model, trainable: Sequence[str] | None) -> None:
             mod.eval()
 
 
-def _batches(dataset, order: Sequence[int], batch_size: int, skip: int, num_workers: int) -> Iterable:
+def resolve_device(name: str):
+    """``cpu``, ``cuda`` or ``cuda:N`` → a torch.device, with a clear error when CUDA is absent."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UnsupportedError(f"unknown training device '{name}'", "use --device cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedError(f"training device '{name}' was asked for but this torch sees no CUDA GPU",
+                               "drop --device (trains on the CPU) or install a CUDA build of torch")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UnsupportedError(f"training device '{name}' does not exist: {torch.cuda.device_count()} CUDA GPU(s) visible", "use --device cuda:0")
+    if device.type not in ("cpu", "cuda"):
+        raise UnsupportedError(f"training on '{device.type}' is not supported", "use --device cpu, cuda or cuda:N")
+    return device
+
+
+def _batches(dataset, order: Sequence[int], batch_size: int, skip: int, num_workers: int, pin: bool = False) -> Iterable:
     from torch.utils.data import DataLoader
 
     batches = [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
     batches = [b for b in batches if len(b) == batch_size or len(batches) == 1][skip:]  # drop a ragged last batch (BatchNorm)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers), len(batches)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin), len(batches)
 
 
 def train(
@@ -185,6 +206,13 @@ def train(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    home = next(model.parameters()).device
+    teacher_home = next(teacher.parameters()).device if teacher is not None else None
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
     dataset = ImageDataset(samples, spec, augment=cfg.augment, scale=cfg.aug_scale)
     params = []
     for name, p in model.named_parameters():
@@ -208,6 +236,7 @@ def train(
             log.info("resuming %s from step %d (checkpoint %s)", description, step, ckpt)
         else:
             log.warning("checkpoint in '%s' is from a different run configuration: starting over", ckpt)
+    teacher_grad = [p.requires_grad for p in teacher.parameters()] if teacher is not None else []
     if teacher is not None:
         teacher.eval()
         for p in teacher.parameters():
@@ -223,7 +252,7 @@ def train(
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
         torch.manual_seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)  # augmentation/dropout of the resumed part
         random.seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)
-        loader, n_batches = _batches(dataset, order, cfg.batch_size, in_epoch, cfg.num_workers)
+        loader, n_batches = _batches(dataset, order, cfg.batch_size, in_epoch, cfg.num_workers, pin=device.type == "cuda")
         model.train()
         if cfg.freeze_bn:
             _freeze_bn(model, trainable)
@@ -231,14 +260,16 @@ def train(
         for x, y in track(loader, f"{description} epoch {epoch + 1}/{cfg.epochs}", n_batches):
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * _lr_factor(step, total, cfg.warmup_steps)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             xs = x if student_size is None else F.interpolate(x, size=tuple(student_size), mode="bilinear", antialias=True, align_corners=False)
-            out = model(xs)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(x)
-                loss = kd_loss(out, t_out, y, cfg.kd_temperature, cfg.kd_alpha, cfg.label_smoothing)
-            else:
-                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            with autocast:
+                out = model(xs)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_out = teacher(x)
+                    loss = kd_loss(out.float(), t_out.float(), y, cfg.kd_temperature, cfg.kd_alpha, cfg.label_smoothing)
+                else:
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -256,4 +287,9 @@ def train(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
+    model.to(home)
+    if teacher is not None:  # the caller's teacher comes back as it was given (a copy of it may be trained next)
+        teacher.to(teacher_home)
+        for p, flag in zip(teacher.parameters(), teacher_grad):
+            p.requires_grad_(flag)
     return TrainResult(steps=step, epochs_done=math.ceil(step / per_epoch), resumed_from_step=resumed, history=history, trainable_params=n_trainable)

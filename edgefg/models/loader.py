@@ -170,7 +170,9 @@ def _require_torch():
     return torch, timm
 
 
-def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights: Path):
+def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights: Path, pruned_shapes: dict[str, list[int]] | None = None):
+    """``pruned_shapes`` (config.json key, from :func:`edgefg.compress.prune.pruned_shapes`): the
+    layer widths of a structurally pruned model, applied before its plain state dict is loaded."""
     torch, timm = _require_torch()
 
     if not timm.is_model(arch):
@@ -180,6 +182,10 @@ def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights
             model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **model_args)
     except TypeError as exc:
         raise ModelLoadError(f"cannot build {arch} with {model_args}: {exc}") from None
+    if pruned_shapes:
+        from edgefg.compress.prune import apply_shapes
+
+        apply_shapes(model, pruned_shapes)
     sd = _state_dict(weights)
     from edgefg.models.key_layouts import is_efficientnet_pytorch, map_efficientnet_pytorch
 
@@ -274,7 +280,7 @@ def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
     n = n or (len(labels) if labels else 0)
     if not n:
         raise ModelLoadError(f"'{cfg_path}' gives no num_classes and no labels")
-    model = _build_timm(arch, n, dict(cfg.get("model_args") or {}), weights)
+    model = _build_timm(arch, n, dict(cfg.get("model_args") or {}), weights, cfg.get("pruned_shapes"))
     _, timm = _require_torch()
     # what timm.create_model('local-dir:FOLDER', pretrained=True) + resolve_data_config would use
     own_cfg = cfg.get("pretrained_cfg") or {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode") if k in cfg}

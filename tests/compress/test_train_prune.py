@@ -165,3 +165,59 @@ def test_batchnorm_recalibration_is_kept_only_when_it_helps(image_folder):
     before = torch.nn.functional.cross_entropy(before_out, y)
     assert after <= before + 1e-6
     assert (n > 0) == (not torch.equal(bn_before, m.bn1.running_mean))
+
+
+def test_training_device_errors_are_clear():
+    from edgefg.compress.train import resolve_device
+    from edgefg.errors import UnsupportedError
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(UnsupportedError, match="unknown training device 'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(UnsupportedError, match="not supported"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(UnsupportedError, match="sees no CUDA GPU") as err:
+            resolve_device("cuda")
+        assert "--device" in err.value.hint
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run where one is lent)")
+def test_training_and_pruning_on_cuda_match_the_cpu_contract(image_folder):
+    samples = scan(image_folder).samples
+    m, teacher = _model(), _model()
+    res = train(m, samples, SPEC, TrainConfig(max_steps=2, batch_size=4, device="cuda", amp=True), teacher=teacher)
+    assert res.steps == 2
+    assert next(m.parameters()).device.type == "cpu" and next(teacher.parameters()).device.type == "cpu"  # handed back where they were
+    m.cuda()
+    x = torch.randn(8, 3, 64, 64)
+    desc = prune(m, (64, 64), PruneOptions(0.3, importance="taylor", iterative_steps=2), (x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])))
+    assert desc["params_after"] < desc["params_before"] and next(m.parameters()).device.type == "cuda"
+
+
+def test_pruned_model_rebuilds_from_shapes_and_a_plain_state_dict():
+    from edgefg.compress.prune import apply_shapes, pruned_shapes
+    from edgefg.errors import UnsupportedError
+
+    m = _model()
+    prune(m, (64, 64), PruneOptions(0.4, round_to=4))
+    shapes = json.loads(json.dumps(pruned_shapes(m)))  # survives JSON
+    rebuilt = _model()
+    assert pruned_shapes(rebuilt) != shapes
+    apply_shapes(rebuilt, shapes)
+    rebuilt.load_state_dict(m.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(rebuilt.eval()(x), m.eval()(x), atol=1e-5)
+    with pytest.raises(UnsupportedError, match="lacks"):
+        apply_shapes(_model(), {"no.such.layer": [1]})
+
+
+def test_distillation_leaves_the_teacher_as_it_was(image_folder):
+    import copy
+
+    teacher = _model()
+    train(_model(), scan(image_folder).samples, SPEC, TrainConfig(max_steps=1, batch_size=4), teacher=teacher)
+    assert all(p.requires_grad for p in teacher.parameters())  # a copy of the teacher can be pruned/trained next
+    student = copy.deepcopy(teacher)
+    desc = prune(student, (64, 64), PruneOptions(0.2, importance="taylor", iterative_steps=1), (torch.randn(6, 3, 64, 64), torch.tensor([0, 1, 2] * 2)))
+    assert desc["params_after"] < desc["params_before"]

