@@ -184,37 +184,63 @@ def train_all(args) -> int:
         (out / "train.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     # 1. EfficientNet-Lite0: linear probe on frozen ImageNet features, then full fine-tuning (real BatchNorm)
-    t0 = time.time()
     spec = _effnet_spec()
     eff = timm.create_model(EFF_ARCH, pretrained=False, num_classes=len(classes))
-    backbone = {k: v.float() for k, v in load_file(str(src / "efficientnet_lite0_imagenet_backbone.fp16.safetensors")).items()}
-    missing, unexpected = eff.load_state_dict(backbone, strict=False)
-    assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected, (missing, unexpected)
-    eff.to(device).eval()
-    feats = _features(eff, samples, spec, device)
-    w, b = _linear_probe(feats, np.array([s.label for s in samples]), len(classes), device)
-    with torch.no_grad():
-        eff.classifier.weight.copy_(w)
-        eff.classifier.bias.copy_(b)
-    eff.cpu()
-    probe_s = time.time() - t0
-    ft_epochs = args.finetune_epochs
-    res = train(eff, samples, spec, _cfg(ft_epochs, args.finetune_lr, args, freeze_bn=False, smoothing=0.1), description="fine-tune EfficientNet-Lite0")
-    ft_s = time.time() - t0 - probe_s
-    eff.eval()
+    if args.base_from:  # an earlier run's fine-tuned model (float16 as returned): skip the fine-tuning
+        prev = Path(args.base_from)
+        eff.load_state_dict({k: v.float() for k, v in load_file(str(prev / "efficientnet_lite0_cub100.fp16.safetensors")).items()}, strict=True)
+        summary["models"]["efficientnet_lite0"] = {**json.loads((prev / "train.json").read_text())["models"]["efficientnet_lite0"],
+                                                   "from_earlier_run": True}
+        assert summary["models"]["efficientnet_lite0"]["labels"] == classes
+        sec_per_epoch = {"efficientnet_lite0": args.sec_per_epoch}
+        log("EfficientNet-Lite0: the fine-tuned model of an earlier run")
+    else:
+        t0 = time.time()
+        backbone = {k: v.float() for k, v in load_file(str(src / "efficientnet_lite0_imagenet_backbone.fp16.safetensors")).items()}
+        missing, unexpected = eff.load_state_dict(backbone, strict=False)
+        assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected, (missing, unexpected)
+        eff.to(device).eval()
+        feats = _features(eff, samples, spec, device)
+        w, b = _linear_probe(feats, np.array([s.label for s in samples]), len(classes), device)
+        with torch.no_grad():
+            eff.classifier.weight.copy_(w)
+            eff.classifier.bias.copy_(b)
+        eff.cpu()
+        probe_s = time.time() - t0
+        ft_epochs = args.finetune_epochs
+        res = train(eff, samples, spec, _cfg(ft_epochs, args.finetune_lr, args, freeze_bn=False, smoothing=0.1), description="fine-tune EfficientNet-Lite0")
+        ft_s = time.time() - t0 - probe_s
+        eff.eval()
+        summary["models"]["efficientnet_lite0"] = {"arch": EFF_ARCH, "labels": classes, "preprocess": {"input_size": [224, 224], "crop_pct": 0.875,
+                                                   "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3},
+                                                   "linear_probe_s": round(probe_s, 1), "finetune_epochs": ft_epochs, "finetune_lr": args.finetune_lr,
+                                                   "finetune_s": round(ft_s, 1), "history": res.history, "freeze_bn": False}
+        sec_per_epoch = {"efficientnet_lite0": ft_s / max(1, res.epochs_done)}
+        log(f"EfficientNet-Lite0: probe {probe_s:.0f} s, fine-tune {ft_epochs} epochs {ft_s:.0f} s, last train top-1 {res.history[-1]['train_top1']:.3f}")
     save_file({k: v.detach().cpu().contiguous() for k, v in eff.state_dict().items()}, str(out / "efficientnet_lite0_cub100.safetensors"))
-    summary["models"]["efficientnet_lite0"] = {"arch": EFF_ARCH, "labels": classes, "preprocess": {"input_size": [224, 224], "crop_pct": 0.875,
-                                               "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3},
-                                               "linear_probe_s": round(probe_s, 1), "finetune_epochs": ft_epochs, "finetune_lr": args.finetune_lr,
-                                               "finetune_s": round(ft_s, 1), "history": res.history, "freeze_bn": False}
-    sec_per_epoch = {"efficientnet_lite0": ft_s / max(1, res.epochs_done)}
-    log(f"EfficientNet-Lite0: probe {probe_s:.0f} s, fine-tune {ft_epochs} epochs {ft_s:.0f} s, last train top-1 {res.history[-1]['train_top1']:.3f}")
     write_summary()
 
-    mnv2 = load_model(str(src / "mobilenetv2_cub100")).module.eval()
-    mnv2_spec = load_model(str(src / "mobilenetv2_cub100")).preprocess
-    bases = {"efficientnet_lite0": (eff, spec, False), "mobilenetv2_cub100": (mnv2, mnv2_spec, True)}  # freeze_bn: BN-folded mnv2
+    mnv2_loaded = load_model(str(src / "mobilenetv2_cub100"))
+    mnv2 = mnv2_loaded.module.eval()
+    bases = {"efficientnet_lite0": (eff, spec, False), "mobilenetv2_cub100": (mnv2, mnv2_loaded.preprocess, True)}  # freeze_bn: BN-folded mnv2
+    # each model's own class order: mobilenetv2_cub100's outputs follow its labels.txt, not the folder order
+    model_samples = {"efficientnet_lite0": samples}
+    mnv2_set = scan(src / "cub100" / "train", mnv2_loaded.labels)
+    model_samples["mobilenetv2_cub100"] = stratified_subset(mnv2_set.samples, 100, 0) if args.smoke else mnv2_set.samples
     sec_per_epoch["mobilenetv2_cub100"] = sec_per_epoch["efficientnet_lite0"] * 0.8  # re-measured after its first job
+
+    # sanity: each base model must know its training images in its own class order (a label-order slip reads as chance)
+    data_cache: dict[str, Any] = {}
+    for name, (base, bspec, _) in bases.items():
+        data_cache[name] = _prune_batch(model_samples[name], bspec, 256 if not args.smoke else 32)
+        with torch.no_grad():
+            x, y = (t.to(device) for t in data_cache[name])
+            acc = float((base.to(device).eval()(x).argmax(1) == y).float().mean())
+        base.cpu()
+        summary["models"].setdefault(name, {})["train_batch_top1"] = acc
+        log(f"{name}: top-1 {acc:.3f} on {len(y)} of its training images")
+        if acc < 0.3 and not args.smoke:
+            raise SystemExit(f"{name} scores {acc:.3f} on its own training images: labels out of order?")
 
     # jobs in priority order; epochs are scaled down when the budget runs short
     jobs: list[tuple[str, str, dict]] = []
@@ -232,15 +258,19 @@ def train_all(args) -> int:
         jobs = [j for j in jobs if any(fnmatch.fnmatch(f"{j[0]}/{j[1]}", pat) for pat in args.jobs.split(","))]
     plan_epochs = {"prune": args.prune_epochs, "input": args.resize_epochs}
     kd = dict(temperature=4.0, alpha=0.7)
-    data_cache: dict[str, Any] = {}
+    prune_call_s = {name: 8.0 for name in bases}  # graph tracing, Taylor gradients, BN statistics: re-measured
+
+    def job_cost(n: str, t: str, epochs: float) -> float:
+        return epochs * sec_per_epoch[n] + (PRUNE_STEPS * prune_call_s[n] if t.startswith("prune") else 0.0)
+
     for idx, (name, tag, job) in enumerate(jobs):
         kind = "prune" if tag.startswith("prune") else "input"
         remaining = jobs[idx:]
-        fixed = sum(8.0 for _, t, _ in remaining if t.startswith("prune"))  # the prune calls themselves (graph tracing, gradients, BN statistics)
-        cost = sum(plan_epochs["prune" if t.startswith("prune") else "input"] * sec_per_epoch[n] * (0.7 if t.startswith("prune") else 1.0) for n, t, _ in remaining)
-        scale = min(1.0, max(0.0, budget.left() - 15 - fixed) / max(cost, 1e-6))
-        epochs = max(1, int(plan_epochs[kind] * scale)) if not args.smoke else 1
-        if budget.left() < sec_per_epoch[name] * 1.5 + 10 and not args.smoke:
+        fixed = sum(job_cost(n, t, 0) for n, t, _ in remaining)
+        cost = sum(job_cost(n, t, plan_epochs["prune" if t.startswith("prune") else "input"]) for n, t, _ in remaining) - fixed
+        scale = min(1.0, max(0.0, budget.left() - 10 - fixed) / max(cost, 1e-6))
+        epochs = max(PRUNE_STEPS if kind == "prune" else 1, int(plan_epochs[kind] * scale)) if not args.smoke else 1
+        if budget.left() < job_cost(name, tag, epochs) * 0.8 and not args.smoke:
             log(f"budget spent: skipping {name} {tag} and the jobs after it")
             summary.setdefault("skipped", []).extend(f"{n}/{t}" for n, t, _ in remaining)
             break
@@ -249,34 +279,36 @@ def train_all(args) -> int:
         t0 = time.time()
         entry: dict[str, Any] = {"model": name, "kind": kind, "epochs": epochs, "lr": args.kd_lr, **kd}
         if kind == "prune":
-            if name not in data_cache:
-                data_cache[name] = _prune_batch(samples, bspec, 256 if not args.smoke else 32)
             ratio = job["ratio"]
             per_step = 1.0 - (1.0 - ratio) ** (1.0 / PRUNE_STEPS)  # channel fractions compound over the steps
             # distillation epochs after each step: short ones in between, the rest after the last
             split = [max(1, epochs // 5)] * (PRUNE_STEPS - 1)
             split.append(max(1, epochs - sum(split)))
             steps_desc = []
+            train_s = 0.0
             for k in range(PRUNE_STEPS):
                 student.to(device)
-                desc = prune(student, tuple(bspec.input_size), PruneOptions(per_step, round_to=8, importance="taylor", iterative_steps=3,
+                desc = prune(student, tuple(bspec.input_size), PruneOptions(per_step, round_to=args.round_to, importance="taylor", iterative_steps=3,
                                                                              global_pruning=job["global"], bn_recalibrate=True), data_cache[name])
                 student.cpu()
-                r = train(student, samples, bspec, _cfg(split[k], args.kd_lr, args, freeze_bn, seed=k), teacher=base,
+                t1 = time.time()
+                r = train(student, model_samples[name], bspec, _cfg(split[k], args.kd_lr, args, freeze_bn, seed=k), teacher=base,
                           description=f"{name} {tag} step {k + 1}/{PRUNE_STEPS} distil")
+                train_s += time.time() - t1
                 steps_desc.append({"ratio": round(per_step, 4), "params_after": desc["params_after"], "macs_after": desc["macs_after"],
                                    "bn_recalibrated_layers": desc["bn_recalibrated_layers"], "distil_epochs": split[k], "history": r.history})
-            entry.update(ratio=ratio, global_pruning=job["global"], round_to=8, importance="taylor", steps=steps_desc,
-                         shapes=pruned_shapes(student))
+            entry.update(ratio=ratio, global_pruning=job["global"], round_to=args.round_to, importance="taylor", steps=steps_desc,
+                         shapes=pruned_shapes(student), epochs=sum(split))
+            sec_per_epoch[name] = train_s / sum(split)
+            prune_call_s[name] = max(1.0, (time.time() - t0 - train_s) / PRUNE_STEPS)
         else:
             size = job["size"]
-            r = train(student, samples, bspec, _cfg(epochs, args.kd_lr, args, freeze_bn), teacher=base,
+            r = train(student, model_samples[name], bspec, _cfg(epochs, args.kd_lr, args, freeze_bn), teacher=base,
                       description=f"{name} distil at {size}px", student_size=(size, size))
             entry.update(input_size=size, history=r.history)
+            sec_per_epoch[name] = (time.time() - t0) / epochs
         student.eval()
         entry["wall_s"] = round(time.time() - t0, 1)
-        if kind == "prune" and tag == "prune0.1":
-            sec_per_epoch[name] = entry["wall_s"] / max(1, epochs) / 0.9
         save_file(_half(student), str(out / f"{name}.{tag}.fp16.safetensors"))
         summary["variants"][f"{name}/{tag}"] = entry
         log(f"{name} {tag}: {epochs} epochs, {entry['wall_s']:.0f} s; budget left {budget.left():.0f} s")
@@ -361,9 +393,12 @@ def main() -> int:
     t.add_argument("--prune-epochs", type=int, default=15)
     t.add_argument("--resize-epochs", type=int, default=10)
     t.add_argument("--kd-lr", type=float, default=5e-4)
+    t.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this (8 compounds badly over iterative steps: 16 → 8)")
     t.add_argument("--max-steps", type=int, help="cap each training call (smoke runs)")
     t.add_argument("--smoke", action="store_true", help="100 images, batch 8, one step per training call")
     t.add_argument("--jobs", help="only these MODEL/VARIANT patterns, comma-separated (e.g. '*/prune0.1,mobilenetv2_cub100/input160')")
+    t.add_argument("--base-from", help="a folder with efficientnet_lite0_cub100.fp16.safetensors + train.json of an earlier run: no fine-tuning")
+    t.add_argument("--sec-per-epoch", type=float, default=3.0, help="with --base-from: the epoch time to plan with until one is measured")
     t.add_argument("--pack-to", help="after training, bundle the variants into ≤ 15 MiB files here")
     t.add_argument("--pack-cap-mib", type=float, default=62.0)
     t.add_argument("--pack-files", type=int, default=6)
@@ -376,6 +411,8 @@ def main() -> int:
     e.add_argument("--weights", required=True)
     e.add_argument("--test-size", type=int, help="stratified subset of cub100/test (default: all 2,903)")
     e.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    e.add_argument("--families", help="only these models, comma-separated (efficientnet_lite0, mobilenetv2_cub100)")
+    e.add_argument("--no-int8", action="store_true", help="skip the INT8 versions")
     e.add_argument("--readme", action="store_true")
     args = ap.parse_args()
     if args.cmd == "prepare":

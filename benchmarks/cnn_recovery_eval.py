@@ -137,11 +137,13 @@ def run_evaluation(weights: Path, args) -> int:
     result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}}
     listing: dict[str, dict[str, str]] = {}
     for name, variants in fams.items():
+        if args.families and name not in args.families.split(","):
+            continue
         files: dict[str, tuple[Path, Any, dict | None]] = {}
         for tag, v in variants.items():
             path, model = _onnx(v["dir"])
             files[_label(tag, v.get("entry"))] = (path, model, v.get("entry"))
-            if tag in INT8_OF:
+            if tag in INT8_OF and not args.no_int8:
                 files[_label(tag, v.get("entry")) + ", INT8"] = (_int8(v["dir"], data), model, v.get("entry"))
         labels = files["FP32"][1].labels
         ref = pareto.score_onnx(files["FP32"][0], test, labels, files["FP32"][1].preprocess, args.test_size)
