@@ -373,7 +373,7 @@ def pack(args) -> int:
 def evaluate(args) -> int:
     from cnn_recovery_eval import run_evaluation  # noqa: PLC0415  (the CPU side, beside this file)
 
-    return run_evaluation(Path(args.weights), args)
+    return run_evaluation([Path(w) for w in args.weights.split(",")], args)
 
 
 def main() -> int:
@@ -408,7 +408,7 @@ def main() -> int:
     k.add_argument("--pack-cap-mib", type=float, default=62.0)
     k.add_argument("--pack-files", type=int, default=6)
     e = sub.add_parser("evaluate")
-    e.add_argument("--weights", required=True)
+    e.add_argument("--weights", required=True, help="folder(s) `train --pack-to` wrote, comma-separated; later runs replace earlier variants")
     e.add_argument("--test-size", type=int, help="stratified subset of cub100/test (default: all 2,903)")
     e.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     e.add_argument("--families", help="only these models, comma-separated (efficientnet_lite0, mobilenetv2_cub100)")

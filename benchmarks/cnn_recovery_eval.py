@@ -51,10 +51,26 @@ def _write_hub(folder: Path, arch: str, labels: list[str], pretrained_cfg: dict,
     return folder
 
 
-def build_models(weights: Path, data: Path) -> dict[str, dict[str, Any]]:
+def merged_summary(weights: list[Path]) -> dict[str, Any]:
+    """train.json of several runs: a later run's variant replaces an earlier one of the same name."""
+    summary = json.loads((weights[0] / "train.json").read_text())
+    summary["runs"] = [{k: v for k, v in summary.items() if k not in ("variants", "models")}]
+    for w in weights[1:]:
+        later = json.loads((w / "train.json").read_text())
+        summary["variants"].update(later["variants"])
+        summary["runs"].append({k: v for k, v in later.items() if k not in ("variants", "models")})
+    summary["wall_s"] = round(sum(r.get("wall_s", 0) for r in summary["runs"]), 1)
+    return summary
+
+
+def build_models(weights: list[Path], data: Path) -> dict[str, dict[str, Any]]:
     """Hub folders for every returned model → {family: {variant: {"dir", ...}}}."""
-    summary = json.loads((weights / "train.json").read_text())
-    tensors = _split(weights)
+    summary = merged_summary(weights)
+    tensors: dict[str, dict[str, Any]] = {}
+    for w in weights:
+        later = _split(w)
+        later.pop("efficientnet_lite0_cub100", None) if tensors else None  # the base model comes from the first run
+        tensors.update(later)
     mnv2_dir = data / "models" / "mobilenetv2_cub100"
     mnv2_cfg = json.loads((mnv2_dir / "config.json").read_text())
     eff = summary["models"]["efficientnet_lite0"]
@@ -117,13 +133,14 @@ def _label(tag: str, entry: dict | None) -> str:
         return "FP32"
     if tag.startswith("prune"):
         how = "global" if entry and entry.get("global_pruning") else "uniform"
-        return f"pruned {float(tag[5:8]):.0%} ({how}) + KD"
+        rt = f", rounded to {entry['round_to']}" if entry and entry.get("round_to") else ""
+        return f"pruned {float(tag[5:8]):.0%} ({how}{rt}) + KD"
     if tag.startswith("input"):
         return f"{tag[5:]} px input + KD"
     return tag
 
 
-def run_evaluation(weights: Path, args) -> int:
+def run_evaluation(weights: list[Path], args) -> int:
     import pareto  # noqa: PLC0415  (scorer and interleaved timer shared with the Pareto table)
 
     from edgefg.models.stats import onnx_stats
@@ -133,7 +150,7 @@ def run_evaluation(weights: Path, args) -> int:
     data = pareto.DATA
     test = data / "cub100" / "test"
     fams = build_models(weights, data)
-    summary = json.loads((weights / "train.json").read_text())
+    summary = merged_summary(weights)
     result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}}
     listing: dict[str, dict[str, str]] = {}
     for name, variants in fams.items():
@@ -183,7 +200,8 @@ def run_evaluation(weights: Path, args) -> int:
 def render(result: dict) -> str:
     tr = result["train"]
     lines = [f"Training: {tr.get('gpu') or tr.get('device')}, torch {tr.get('torch')}, {tr.get('train_images')} cub100/train images, "
-             f"batch {tr.get('batch_size')}, wall {tr.get('wall_s')} s for everything below; weights returned in float16, run in float32. "
+             f"batch {tr.get('batch_size')}, {len(tr.get('runs', [1]))} run(s), {tr.get('wall_s')} s of training in all for everything below "
+             "(epochs per variant in the table); weights returned in float16, run in float32. "
              f"Scoring: {result['data']}, OpenVINO. Timing: {result['machine']}; {result['method']}.", "",
              "| family | variant | input | MACs | params | batch-1 latency | top-1 | Δ top-1 | worst class: images lost, p (Bonferroni) | KD epochs | Pareto |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -196,7 +214,7 @@ def render(result: dict) -> str:
             lines.append(f"| {fam} | {r['variant']} | {r['input_size'][0]} | {r['macs'] / 1e6:.0f} M | {r['params'] / 1e6:.2f} M | "
                          f"{r['latency_ms_p50']:.2f} ms ({base['latency_ms_p50'] / r['latency_ms_p50']:.2f}×) | {100 * r['top1']:.2f} % | {delta} | "
                          f"{worst} | {epochs} | {'●' if r['pareto'] else ''} |")
-    lines += ["", "Pruning: iterative (3 Taylor-importance steps, channel counts rounded to 8, BatchNorm re-calibrated after each step when "
+    lines += ["", "Pruning: iterative (3 Taylor-importance steps, BatchNorm re-calibrated after each step when "
               "that lowers the loss, distillation from the unpruned model after each step; most epochs after the last). Input down-sampling: "
               "the student sees the augmented batch down-sampled, the teacher the 224 px batch. INT8: `edgefg compress --recipe int8`. "
               "Worst class: the class with the largest drop, its paired sign-test p and, in brackets, Bonferroni-adjusted over the classes "
