@@ -98,9 +98,7 @@ def deploy(
 
         return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, **(wrap_options or {}))
     src = load_manifest(artifact)
-    tgt = target if isinstance(target, Target) else load_target(target)
-    if not tgt.available:
-        raise TargetError(f"target '{tgt.name}' is not available yet: {tgt.status_note}", "see `edgefg targets` for the available ones")
+    tgt = (target if isinstance(target, Target) else load_target(target)).require_available()
     precision = resolve_precision(tgt, src, precision)
     chain = find_path(src.format, tgt.format)
     if (options or {}).get("embed_preprocess") and tgt.format != "openvino":
@@ -142,10 +140,8 @@ def deploy(
         manifest.compression = src.compression + [
             {"method": "deploy", "target": tgt.name, "converters": [f"{c.src}->{c.dst}" for c in chain], "notes": result.notes}
         ]
-        host = manifest
-        if result.host_backend:  # the target's engine runs only on the device: check the file it builds from
-            host = copy.deepcopy(manifest)
-            host.backend, host.backend_options = result.host_backend, {}
+        # the target's engine runs only on the device (or its device is absent here): check the file with the host's engine defaults
+        host = manifest.with_backend(result.host_backend) if result.host_backend else manifest
         with LoadedBundle(tmp, verify=False, manifest=host) as cand, LoadedBundle(artifact, verify=False, manifest=src) as ref:
             manifest.parity = {
                 "reference": f"artifact '{artifact.name}' ({src.precision}, onnxruntime)",

@@ -12,8 +12,8 @@ import copy
 
 from edgefg.converters import ConvertRequest, ConvertResult, register, require_matching_quantization
 from edgefg.errors import MissingDependencyError, TargetError
+from edgefg.formats import ENGINE_DIR, FORMATS, stand_in
 
-ENGINE_DIR = "engines"
 DLA_ONNX = "model.dla.onnx"  # same names as edgefg.tensorrt.builder (not imported: keeps this module light)
 DLA_RANGES = "model.dla.ranges.json"
 
@@ -83,7 +83,8 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
         notes.append(f"opset {source_opset} → {default_opset(model)} (TensorRT {trt_version} parser reads ≤ {table.max_opset})")
     issues = lint(model, trt_version, static_shapes=tgt.static_shapes)
     raise_on_errors(issues, trt_version, tgt.name)
-    onnx.save(model, str(req.out_dir / "model.onnx"))
+    model_file = FORMATS["tensorrt-onnx"].model_file
+    onnx.save(model, str(req.out_dir / model_file))
     dla_cores = int(tgt.runtime.get("dla_cores", 0) or 0)
     dla = None
     if req.precision == "int8" and dla_cores:
@@ -113,4 +114,4 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
         options["qdq_rewrite"] = rewrite
     if dla is not None:
         options["dla_int8"] = {"onnx": DLA_ONNX, "ranges": DLA_RANGES, "tensors": len(dla)}
-    return ConvertResult("model.onnx", notes, options, host_backend="onnxruntime", inputs=inputs, outputs=outputs)
+    return ConvertResult(model_file, notes, options, host_backend=stand_in("tensorrt"), inputs=inputs, outputs=outputs)

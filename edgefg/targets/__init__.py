@@ -47,6 +47,12 @@ class Target:
     def available(self) -> bool:
         return self.status == "available"
 
+    def require_available(self) -> "Target":
+        """This target, or a one-line error when its profile is only planned."""
+        if not self.available:
+            raise TargetError(f"target '{self.name}' is not available yet: {self.status_note}", "see `edgefg targets` for the available ones")
+        return self
+
     @classmethod
     def from_file(cls, path: Path) -> "Target":
         try:

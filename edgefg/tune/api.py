@@ -68,9 +68,7 @@ def _check_inputs(opts: TuneOptions) -> None:
     if not opts.targets:
         raise DataError("tune needs at least one --target")
     for t in opts.targets:
-        tgt = load_target(t)  # unknown target: one-line error before any work
-        if not tgt.available:
-            raise DataError(f"target '{t}' is not available yet: {tgt.status_note}")
+        load_target(t).require_available()  # unknown or planned target: one-line error before any work
 
 
 def tune(opts: TuneOptions) -> dict[str, Any]:

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgefg.errors import CheckFailed, EdgefgError, UnsupportedError
+from edgefg.formats import stand_in
 from edgefg.manifest import MANIFEST_NAME
 from edgefg.tune.options import TuneOptions
 from edgefg.tune.space import TrialConfig
 
 log = logging.getLogger(__name__)
-# bundles whose engine runs only on the device, and the host runtime that runs their model file
-STAND_IN_BACKENDS = {"tensorrt": "onnxruntime"}
 
 
 def one_line(exc: BaseException) -> str:
@@ -116,7 +115,7 @@ def stand_in_backend(bundle: str | Path) -> str | None:
     """The host runtime for a bundle whose engine only runs on the device (None: its own runs here)."""
     from edgefg.manifest import load_manifest
 
-    return STAND_IN_BACKENDS.get(load_manifest(bundle, verify=False).backend)
+    return stand_in(load_manifest(bundle, verify=False).backend)
 
 
 def measure_bundle(
@@ -140,7 +139,7 @@ def measure_bundle(
     t0 = time.perf_counter()
     try:
         manifest = load_manifest(bundle, verify=False)
-        backend = None if on_target else STAND_IN_BACKENDS.get(manifest.backend)
+        backend = None if on_target else stand_in(manifest.backend)
         engine_s = None
         if on_target and manifest.backend == "tensorrt":  # the device's own engine: `edgefg build-engine`, on the device
             from edgefg.tensorrt.builder import build_engine

@@ -84,10 +84,7 @@ def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size
                 )
             return score(ref, samples, batch_size, "scoring reference"), f"{ref.manifest.precision} {ref.manifest.backend}"
     if reference.suffix.lower() == ".onnx":
-        import copy
-
-        manifest = copy.deepcopy(bundle.manifest)
-        manifest.model_file, manifest.backend, manifest.backend_options = reference.name, "onnxruntime", {}
+        manifest = bundle.manifest.with_backend("onnxruntime", model_file=reference.name)
         manifest.outputs[0].quant_scale = None
         with LoadedBundle(reference.parent, verify=False, manifest=manifest) as ref:
             return score(ref, samples, batch_size, "scoring reference"), "onnx onnxruntime"

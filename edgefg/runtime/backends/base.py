@@ -3,8 +3,8 @@
 A backend loads one model file described by a :class:`~edgefg.manifest.Manifest` and turns a
 preprocessed batch into scores. Every backend implements the same four things — ``load`` (the
 constructor), ``input_spec``, ``infer`` and ``close`` — in its own module, imported lazily so that
-a device needs only the one engine it uses. Adding a backend = one module + one line in
-``BACKENDS``.
+a device needs only the one engine it uses. Adding a backend = one module + one row in
+:data:`edgefg.formats.BACKENDS` (its class, pip extra and host stand-in).
 """
 from __future__ import annotations
 
@@ -17,15 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.formats import BACKENDS
 from edgefg.manifest import Manifest, TensorSpec
-
-# backend name -> "module:Class" (lazy), and the pip extra that provides its engine
-BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("edgefg.runtime.backends.onnxruntime:OnnxRuntimeBackend", "onnxruntime"),
-    "openvino": ("edgefg.runtime.backends.openvino:OpenVINOBackend", "openvino"),
-    "tflite": ("edgefg.runtime.backends.tflite:TFLiteBackend", "tflite"),
-    "tensorrt": ("edgefg.runtime.backends.tensorrt:TensorRTBackend", "runtime-tensorrt"),
-}
 
 
 def default_threads() -> int:
@@ -102,12 +95,12 @@ class Backend(ABC):
 def backend_class(name: str) -> type[Backend]:
     if name not in BACKENDS:
         raise UnsupportedError(f"unknown runtime backend '{name}'", f"known backends: {', '.join(sorted(BACKENDS))}")
-    target, extra = BACKENDS[name]
-    module_name, cls_name = target.split(":")
+    info = BACKENDS[name]
+    module_name, cls_name = info.entry.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise MissingDependencyError.for_module(exc.name or name, extra) from None
+        raise MissingDependencyError.for_module(exc.name or name, info.extra) from None
     return getattr(module, cls_name)
 
 
