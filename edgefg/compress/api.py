@@ -31,7 +31,7 @@ from edgefg.models.stats import onnx_stats
 from edgefg.progress import track
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.timing import percentiles, time_calls
-from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
+from edgefg.validate.metrics import class_drops, classification, parity, significant_drop_count, strip_arrays, worst_class_drop
 from edgefg.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -515,7 +515,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             cand_m = classification(scores_final, val.y, model.labels)
             drops = class_drops(cand_m, ref_m)
             report["top1_drop"] = 100.0 * (ref_m["top1"] - cand_m["top1"])
-            report["worst_class_drop"] = drops[0]["drop_pts"] if drops else 0.0
+            report["worst_class_drop"] = worst_class_drop(drops)[0]
             report["class_drops"] = drops
             report["class_alpha"] = opts.class_alpha
             report["agreement"] = parity(scores_final, ref_scores)["top1_agreement"]
@@ -579,9 +579,8 @@ def _row(step: str, stats: dict, lat: dict, m: dict | None, ref_m: dict | None, 
         if ref_m is not None:
             drops = class_drops(m, ref_m)
             row["top1_drop"] = 100.0 * (ref_m["top1"] - m["top1"])
-            row["worst_class_drop"] = drops[0]["drop_pts"] if drops else 0.0
-            row["worst_class"] = drops[0]["class"] if drops else None
-            row["significant_class_drops"] = sum(1 for r in drops if r["drop_pts"] > 0 and r["p_value"] is not None and r["p_value"] < alpha)
+            row["worst_class_drop"], row["worst_class"] = worst_class_drop(drops)
+            row["significant_class_drops"] = significant_drop_count(drops, alpha)
     return row
 
 

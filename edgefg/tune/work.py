@@ -134,7 +134,7 @@ def measure_bundle(
     from edgefg.runtime.model import LoadedBundle
     from edgefg.validate.api import reference_metrics
     from edgefg.validate.evaluate import score_samples
-    from edgefg.validate.metrics import classification
+    from edgefg.validate.metrics import classification, significant_drop_count, worst_class_drop
 
     t0 = time.perf_counter()
     try:
@@ -160,8 +160,8 @@ def measure_bundle(
             "reference_top1": ref["reference_top1"],
             "top1_drop": ref["top1_drop"],
             "worst_class_drop": ref["worst_class_drop"],
-            "worst_class": drops[0]["class"] if drops and drops[0]["drop_pts"] > 0 else None,
-            "significant_class_drops": sum(1 for d in drops if d["drop_pts"] > 0 and d["p_value"] is not None and d["p_value"] < 0.05),
+            "worst_class": worst_class_drop(drops)[1],
+            "significant_class_drops": significant_drop_count(drops, 0.05),
             "agreement": ref["agreement"],
             "images": int(len(scored.labels)),
             "latency_ms_p50": r["latency_ms"]["p50"],

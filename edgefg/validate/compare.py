@@ -19,7 +19,7 @@ from edgefg.formats import stand_in as host_stand_in
 from edgefg.manifest import load_manifest
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import score_samples
-from edgefg.validate.metrics import near_zero_note, class_drops, classification, parity, strip_arrays
+from edgefg.validate.metrics import class_drops, classification, near_zero_note, parity, strip_arrays, worst_class_drop
 from edgefg.validate.report import fmt, markdown_table
 
 
@@ -123,8 +123,7 @@ def _row(path, bundle: LoadedBundle, runtime: str, acc, par, drops, checks, pass
     if acc is not None:
         row["accuracy"] = {k: v for k, v in strip_arrays(acc).items() if k != "per_class"}
     if drops:
-        row["worst_class_drop"] = max(0.0, drops[0]["drop_pts"])
-        row["worst_class"] = drops[0]["class"]
+        row["worst_class_drop"], row["worst_class"] = worst_class_drop(drops)
     row["parity"] = par
     row["checks"] = checks
     row["passed"] = passed
