@@ -30,7 +30,7 @@ from edgefg.models.loader import LoadedModel
 from edgefg.models.stats import onnx_stats
 from edgefg.progress import track
 from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.timing import percentiles, time_calls
+from edgefg.runtime.timing import split_calls, time_interleaved
 from edgefg.validate.metrics import class_drops, classification, parity, significant_drop_count, strip_arrays, worst_class_drop
 from edgefg.versions import library_versions
 
@@ -199,23 +199,39 @@ class _Val:
 
 
 class _Meter:
-    """Measures one ONNX file: static stats, host latency (batch 1) and scores on the validation arrays."""
+    """Measures one ONNX file: static stats and scores on the validation arrays; its host latency
+    (batch 1) is taken later, for every measured file together, by :func:`_time_steps`."""
 
-    def __init__(self, model: LoadedModel, backend: str, sample: np.ndarray, iters: int, val: _Val | None, batch: int):
+    def __init__(self, model: LoadedModel, backend: str, sample: np.ndarray, iters: int, val: _Val | None, batch: int, timed: list | None = None):
         self.model, self.backend, self.sample, self.iters, self.val, self.batch = model, backend, sample, iters, val, batch
+        self.timed = [] if timed is None else timed  # (onnx, manifest, sample) per measured file, shared across meters
 
     def __call__(self, onnx_path: Path, precision: str, what: str):
         manifest = _manifest_for(self.model, what, precision, [])
         manifest = dataclasses.replace(manifest, backend=self.backend, model_file=onnx_path.name)
         stats = onnx_stats(onnx_path)
         log.info("measuring %s (%s)", what, self.backend)
-        with LoadedBundle(onnx_path.parent, verify=False, manifest=manifest) as m:
-            lat = percentiles(time_calls(lambda: m.scores(self.sample[None]), self.iters))
-            scores = None
-            if self.val is not None:
+        scores = None
+        if self.val is not None:
+            with LoadedBundle(onnx_path.parent, verify=False, manifest=manifest) as m:
                 scores = np.concatenate([m.scores(self.val.x[i : i + self.batch])
                                          for i in track(range(0, len(self.val.x), self.batch), f"scoring {what} on {len(self.val.x)} images")])
-        return stats, lat, scores
+        self.timed.append((onnx_path, manifest, self.sample))
+        return stats, {"p50": None, "p90": None}, scores
+
+
+def _time_steps(timed: list, rows: list[dict[str, Any]], iters: int) -> None:
+    """Host latency of every step's model, timed together in interleaved rounds (the one timing helper
+    that ``edgefg bench`` uses), so machine load hits every step alike; fills each row's latency."""
+    bundles = [LoadedBundle(onnx.parent, verify=False, manifest=manifest) for onnx, manifest, _ in timed]
+    try:
+        rounds, per_round = split_calls(iters)
+        lats = time_interleaved([lambda b=b, x=x[None]: b.scores(x) for b, (_, _, x) in zip(bundles, timed)], rounds, per_round)
+    finally:
+        for b in bundles:
+            b.close()
+    for row, lat in zip(rows, lats):
+        row["latency_ms_p50"], row["latency_ms_p90"], row["latency_ms_iqr"] = lat["p50"], lat["p90"], lat["iqr"]
 
 
 def _preprocess_val(val_set: ImageSet | None, model: LoadedModel, size: int | None, seed: int) -> _Val | None:
@@ -441,7 +457,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                 val = _preprocess_val(val_set, model, val_size, opts.seed)
                 calib = [b.x for b in iter_batches(calib_samples, model.preprocess, 64)]
                 calib_x = np.concatenate(calib) if calib else None
-                meter = _Meter(model, backend, calib_x[0] if calib_x is not None else _dummy(model), opts.latency_iters, val, opts.batch_size)
+                meter = _Meter(model, backend, calib_x[0] if calib_x is not None else _dummy(model), opts.latency_iters, val, opts.batch_size, meter.timed)
             else:
                 module, desc = _apply_torch_step(i, step, module, teacher, model, train_samples, opts, ckpt_root)
             module.eval()
@@ -495,6 +511,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             shutil.copy2(current, tmp / "model.onnx")
             precision, scores_final = "fp32", cur_scores
 
+        _time_steps(meter.timed, rows, opts.latency_iters)
         manifest = _manifest_for(model, name, precision, descs)
         report: dict[str, Any] = {
             "model": model.source,
@@ -506,6 +523,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             "preprocess": {"manifest": dataclasses.asdict(model.preprocess), "overrides": model.source.get("preprocess_overrides", {}),
                            "check": pre_check.to_dict() if pre_check is not None else None},
             "latency_backend": f"{backend} (host CPU, batch 1)",
+            "latency_timing": "every step's model timed together in interleaved rounds ({} × {} calls each after warm-up); p50, spread as IQR".format(*split_calls(opts.latency_iters)),
             "steps": rows,
             "compression": descs,
             "passed": passed,
