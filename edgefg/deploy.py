@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +19,13 @@ from edgefg.errors import DataError, TargetError
 from edgefg.manifest import PARITY_DIR, Manifest, atomic_output_dir, load_manifest
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.preprocess import convert_batch
+from edgefg.shared_types import DeployResult
 from edgefg.targets import Target, load_target
 from edgefg.validate.metrics import parity
 from edgefg.versions import library_versions
+from edgefg.wrap import wrap_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DeployResult:
-    directory: Path
-    manifest: Manifest
-    target: Target
 
 
 def _parity_samples(artifact: Path, manifest: Manifest, data: Path | None, n: int) -> tuple[list | None, str]:
@@ -94,8 +88,6 @@ def deploy(
 ) -> DeployResult:
     artifact = Path(artifact)
     if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
-        from edgefg.wrap import wrap_model
-
         return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, **(wrap_options or {}))
     src = load_manifest(artifact)
     tgt = (target if isinstance(target, Target) else load_target(target)).require_available()

@@ -23,6 +23,7 @@ from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyE
 from edgefg.formats import FORMATS, default_backend_options, format_for_suffix, wrappable_suffixes
 from edgefg.manifest import Manifest, Preprocess, TensorSpec, atomic_output_dir, guess_layout, sha256_file
 from edgefg.runtime.preprocess import describe
+from edgefg.shared_types import DeployResult
 from edgefg.targets import Target, load_target
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,6 @@ def wrap_model(
     """Bundle an already-converted model file for ``target``. ``opts``: layout, input_size,
     mean, std, interpolation, crop_pct, crop_mode, resize, color, output_activation (override what the file and
     its config.json say)."""
-    from edgefg.deploy import DeployResult
     from edgefg.runtime.model import LoadedBundle
     from edgefg.versions import library_versions
 

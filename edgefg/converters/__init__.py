@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgefg.errors import UnsupportedError
+from edgefg.errors import TargetError, UnsupportedError
+from edgefg.manifest import Manifest, Preprocess, TensorSpec  # standard library only: no circle
+from edgefg.targets import Target
 
 CONVERTER_MODULES = [
     "edgefg.converters.onnx_passthrough",
@@ -31,8 +33,8 @@ class ConvertRequest:
     src: Path
     out_dir: Path
     precision: str
-    target: Any  # edgefg.targets.Target
-    manifest: Any  # the source artifact's Manifest
+    target: Target
+    manifest: Manifest  # the source artifact's
     samples: np.ndarray | None = None  # preprocessed calibration/parity samples
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -45,9 +47,9 @@ class ConvertResult:
     # backend that runs model_file on the deploying host for the parity check when the target's
     # engine exists only on the device (TensorRT: the ONNX it builds from, run in ONNX Runtime)
     host_backend: str | None = None
-    inputs: list[Any] | None = None  # TensorSpecs when the converter changed them (e.g. a fixed batch)
-    outputs: list[Any] | None = None
-    preprocess: Any = None  # a Preprocess when the converter changed the input layout/dtype (NHWC int8 TFLite)
+    inputs: list[TensorSpec] | None = None  # when the converter changed them (e.g. a fixed batch)
+    outputs: list[TensorSpec] | None = None
+    preprocess: Preprocess | None = None  # when the converter changed the input layout/dtype (NHWC int8 TFLite)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,6 @@ _REGISTRY: dict[tuple[str, str], Converter] = {}
 def require_matching_quantization(req: ConvertRequest, int8_means: str = "INT8 needs an INT8 artifact") -> None:
     """For converters that take the artifact's quantization as it is: an INT8 (Q/DQ) artifact deploys
     only as INT8, and INT8 needs an INT8 artifact."""
-    from edgefg.errors import TargetError
-
     if req.manifest.precision == "int8" and req.precision != "int8":
         raise TargetError(
             f"the artifact is INT8; it cannot be deployed as {req.precision}",
