@@ -1,13 +1,13 @@
 """Converters: functions from one model format to another, registered under ``(src, dst)``.
 
-``deploy`` asks :func:`find_path` for the chain from the artifact's format to the target's
-format. A converter module registers itself with :func:`register`; adding one = a module plus
-its name in ``CONVERTER_MODULES``. Heavy libraries are imported inside the functions.
+``deploy`` asks :func:`find_converter` for the one converter from the artifact's format to the
+target's format. A converter module registers itself with :func:`register`; adding one = a module
+plus its name in ``CONVERTER_MODULES``; the file name it writes and the backend options a bundle
+gets by default come from the format table (:mod:`edgefg.formats`). Heavy libraries are imported inside the functions.
 """
 from __future__ import annotations
 
 import importlib
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -90,20 +90,12 @@ def registry() -> dict[tuple[str, str], Converter]:
     return dict(_REGISTRY)
 
 
-def find_path(src: str, dst: str) -> list[Converter]:
-    """Shortest chain of converters from ``src`` to ``dst`` (breadth-first)."""
+def find_converter(src: str, dst: str) -> Converter:
+    """The converter from ``src`` to ``dst``. Every conversion edgefg makes is one step from the
+    artifact's ONNX (a converter that needs an intermediate format does that inside itself), so
+    there is no chain search: a chain would have to carry every step's notes and options."""
     reg = registry()
     if (src, dst) in reg:
-        return [reg[(src, dst)]]
-    queue: deque[tuple[str, list[Converter]]] = deque([(src, [])])
-    seen = {src}
-    while queue:
-        fmt, chain = queue.popleft()
-        for (a, b), conv in reg.items():
-            if a == fmt and b not in seen:
-                if b == dst:
-                    return chain + [conv]
-                seen.add(b)
-                queue.append((b, chain + [conv]))
+        return reg[(src, dst)]
     known = ", ".join(f"{a}->{b}" for a, b in sorted(reg))
     raise UnsupportedError(f"no conversion from '{src}' to '{dst}'", f"available converters: {known}")
