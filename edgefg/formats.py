@@ -48,7 +48,7 @@ BACKENDS: dict[str, BackendInfo] = {
     "onnxruntime": BackendInfo("onnxruntime", "edgefg.runtime.backends.onnxruntime:OnnxRuntimeBackend", "onnxruntime"),
     "openvino": BackendInfo("openvino", "edgefg.runtime.backends.openvino:OpenVINOBackend", "openvino"),
     "tflite": BackendInfo("tflite", "edgefg.runtime.backends.tflite:TFLiteBackend", "tflite"),
-    "tensorrt": BackendInfo("tensorrt", "edgefg.runtime.backends.tensorrt:TensorRTBackend", "runtime-tensorrt", stand_in="onnxruntime"),
+    "tensorrt": BackendInfo("tensorrt", "edgefg.tensorrt.backend:TensorRTBackend", "runtime-tensorrt", stand_in="onnxruntime"),
 }
 
 ENGINE_DIR = "engines"  # TensorRT: the bundle folder its device-built engines are cached in (unless overridden)

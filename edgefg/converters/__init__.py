@@ -22,7 +22,7 @@ CONVERTER_MODULES = [
     "edgefg.converters.onnx_passthrough",
     "edgefg.converters.onnx_to_openvino",
     "edgefg.converters.onnx_to_tflite",
-    "edgefg.converters.onnx_to_tensorrt",
+    "edgefg.tensorrt.convert",
 ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefg.converters.tensorrt_lint import GraphIndex, default_opset, qdq_params, weight_axis
+from edgefg.tensorrt.lint import GraphIndex, default_opset, qdq_params, weight_axis
 from edgefg.errors import TargetError
 
 QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}

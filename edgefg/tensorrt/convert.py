@@ -13,9 +13,8 @@ import copy
 from edgefg.converters import ConvertRequest, ConvertResult, register, require_matching_quantization
 from edgefg.errors import MissingDependencyError, TargetError
 from edgefg.formats import ENGINE_DIR, FORMATS, stand_in
+from edgefg.tensorrt.builder import DLA_ONNX, DLA_RANGES
 
-DLA_ONNX = "model.dla.onnx"  # same names as edgefg.tensorrt.builder (not imported: keeps this module light)
-DLA_RANGES = "model.dla.ranges.json"
 
 
 def write_dla_int8(model, out_dir) -> dict[str, float]:
@@ -24,7 +23,7 @@ def write_dla_int8(model, out_dir) -> dict[str, float]:
 
     import onnx
 
-    from edgefg.converters.tensorrt_qdq import strip_qdq_for_dla
+    from edgefg.tensorrt.qdq import strip_qdq_for_dla
 
     float_model, ranges = strip_qdq_for_dla(model)
     onnx.save(float_model, str(out_dir / DLA_ONNX))
@@ -50,8 +49,8 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
         import onnx
     except ModuleNotFoundError:
         raise MissingDependencyError.for_module("onnx", "compress") from None
-    from edgefg.converters.tensorrt_lint import default_opset, lint, op_table, raise_on_errors
-    from edgefg.converters.tensorrt_qdq import downconvert_opset, fix_batch, symmetric_int8_qdq
+    from edgefg.tensorrt.lint import default_opset, lint, op_table, raise_on_errors
+    from edgefg.tensorrt.qdq import downconvert_opset, fix_batch, symmetric_int8_qdq
 
     tgt = req.target
     trt_version = str(tgt.runtime.get("tensorrt") or "")

@@ -13,7 +13,7 @@ import pytest
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.backends.tensorrt import BufferSpec, buffer_specs, check_io
+from edgefg.tensorrt.backend import BufferSpec, buffer_specs, check_io
 from edgefg.tensorrt.cache import DeviceInfo, EngineCache, StaleEngineError
 from tests import trt_fakes
 from tests.trt_fakes import FakeMem, fake_pycuda, fake_tensorrt
@@ -123,7 +123,7 @@ def test_backend_bindings_api_on_trt82(tiny_artifacts, tmp_path, fakes):
 
 def test_dynamic_shape_engine_gets_input_shape_from_the_manifest(trt_bundle, tmp_path, fakes):
     from edgefg.runtime.model import LoadedBundle
-    from tests.converters.test_tensorrt_build import dynamic_batch_bundle
+    from tests.tensorrt.test_build import dynamic_batch_bundle
 
     bundle = dynamic_batch_bundle(trt_bundle, tmp_path / "b")
     trt, cuda = fakes("10.3.0")
@@ -143,7 +143,7 @@ def test_dynamic_shape_engine_gets_input_shape_from_the_manifest(trt_bundle, tmp
 
 
 def test_engine_dtypes_are_ours_and_compared():
-    from edgefg.runtime.backends.tensorrt import check_io, numpy_dtype
+    from edgefg.tensorrt.backend import check_io, numpy_dtype
 
     trt = fake_tensorrt("8.5.2")
     with pytest.raises(AttributeError, match="numpy.*bool"):  # what trt.nptype does on NumPy 1.24-1.26
