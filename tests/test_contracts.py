@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edgefg.converters import find_converter, registry
-from edgefg.errors import MissingDependencyError, TargetError
+from edgefg.errors import MissingDependencyError, TargetError, UnsupportedError
 from edgefg.formats import BACKENDS, FORMATS, default_backend_options, stand_in
 from edgefg.manifest import load_manifest
 from edgefg.runtime.backends.base import Backend, backend_class
@@ -93,6 +93,11 @@ def test_backend_runs_a_bundle(name, request, monkeypatch, tmp_path):
         if spec.dtype in ("uint8", "int8"):
             x = np.clip(x * 40, -128, 127).astype(spec.dtype)
         scores = b.scores(x)
+        assert b.backend.last_infer_ms > 0  # the base class times every call
+        with pytest.raises(UnsupportedError, match=f"takes {spec.dtype} input, got float64"):  # fed checks: the base class, one message
+            b.scores(x.astype(np.float64))
+        with pytest.raises(UnsupportedError, match="the model takes input of shape"):
+            b.scores(x[..., :-1])
     assert scores.shape == (2, len(b.labels)) and scores.dtype == np.float32 and np.isfinite(scores).all()
 
 

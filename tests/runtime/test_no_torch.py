@@ -65,6 +65,11 @@ def _device(tmp_path):
     return run
 
 
+def device_edgefg(*args, cwd) -> subprocess.CompletedProcess:
+    """``edgefg ARGS`` as on a device without the compression stack (for other modules' tests)."""
+    return _device(Path(cwd))(*args)[0]
+
+
 def test_run_and_bench_without_torch(tiny_bundles, image_folder, tmp_path):
     edgefg = _device(tmp_path)
     bundle = tiny_bundles["fp32-intel-cpu"]

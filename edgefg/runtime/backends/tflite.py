@@ -129,12 +129,6 @@ class TFLiteBackend(Backend):
         return self._in_shape[0]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        dtype = np.dtype(self._in["dtype"])
-        if batch.dtype != dtype:
-            raise UnsupportedError(
-                f"the model takes {dtype.name} input, got {batch.dtype.name}",
-                "prepare inputs with edgefg.runtime.preprocess.preprocess and the bundle's manifest",
-            )
         if tuple(batch.shape) != self._in_shape:
             raise UnsupportedError(
                 f"the model takes input of shape {list(self._in_shape)}, got {list(batch.shape)}",
