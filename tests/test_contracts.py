@@ -3,7 +3,7 @@ edgefg is held to the same contract as the ones already there, without a test wr
 
 - every **backend** in ``edgefg.formats.BACKENDS`` imports as a :class:`Backend` named by its key (or
   says which extra installs its engine) and, on a real bundle, turns a batch into finite float32
-  scores of shape (N, classes); TensorRT runs through the strict per-version fakes (tests/trt_fakes.py);
+  scores of shape (N, classes); TensorRT runs through the strict per-version fakes (tests/tensorrt/fakes.py);
 - every **converter** in the registry writes the format table's model file for a target of its
   destination format, with the backend options the table gives that backend;
 - every **target profile** names a backend and format of the table, a backend that reads that format,
@@ -57,17 +57,11 @@ def test_backend_is_registered_under_its_name(name):
 
 
 def _tensorrt_fakes(monkeypatch, tmp_path, bundle):
-    """TensorRT 10.3 + pycuda fakes, an engine built for the bundle with them (no GPU here)."""
-    from edgefg.tensorrt import device as dev
+    """The fake TensorRT 10.3 device of tests/tensorrt/fakes.py, an engine built for the bundle with it (no GPU here)."""
     from edgefg.tensorrt.builder import build_engine
-    from tests import trt_fakes
+    from tests.tensorrt.fakes import fake_device
 
-    empty = tmp_path / "no-sys"
-    monkeypatch.setattr("edgefg.tensorrt.cache.TEGRA_RELEASE", empty / "nv_tegra_release")
-    real = dev.SystemPaths
-    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=empty, cuda_home=empty, tegra_release=empty / "x"))
-    trt, cuda = trt_fakes.fake_tensorrt("10.3.0"), trt_fakes.fake_pycuda()
-    trt_fakes.install(monkeypatch, trt, cuda)
+    trt, _ = fake_device(monkeypatch, tmp_path)
     build_engine(bundle, trt=trt)
 
 

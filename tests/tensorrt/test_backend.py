@@ -15,8 +15,7 @@ from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedErr
 from edgefg.manifest import load_manifest
 from edgefg.tensorrt.backend import BufferSpec, buffer_specs, check_io
 from edgefg.tensorrt.cache import DeviceInfo, EngineCache, StaleEngineError
-from tests import trt_fakes
-from tests.trt_fakes import FakeMem, fake_pycuda, fake_tensorrt
+from tests.tensorrt.fakes import FakeMem, fake_device, fake_tensorrt
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +47,11 @@ def test_engine_io_must_match_manifest():
         check_io(expected, [BufferSpec("x", (1, 3, 64, 64), np.dtype(np.float32), True), expected[1]])
 
 
-# -- backend through the strict per-version fakes (tests/trt_fakes.py) -----------------------------
+# -- backend through the strict per-version fakes (tests/tensorrt/fakes.py) -----------------------------
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
     """Install fake tensorrt (a given version) + pycuda; the device facts come from pycuda (SM 8.7, 8 SMs)."""
-    from edgefg.tensorrt import device as dev
-
-    empty = tmp_path / "no-sys"
-    monkeypatch.setattr("edgefg.tensorrt.cache.TEGRA_RELEASE", empty / "nv_tegra_release")
-    real = dev.SystemPaths
-    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=empty, cuda_home=empty, tegra_release=empty / "x"))
-
-    def install(version="10.3.0", **kw):
-        trt, cuda = fake_tensorrt(version, **kw), fake_pycuda()
-        trt_fakes.install(monkeypatch, trt, cuda)
-        return trt, cuda
-
-    return install
+    return lambda version="10.3.0", **kw: fake_device(monkeypatch, tmp_path, version, **kw)
 
 
 def build_with(trt, bundle, **kw):
