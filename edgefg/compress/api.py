@@ -217,16 +217,18 @@ class _Meter:
                 scores = np.concatenate([m.scores(self.val.x[i : i + self.batch])
                                          for i in track(range(0, len(self.val.x), self.batch), f"scoring {what} on {len(self.val.x)} images")])
         self.timed.append((onnx_path, manifest, self.sample))
-        return stats, {"p50": None, "p90": None}, scores
+        return stats, {"p50": None, "p90": None, "slot": len(self.timed) - 1}, scores
 
 
 def _time_steps(timed: list, rows: list[dict[str, Any]], iters: int) -> None:
-    """Host latency of every step's model, timed together in interleaved rounds (the one timing helper
+    """Host latency of every row's model, timed together in interleaved rounds (the one timing helper
     that ``edgefg bench`` uses), so machine load hits every step alike; fills each row's latency."""
-    bundles = [LoadedBundle(onnx.parent, verify=False, manifest=manifest) for onnx, manifest, _ in timed]
+    rows = [r for r in rows if "_latency_slot" in r]
+    entries = [timed[r.pop("_latency_slot")] for r in rows]
+    bundles = [LoadedBundle(onnx.parent, verify=False, manifest=manifest) for onnx, manifest, _ in entries]
     try:
         rounds, per_round = split_calls(iters)
-        lats = time_interleaved([lambda b=b, x=x[None]: b.scores(x) for b, (_, _, x) in zip(bundles, timed)], rounds, per_round)
+        lats = time_interleaved([lambda b=b, x=x[None]: b.scores(x) for b, (_, _, x) in zip(bundles, entries)], rounds, per_round)
     finally:
         for b in bundles:
             b.close()
@@ -592,6 +594,8 @@ def _dummy(model: LoadedModel) -> np.ndarray:
 
 def _row(step: str, stats: dict, lat: dict, m: dict | None, ref_m: dict | None, alpha: float = 0.05) -> dict[str, Any]:
     row: dict[str, Any] = {"step": step, **stats, "latency_ms_p50": lat["p50"], "latency_ms_p90": lat["p90"]}
+    if lat.get("slot") is not None:  # timed later with the other steps (_time_steps)
+        row["_latency_slot"] = lat["slot"]
     if m is not None:
         row.update({k: m[k] for k in ("images", "top1", "top5", "worst_class_accuracy", "mean_class_accuracy")})
         if ref_m is not None:
