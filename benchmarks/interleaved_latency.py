@@ -2,15 +2,18 @@
 
     python benchmarks/interleaved_latency.py A.onnx B.onnx [--rounds 30 --iters 10]
 
-Each round runs every model ``iters`` times in turn, so background load hits all models alike; prints the
-median and the minimum of the per-round means and the speed-up of each model over the first.
+Times the models with edgefg's one timing helper (:func:`edgefg.runtime.timing.time_interleaved`, also
+used by the compress report and ``edgefg bench``): warm-up, then each round runs every model ``iters``
+times in turn, so background load hits all models alike; prints the median, the spread (IQR) and the
+speed-up of each model's median over the first's.
 """
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+
+from edgefg.runtime.timing import time_interleaved
 
 
 def main() -> None:
@@ -23,26 +26,17 @@ def main() -> None:
     import openvino as ov
 
     core = ov.Core()
-    compiled = []
+    calls = []
     for path in args.models:
         model = core.read_model(path)
         shape = [1] + [d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:]]
-        compiled.append((path, core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads}), shape))
-    times = {p: [] for p, _, _ in compiled}
-    xs = {p: np.random.default_rng(0).standard_normal(s).astype(np.float32) for p, _, s in compiled}
-    for p, c, _ in compiled:
-        for _ in range(5):
-            c(xs[p])
-    for _ in range(args.rounds):
-        for p, c, _ in compiled:
-            t = time.perf_counter()
-            for _ in range(args.iters):
-                c(xs[p])
-            times[p].append((time.perf_counter() - t) / args.iters * 1e3)
-    base = compiled[0][0]
-    for p, _, _ in compiled:
-        med, mn = float(np.median(times[p])), float(np.min(times[p]))
-        print(f"{p}: median {med:.2f} ms (×{np.median(times[base]) / med:.2f}), min {mn:.2f} ms (×{np.min(times[base]) / mn:.2f})")
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads})
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        calls.append(lambda c=compiled, x=x: c(x))
+    lats = time_interleaved(calls, args.rounds, args.iters, warmup=5)
+    base = lats[0]["p50"]
+    for path, lat in zip(args.models, lats):
+        print(f"{path}: median {lat['p50']:.2f} ms (×{base / lat['p50']:.2f}), IQR {lat['iqr']:.2f} ms, p90 {lat['p90']:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -153,38 +153,45 @@ def score_onnx(path: str | Path, data: Path, labels: Sequence[str], spec, limit:
 
 def time_interleaved(models: dict[str, Path], input_size: Sequence[int] | None, rounds: int = 5, iters: int = 20, tput_seconds: float = 1.0) -> dict:
     """Batch-1 latency (LATENCY hint, sync) and throughput (THROUGHPUT hint, async queue) of every
-    model, interleaved round by round so machine noise hits all alike; medians over rounds.
-    ``input_size`` None: each model's own (static) spatial size."""
+    model, interleaved round by round with edgefg's one timing helper (the compress report's and
+    ``edgefg bench``'s), so machine noise hits all alike; latency = median of the calls, IQR beside it. ``input_size`` None: each model's own
+    (static) spatial size."""
     import openvino as ov
+
+    from edgefg.runtime.timing import interleaved_rounds, latency_summary, time_calls
 
     lat = {n: _compile(p, "LATENCY") for n, p in models.items()}
     rng = np.random.default_rng(0)
     xs = {n: rng.standard_normal((1, 3, *(input_size or [d.get_length() for d in list(c.inputs[0].get_partial_shape())[2:]]))).astype(np.float32)
           for n, c in lat.items()}
     tput = {n: ov.AsyncInferQueue(_compile(p, "THROUGHPUT")) for n, p in models.items()}
-    for n in models:
-        for _ in range(3):
-            lat[n](xs[n])
-    lat_ms = {n: [] for n in models}
-    fps = {n: [] for n in models}
-    for _ in range(rounds):
-        for n in models:
-            t = time.perf_counter()
-            for _ in range(iters):
-                lat[n](xs[n])
-            lat_ms[n].append((time.perf_counter() - t) / iters * 1e3)
-            q, count, t = tput[n], 0, time.perf_counter()
+    fps: dict[str, list[float]] = {n: [] for n in models}
+
+    def runner(n: str):
+        def run(k: int) -> list[float]:
+            ms = time_calls(lambda: lat[n](xs[n]), k, warmup=1)
+            q, count, t = tput[n], 0, time.perf_counter()  # the throughput burst of this round, right after
             while time.perf_counter() - t < tput_seconds:
                 for _ in range(len(q)):
                     q.start_async({0: xs[n]})
                     count += 1
                 q.wait_all()
             fps[n].append(count / (time.perf_counter() - t))
-    res = {n: {"latency_ms_p50": float(np.median(lat_ms[n])), "latency_ms_min": float(np.min(lat_ms[n])),
-               "throughput_fps": float(np.median(fps[n]))} for n in models}
-    res["_method"] = (f"OpenVINO {ov.__version__.split('-')[0]} CPU, {THREADS} threads, f32 precision hint (INT8 layers run INT8); {rounds} interleaved rounds: "
-                      f"batch-1 latency = mean of {iters} sync calls (LATENCY hint), throughput = async queue for {tput_seconds:g} s "
-                      "(THROUGHPUT hint, batch 1 requests); medians over rounds")
+            return ms
+
+        return run
+
+    for n in models:
+        time_calls(lambda: lat[n](xs[n]), 0, warmup=3)
+    times = dict(zip(models, interleaved_rounds([runner(n) for n in models], rounds, iters)))
+    res = {}
+    for n in models:
+        s = latency_summary(times[n])
+        res[n] = {"latency_ms_p50": s["p50"], "latency_ms_iqr": s["iqr"], "latency_ms_min": float(np.min(times[n])),
+                  "throughput_fps": float(np.median(fps[n]))}
+    res["_method"] = (f"OpenVINO {ov.__version__.split('-')[0]} CPU, {THREADS} threads, f32 precision hint (INT8 layers run INT8); {rounds} interleaved rounds "
+                      f"(edgefg.runtime.timing): batch-1 latency = median of {rounds}×{iters} sync calls (LATENCY hint), throughput = async queue for "
+                      f"{tput_seconds:g} s per round (THROUGHPUT hint, batch 1 requests), median over rounds")
     return res
 
 

@@ -5,17 +5,17 @@ imported inside the commands, so ``run``, ``bench`` and ``validate`` work withou
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
 from edgefg import __version__
+from edgefg.cli_support import console as _console
+from edgefg.cli_support import handle_errors, run_printing_report
 from edgefg.errors import EdgefgError
 
 log = logging.getLogger("edgefg")
@@ -46,50 +46,6 @@ def _setup_logging(verbose: int) -> None:
         for key, value in QUIET_NATIVE_ENV.items():
             os.environ.setdefault(key, value)  # read when those libraries load, which is later (imports are lazy)
         warnings.filterwarnings("ignore")  # torch/timm/nncf deprecation and tracer warnings; edgefg's own notices are log records
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:  # logs and CI: wide enough for tables
-        console = Console(width=160)
-    return console
-
-
-def run_printing_report(work: Callable[[], Any], report: Path, console) -> None:
-    """Run ``work`` and print the Markdown report it writes — also when a budget check fails
-    (:class:`CheckFailed` is raised after the report with the best result is written)."""
-    from edgefg.errors import CheckFailed
-
-    try:
-        work()
-    except CheckFailed:
-        if report.is_file():
-            console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False)
-        raise
-    console.print(report.read_text(encoding="utf-8"), markup=False, highlight=False)
-
-
-def handle_errors(fn: Callable) -> Callable:
-    """Turn edgefg errors into one-line messages with the right exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except EdgefgError as exc:
-            from edgefg.trust.secrets import mask
-
-            click.echo(f"error: {mask(exc.message)}", err=True)  # no password/token in an error line
-            if exc.hint:
-                click.echo(f"hint: {mask(exc.hint)}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 # Commands that live in their own modules: name -> "module:function". Imported only when used, so a

@@ -9,29 +9,23 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
-from edgefg.converters import ConvertRequest, find_path
+from edgefg.converters import ConvertRequest, find_converter
 from edgefg.errors import DataError, TargetError
 from edgefg.manifest import PARITY_DIR, Manifest, atomic_output_dir, load_manifest
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.preprocess import convert_batch
+from edgefg.shared_types import DeployResult
 from edgefg.targets import Target, load_target
 from edgefg.validate.metrics import parity
 from edgefg.versions import library_versions
+from edgefg.wrap import wrap_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DeployResult:
-    directory: Path
-    manifest: Manifest
-    target: Target
 
 
 def _parity_samples(artifact: Path, manifest: Manifest, data: Path | None, n: int) -> tuple[list | None, str]:
@@ -61,6 +55,22 @@ def _candidate_inputs(x: np.ndarray, samples: list | None, src: Manifest, bundle
         if samples is None:
             raise
         return _prepare(samples, bundle.preprocess, bundle, len(samples))
+
+
+def check_ops(model: Path, target: Target) -> None:
+    """Refuse an ONNX model using an operator the target profile lists in ``unsupported_ops``
+    (a user's profile for an accelerator that lacks, e.g., ``GatherElements``)."""
+    if not target.unsupported_ops or model.suffix.lower() != ".onnx":
+        return
+    import onnx
+
+    used = {n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node}
+    bad = sorted(used & set(target.unsupported_ops))
+    if bad:
+        raise TargetError(
+            f"the model uses {', '.join(bad)}, which target '{target.name}' does not support (its profile's unsupported_ops)",
+            "compress with other settings (e.g. another --token-method), or deploy for another target",
+        )
 
 
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -94,15 +104,12 @@ def deploy(
 ) -> DeployResult:
     artifact = Path(artifact)
     if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
-        from edgefg.wrap import wrap_model
-
         return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, **(wrap_options or {}))
     src = load_manifest(artifact)
-    tgt = target if isinstance(target, Target) else load_target(target)
-    if not tgt.available:
-        raise TargetError(f"target '{tgt.name}' is not available yet: {tgt.status_note}", "see `edgefg targets` for the available ones")
+    tgt = (target if isinstance(target, Target) else load_target(target)).require_available()
     precision = resolve_precision(tgt, src, precision)
-    chain = find_path(src.format, tgt.format)
+    converter = find_converter(src.format, tgt.format)
+    check_ops(artifact / src.model_file, tgt)
     if (options or {}).get("embed_preprocess") and tgt.format != "openvino":
         raise TargetError(f"--embed-preprocess is an OpenVINO option; target '{tgt.name}' uses {tgt.format}")
     samples, parity_source = _parity_samples(artifact, src, Path(data) if data else None, parity_samples)
@@ -110,21 +117,13 @@ def deploy(
         log.warning("no images for the parity check: using random inputs (pass --data DIR for a meaningful check)")
     x = _prepare(samples, src.preprocess, src, parity_samples)
     calib, calib_source = x, parity_source
-    if precision == "int8" and data and calib_size > len(x) and any(c.calibrates for c in chain):  # a larger stratified subset
+    if precision == "int8" and data and calib_size > len(x) and converter.calibrates:  # a larger stratified subset
         calib_samples, calib_source = _parity_samples(artifact, src, Path(data), calib_size)
         calib = _prepare(calib_samples, src.preprocess, src, calib_size)
     options = {"samples_source": calib_source, **(options or {})}
 
     with atomic_output_dir(out, force) as tmp:
-        current = artifact / src.model_file
-        result = None
-        for i, conv in enumerate(chain):
-            step_dir = tmp if i == len(chain) - 1 else tmp / f".step{i}"
-            step_dir.mkdir(exist_ok=True)
-            result = conv.fn(ConvertRequest(current, step_dir, precision, tgt, src, samples=calib, options=dict(options)))
-            current = step_dir / result.model_file
-        for p in tmp.glob(".step*"):
-            shutil.rmtree(p)
+        result = converter.fn(ConvertRequest(artifact / src.model_file, tmp, precision, tgt, src, samples=calib, options=dict(options)))
         shutil.copy2(tgt.path, tmp / "target.toml")
 
         manifest = copy.deepcopy(src)
@@ -140,12 +139,10 @@ def deploy(
         manifest.preprocess = result.preprocess or manifest.preprocess
         manifest.versions = library_versions()
         manifest.compression = src.compression + [
-            {"method": "deploy", "target": tgt.name, "converters": [f"{c.src}->{c.dst}" for c in chain], "notes": result.notes}
+            {"method": "deploy", "target": tgt.name, "converters": [f"{converter.src}->{converter.dst}"], "notes": result.notes}
         ]
-        host = manifest
-        if result.host_backend:  # the target's engine runs only on the device: check the file it builds from
-            host = copy.deepcopy(manifest)
-            host.backend, host.backend_options = result.host_backend, {}
+        # the target's engine runs only on the device (or its device is absent here): check the file with the host's engine defaults
+        host = manifest.with_backend(result.host_backend) if result.host_backend else manifest
         with LoadedBundle(tmp, verify=False, manifest=host) as cand, LoadedBundle(artifact, verify=False, manifest=src) as ref:
             manifest.parity = {
                 "reference": f"artifact '{artifact.name}' ({src.precision}, onnxruntime)",

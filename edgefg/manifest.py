@@ -9,6 +9,7 @@ on-device runtime reads it); loading checks the strict schema of :mod:`edgefg.tr
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -96,6 +97,12 @@ class TensorSpec:
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
+def guess_layout(shape: Sequence[Any]) -> str | None:
+    """NCHW or NHWC from a 4-D image input shape (1 or 3 channels), None when the shape does not tell (e.g. 1×3×H×3)."""
+    c1, c3 = shape[1] in (1, 3), shape[3] in (1, 3)
+    return "NCHW" if c1 and not c3 else "NHWC" if c3 and not c1 else None
+
+
 @dataclass
 class Manifest:
     """Schema-versioned description of an artifact or bundle directory."""
@@ -125,6 +132,11 @@ class Manifest:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def with_backend(self, backend: str, **changes: Any) -> "Manifest":
+        """A copy whose model file runs in ``backend`` (with that backend's defaults: the options are
+        dropped) — e.g. a TensorRT bundle's ONNX in ONNX Runtime on a host without the device."""
+        return copy.deepcopy(dataclasses.replace(self, backend=backend, backend_options={}, **changes))  # deep: callers change nested specs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,20 +15,19 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyError, ModelLoadError, TargetError, UnsupportedError
-from edgefg.manifest import Manifest, Preprocess, TensorSpec, atomic_output_dir, sha256_file
+from edgefg.formats import FORMATS, default_backend_options, format_for_suffix, wrappable_suffixes
+from edgefg.manifest import Manifest, Preprocess, TensorSpec, atomic_output_dir, guess_layout, sha256_file
 from edgefg.runtime.preprocess import describe
+from edgefg.shared_types import DeployResult
 from edgefg.targets import Target, load_target
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
-# file format -> target formats whose backend reads it (OpenVINO reads ONNX directly)
-RUNS_ON = {"tflite": {"tflite"}, "onnx": {"onnx", "openvino"}, "openvino": {"openvino"}}
 SMOKE_IMAGES = 8
 
 
@@ -46,11 +45,6 @@ class ModelIO:
 
 
 # -- reading model files ------------------------------------------------------------------------
-def _layout(shape: Sequence[Any]) -> str | None:
-    c1, c3 = shape[1] in (1, 3), shape[3] in (1, 3)
-    return "NCHW" if c1 and not c3 else "NHWC" if c3 and not c1 else None
-
-
 def _inspect_tflite(path: Path) -> ModelIO:
     from edgefg.runtime.backends.base import backend_class
 
@@ -105,7 +99,7 @@ def _inspect_onnx(path: Path) -> ModelIO:
                 raise InputPathError(f"'{path}' keeps weights in '{location}', which is missing", "copy the external data file beside the model")
             if extra not in files:
                 files.append(extra)
-    return ModelIO(inp, out, _layout(inp.shape), precision, producer, files)
+    return ModelIO(inp, out, guess_layout(inp.shape), precision, producer, files)
 
 
 def _external_data_path(model: Path, location: str | None) -> Path | None:
@@ -156,7 +150,7 @@ def _inspect_openvino(path: Path) -> ModelIO:
     f16 = any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in model.get_ops())
     precision = "int8" if "FakeQuantize" in types else "fp16" if f16 else "fp32"
     producer = model.outputs[0].get_node().input_value(0).get_node().get_type_name()
-    return ModelIO(inp, out, _layout(inp.shape), precision, producer, [path, weights])
+    return ModelIO(inp, out, guess_layout(inp.shape), precision, producer, [path, weights])
 
 
 INSPECT = {"tflite": _inspect_tflite, "onnx": _inspect_onnx, "openvino": _inspect_openvino}
@@ -254,25 +248,23 @@ def wrap_model(
     """Bundle an already-converted model file for ``target``. ``opts``: layout, input_size,
     mean, std, interpolation, crop_pct, crop_mode, resize, color, output_activation (override what the file and
     its config.json say)."""
-    from edgefg.deploy import DeployResult
     from edgefg.runtime.model import LoadedBundle
     from edgefg.versions import library_versions
 
     model = Path(model)
-    fmt = FORMATS.get(model.suffix.lower())
-    if fmt is None:
+    file_format = format_for_suffix(model.suffix)
+    if file_format is None:
         raise UnsupportedError(
             f"'{model.name}' is not a model file edgefg can wrap",
-            f"wrap {', '.join(FORMATS)} files, or pass the directory written by edgefg compress",
+            f"wrap {', '.join(wrappable_suffixes())} files, or pass the directory written by edgefg compress",
         )
-    tgt = target if isinstance(target, Target) else load_target(target)
-    if not tgt.available:
-        raise TargetError(f"target '{tgt.name}' is not available yet: {tgt.status_note}", "see `edgefg targets` for the available ones")
-    if tgt.format not in RUNS_ON[fmt]:
-        fits = sorted(f for f, runs in RUNS_ON.items() if tgt.format in runs)
+    fmt = file_format.name
+    tgt = (target if isinstance(target, Target) else load_target(target)).require_available()
+    if tgt.backend not in file_format.read_by:
+        fits = [s for f in sorted(FORMATS.values(), key=lambda f: f.name) if tgt.backend in f.read_by for s in f.suffixes]
         raise TargetError(
             f"a {model.suffix} model does not run on target '{tgt.name}' ({tgt.backend})",
-            f"that target takes {', '.join('.' + f if f != 'openvino' else '.xml' for f in fits) or 'models deploy converts'}; "
+            f"that target takes {', '.join(fits) or 'models deploy converts'}; "
             "convert the model first, or deploy a compressed artifact",
         )
     io = INSPECT[fmt](model)
@@ -298,7 +290,7 @@ def wrap_model(
                      pre.quant_zero_point if pre.dtype in ("uint8", "int8") else None)
     h_ax, w_ax = (2, 3) if pre.layout == "NCHW" else (1, 2)
     inp.shape[h_ax], inp.shape[w_ax] = pre.input_size  # dynamic spatial dims become the chosen size
-    backend_options = {"onnxruntime": {"providers": ["CPUExecutionProvider"]}, "openvino": {"device": tgt.device or "CPU"}}.get(tgt.backend, {})
+    backend_options = default_backend_options(tgt.backend, tgt.device)
 
     out = Path(out)
     manifest = Manifest(

@@ -152,7 +152,7 @@ def test_wrap_the_coral_inat_bird_model_and_validate_it_on_cub(tmp_path):
 
 
 def test_wrap_a_tflite_on_a_device_without_torch(tflite_bundles, tmp_path):
-    from tests.test_no_torch import _edgefg
+    from tests.runtime.test_no_torch import device_edgefg as _edgefg
 
     model = tmp_path / "m.tflite"
     shutil.copy2(tflite_bundles["int8"] / "model.tflite", model)

@@ -1,4 +1,4 @@
-"""ImageFolder data for calibration and validation (numpy + OpenCV, no torch).
+"""ImageFolder data for calibration, training, validation and parity checks (numpy + OpenCV, no torch).
 
 A labelled folder has one sub-folder per class; a flat folder of images is unlabelled. Classes
 are matched to the model's labels *by name* — sorted folder order is never assumed to be the

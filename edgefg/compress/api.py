@@ -31,8 +31,8 @@ from edgefg.models.loader import LoadedModel
 from edgefg.models.stats import onnx_stats
 from edgefg.progress import track
 from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.timing import percentiles, time_calls
-from edgefg.validate.metrics import class_drops, classification, parity, strip_arrays
+from edgefg.runtime.timing import split_calls, time_interleaved
+from edgefg.validate.metrics import class_drops, classification, parity, significant_drop_count, strip_arrays, worst_class_drop
 from edgefg.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -201,23 +201,41 @@ class _Val:
 
 
 class _Meter:
-    """Measures one ONNX file: static stats, host latency (batch 1) and scores on the validation arrays."""
+    """Measures one ONNX file: static stats and scores on the validation arrays; its host latency
+    (batch 1) is taken later, for every measured file together, by :func:`_time_steps`."""
 
-    def __init__(self, model: LoadedModel, backend: str, sample: np.ndarray, iters: int, val: _Val | None, batch: int):
+    def __init__(self, model: LoadedModel, backend: str, sample: np.ndarray, iters: int, val: _Val | None, batch: int, timed: list | None = None):
         self.model, self.backend, self.sample, self.iters, self.val, self.batch = model, backend, sample, iters, val, batch
+        self.timed = [] if timed is None else timed  # (onnx, manifest, sample) per measured file, shared across meters
 
     def __call__(self, onnx_path: Path, precision: str, what: str):
         manifest = _manifest_for(self.model, what, precision, [])
         manifest = dataclasses.replace(manifest, backend=self.backend, model_file=onnx_path.name)
         stats = onnx_stats(onnx_path)
         log.info("measuring %s (%s)", what, self.backend)
-        with LoadedBundle(onnx_path.parent, verify=False, manifest=manifest) as m:
-            lat = percentiles(time_calls(lambda: m.scores(self.sample[None]), self.iters))
-            scores = None
-            if self.val is not None:
+        scores = None
+        if self.val is not None:
+            with LoadedBundle(onnx_path.parent, verify=False, manifest=manifest) as m:
                 scores = np.concatenate([m.scores(self.val.x[i : i + self.batch])
                                          for i in track(range(0, len(self.val.x), self.batch), f"scoring {what} on {len(self.val.x)} images")])
-        return stats, lat, scores
+        self.timed.append((onnx_path, manifest, self.sample))
+        return stats, {"p50": None, "p90": None, "slot": len(self.timed) - 1}, scores
+
+
+def _time_steps(timed: list, rows: list[dict[str, Any]], iters: int) -> None:
+    """Host latency of every row's model, timed together in interleaved rounds (the one timing helper
+    that ``edgefg bench`` uses), so machine load hits every step alike; fills each row's latency."""
+    rows = [r for r in rows if "_latency_slot" in r]
+    entries = [timed[r.pop("_latency_slot")] for r in rows]
+    bundles = [LoadedBundle(onnx.parent, verify=False, manifest=manifest) for onnx, manifest, _ in entries]
+    try:
+        rounds, per_round = split_calls(iters)
+        lats = time_interleaved([lambda b=b, x=x[None]: b.scores(x) for b, (_, _, x) in zip(bundles, entries)], rounds, per_round)
+    finally:
+        for b in bundles:
+            b.close()
+    for row, lat in zip(rows, lats):
+        row["latency_ms_p50"], row["latency_ms_p90"], row["latency_ms_iqr"] = lat["p50"], lat["p90"], lat["iqr"]
 
 
 def _preprocess_val(val_set: ImageSet | None, model: LoadedModel, size: int | None, seed: int) -> _Val | None:
@@ -456,7 +474,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                 val = _preprocess_val(val_set, model, val_size, opts.seed)
                 calib = [b.x for b in iter_batches(calib_samples, model.preprocess, 64)]
                 calib_x = np.concatenate(calib) if calib else None
-                meter = _Meter(model, backend, calib_x[0] if calib_x is not None else _dummy(model), opts.latency_iters, val, opts.batch_size)
+                meter = _Meter(model, backend, calib_x[0] if calib_x is not None else _dummy(model), opts.latency_iters, val, opts.batch_size, meter.timed)
             else:
                 module, desc = _apply_torch_step(i, step, module, teacher, model, train_samples, opts, ckpt_root)
             module.eval()
@@ -510,6 +528,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             shutil.copy2(current, tmp / "model.onnx")
             precision, scores_final = "fp32", cur_scores
 
+        _time_steps(meter.timed, rows, opts.latency_iters)
         manifest = _manifest_for(model, name, precision, descs)
         report: dict[str, Any] = {
             "model": model.source,
@@ -521,6 +540,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             "preprocess": {"manifest": dataclasses.asdict(model.preprocess), "overrides": model.source.get("preprocess_overrides", {}),
                            "check": pre_check.to_dict() if pre_check is not None else None},
             "latency_backend": f"{backend} (host CPU, batch 1)",
+            "latency_timing": "every step's model timed together in interleaved rounds ({} × {} calls each after warm-up); p50, spread as IQR".format(*split_calls(opts.latency_iters)),
             "steps": rows,
             "compression": descs,
             "passed": passed,
@@ -530,7 +550,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             cand_m = classification(scores_final, val.y, model.labels)
             drops = class_drops(cand_m, ref_m)
             report["top1_drop"] = 100.0 * (ref_m["top1"] - cand_m["top1"])
-            report["worst_class_drop"] = drops[0]["drop_pts"] if drops else 0.0
+            report["worst_class_drop"] = worst_class_drop(drops)[0]
             report["class_drops"] = drops
             report["class_alpha"] = opts.class_alpha
             report["agreement"] = parity(scores_final, ref_scores)["top1_agreement"]
@@ -589,14 +609,15 @@ def _dummy(model: LoadedModel) -> np.ndarray:
 
 def _row(step: str, stats: dict, lat: dict, m: dict | None, ref_m: dict | None, alpha: float = 0.05) -> dict[str, Any]:
     row: dict[str, Any] = {"step": step, **stats, "latency_ms_p50": lat["p50"], "latency_ms_p90": lat["p90"]}
+    if lat.get("slot") is not None:  # timed later with the other steps (_time_steps)
+        row["_latency_slot"] = lat["slot"]
     if m is not None:
         row.update({k: m[k] for k in ("images", "top1", "top5", "worst_class_accuracy", "mean_class_accuracy")})
         if ref_m is not None:
             drops = class_drops(m, ref_m)
             row["top1_drop"] = 100.0 * (ref_m["top1"] - m["top1"])
-            row["worst_class_drop"] = drops[0]["drop_pts"] if drops else 0.0
-            row["worst_class"] = drops[0]["class"] if drops else None
-            row["significant_class_drops"] = sum(1 for r in drops if r["drop_pts"] > 0 and r["p_value"] is not None and r["p_value"] < alpha)
+            row["worst_class_drop"], row["worst_class"] = worst_class_drop(drops)
+            row["significant_class_drops"] = significant_drop_count(drops, alpha)
     return row
 
 

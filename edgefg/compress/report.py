@@ -92,7 +92,7 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
     if val.get("data"):
         lines.append(f"Validation: {val.get('images')} images from `{val['data']}`"
                      f"{' (held out)' if val.get('held_out') else ' (the training/calibration data: optimistic)'}  ")
-    lines.append(f"Latency: {report['latency_backend']}  ")
+    lines.append(f"Latency: {report['latency_backend']}" + (f"; {report['latency_timing']}" if report.get("latency_timing") else "") + "  ")
     lines += _preprocess_lines(report.get("preprocess") or {})
     lines.append("")
     cols = ["step", "size_mb", "params", "macs", "latency_ms_p50", "top1 %", "top5 %", "worst class %", "Δtop1 pt", "worst class Δ pt"]

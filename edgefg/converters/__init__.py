@@ -1,26 +1,28 @@
 """Converters: functions from one model format to another, registered under ``(src, dst)``.
 
-``deploy`` asks :func:`find_path` for the chain from the artifact's format to the target's
-format. A converter module registers itself with :func:`register`; adding one = a module plus
-its name in ``CONVERTER_MODULES``. Heavy libraries are imported inside the functions.
+``deploy`` asks :func:`find_converter` for the one converter from the artifact's format to the
+target's format. A converter module registers itself with :func:`register`; adding one = a module
+plus its name in ``CONVERTER_MODULES``; the file name it writes and the backend options a bundle
+gets by default come from the format table (:mod:`edgefg.formats`). Heavy libraries are imported inside the functions.
 """
 from __future__ import annotations
 
 import importlib
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgefg.errors import UnsupportedError
+from edgefg.errors import TargetError, UnsupportedError
+from edgefg.manifest import Manifest, Preprocess, TensorSpec  # standard library only: no circle
+from edgefg.targets import Target
 
 CONVERTER_MODULES = [
     "edgefg.converters.onnx_passthrough",
     "edgefg.converters.onnx_to_openvino",
     "edgefg.converters.onnx_to_tflite",
-    "edgefg.converters.onnx_to_tensorrt",
+    "edgefg.tensorrt.convert",
 ]
 
 
@@ -31,8 +33,8 @@ class ConvertRequest:
     src: Path
     out_dir: Path
     precision: str
-    target: Any  # edgefg.targets.Target
-    manifest: Any  # the source artifact's Manifest
+    target: Target
+    manifest: Manifest  # the source artifact's
     samples: np.ndarray | None = None  # preprocessed calibration/parity samples
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -45,9 +47,9 @@ class ConvertResult:
     # backend that runs model_file on the deploying host for the parity check when the target's
     # engine exists only on the device (TensorRT: the ONNX it builds from, run in ONNX Runtime)
     host_backend: str | None = None
-    inputs: list[Any] | None = None  # TensorSpecs when the converter changed them (e.g. a fixed batch)
-    outputs: list[Any] | None = None
-    preprocess: Any = None  # a Preprocess when the converter changed the input layout/dtype (NHWC int8 TFLite)
+    inputs: list[TensorSpec] | None = None  # when the converter changed them (e.g. a fixed batch)
+    outputs: list[TensorSpec] | None = None
+    preprocess: Preprocess | None = None  # when the converter changed the input layout/dtype (NHWC int8 TFLite)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,6 @@ _REGISTRY: dict[tuple[str, str], Converter] = {}
 def require_matching_quantization(req: ConvertRequest, int8_means: str = "INT8 needs an INT8 artifact") -> None:
     """For converters that take the artifact's quantization as it is: an INT8 (Q/DQ) artifact deploys
     only as INT8, and INT8 needs an INT8 artifact."""
-    from edgefg.errors import TargetError
-
     if req.manifest.precision == "int8" and req.precision != "int8":
         raise TargetError(
             f"the artifact is INT8; it cannot be deployed as {req.precision}",
@@ -90,20 +90,12 @@ def registry() -> dict[tuple[str, str], Converter]:
     return dict(_REGISTRY)
 
 
-def find_path(src: str, dst: str) -> list[Converter]:
-    """Shortest chain of converters from ``src`` to ``dst`` (breadth-first)."""
+def find_converter(src: str, dst: str) -> Converter:
+    """The converter from ``src`` to ``dst``. Every conversion edgefg makes is one step from the
+    artifact's ONNX (a converter that needs an intermediate format does that inside itself), so
+    there is no chain search: a chain would have to carry every step's notes and options."""
     reg = registry()
     if (src, dst) in reg:
-        return [reg[(src, dst)]]
-    queue: deque[tuple[str, list[Converter]]] = deque([(src, [])])
-    seen = {src}
-    while queue:
-        fmt, chain = queue.popleft()
-        for (a, b), conv in reg.items():
-            if a == fmt and b not in seen:
-                if b == dst:
-                    return chain + [conv]
-                seen.add(b)
-                queue.append((b, chain + [conv]))
+        return reg[(src, dst)]
     known = ", ".join(f"{a}->{b}" for a, b in sorted(reg))
     raise UnsupportedError(f"no conversion from '{src}' to '{dst}'", f"available converters: {known}")

@@ -5,6 +5,7 @@ import shutil
 
 from edgefg.converters import ConvertRequest, ConvertResult, register
 from edgefg.errors import TargetError
+from edgefg.formats import FORMATS, default_backend_options
 
 
 @register("onnx", "onnx", "copy the ONNX model (FP32, or INT8 as Q/DQ) for ONNX Runtime")
@@ -15,5 +16,6 @@ def onnx_to_onnx(req: ConvertRequest) -> ConvertResult:
             f"'{req.precision}' needs its own artifact",
             f"run: edgefg compress ... --recipe {req.precision}",
         )
-    shutil.copy2(req.src, req.out_dir / "model.onnx")
-    return ConvertResult("model.onnx", backend_options={"providers": ["CPUExecutionProvider"]})
+    model_file = FORMATS["onnx"].model_file
+    shutil.copy2(req.src, req.out_dir / model_file)
+    return ConvertResult(model_file, backend_options=default_backend_options(req.target.backend))

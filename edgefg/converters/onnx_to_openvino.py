@@ -6,6 +6,7 @@ import copy
 
 from edgefg.converters import ConvertRequest, ConvertResult, register, require_matching_quantization
 from edgefg.errors import MissingDependencyError, ModelLoadError, TargetError
+from edgefg.formats import FORMATS, default_backend_options, openvino_device_present, openvino_inference_precision
 
 
 @register("onnx", "openvino", "convert ONNX to OpenVINO IR with openvino.convert_model")
@@ -37,19 +38,18 @@ def onnx_to_openvino(req: ConvertRequest) -> ConvertResult:
             if spec.shape and not isinstance(spec.shape[0], int):
                 spec.shape[0] = batch
         notes.append(f"static shape {shape} (the {req.target.device} plugin compiles static shapes only)")
-    ov.save_model(model, str(req.out_dir / "model.xml"), compress_to_fp16=req.precision == "fp16")
-    inference = {"fp32": "f32", "int8": "f32", "fp16": "f32", "bf16": "bf16"}[req.precision]
-    device = req.target.device or "CPU"
-    if device != "CPU" and req.precision == "fp16":
-        inference = "f16"
+    model_file = FORMATS["openvino"].model_file
+    ov.save_model(model, str(req.out_dir / model_file), compress_to_fp16=req.precision == "fp16")
+    options = default_backend_options("openvino", req.target.device)
+    device = options["device"]
     host_backend = None
-    if device != "CPU" and not any(d == device or d.startswith(device + ".") for d in ov.Core().available_devices):
+    if device != "CPU" and not openvino_device_present(device, ov.Core().available_devices):
         host_backend = "openvino"  # the same IR on this host's CPU
         notes.append(f"OpenVINO device {device} is not present on the deploying host: parity was measured with the same IR on CPU")
     return ConvertResult(
-        "model.xml",
+        model_file,
         notes,
-        backend_options={"device": device, "inference_precision": inference},
+        backend_options={**options, "inference_precision": openvino_inference_precision(req.precision, device)},
         host_backend=host_backend,
         inputs=inputs,
         outputs=outputs,

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgefg.converters import ConvertRequest, ConvertResult, register
 from edgefg.errors import DataError, InputPathError, MissingDependencyError, ModelLoadError, TargetError, UnsupportedError
+from edgefg.formats import FORMATS
 from edgefg.progress import activity, native_logs_silenced, stdout_to_stderr, track
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def onnx_to_tflite(req: ConvertRequest) -> ConvertResult:
         module = litert_torch.to_channel_last_io(module, args=[0]).eval()
     example = torch.zeros(1, h, w, 3) if nhwc else torch.zeros(1, 3, h, w)
     notes: list[str] = []
-    out = req.out_dir / "model.tflite"
+    out = req.out_dir / FORMATS["tflite"].model_file
     try:
         if req.precision == "int8":
             if req.samples is None or req.options.get("samples_source") == "random inputs":
@@ -214,4 +215,4 @@ def onnx_to_tflite(req: ConvertRequest) -> ConvertResult:
     pre.layout = info.layout or ("NHWC" if nhwc else "NCHW")
     pre.dtype = info.input.dtype
     pre.quant_scale, pre.quant_zero_point = info.input.quant_scale, info.input.quant_zero_point
-    return ConvertResult("model.tflite", notes=notes, preprocess=pre, inputs=[info.input], outputs=[info.output])
+    return ConvertResult(out.name, notes=notes, preprocess=pre, inputs=[info.input], outputs=[info.output])

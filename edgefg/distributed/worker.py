@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from edgefg.cli import handle_errors
+from edgefg.cli_support import handle_errors
 from edgefg.distributed.cluster import THREAD_ENV, TIMING_RESOURCE, target_resource
 
 

@@ -1,7 +1,8 @@
 """``edgefg bench``: bundles side by side in one run.
 
 Each bundle runs in its own worker process (so its peak RSS is its own); the parent interleaves
-rounds — bundle A, B, C, A, B, C … — so machine drift hits every bundle alike. numpy only.
+rounds — bundle A, B, C, A, B, C … — with the one timing helper of :mod:`edgefg.runtime.timing`, so
+machine drift hits every bundle alike. numpy only.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgefg.errors import EdgefgError
-from edgefg.runtime.timing import percentiles, time_calls
+from edgefg.runtime.timing import RoundRunner, interleaved_rounds, latency_summary, time_calls
 
 
 @dataclass
@@ -118,25 +119,28 @@ def run_bench(bundles: list[Path], opts: BenchOptions, backends: list[str | None
             if kind == "error":
                 raise EdgefgError(f"bench worker for '{b}' failed: {payload}")
             infos.append(payload)
-        times: list[list[float]] = [[] for _ in bundles]
-        for _ in range(opts.rounds):
-            for i, (_, conn) in enumerate(workers):
-                conn.send(("round", opts.iters))
+        def runner(i: int, conn) -> RoundRunner:
+            def run(n: int) -> list[float]:
+                conn.send(("round", n))
                 kind, payload = conn.recv()
                 if kind == "error":
                     raise EdgefgError(f"bench worker for '{bundles[i]}' failed: {payload}")
-                times[i] += payload
+                return payload
+
+            return run
+
+        times = interleaved_rounds([runner(i, conn) for i, (_, conn) in enumerate(workers)], opts.rounds, opts.iters)
         results = []
         for i, (b, (proc, conn)) in enumerate(zip(bundles, workers)):
             conn.send(("stop", None))
             _, rss = conn.recv()
-            lat = percentiles(times[i])
+            lat = latency_summary(times[i])
             results.append(
                 {
                     "bundle": str(b),
                     **infos[i],
                     "batch": opts.batch,
-                    "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99", "mean")},
+                    "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99", "mean", "iqr")},
                     "throughput_fps": opts.batch * 1e3 / lat["mean"],
                     "peak_rss_mb": rss,
                     "size_mb": _dir_size_mb(b, manifests[i]),
@@ -161,13 +165,13 @@ def bench_table(result: dict[str, Any]):
 
     m = result["machine"]
     table = Table(title=f"edgefg bench — {m.get('cpu', '?')}, {m.get('cores')} cores, batch {result['settings']['batch']}")
-    for col in ("bundle", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "FPS", "vs first", "peak RSS MB", "size MB"):
+    for col in ("bundle", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "FPS", "vs first", "peak RSS MB", "size MB"):
         table.add_column(col, justify="left" if col in ("bundle", "backend", "precision") else "right")
     base = result["results"][0]["latency_ms"]["p50"] if result["results"] else 1.0
     for r in result["results"]:
         lat = r["latency_ms"]
         table.add_row(
-            Path(r["bundle"]).name, r["backend"], r["precision"], f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
+            Path(r["bundle"]).name, r["backend"], r["precision"], f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat.get('iqr', float('nan')):.2f}",
             f"{r['throughput_fps']:.1f}", f"{base / lat['p50']:.2f}×", f"{r['peak_rss_mb']:.0f}", f"{r['size_mb']:.2f}",
         )
     return table

@@ -4,7 +4,6 @@ This is what the on-device runtime, ``validate``, ``bench`` and ``compare`` use.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,8 +34,7 @@ class LoadedBundle:
         self.directory = Path(directory)
         self.manifest = manifest or load_manifest(self.directory, verify=verify, trust=trust)
         if backend and backend != self.manifest.backend:
-            self.manifest = copy.deepcopy(self.manifest)
-            self.manifest.backend, self.manifest.backend_options = backend, {}
+            self.manifest = self.manifest.with_backend(backend)
         self.backend: Backend = open_backend(self.directory, self.manifest, **backend_options)
 
     @property

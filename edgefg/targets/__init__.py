@@ -19,6 +19,8 @@ else:  # pragma: no cover
 from edgefg.errors import InputPathError, TargetError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+# [budget] keys a profile may set: what `edgefg tune` uses for a limit its command line does not give
+BUDGET_KEYS = ("max_top1_drop", "max_class_drop", "max_latency_ms", "max_size_mb")
 
 
 @dataclass
@@ -37,8 +39,8 @@ class Target:
     aliases: list[str] = field(default_factory=list)
     runtime: dict[str, Any] = field(default_factory=dict)
     device_info: dict[str, Any] = field(default_factory=dict)
-    budget: dict[str, float] = field(default_factory=dict)
-    unsupported_ops: list[str] = field(default_factory=list)
+    budget: dict[str, float] = field(default_factory=dict)  # BUDGET_KEYS: the defaults `edgefg tune` applies per target
+    unsupported_ops: list[str] = field(default_factory=list)  # ONNX op types deploy refuses for this target
     device_install: str = ""
     notes: str = ""
     path: str = ""
@@ -46,6 +48,12 @@ class Target:
     @property
     def available(self) -> bool:
         return self.status == "available"
+
+    def require_available(self) -> "Target":
+        """This target, or a one-line error when its profile is only planned."""
+        if not self.available:
+            raise TargetError(f"target '{self.name}' is not available yet: {self.status_note}", "see `edgefg targets` for the available ones")
+        return self
 
     @classmethod
     def from_file(cls, path: Path) -> "Target":
@@ -60,6 +68,9 @@ class Target:
         missing = [k for k in ("name", "description", "family", "backend", "format", "precisions") if k not in data]
         if missing:
             raise TargetError(f"target file '{path}' lacks required keys: {', '.join(missing)}")
+        bad_budget = sorted(set(data.get("budget") or {}) - set(BUDGET_KEYS))
+        if bad_budget:
+            raise TargetError(f"target file '{path}' has unknown [budget] keys: {', '.join(bad_budget)}", f"allowed: {', '.join(BUDGET_KEYS)}")
         return cls(**data, path=str(path))
 
     def check_precision(self, precision: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefg.errors import BundleError, TargetError
+from edgefg.formats import ENGINE_DIR
 from edgefg.manifest import Manifest, sha256_file
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
@@ -140,7 +141,7 @@ def engine_dir(bundle: Path, manifest: Manifest, override: str | Path | None = N
     env = os.environ.get("EDGEFG_ENGINE_CACHE")
     if env:
         return Path(env) / Path(bundle).resolve().name
-    return Path(bundle) / manifest.backend_options.get("engine_dir", "engines")
+    return Path(bundle) / manifest.backend_options.get("engine_dir", ENGINE_DIR)
 
 
 class EngineCache:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from edgefg.cli import handle_errors
+from edgefg.cli_support import handle_errors
 
 
 @click.command("build-engine")

@@ -181,7 +181,7 @@ def _engine_check(rep: Report, trt: Any, cuda: Any, target: Any, onnx_path: Path
     """Build ``onnx_path`` with the builder's own code path, then run it through an EngineSession."""
     import numpy as np
 
-    from edgefg.runtime.backends.tensorrt import BufferSpec, EngineSession
+    from edgefg.tensorrt.backend import BufferSpec, EngineSession
     from edgefg.tensorrt.builder import BuildOptions, attach_timing_cache, configure, network_flags, parse_onnx
 
     fp16 = "fp16" in target.precisions

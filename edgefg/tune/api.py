@@ -40,14 +40,14 @@ def resolve_space(opts: TuneOptions) -> SearchSpace:
 
 
 def target_budgets(opts: TuneOptions) -> dict[str, Budget]:
-    """The command line's budget; drops not given there come from each target profile's [budget]."""
+    """The command line's budget; limits not given there come from each target profile's [budget]."""
     out = {}
     for name in opts.targets:
         prof = load_target(name).budget
         b = opts.budget
         out[name] = Budget(
-            b.max_latency_ms,
-            b.max_size_mb,
+            b.max_latency_ms if b.max_latency_ms is not None else prof.get("max_latency_ms"),
+            b.max_size_mb if b.max_size_mb is not None else prof.get("max_size_mb"),
             b.max_drop if b.max_drop is not None else prof.get("max_top1_drop"),
             b.max_class_drop if b.max_class_drop is not None else prof.get("max_class_drop"),
         )
@@ -68,9 +68,7 @@ def _check_inputs(opts: TuneOptions) -> None:
     if not opts.targets:
         raise DataError("tune needs at least one --target")
     for t in opts.targets:
-        tgt = load_target(t)  # unknown target: one-line error before any work
-        if not tgt.available:
-            raise DataError(f"target '{t}' is not available yet: {tgt.status_note}")
+        load_target(t).require_available()  # unknown or planned target: one-line error before any work
 
 
 def tune(opts: TuneOptions) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from edgefg.cli import _console, handle_errors, run_printing_report
+from edgefg.cli_support import console as _console
+from edgefg.cli_support import handle_errors, run_printing_report
 
 
 @click.command("tune")

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgefg.errors import CheckFailed, EdgefgError, UnsupportedError
+from edgefg.formats import stand_in
 from edgefg.manifest import MANIFEST_NAME
 from edgefg.tune.options import TuneOptions
 from edgefg.tune.space import TrialConfig
 
 log = logging.getLogger(__name__)
-# bundles whose engine runs only on the device, and the host runtime that runs their model file
-STAND_IN_BACKENDS = {"tensorrt": "onnxruntime"}
 
 
 def one_line(exc: BaseException) -> str:
@@ -116,7 +115,7 @@ def stand_in_backend(bundle: str | Path) -> str | None:
     """The host runtime for a bundle whose engine only runs on the device (None: its own runs here)."""
     from edgefg.manifest import load_manifest
 
-    return STAND_IN_BACKENDS.get(load_manifest(bundle, verify=False).backend)
+    return stand_in(load_manifest(bundle, verify=False).backend)
 
 
 def measure_bundle(
@@ -135,12 +134,12 @@ def measure_bundle(
     from edgefg.runtime.model import LoadedBundle
     from edgefg.validate.api import reference_metrics
     from edgefg.validate.evaluate import score_samples
-    from edgefg.validate.metrics import classification
+    from edgefg.validate.metrics import classification, significant_drop_count, worst_class_drop
 
     t0 = time.perf_counter()
     try:
         manifest = load_manifest(bundle, verify=False)
-        backend = None if on_target else STAND_IN_BACKENDS.get(manifest.backend)
+        backend = None if on_target else stand_in(manifest.backend)
         engine_s = None
         if on_target and manifest.backend == "tensorrt":  # the device's own engine: `edgefg build-engine`, on the device
             from edgefg.tensorrt.builder import build_engine
@@ -161,8 +160,8 @@ def measure_bundle(
             "reference_top1": ref["reference_top1"],
             "top1_drop": ref["top1_drop"],
             "worst_class_drop": ref["worst_class_drop"],
-            "worst_class": drops[0]["class"] if drops and drops[0]["drop_pts"] > 0 else None,
-            "significant_class_drops": sum(1 for d in drops if d["drop_pts"] > 0 and d["p_value"] is not None and d["p_value"] < 0.05),
+            "worst_class": worst_class_drop(drops)[1],
+            "significant_class_drops": significant_drop_count(drops, 0.05),
             "agreement": ref["agreement"],
             "images": int(len(scored.labels)),
             "latency_ms_p50": r["latency_ms"]["p50"],

@@ -18,7 +18,7 @@ from edgefg.manifest import MANIFEST_NAME
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
 from edgefg.validate.limits import DIRECTIONS, check_message, holds
-from edgefg.validate.metrics import class_drops, class_failures, classification, parity, significant_worst_drop, strip_arrays
+from edgefg.validate.metrics import class_drops, class_failures, classification, parity, significant_worst_drop, strip_arrays, worst_class_drop
 
 
 @dataclass
@@ -68,7 +68,7 @@ def reference_metrics(scored: Scored, ref_scored: Scored, labels: Sequence[str],
         out["reference_top1"] = ref["top1"]
         out["reference_top5"] = ref["top5"]
         out["top1_drop"] = 100.0 * (ref["top1"] - cand["top1"])
-        out["worst_class_drop"] = max(0.0, drops[0]["drop_pts"]) if drops else 0.0
+        out["worst_class_drop"] = worst_class_drop(drops)[0]
         out["class_drops"] = drops
     return out
 
@@ -84,10 +84,7 @@ def _reference_scores(reference: Path, bundle: LoadedBundle, samples, batch_size
                 )
             return score(ref, samples, batch_size, "scoring reference"), f"{ref.manifest.precision} {ref.manifest.backend}"
     if reference.suffix.lower() == ".onnx":
-        import copy
-
-        manifest = copy.deepcopy(bundle.manifest)
-        manifest.model_file, manifest.backend, manifest.backend_options = reference.name, "onnxruntime", {}
+        manifest = bundle.manifest.with_backend("onnxruntime", model_file=reference.name)
         manifest.outputs[0].quant_scale = None
         with LoadedBundle(reference.parent, verify=False, manifest=manifest) as ref:
             return score(ref, samples, batch_size, "scoring reference"), "onnx onnxruntime"

@@ -7,7 +7,6 @@ labelled data — accuracy next to the reference's with the worst class drop. Me
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,12 @@ import numpy as np
 
 from edgefg.calibration.dataset import scan
 from edgefg.errors import ClassMismatchError, DataError, MissingDependencyError, UnsupportedError
+from edgefg.formats import stand_in as host_stand_in
 from edgefg.manifest import load_manifest
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import score_samples
-from edgefg.validate.metrics import near_zero_note, class_drops, classification, parity, strip_arrays
+from edgefg.validate.metrics import class_drops, classification, near_zero_note, parity, strip_arrays, worst_class_drop
 from edgefg.validate.report import fmt, markdown_table
-
-# bundles whose engine runs only on the device, and the host runtime that runs their model file
-STAND_INS = {"tensorrt": "onnxruntime"}
 
 
 @dataclass
@@ -40,17 +37,14 @@ class Tolerances:
 
 def _open(path: Path, stand_in: bool) -> tuple[LoadedBundle, str]:
     manifest = load_manifest(path)
-    runtime = manifest.backend
-    if stand_in and manifest.backend in STAND_INS:
-        host = copy.deepcopy(manifest)
-        host.backend, host.backend_options = STAND_INS[manifest.backend], {}
-        runtime = f"{host.backend} (stand-in for {manifest.backend})"
-        return LoadedBundle(path, manifest=host), runtime
+    host = host_stand_in(manifest.backend)
+    if stand_in and host:
+        return LoadedBundle(path, manifest=manifest, backend=host), f"{host} (stand-in for {manifest.backend})"
     try:
-        return LoadedBundle(path, manifest=manifest), runtime
+        return LoadedBundle(path, manifest=manifest), manifest.backend
     except MissingDependencyError as exc:
-        if manifest.backend in STAND_INS:
-            raise MissingDependencyError(exc.message, f"{exc.hint}; or compare on this host with --stand-in ({STAND_INS[manifest.backend]} runs the same model file)") from None
+        if host:
+            raise MissingDependencyError(exc.message, f"{exc.hint}; or compare on this host with --stand-in ({host} runs the same model file)") from None
         raise
 
 
@@ -129,8 +123,7 @@ def _row(path, bundle: LoadedBundle, runtime: str, acc, par, drops, checks, pass
     if acc is not None:
         row["accuracy"] = {k: v for k, v in strip_arrays(acc).items() if k != "per_class"}
     if drops:
-        row["worst_class_drop"] = max(0.0, drops[0]["drop_pts"])
-        row["worst_class"] = drops[0]["class"]
+        row["worst_class_drop"], row["worst_class"] = worst_class_drop(drops)
     row["parity"] = par
     row["checks"] = checks
     row["passed"] = passed

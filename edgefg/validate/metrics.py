@@ -149,6 +149,19 @@ def significant_worst_drop(drops: list[dict], alpha: float) -> float:
     return max(sig, default=0.0)
 
 
+def worst_class_drop(drops: list[dict]) -> tuple[float, str | None]:
+    """The largest per-class drop in points and its class, from :func:`class_drops` rows. Never
+    negative: (0.0, None) when no class lost accuracy (a class that gained is not a "drop")."""
+    if drops and drops[0]["drop_pts"] > 0:
+        return float(drops[0]["drop_pts"]), drops[0]["class"]
+    return 0.0, None
+
+
+def significant_drop_count(drops: list[dict], alpha: float) -> int:
+    """How many classes lost accuracy with a paired sign-test p-value below ``alpha``."""
+    return sum(1 for r in drops if r["drop_pts"] > 0 and r["p_value"] is not None and r["p_value"] < alpha)
+
+
 def losing_classes(drops: list[dict]) -> list[dict]:
     """Only the classes that lost accuracy, worst first (for the "worst classes" tables)."""
     return sorted((r for r in drops if r["drop_pts"] > 0), key=lambda r: (-r["drop_pts"], r["class"]))

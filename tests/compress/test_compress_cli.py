@@ -74,6 +74,9 @@ def test_unmeetable_class_budget_exits_1_with_report(tmp_path, tiny_model, image
     assert len(q["attempts"]) > 1 and q["float_layers_per_class"]  # it tried reverting layers
     assert (out / "model.onnx").is_file() and (out / "manifest.json").is_file()
     assert "NOT met" in (out / "report.md").read_text()
+    # every step timed together in interleaved rounds (the one timing helper), median and spread
+    assert all(r["latency_ms_p50"] > 0 and r["latency_ms_iqr"] >= 0 for r in report["steps"]) and "interleaved" in report["latency_timing"]
+    assert all(r.get("worst_class_drop", 0) >= 0 for r in report["steps"]) and report["worst_class_drop"] >= 0
 
 
 def test_prune_distil_int8_recipe(tmp_path, tiny_model, image_folder):

@@ -135,7 +135,7 @@ def test_tome_clca_exports_and_runs_on_ort_and_openvino(vit, x, tmp_path):
     assert {"TopK", "GatherElements"} <= set(ops["indexing_ops"]) and "ScatterElements" not in ops["ops"]  # merge = one-hot MatMul
     import onnx
 
-    from edgefg.converters.tensorrt_lint import lint
+    from edgefg.tensorrt.lint import lint
 
     def unsupported(trt: str) -> set[str]:
         return {i.message.split()[1] for i in lint(onnx.load(str(path)), trt, static_shapes=False) if i.rule == "unsupported-op"}

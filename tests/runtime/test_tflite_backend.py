@@ -10,7 +10,7 @@ import pytest
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import load_manifest
-from tests.test_no_torch import _edgefg
+from tests.runtime.test_no_torch import device_edgefg as _edgefg
 
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (pip install 'edgefg[tflite]')")
 

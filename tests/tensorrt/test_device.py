@@ -10,7 +10,7 @@ import pytest
 from edgefg.errors import UnsupportedError
 from edgefg.tensorrt import device as dev
 from edgefg.tensorrt.cache import detect_device
-from tests.trt_fakes import fake_pycuda, fake_tensorrt, install
+from tests.tensorrt.fakes import fake_pycuda, fake_tensorrt, install
 
 
 def jetson_tree(root, compatible="nvidia,p3768-0000+p3767-0005\0nvidia,p3767-0005\0nvidia,tegra234\0",

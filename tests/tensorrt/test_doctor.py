@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edgefg.tensorrt.doctor import TINY_ONNX, format_report, run_doctor
 from tests.tensorrt.test_device import jetson_tree
-from tests.trt_fakes import fake_pycuda, fake_tensorrt, install
+from tests.tensorrt.fakes import fake_pycuda, fake_tensorrt, install
 
 
 def test_doctor_here_says_what_is_missing(tmp_path):

@@ -37,3 +37,23 @@ def test_parity_statistics():
     assert 0 < q["top1_agreement"] < 1 and q["mean_kl"] > 0 and q["cosine_min"] < 1
     probs = np.abs(ref) / np.abs(ref).sum(1, keepdims=True)
     assert parity(probs, probs, "softmax")["mean_kl"] < 1e-9
+
+
+def test_worst_class_drop_is_one_rule_for_compress_validate_compare_and_tune():
+    """A model that only gained accuracy has no worst-class *drop* (the compress report once showed −10 pt)."""
+    from edgefg.compress.api import _row
+    from edgefg.validate.metrics import significant_drop_count, worst_class_drop
+
+    labels = np.array([0] * 10 + [1] * 10)
+    ref_scores = np.eye(2)[labels] * 5
+    ref_scores[:2] = [0, 5]  # the reference misses 2 images of class x
+    better = np.eye(2)[labels] * 5  # the candidate gets them right: x gains 20 pt, y stays
+    names = ["x", "y"]
+    ref, cand = classification(ref_scores, labels, names), classification(better, labels, names)
+    drops = class_drops(cand, ref)
+    assert drops[0]["drop_pts"] == 0.0 and round(drops[-1]["drop_pts"], 6) == -20.0
+    assert worst_class_drop(drops) == (0.0, None) and significant_drop_count(drops, 0.05) == 0
+    row = _row("int8", {}, {"p50": 1.0, "p90": 1.0}, cand, ref)
+    assert row["worst_class_drop"] == 0.0 and row["worst_class"] is None
+    worse = class_drops(ref, cand)
+    assert round(worst_class_drop(worse)[0], 6) == 20.0 and worst_class_drop(worse)[1] == "x"

@@ -3,13 +3,15 @@
 A backend loads one model file described by a :class:`~edgefg.manifest.Manifest` and turns a
 preprocessed batch into scores. Every backend implements the same four things — ``load`` (the
 constructor), ``input_spec``, ``infer`` and ``close`` — in its own module, imported lazily so that
-a device needs only the one engine it uses. Adding a backend = one module + one line in
-``BACKENDS``.
+a device needs only the one engine it uses. The base class checks every feed against the manifest
+and times each call, so all backends do both alike. Adding a backend = one module + one row in
+:data:`edgefg.formats.BACKENDS` (its class, pip extra and host stand-in).
 """
 from __future__ import annotations
 
 import importlib
 import os
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,15 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.formats import BACKENDS
 from edgefg.manifest import Manifest, TensorSpec
-
-# backend name -> "module:Class" (lazy), and the pip extra that provides its engine
-BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("edgefg.runtime.backends.onnxruntime:OnnxRuntimeBackend", "onnxruntime"),
-    "openvino": ("edgefg.runtime.backends.openvino:OpenVINOBackend", "openvino"),
-    "tflite": ("edgefg.runtime.backends.tflite:TFLiteBackend", "tflite"),
-    "tensorrt": ("edgefg.runtime.backends.tensorrt:TensorRTBackend", "runtime-tensorrt"),
-}
 
 
 def default_threads() -> int:
@@ -54,6 +49,7 @@ class Backend(ABC):
             raise UnsupportedError(f"threads must be between 1 and 1024, got {num_threads}")
         self.num_threads = num_threads or default_threads()
         self.options = {**manifest.backend_options, **options}
+        self.last_infer_ms: float | None = None  # the time of the last infer() call, engine and dequantization
 
     # -- the contract ------------------------------------------------------------------------
     @property
@@ -67,7 +63,11 @@ class Backend(ABC):
         return b if isinstance(b, int) and b > 0 else None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed batch (N, ...) → float32 scores (N, classes), dequantized if needed."""
+        """Preprocessed batch (N, ...) → float32 scores (N, classes), dequantized if needed. The feed is
+        checked against the manifest's input (dtype, rank, fixed dimensions) for every backend alike,
+        and the call's time is kept in ``last_infer_ms``."""
+        self.check_feed(batch)
+        t0 = time.perf_counter()
         static = self.static_batch
         if static is not None and batch.shape[0] != static:
             if static != 1:
@@ -75,7 +75,20 @@ class Backend(ABC):
             raw = np.concatenate([self._run(batch[i : i + 1]) for i in range(batch.shape[0])])
         else:
             raw = self._run(batch)
-        return self._dequantize(raw)
+        scores = self._dequantize(raw)
+        self.last_infer_ms = (time.perf_counter() - t0) * 1e3
+        return scores
+
+    def check_feed(self, batch: np.ndarray) -> None:
+        """A one-line error, not an engine's traceback, for a batch the model does not take."""
+        spec = self.input_spec
+        hint = "prepare inputs with edgefg.runtime.preprocess.preprocess and the bundle's manifest (layout, input size, dtype)"
+        if batch.dtype != np.dtype(spec.dtype):
+            raise UnsupportedError(f"the model takes {np.dtype(spec.dtype).name} input, got {batch.dtype.name}", hint)
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
+        if batch.ndim != len(spec.shape) or any(d is not None and d != n for d, n in zip(fixed[1:], batch.shape[1:])):
+            shown = [d if d is not None else "?" for d in fixed]
+            raise UnsupportedError(f"the model takes input of shape {shown}, got {list(batch.shape)}", hint)
 
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -102,12 +115,12 @@ class Backend(ABC):
 def backend_class(name: str) -> type[Backend]:
     if name not in BACKENDS:
         raise UnsupportedError(f"unknown runtime backend '{name}'", f"known backends: {', '.join(sorted(BACKENDS))}")
-    target, extra = BACKENDS[name]
-    module_name, cls_name = target.split(":")
+    info = BACKENDS[name]
+    module_name, cls_name = info.entry.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise MissingDependencyError.for_module(exc.name or name, extra) from None
+        raise MissingDependencyError.for_module(exc.name or name, info.extra) from None
     return getattr(module, cls_name)
 
 

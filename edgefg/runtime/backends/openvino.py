@@ -8,16 +8,13 @@ from typing import Any
 import numpy as np
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
+from edgefg.formats import openvino_device_present, openvino_inference_precision
 from edgefg.runtime.backends.base import Backend
 
 try:
     import openvino as ov
 except ModuleNotFoundError:  # pragma: no cover - depends on the install
     raise MissingDependencyError.for_module("openvino", "openvino") from None
-
-# manifest precision -> INFERENCE_PRECISION_HINT for the float parts of the graph.
-# int8 keeps f32 for what stays in float, so INT8 vs FP32 comparisons measure quantization only.
-INFERENCE_PRECISION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
 
 
 class OpenVINOBackend(Backend):
@@ -30,14 +27,12 @@ class OpenVINOBackend(Backend):
         # an explicit option wins, then $EDGEFG_OPENVINO_DEVICE (run a GPU/NPU bundle on CPU), then the manifest
         device = str(options.get("device") or os.environ.get("EDGEFG_OPENVINO_DEVICE") or self.options.get("device", "CPU"))
         available = core.available_devices
-        if not any(d == device or d.startswith(device + ".") for d in available):
+        if not openvino_device_present(device, available):
             raise UnsupportedError(
                 f"OpenVINO device '{device}' is not present on this machine (available: {', '.join(available)})",
                 "run it on the CPU with EDGEFG_OPENVINO_DEVICE=CPU (same IR), or deploy for the intel-cpu target",
             )
-        precision = self.options.get("inference_precision") or INFERENCE_PRECISION.get(manifest.precision, "f32")
-        if device == "CPU" and precision == "f16":
-            precision = "f32"  # FP16-compressed weights are decompressed on CPU; compute stays f32
+        precision = openvino_inference_precision(manifest.precision, device, self.options.get("inference_precision"))
         config = {
             "PERFORMANCE_HINT": self.options.get("performance_hint", "LATENCY"),
             "INFERENCE_PRECISION_HINT": precision,

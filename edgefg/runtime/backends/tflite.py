@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
-from edgefg.manifest import TensorSpec
+from edgefg.manifest import TensorSpec, guess_layout
 from edgefg.progress import native_logs_silenced
 from edgefg.runtime.backends.base import Backend
 
@@ -94,7 +94,7 @@ def inspect_tflite(path: str) -> TFLiteInfo:
     shape = inp.shape
     if len(shape) != 4:
         raise UnsupportedError(f"'{path}' input has shape {shape}; an image classifier takes N×H×W×C or N×C×H×W")
-    layout = "NHWC" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "NCHW" if shape[1] in (1, 3) and shape[3] not in (1, 3) else None
+    layout = guess_layout(shape)
     tensors = interpreter.get_tensor_details()
     dtypes = {np.dtype(t["dtype"]).name for t in tensors}
     quantized = any(np.dtype(t["dtype"]).name in ("int8", "uint8") and (t.get("quantization") or (0, 0))[0] for t in tensors)
@@ -129,12 +129,6 @@ class TFLiteBackend(Backend):
         return self._in_shape[0]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        dtype = np.dtype(self._in["dtype"])
-        if batch.dtype != dtype:
-            raise UnsupportedError(
-                f"the model takes {dtype.name} input, got {batch.dtype.name}",
-                "prepare inputs with edgefg.runtime.preprocess.preprocess and the bundle's manifest",
-            )
         if tuple(batch.shape) != self._in_shape:
             raise UnsupportedError(
                 f"the model takes input of shape {list(self._in_shape)}, got {list(batch.shape)}",

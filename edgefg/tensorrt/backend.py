@@ -20,6 +20,8 @@ import numpy as np
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import Manifest, TensorSpec
 from edgefg.runtime.backends.base import Backend
+from edgefg.tensorrt.builder import import_tensorrt
+from edgefg.tensorrt.cache import EngineCache, detect_device, engine_dir, engine_key
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 # tensorrt.DataType member name → NumPy (BF16/FP8/INT4 have no NumPy type: refused)
@@ -257,9 +259,6 @@ class TensorRTBackend(Backend):
 
     def __init__(self, model_path, manifest, num_threads=None, **options: Any):
         super().__init__(model_path, manifest, num_threads, **options)
-        from edgefg.tensorrt.builder import import_tensorrt
-        from edgefg.tensorrt.cache import EngineCache, detect_device, engine_dir, engine_key
-
         expected = buffer_specs(manifest)  # before any CUDA work: a bad manifest fails fast
         trt = import_tensorrt()
         index = int(self.options.get("device_id", 0))

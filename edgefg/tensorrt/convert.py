@@ -12,10 +12,9 @@ import copy
 
 from edgefg.converters import ConvertRequest, ConvertResult, register, require_matching_quantization
 from edgefg.errors import MissingDependencyError, TargetError
+from edgefg.formats import ENGINE_DIR, FORMATS, stand_in
+from edgefg.tensorrt.builder import DLA_ONNX, DLA_RANGES
 
-ENGINE_DIR = "engines"
-DLA_ONNX = "model.dla.onnx"  # same names as edgefg.tensorrt.builder (not imported: keeps this module light)
-DLA_RANGES = "model.dla.ranges.json"
 
 
 def write_dla_int8(model, out_dir) -> dict[str, float]:
@@ -24,7 +23,7 @@ def write_dla_int8(model, out_dir) -> dict[str, float]:
 
     import onnx
 
-    from edgefg.converters.tensorrt_qdq import strip_qdq_for_dla
+    from edgefg.tensorrt.qdq import strip_qdq_for_dla
 
     float_model, ranges = strip_qdq_for_dla(model)
     onnx.save(float_model, str(out_dir / DLA_ONNX))
@@ -50,8 +49,8 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
         import onnx
     except ModuleNotFoundError:
         raise MissingDependencyError.for_module("onnx", "compress") from None
-    from edgefg.converters.tensorrt_lint import default_opset, lint, op_table, raise_on_errors
-    from edgefg.converters.tensorrt_qdq import downconvert_opset, fix_batch, symmetric_int8_qdq
+    from edgefg.tensorrt.lint import default_opset, lint, op_table, raise_on_errors
+    from edgefg.tensorrt.qdq import downconvert_opset, fix_batch, symmetric_int8_qdq
 
     tgt = req.target
     trt_version = str(tgt.runtime.get("tensorrt") or "")
@@ -83,7 +82,8 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
         notes.append(f"opset {source_opset} → {default_opset(model)} (TensorRT {trt_version} parser reads ≤ {table.max_opset})")
     issues = lint(model, trt_version, static_shapes=tgt.static_shapes)
     raise_on_errors(issues, trt_version, tgt.name)
-    onnx.save(model, str(req.out_dir / "model.onnx"))
+    model_file = FORMATS["tensorrt-onnx"].model_file
+    onnx.save(model, str(req.out_dir / model_file))
     dla_cores = int(tgt.runtime.get("dla_cores", 0) or 0)
     dla = None
     if req.precision == "int8" and dla_cores:
@@ -113,4 +113,4 @@ def onnx_to_tensorrt(req: ConvertRequest) -> ConvertResult:
         options["qdq_rewrite"] = rewrite
     if dla is not None:
         options["dla_int8"] = {"onnx": DLA_ONNX, "ranges": DLA_RANGES, "tensors": len(dla)}
-    return ConvertResult("model.onnx", notes, options, host_backend="onnxruntime", inputs=inputs, outputs=outputs)
+    return ConvertResult(model_file, notes, options, host_backend=stand_in("tensorrt"), inputs=inputs, outputs=outputs)

@@ -13,8 +13,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgefg.converters.tensorrt_lint import GraphIndex, lint, op_table, raise_on_errors  # noqa: E402
-from edgefg.converters.tensorrt_qdq import downconvert_opset, fix_batch, symmetric_int8_qdq  # noqa: E402
+from edgefg.tensorrt.lint import GraphIndex, lint, op_table, raise_on_errors  # noqa: E402
+from edgefg.tensorrt.qdq import downconvert_opset, fix_batch, symmetric_int8_qdq  # noqa: E402
 from edgefg.errors import TargetError  # noqa: E402
 
 
@@ -292,7 +292,7 @@ def test_attribute_limits_topk_resize_einsum():
 
 
 def test_dla_form_strips_qdq_and_keeps_the_output():
-    from edgefg.converters.tensorrt_qdq import strip_qdq_for_dla
+    from edgefg.tensorrt.qdq import strip_qdq_for_dla
 
     m = conv_model(act_zp=np.int8(0), act_scale=0.04, batch=1)
     stripped, ranges = strip_qdq_for_dla(m)

@@ -13,10 +13,9 @@ import pytest
 
 from edgefg.errors import MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.backends.tensorrt import BufferSpec, buffer_specs, check_io
+from edgefg.tensorrt.backend import BufferSpec, buffer_specs, check_io
 from edgefg.tensorrt.cache import DeviceInfo, EngineCache, StaleEngineError
-from tests import trt_fakes
-from tests.trt_fakes import FakeMem, fake_pycuda, fake_tensorrt
+from tests.tensorrt.fakes import FakeMem, fake_device, fake_tensorrt
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +47,11 @@ def test_engine_io_must_match_manifest():
         check_io(expected, [BufferSpec("x", (1, 3, 64, 64), np.dtype(np.float32), True), expected[1]])
 
 
-# -- backend through the strict per-version fakes (tests/trt_fakes.py) -----------------------------
+# -- backend through the strict per-version fakes (tests/tensorrt/fakes.py) -----------------------------
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
     """Install fake tensorrt (a given version) + pycuda; the device facts come from pycuda (SM 8.7, 8 SMs)."""
-    from edgefg.tensorrt import device as dev
-
-    empty = tmp_path / "no-sys"
-    monkeypatch.setattr("edgefg.tensorrt.cache.TEGRA_RELEASE", empty / "nv_tegra_release")
-    real = dev.SystemPaths
-    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=empty, cuda_home=empty, tegra_release=empty / "x"))
-
-    def install(version="10.3.0", **kw):
-        trt, cuda = fake_tensorrt(version, **kw), fake_pycuda()
-        trt_fakes.install(monkeypatch, trt, cuda)
-        return trt, cuda
-
-    return install
+    return lambda version="10.3.0", **kw: fake_device(monkeypatch, tmp_path, version, **kw)
 
 
 def build_with(trt, bundle, **kw):
@@ -123,7 +110,7 @@ def test_backend_bindings_api_on_trt82(tiny_artifacts, tmp_path, fakes):
 
 def test_dynamic_shape_engine_gets_input_shape_from_the_manifest(trt_bundle, tmp_path, fakes):
     from edgefg.runtime.model import LoadedBundle
-    from tests.converters.test_tensorrt_build import dynamic_batch_bundle
+    from tests.tensorrt.test_build import dynamic_batch_bundle
 
     bundle = dynamic_batch_bundle(trt_bundle, tmp_path / "b")
     trt, cuda = fakes("10.3.0")
@@ -143,7 +130,7 @@ def test_dynamic_shape_engine_gets_input_shape_from_the_manifest(trt_bundle, tmp
 
 
 def test_engine_dtypes_are_ours_and_compared():
-    from edgefg.runtime.backends.tensorrt import check_io, numpy_dtype
+    from edgefg.tensorrt.backend import check_io, numpy_dtype
 
     trt = fake_tensorrt("8.5.2")
     with pytest.raises(AttributeError, match="numpy.*bool"):  # what trt.nptype does on NumPy 1.24-1.26

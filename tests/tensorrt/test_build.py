@@ -1,6 +1,6 @@
 """Engine cache keys, stale-engine refusal and the builder's TensorRT calls.
 
-The builder tests use tests/trt_fakes.py: stand-ins that RECORD calls. They verify that edgefg
+The builder tests use tests/tensorrt/fakes.py: stand-ins that RECORD calls. They verify that edgefg
 calls the TensorRT 10 / 8.x Python API as documented with the right settings — not that TensorRT
 builds the engine (that needs a Jetson or a GPU host with TensorRT; see test_real_tensorrt_build)."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ from edgefg.tensorrt.cache import (
     engine_key,
     read_l4t,
 )
-from tests.trt_fakes import fake_tensorrt
+from tests.tensorrt.fakes import fake_tensorrt
 
 ORIN = DeviceInfo("10.3.0", "8.7", "36.4.3", "NVIDIA Jetson Orin Nano [p3767-0005]", 8, "12.6", "pycuda")
 
@@ -353,13 +353,10 @@ def test_real_tensorrt_build_and_run(trt_bundles, tmp_path):
 def test_cli_build_engine_reports_dla_fallback_and_dry_run_dla_int8(trt_bundles, tiny_artifacts, tmp_path, monkeypatch):
     from edgefg.cli import cli
     from edgefg.deploy import deploy
-    from edgefg.tensorrt import device as dev
-    from tests.trt_fakes import fake_pycuda, install
+    from tests.tensorrt.fakes import fake_device
 
-    real = dev.SystemPaths
-    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=tmp_path / "none", cuda_home=tmp_path / "none", tegra_release=tmp_path / "none"))
-    trt = fake_tensorrt("10.3.0", dla_cores=2, dla_unsupported={"REDUCE"})
-    install(monkeypatch, trt, fake_pycuda(sm_count=16))  # no pycuda needed to build, but here it answers first
+    # no pycuda needed to build, but here it answers first
+    fake_device(monkeypatch, tmp_path, "10.3.0", pycuda={"sm_count": 16}, dla_cores=2, dla_unsupported={"REDUCE"})
     bundle = copy_bundle(trt_bundles["fp32"], tmp_path / "b")
     r = CliRunner().invoke(cli, ["build-engine", str(bundle), "--dla", "0", "--fp16"])
     assert r.exit_code == 0, r.output
@@ -379,8 +376,7 @@ def test_dry_run_prints_the_engine_path_the_build_writes(trt_bundles, tmp_path, 
     import re as _re
 
     from edgefg.cli import cli
-    from edgefg.tensorrt import device as dev
-    from tests.trt_fakes import fake_pycuda, install
+    from tests.tensorrt.fakes import fake_device
 
     bundle = copy_bundle(trt_bundles["int8"], tmp_path / "bird-orin")
     try:
@@ -389,9 +385,7 @@ def test_dry_run_prints_the_engine_path_the_build_writes(trt_bundles, tmp_path, 
         r = CliRunner().invoke(cli, ["build-engine", str(bundle), "--dry-run"])
         assert r.exit_code == 0, r.output
         assert "ENGINE." not in r.output and "<key>.engine" in r.output and "--saveEngine=" + str(bundle / "engines" / "bird-orin-int8.engine") in r.output
-    real = dev.SystemPaths
-    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=tmp_path / "none", cuda_home=tmp_path / "none", tegra_release=tmp_path / "none"))
-    install(monkeypatch, fake_tensorrt("10.3.0"), fake_pycuda(sm_count=8))
+    fake_device(monkeypatch, tmp_path, "10.3.0", pycuda={"sm_count": 8})
     r = CliRunner().invoke(cli, ["build-engine", str(bundle), "--dry-run"])
     assert r.exit_code == 0, r.output
     planned = _re.search(r"^engine: (\S+\.engine)$", r.output, _re.M).group(1)

@@ -4,7 +4,7 @@ quantization accept, before anything is copied to a device.
 Rules (each issue names the node and the fix):
 - ``opset``: the default-domain opset is above what the parser of that release reads;
 - ``unsupported-op``: an operator missing from the release's support table (a data file,
-  ``data/tensorrt_onnx_ops.toml``) or from a non-standard domain;
+  ``data/onnx_ops.toml``) or from a non-standard domain;
 - ``dynamic-shape``: a graph input with a symbolic/unknown dimension (profiles with static shapes);
 - ``qdq-dtype`` / ``qdq-zero-point``: Q/DQ that is not INT8 with zero point 0 (TensorRT has no UINT8 or
   asymmetric quantization);
@@ -37,7 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-OPS_FILE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.toml"
+OPS_FILE = Path(__file__).parent / "data" / "onnx_ops.toml"
 INT8_RANGE = (-128, 127)
 
 

@@ -686,3 +686,22 @@ def install(monkeypatch, trt=None, cuda=None):
         pkg.driver = cuda
         monkeypatch.setitem(sys.modules, "pycuda", pkg)
         monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+
+
+def hide_device_files(monkeypatch, root) -> None:
+    """This host has no Jetson files (device tree, CUDA home, /etc/nv_tegra_release): the device facts
+    then come from the fakes alone, whatever machine runs the tests."""
+    from edgefg.tensorrt import device as dev
+
+    empty = root / "no-device-files"
+    monkeypatch.setattr("edgefg.tensorrt.cache.TEGRA_RELEASE", empty / "nv_tegra_release")
+    real = dev.SystemPaths
+    monkeypatch.setattr(dev, "SystemPaths", lambda **kw: real(device_tree=empty, cuda_home=empty, tegra_release=empty / "x"))
+
+
+def fake_device(monkeypatch, root, version: str = "10.3.0", pycuda: dict | None = None, **trt_options):
+    """The one fake TensorRT device: no device files, fake tensorrt ``version`` + pycuda installed. Returns (trt, cuda)."""
+    hide_device_files(monkeypatch, root)
+    trt, cuda = fake_tensorrt(version, **trt_options), fake_pycuda(**(pycuda or {}))
+    install(monkeypatch, trt, cuda)
+    return trt, cuda

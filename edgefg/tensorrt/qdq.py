@@ -1,4 +1,4 @@
-"""Graph rewrites that make an ONNX model buildable by TensorRT (used by ``onnx_to_tensorrt``).
+"""Graph rewrites that make an ONNX model buildable by TensorRT (used by ``edgefg.tensorrt.convert``).
 
 - :func:`symmetric_int8_qdq`: every activation Q/DQ becomes per-tensor int8 with zero point 0 whose
   range covers the original one (uint8 zero-point-0 → int8 with scale×255/127, the case NNCF emits for
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefg.converters.tensorrt_lint import GraphIndex, default_opset, qdq_params, weight_axis
+from edgefg.tensorrt.lint import GraphIndex, default_opset, qdq_params, weight_axis
 from edgefg.errors import TargetError
 
 QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
