@@ -19,13 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from edgefg.compress.steps import ILA_DEFAULT_AT
 from edgefg.compress.tokens import check_vit
 from edgefg.errors import UnsupportedError
 
 
 @dataclass
 class AdapterOptions:
-    at: Sequence[int] = (3, 7)  # 0-based blocks after which an adapter is inserted
+    at: Sequence[int] = ILA_DEFAULT_AT  # 0-based blocks after which an adapter is inserted
     dim: int = 8  # bottleneck width d
     dropout: float = 0.1
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -22,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_subset
-from edgefg.compress.recipes import RECIPES, TORCH_STEPS, load_recipe, validate_steps
+from edgefg.compress import steps as step_registry
+from edgefg.compress.recipes import RECIPES, load_recipe, validate_steps
+from edgefg.compress.steps import ILA_DEFAULT_AT, StepContext
 from edgefg.compress.report import write_compress_report
 from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, export_onnx_cached
 from edgefg.errors import CheckFailed, DataError, UnsupportedError
@@ -41,7 +42,6 @@ __all__ = ["CompressOptions", "CompressResult", "compress", "RECIPES"]
 TRANSFORMER_ARCH = re.compile(r"vit|deit|beit|eva|swin|levit|cait|xcit|pit_|convit", re.I)
 PARITY_SAMPLES = 32
 FALLBACK_VAL_SIZE = 1000  # stratified images of --data scored when no --val-data is given
-DEFAULT_LR = {"distil": 5e-4, "finetune": 5e-4, "tokens": 5e-4, "ila": 1e-3, "resize": 5e-4}
 
 
 @dataclass
@@ -75,7 +75,7 @@ class CompressOptions:
     clca: bool = False
     # ILA adapters
     adapters: str | None = None  # "ila"
-    adapter_at: list[int] = field(default_factory=lambda: [3, 7])
+    adapter_at: list[int] = field(default_factory=lambda: list(ILA_DEFAULT_AT))
     adapter_dim: int = 8
     # training (overrides the recipe's step values when given)
     epochs: int | None = None
@@ -113,8 +113,8 @@ def has_attention(onnx_path: Path) -> bool:
 def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
     """The recipe's steps with the command-line options folded in."""
     name, steps = load_recipe(opts.recipe)
-    torch_steps = [s for s in steps if s["type"] in TORCH_STEPS]
-    int8 = [s for s in steps if s["type"] == "int8"]
+    torch_steps = [s for s in steps if step_registry.spec(s["type"]).torch]
+    int8 = [s for s in steps if s["type"] == "int8"]  # the one ONNX-stage step
     if opts.input_size is not None:
         rs = next((s for s in torch_steps if s["type"] == "resize"), None)
         if rs is None:
@@ -141,7 +141,7 @@ def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
             raise UnsupportedError(f"unknown adapter type '{opts.adapters}'", "supported: ila")
         torch_steps.append({"type": "ila", "at": list(opts.adapter_at), "dim": opts.adapter_dim, "epochs": 1})
     for s in torch_steps:
-        if s["type"] in DEFAULT_LR or (s["type"] == "tokens" and s.get("epochs")):
+        if step_registry.spec(s["type"]).trains(s):
             if opts.epochs is not None and (s["type"] != "tokens" or s.get("clca")):
                 s["epochs"] = opts.epochs
             if opts.lr is not None:
@@ -252,151 +252,11 @@ def _preprocess_val(val_set: ImageSet | None, model: LoadedModel, size: int | No
     return _Val(np.concatenate(xs), np.concatenate(ys), val_set.root, skipped)
 
 
-def _train_config(step: dict, opts: CompressOptions, ckpt: Path | None):
-    from edgefg.compress.train import TrainConfig
-
-    return TrainConfig(
-        epochs=int(step.get("epochs", 1)),
-        lr=float(step.get("lr", DEFAULT_LR.get(step["type"], 5e-4))),
-        optimizer=str(step.get("optimizer", opts.optimizer)),
-        batch_size=int(step.get("batch_size", opts.train_batch)),
-        max_steps=step.get("max_steps"),
-        kd_temperature=float(step.get("temperature", opts.kd_temperature)),
-        kd_alpha=float(step.get("alpha", opts.kd_alpha)),
-        seed=opts.seed,
-        checkpoint_dir=ckpt,
-        device=opts.device,
-        amp=opts.device.startswith("cuda"),
-        num_workers=min(8, os.cpu_count() or 1) if opts.device.startswith("cuda") else 0,  # keep a GPU fed
-    )
-
-
-def _apply_torch_step(i: int, step: dict, module, teacher, model: LoadedModel, train_samples, opts: CompressOptions, ckpt_root: Path):
-    """Run one PyTorch step; returns (new module, step description)."""
-    from edgefg.compress.train import train
-
-    kind = step["type"]
-    ckpt = ckpt_root / f"{i:02d}-{kind}"
-
-    def need_data() -> None:
-        if not train_samples:
-            raise DataError(f"step '{kind}' trains and needs labelled images", "pass --data DIR with one sub-folder per class")
-
-    if kind == "prune":
-        from edgefg.compress.prune import PruneOptions, prune
-
-        data = _prune_batch(train_samples, model, opts.seed) if train_samples else None
-        popts = PruneOptions(float(step.get("ratio", 0.3)), step.get("round_to"), step.get("importance", "auto"),
-                             global_pruning=bool(step.get("global", False)), bn_recalibrate=bool(step.get("bn_recalibrate", True)))
-        from edgefg.compress.train import resolve_device
-
-        module.to(resolve_device(opts.device))
-        try:
-            desc = prune(module, model.preprocess.input_size, popts, data)
-        finally:
-            module.to("cpu")
-        return module, desc
-    if kind in ("distil", "finetune"):
-        need_data()
-        cfg = _train_config(step, opts, ckpt)
-        res = train(module, train_samples, model.preprocess, cfg, teacher=teacher if kind == "distil" else None, description=kind)
-        desc = {"method": "distillation" if kind == "distil" else "fine-tuning", "teacher": "the unpruned input model" if kind == "distil" else None}
-        if kind == "distil":
-            desc.update(temperature=cfg.kd_temperature, alpha=cfg.kd_alpha, loss="alpha*T^2*KL(teacher||student) + (1-alpha)*CE")
-        desc.update(_train_desc(cfg, res))
-        return module, desc
-    if kind == "tokens":
-        from edgefg.compress.tokens import TokenOptions, build_token_vit, describe
-
-        topts = TokenOptions(float(step.get("keep", 0.5)), str(step.get("method", "evit")), step.get("at"), bool(step.get("clca", False)), step.get("recovery"))
-        wrapped = build_token_vit(module, topts)
-        desc = describe(wrapped, topts)
-        if step.get("epochs"):
-            need_data()
-            cfg = _train_config(step, opts, ckpt)
-            res = train(wrapped, train_samples, model.preprocess, cfg, teacher=teacher, description="token fine-tune")
-            desc.update(_train_desc(cfg, res), teacher="the input model without token reduction")
-        return wrapped, desc
-    if kind == "ila":
-        from edgefg.compress.adapters import AdapterOptions, build_ila_vit, describe, trainable_prefixes
-
-        wrapped = build_ila_vit(module, AdapterOptions(tuple(step.get("at", (3, 7))), int(step.get("dim", 8))))
-        desc = describe(wrapped)
-        if step.get("epochs", 1):
-            need_data()
-            cfg = _train_config(step, opts, ckpt)
-            res = train(wrapped, train_samples, model.preprocess, cfg, trainable=trainable_prefixes(wrapped), description="ILA adapters")
-            desc.update(_train_desc(cfg, res))
-        return wrapped, desc
-    raise UnsupportedError(f"step '{kind}' is not a PyTorch step")  # pragma: no cover - validated earlier
-
-
-def _apply_resize(i: int, step: dict, module, teacher, model: LoadedModel, train_samples, opts: CompressOptions, ckpt_root: Path):
-    """Input down-sampling: the model takes a ``size``×``size`` input (preprocessing keeps crop mode
-    and crop_pct, so the crop covers the same part of the image), then is distilled from the
-    full-resolution model: the teacher sees the full-resolution augmented batch, the student the
-    same batch down-sampled. Returns (module, description, the model with the new preprocessing)."""
-    import torch
-
-    from edgefg.compress.train import train
-    from edgefg.models.loader import with_input_size
-
-    size = int(step["size"])
-    old = model.preprocess.input_size
-    try:
-        with torch.no_grad():
-            out = module.eval()(torch.zeros(1, 3, size, size))
-        assert out.shape[-1] == model.num_classes
-    except Exception as exc:  # fixed position embeddings, a flatten before the head, ...
-        raise UnsupportedError(
-            f"{model.arch or 'the model'} cannot take a {size}×{size} input: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}",
-            "--input-size works for CNNs with global pooling; drop it for this model",
-        ) from None
-    resized = with_input_size(model, size)
-    desc: dict[str, Any] = {"method": "input down-sampling", "input_size_before": list(old), "input_size_after": [size, size],
-                            "macs_note": "MACs scale with the input area"}
-    if step.get("epochs", 1):
-        if not train_samples:
-            raise DataError("input down-sampling distils and needs labelled images", "pass --data DIR with one sub-folder per class")
-        cfg = _train_config(step, opts, ckpt_root / f"{i:02d}-resize")
-        res = train(module, train_samples, model.preprocess, cfg, teacher=teacher, description=f"distil at {size}px", student_size=(size, size))
-        desc.update(_train_desc(cfg, res), teacher="the input model at full resolution",
-                    temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
-    return module, desc, resized
-
-
-def _prune_batch(samples, model: LoadedModel, seed: int, size: int = 128):
-    """A stratified batch of training images (edgefg preprocessing) for gradient-based importance."""
-    import torch
-
-    picked = stratified_subset(samples, size, seed)
-    xs, ys = [], []
-    for b in iter_batches(picked, model.preprocess, 64):
-        xs.append(b.x)
-        ys.append(b.labels)
-    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)).long()
-
-
-def _train_desc(cfg, res) -> dict[str, Any]:
-    return {
-        "epochs": cfg.epochs,
-        "steps": res.steps,
-        "lr": cfg.lr,
-        "optimizer": cfg.optimizer,
-        "batch_size": cfg.batch_size,
-        "schedule": "cosine",
-        "augmentation": "timm train transform (random resized crop, flip, colour jitter)",
-        "trainable_params": res.trainable_params,
-        "resumed_from_step": res.resumed_from_step,
-        "history": res.history,
-    }
-
-
 def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> CompressResult:
     """Run the recipe and write the artifact. Raises :class:`CheckFailed` (after writing the
     artifact and its report with the best result found) when an accuracy budget is not met."""
     name_recipe, steps = plan_steps(opts)
-    torch_steps = [s for s in steps if s["type"] in TORCH_STEPS]
+    torch_steps = [s for s in steps if step_registry.spec(s["type"]).torch]
     int8_step = next((s for s in steps if s["type"] == "int8"), None)
     if torch_steps and model.module is None:
         raise UnsupportedError(
@@ -465,18 +325,18 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         descs: list[dict[str, Any]] = []
 
         module, current, cur_scores = model.module, ref_onnx, ref_scores
-        needs_teacher = any(s["type"] == "distil" or (s["type"] in ("tokens", "resize") and s.get("epochs", 1)) for s in torch_steps)
+        needs_teacher = any(step_registry.spec(s["type"]).distils(s) for s in torch_steps)
         teacher = copy.deepcopy(model.module).eval() if needs_teacher else None
         extra: dict[str, Any] = {}
         for i, step in enumerate(torch_steps):
-            if step["type"] == "resize":  # a new input size: every array after it is prepared again
-                module, desc, model = _apply_resize(i, step, module, teacher, model, train_samples, opts, ckpt_root)
+            outcome = step_registry.apply(StepContext(i, module, teacher, model, train_samples, opts, ckpt_root), step)
+            module, desc = outcome.module, outcome.description
+            if outcome.model is not None:  # a new input size: every array after it is prepared again
+                model = outcome.model
                 val = _preprocess_val(val_set, model, val_size, opts.seed)
                 calib = [b.x for b in iter_batches(calib_samples, model.preprocess, 64)]
                 calib_x = np.concatenate(calib) if calib else None
                 meter = _Meter(model, backend, calib_x[0] if calib_x is not None else _dummy(model), opts.latency_iters, val, opts.batch_size, meter.timed)
-            else:
-                module, desc = _apply_torch_step(i, step, module, teacher, model, train_samples, opts, ckpt_root)
             module.eval()
             (work / str(i)).mkdir()
             current = export_onnx(module, model.preprocess.input_size, work / str(i) / "model.onnx")
@@ -486,7 +346,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                 desc["graph"] = graph_ops(current)
                 desc["runtimes"] = check_runtimes(current, model.preprocess.input_size)
             stats, lat, cur_scores = meter(current, "fp32", step["type"])
-            rows.append(_row(_step_label(step), stats, lat, classification(cur_scores, val.y, model.labels) if val is not None else None, ref_m, opts.class_alpha))
+            rows.append(_row(step_registry.label(step), stats, lat, classification(cur_scores, val.y, model.labels) if val is not None else None, ref_m, opts.class_alpha))
             if step["type"] == "prune":  # one count in the whole report: the table's, on the exported ONNX (BatchNorm folded)
                 for k in ("params", "macs"):
                     desc[f"{k}_before"], desc[f"{k}_after"] = rows[-2].get(k), rows[-1].get(k)
@@ -506,7 +366,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                 desc = quantize_onnx(current, tmp / "model.onnx", calib_x, options=qopts)
             stats, lat, scores = meter(tmp / "model.onnx", "int8", "int8")
             m_int8 = classification(scores, val.y, model.labels) if val is not None else None
-            row = _row(_step_label(int8_step), stats, lat, m_int8, ref_m, opts.class_alpha)
+            row = _row(step_registry.label(int8_step), stats, lat, m_int8, ref_m, opts.class_alpha)
             if m_int8 is not None:
                 m_in = classification(cur_scores, val.y, model.labels)
                 row["top1_drop_vs_input"] = 100.0 * (m_in["top1"] - m_int8["top1"])
@@ -585,21 +445,6 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
 
 def _p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
-
-
-def _step_label(step: dict) -> str:
-    kind = step["type"]
-    if kind == "prune":
-        return f"prune {step.get('ratio', 0.3):g}"
-    if kind == "resize":
-        return f"input {step['size']}px" + (" + KD" if step.get("epochs", 1) else "")
-    if kind == "tokens":
-        return f"{step.get('method', 'evit')} keep {step.get('keep', 0.5):g}" + (" + CLCA" if step.get("clca") else "")
-    if kind == "ila":
-        return f"ILA @ {','.join(str(a) for a in step.get('at', (3, 7)))}"
-    if kind == "int8":
-        return "int8" + (" (accuracy-aware)" if step.get("max_drop") is not None or step.get("max_class_drop") is not None else "")
-    return kind
 
 
 def _dummy(model: LoadedModel) -> np.ndarray:

@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import click
 
+from edgefg.compress.steps import ILA_DEFAULT_AT
+
 
 def _ints(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
@@ -33,7 +35,7 @@ OPTIONS = [
     click.option("--token-at", callback=_ints, help="0-based blocks that reduce tokens (default ≈ depth/4, /2, 3/4)."),
     click.option("--clca", is_flag=True, help="Add the Cross-Layer Cache + Aggregation head (then fine-tune)."),
     click.option("--adapters", type=click.Choice(["ila"]), help="Insert down-sampling inter-layer adapters (frozen backbone)."),
-    click.option("--adapter-at", callback=_ints, default="3,7", show_default=True, help="0-based blocks followed by an adapter."),
+    click.option("--adapter-at", callback=_ints, default=",".join(map(str, ILA_DEFAULT_AT)), show_default=True, help="0-based blocks followed by an adapter."),
     click.option("--adapter-dim", type=int, default=8, show_default=True),
     click.option("--epochs", type=int, help="Training epochs for distillation / CLCA / ILA steps (default 1)."),
     click.option("--lr", type=float, help="Learning rate for training steps."),
@@ -77,5 +79,5 @@ def options_from_cli(**kw: Any):
     kw["ignored"] = list(kw.get("ignored") or [])
     kw["plot"] = not kw.pop("no_plot", False)
     if kw.get("adapter_at") is None:
-        kw["adapter_at"] = [3, 7]
+        kw["adapter_at"] = list(ILA_DEFAULT_AT)
     return CompressOptions(**kw)

@@ -21,18 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgefg.compress.steps import ILA_DEFAULT_AT, STEPS, step_keys, torch_steps
 from edgefg.errors import InputPathError, MissingDependencyError, UnsupportedError
 
-STEP_KEYS: dict[str, set[str]] = {
-    "prune": {"ratio", "round_to", "importance", "global", "bn_recalibrate"},
-    "distil": {"epochs", "lr", "temperature", "alpha", "batch_size", "optimizer", "max_steps"},
-    "finetune": {"epochs", "lr", "batch_size", "optimizer", "max_steps"},
-    "tokens": {"keep", "method", "at", "clca", "recovery", "epochs", "lr", "batch_size", "optimizer", "max_steps"},
-    "ila": {"at", "dim", "epochs", "lr", "batch_size", "optimizer", "max_steps"},
-    "resize": {"size", "epochs", "lr", "temperature", "alpha", "batch_size", "optimizer", "max_steps"},
-    "int8": {"max_drop", "max_class_drop", "class_alpha", "smooth_quant", "ignored", "max_reverts"},
-}
-TORCH_STEPS = ("resize", "prune", "distil", "finetune", "tokens", "ila")
+STEP_KEYS: dict[str, set[str]] = step_keys()  # each step's recipe keys, from the registry (edgefg/compress/steps.py)
+TORCH_STEPS = torch_steps()
 
 BUILTIN: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "fp32": ("no compression (the reference every later step is compared with)", []),
@@ -52,7 +45,7 @@ BUILTIN: dict[str, tuple[str, list[dict[str, Any]]]] = {
     ),
     "evit": ("EViT token reduction, keep 0.7 at three blocks (ViTs)", [{"type": "tokens", "method": "evit", "keep": 0.7}]),
     "tome": ("ToMe token merging, keep 0.7 at three blocks (ViTs)", [{"type": "tokens", "method": "tome", "keep": 0.7}]),
-    "ila": ("ILA down-sampling adapters after blocks 3 and 7, 1 epoch (ViTs)", [{"type": "ila", "at": [3, 7], "epochs": 1}]),
+    "ila": ("ILA down-sampling adapters after blocks {} and {}, 1 epoch (ViTs)".format(*ILA_DEFAULT_AT), [{"type": "ila", "at": list(ILA_DEFAULT_AT), "epochs": 1}]),
 }
 
 # the steps the plain recipes had before recipes existed, for the report heading
@@ -93,6 +86,7 @@ def load_recipe(spec: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def validate_steps(steps: list[Any], where: str = "recipe") -> list[dict[str, Any]]:
+    STEP_KEYS = step_keys()  # read at call time: a step registered after import counts too
     out = []
     for i, step in enumerate(steps):
         if not isinstance(step, dict) or "type" not in step:
@@ -105,15 +99,17 @@ def validate_steps(steps: list[Any], where: str = "recipe") -> list[dict[str, An
             raise UnsupportedError(f"{where}: step '{kind}' has unknown key(s) {', '.join(sorted(unknown))}", f"allowed: {', '.join(sorted(STEP_KEYS[kind]))}")
         out.append(dict(step))
     kinds = [s["type"] for s in out]
-    if "int8" in kinds and kinds.index("int8") != len(kinds) - 1:
-        raise UnsupportedError(f"{where}: the int8 step must be the last step")
-    if "distil" in kinds and "prune" not in kinds[: kinds.index("distil")]:
-        pass  # distilling an unpruned model from itself is allowed (self-distillation), if unusual
-    if "resize" in kinds and (kinds.index("resize") != 0 or kinds.count("resize") > 1):
-        raise UnsupportedError(f"{where}: the resize (input down-sampling) step must be the first step, once")
+    for kind in dict.fromkeys(kinds):
+        spec = STEPS[kind]
+        if spec.position == "last" and kinds.index(kind) != len(kinds) - 1:
+            raise UnsupportedError(f"{where}: the {kind} step must be the last step")
+        if spec.position == "first" and (kinds.index(kind) != 0 or kinds.count(kind) > 1):
+            what = "resize (input down-sampling)" if kind == "resize" else kind
+            raise UnsupportedError(f"{where}: the {what} step must be the first step, once")
     for s in out:
-        if s["type"] == "resize" and not (isinstance(s.get("size"), int) and 16 <= s["size"] <= 4096):
-            raise UnsupportedError(f"{where}: resize needs an integer 'size' in 16..4096 (got {s.get('size')!r})", "e.g. size = 192")
+        check = STEPS[s["type"]].check
+        if check is not None:
+            check(s, where)
     if "ila" in kinds and "tokens" in kinds:
         raise UnsupportedError(f"{where}: ILA adapters and token reduction cannot be combined (adapters need the full token grid)")
     return out
