@@ -176,7 +176,7 @@ def run_evaluation(weights: list[Path], args) -> int:
             r["pareto"] = on
         result["families"][FAMILIES[name]] = rows
         result["method"] = timing["_method"]
-        listing[FAMILIES[name]] = {r["variant"]: r["onnx"] for r in rows}
+        listing[FAMILIES[name]] = {label: {"onnx": str(path.relative_to(REPO)), "model": str(model.source["path"])} for label, (path, model, _) in files.items()}
     info = machine_info()
     result["machine"] = f"{info.get('cpu')} ({info.get('cores')} cores)"
     result["data"] = "cub100/test, " + (f"{args.test_size} stratified images" if args.test_size else "all 2,903 images")

@@ -245,6 +245,17 @@ def vit_family() -> dict[str, Path]:
     return {name: REPO / rel for name, rel in json.loads(listing.read_text()).items()}
 
 
+def recovery_families() -> dict[str, dict[str, dict[str, str]]]:
+    """The families of ``benchmarks/cnn_recovery.py evaluate`` (EfficientNet-Lite0 and the
+    GPU-recovered MobileNetV2 variants: pruning curves, input sizes, INT8), when it has been run."""
+    listing = RUNS / "cnn-recovery" / "variants.json"
+    if not listing.is_file():
+        print(f"note: {listing.relative_to(REPO)} missing: the EfficientNet-Lite0 / recovery families are left out "
+              "(run `python benchmarks/cnn_recovery.py evaluate --weights DIR` first)", flush=True)
+        return {}
+    return json.loads(listing.read_text())
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     """True for points not dominated (lower latency AND higher accuracy) by another point."""
     return [not any((l2 <= l1 and a2 >= a1) and (l2 < l1 or a2 > a1) for l2, a2 in points) for l1, a1 in points]
@@ -310,17 +321,26 @@ def main() -> int:
     ref_model = load_model(model_dir)
     labels, spec = ref_model.labels, ref_model.preprocess
     families = {"MobileNetV2 (cub100)": mnv2_files, "hybrid ViT (cub100)": vit_family()}
+    specs: dict[str, tuple] = {}  # per-file (labels, preprocessing) where a family's models differ from mobilenetv2_cub100's
+    for fam, files in recovery_families().items():
+        families[fam] = {v: REPO / f["onnx"] for v, f in files.items()}
+        for v, f in files.items():
+            m = load_model(REPO / f["model"] if not Path(f["model"]).is_absolute() else f["model"])
+            specs[f"{fam}: {v}"] = (m.labels, m.preprocess)
     test = DATA / "cub100" / "test"
     all_files = {f"{fam}: {v}": p for fam, files in families.items() for v, p in files.items()}
-    timing = time_interleaved(all_files, spec.input_size, rounds=args.rounds)
+    timing = time_interleaved(all_files, None, rounds=args.rounds)  # each model at its own input size
     out: dict[str, list[dict]] = {}
     for fam, files in families.items():
-        ref_scores = score_onnx(next(iter(files.values())), test, labels, spec)
+        first = next(iter(files))
+        ref_scores = score_onnx(files[first], test, *specs.get(f"{fam}: {first}", (labels, spec)))
         rows = []
         for v, p in files.items():
             st = onnx_stats(p)
+            lab, sp = specs.get(f"{fam}: {v}", (labels, spec))
             rows.append({"variant": v, "onnx": str(p.relative_to(REPO)), "sha256": _sha256(p), "macs": st["macs"], "params": st["params"],
-                         "size_mb": p.stat().st_size / 1e6, **timing[f"{fam}: {v}"], **score_onnx(p, test, labels, spec).summary(ref_scores)})
+                         "input_size": list(sp.input_size), "size_mb": p.stat().st_size / 1e6, **timing[f"{fam}: {v}"],
+                         **score_onnx(p, test, lab, sp).summary(ref_scores)})
         for r, on in zip(rows, pareto_front([(r["latency_ms_p50"], r["top1"]) for r in rows])):
             r["pareto"] = on
         out[fam] = rows
