@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 RUNS = REPO / "runs" / "cnn-recovery"
 EFF_DIR = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
 FAMILIES = {"efficientnet_lite0": "EfficientNet-Lite0 (cub100, real BatchNorm)", "mobilenetv2_cub100": "MobileNetV2 (cub100, BN-folded)"}
-INT8_OF = ("base", "input192", "input160", "prune0.2", "prune0.3")  # variants also quantized to INT8
+INT8_OF = ("base", "input192", "input160", "input160-nokd", "prune0.2", "prune0.3")  # variants also quantized to INT8
 
 
 def _split(weights: Path) -> dict[str, dict[str, Any]]:
@@ -98,6 +98,15 @@ def build_models(weights: list[Path], data: Path) -> dict[str, dict[str, Any]]:
             cfg = {**cfg, "input_size": [3, entry["input_size"], entry["input_size"]]}
         d = _write_hub(RUNS / "models" / f"{name}.{tag}", a, labels, cfg, tensors[f"{name}.{tag}"], extra)
         fams[name][tag] = {"dir": d, "entry": entry}
+    from safetensors.torch import load_file
+
+    for name in fams:  # the same weights at a smaller input, no retraining: what the distillation buys
+        a, cfg, labels, model_args = arch[name]
+        base_state = load_file(str(fams[name]["base"]["dir"] / "model.safetensors"))
+        for size in (192, 160):
+            d = _write_hub(RUNS / "models" / f"{name}.input{size}-nokd", a, labels, {**cfg, "input_size": [3, size, size]}, base_state,
+                           {"model_args": model_args, "recovery": {"kind": "input", "input_size": size, "epochs": 0}})
+            fams[name][f"input{size}-nokd"] = {"dir": d, "entry": {"kind": "input", "input_size": size, "epochs": 0}}
     return fams
 
 
@@ -135,6 +144,8 @@ def _label(tag: str, entry: dict | None) -> str:
         how = "global" if entry and entry.get("global_pruning") else "uniform"
         rt = f", rounded to {entry['round_to']}" if entry and entry.get("round_to") else ""
         return f"pruned {float(tag[5:8]):.0%} ({how}{rt}) + KD"
+    if tag.endswith("-nokd"):
+        return f"{tag[5:8]} px input, no retraining"
     if tag.startswith("input"):
         return f"{tag[5:]} px input + KD"
     return tag
@@ -210,7 +221,8 @@ def render(result: dict) -> str:
         for r in rows:
             worst = "–" if r is base else f"{r['worst_class_drop_images']}, p={r['worst_class_p']:.2g} ({r['worst_class_p_adjusted']:.2g})"
             delta = "–" if r is base else f"{r['top1_change_pts']:+.2f} pt"
-            epochs = (r.get("recovery") or {}).get("epochs") or "–"
+            epochs = (r.get("recovery") or {}).get("epochs")
+            epochs = "–" if epochs is None else epochs
             lines.append(f"| {fam} | {r['variant']} | {r['input_size'][0]} | {r['macs'] / 1e6:.0f} M | {r['params'] / 1e6:.2f} M | "
                          f"{r['latency_ms_p50']:.2f} ms ({base['latency_ms_p50'] / r['latency_ms_p50']:.2f}×) | {100 * r['top1']:.2f} % | {delta} | "
                          f"{worst} | {epochs} | {'●' if r['pareto'] else ''} |")
