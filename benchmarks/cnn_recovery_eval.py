@@ -51,13 +51,23 @@ def _write_hub(folder: Path, arch: str, labels: list[str], pretrained_cfg: dict,
     return folder
 
 
+DROPPED: list[str] = []  # RUNDIR:MODEL/VARIANT patterns left out (a run known to be wrong), from --drop
+
+
+def _dropped(run: Path, key: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(f"{run.name}:{key}", pat) for pat in DROPPED)
+
+
 def merged_summary(weights: list[Path]) -> dict[str, Any]:
     """train.json of several runs: a later run's variant replaces an earlier one of the same name."""
     summary = json.loads((weights[0] / "train.json").read_text())
+    summary["variants"] = {k: v for k, v in summary["variants"].items() if not _dropped(weights[0], k)}
     summary["runs"] = [{k: v for k, v in summary.items() if k not in ("variants", "models")}]
     for w in weights[1:]:
         later = json.loads((w / "train.json").read_text())
-        summary["variants"].update(later["variants"])
+        summary["variants"].update({k: v for k, v in later["variants"].items() if not _dropped(w, k)})
         summary["runs"].append({k: v for k, v in later.items() if k not in ("variants", "models")})
     summary["wall_s"] = round(sum(r.get("wall_s", 0) for r in summary["runs"]), 1)
     return summary
@@ -68,7 +78,7 @@ def build_models(weights: list[Path], data: Path) -> dict[str, dict[str, Any]]:
     summary = merged_summary(weights)
     tensors: dict[str, dict[str, Any]] = {}
     for w in weights:
-        later = _split(w)
+        later = {tag: t for tag, t in _split(w).items() if not _dropped(w, tag.replace(".", "/", 1))}
         later.pop("efficientnet_lite0_cub100", None) if tensors else None  # the base model comes from the first run
         tensors.update(later)
     mnv2_dir = data / "models" / "mobilenetv2_cub100"
@@ -158,11 +168,12 @@ def run_evaluation(weights: list[Path], args) -> int:
     from edgefg.runtime.bench import machine_info
 
     t0 = time.time()
+    DROPPED[:] = [p for p in (args.drop or "").split(",") if p]
     data = pareto.DATA
     test = data / "cub100" / "test"
     fams = build_models(weights, data)
     summary = merged_summary(weights)
-    result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}}
+    result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}, "dropped": DROPPED}
     listing: dict[str, dict[str, str]] = {}
     for name, variants in fams.items():
         if args.families and name not in args.families.split(","):
