@@ -413,6 +413,7 @@ def main() -> int:
     e.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     e.add_argument("--families", help="only these models, comma-separated (efficientnet_lite0, mobilenetv2_cub100)")
     e.add_argument("--no-int8", action="store_true", help="skip the INT8 versions")
+    e.add_argument("--drop", help="RUNDIR:MODEL/VARIANT patterns to leave out, comma-separated (e.g. 'gpu1:mobilenetv2_cub100/*')")
     e.add_argument("--readme", action="store_true")
     args = ap.parse_args()
     if args.cmd == "prepare":

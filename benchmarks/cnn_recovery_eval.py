@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 RUNS = REPO / "runs" / "cnn-recovery"
 EFF_DIR = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
 FAMILIES = {"efficientnet_lite0": "EfficientNet-Lite0 (cub100, real BatchNorm)", "mobilenetv2_cub100": "MobileNetV2 (cub100, BN-folded)"}
-INT8_OF = ("base", "input192", "input160", "prune0.2", "prune0.3")  # variants also quantized to INT8
+INT8_OF = ("base", "input192", "input160", "input160-nokd", "prune0.2", "prune0.3")  # variants also quantized to INT8
 
 
 def _split(weights: Path) -> dict[str, dict[str, Any]]:
@@ -51,13 +51,23 @@ def _write_hub(folder: Path, arch: str, labels: list[str], pretrained_cfg: dict,
     return folder
 
 
+DROPPED: list[str] = []  # RUNDIR:MODEL/VARIANT patterns left out (a run known to be wrong), from --drop
+
+
+def _dropped(run: Path, key: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(f"{run.name}:{key}", pat) for pat in DROPPED)
+
+
 def merged_summary(weights: list[Path]) -> dict[str, Any]:
     """train.json of several runs: a later run's variant replaces an earlier one of the same name."""
     summary = json.loads((weights[0] / "train.json").read_text())
+    summary["variants"] = {k: v for k, v in summary["variants"].items() if not _dropped(weights[0], k)}
     summary["runs"] = [{k: v for k, v in summary.items() if k not in ("variants", "models")}]
     for w in weights[1:]:
         later = json.loads((w / "train.json").read_text())
-        summary["variants"].update(later["variants"])
+        summary["variants"].update({k: v for k, v in later["variants"].items() if not _dropped(w, k)})
         summary["runs"].append({k: v for k, v in later.items() if k not in ("variants", "models")})
     summary["wall_s"] = round(sum(r.get("wall_s", 0) for r in summary["runs"]), 1)
     return summary
@@ -68,7 +78,7 @@ def build_models(weights: list[Path], data: Path) -> dict[str, dict[str, Any]]:
     summary = merged_summary(weights)
     tensors: dict[str, dict[str, Any]] = {}
     for w in weights:
-        later = _split(w)
+        later = {tag: t for tag, t in _split(w).items() if not _dropped(w, tag.replace(".", "/", 1))}
         later.pop("efficientnet_lite0_cub100", None) if tensors else None  # the base model comes from the first run
         tensors.update(later)
     mnv2_dir = data / "models" / "mobilenetv2_cub100"
@@ -98,6 +108,15 @@ def build_models(weights: list[Path], data: Path) -> dict[str, dict[str, Any]]:
             cfg = {**cfg, "input_size": [3, entry["input_size"], entry["input_size"]]}
         d = _write_hub(RUNS / "models" / f"{name}.{tag}", a, labels, cfg, tensors[f"{name}.{tag}"], extra)
         fams[name][tag] = {"dir": d, "entry": entry}
+    from safetensors.torch import load_file
+
+    for name in fams:  # the same weights at a smaller input, no retraining: what the distillation buys
+        a, cfg, labels, model_args = arch[name]
+        base_state = load_file(str(fams[name]["base"]["dir"] / "model.safetensors"))
+        for size in (192, 160):
+            d = _write_hub(RUNS / "models" / f"{name}.input{size}-nokd", a, labels, {**cfg, "input_size": [3, size, size]}, base_state,
+                           {"model_args": model_args, "recovery": {"kind": "input", "input_size": size, "epochs": 0}})
+            fams[name][f"input{size}-nokd"] = {"dir": d, "entry": {"kind": "input", "input_size": size, "epochs": 0}}
     return fams
 
 
@@ -135,6 +154,8 @@ def _label(tag: str, entry: dict | None) -> str:
         how = "global" if entry and entry.get("global_pruning") else "uniform"
         rt = f", rounded to {entry['round_to']}" if entry and entry.get("round_to") else ""
         return f"pruned {float(tag[5:8]):.0%} ({how}{rt}) + KD"
+    if tag.endswith("-nokd"):
+        return f"{tag[5:8]} px input, no retraining"
     if tag.startswith("input"):
         return f"{tag[5:]} px input + KD"
     return tag
@@ -147,11 +168,12 @@ def run_evaluation(weights: list[Path], args) -> int:
     from edgefg.runtime.bench import machine_info
 
     t0 = time.time()
+    DROPPED[:] = [p for p in (args.drop or "").split(",") if p]
     data = pareto.DATA
     test = data / "cub100" / "test"
     fams = build_models(weights, data)
     summary = merged_summary(weights)
-    result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}}
+    result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}, "dropped": DROPPED}
     listing: dict[str, dict[str, str]] = {}
     for name, variants in fams.items():
         if args.families and name not in args.families.split(","):
@@ -210,7 +232,8 @@ def render(result: dict) -> str:
         for r in rows:
             worst = "–" if r is base else f"{r['worst_class_drop_images']}, p={r['worst_class_p']:.2g} ({r['worst_class_p_adjusted']:.2g})"
             delta = "–" if r is base else f"{r['top1_change_pts']:+.2f} pt"
-            epochs = (r.get("recovery") or {}).get("epochs") or "–"
+            epochs = (r.get("recovery") or {}).get("epochs")
+            epochs = "–" if epochs is None else epochs
             lines.append(f"| {fam} | {r['variant']} | {r['input_size'][0]} | {r['macs'] / 1e6:.0f} M | {r['params'] / 1e6:.2f} M | "
                          f"{r['latency_ms_p50']:.2f} ms ({base['latency_ms_p50'] / r['latency_ms_p50']:.2f}×) | {100 * r['top1']:.2f} % | {delta} | "
                          f"{worst} | {epochs} | {'●' if r['pareto'] else ''} |")
