@@ -14,7 +14,11 @@ A recipe file lists steps in order::
     max_drop = 0.5
 
 Torch steps (prune, distil, finetune, tokens, ila) run on the PyTorch model in order; ``int8`` runs
-on the exported ONNX and must come last.
+on the exported ONNX and must come last. Its keys: ``max_drop``/``max_class_drop``/``class_alpha``
+(budget on labelled images), ``agreement_data``/``min_agreement``/``agreement_size`` (accuracy control
+by top-1 agreement with the FP32 model on unlabelled images), ``max_reverts`` (most layers reverted to
+float), ``bias_correction`` (fast | full | off), ``subset_size`` (calibration images), ``smooth_quant``
+(alpha), ``ignored`` (node names kept in float).
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ STEP_KEYS: dict[str, set[str]] = {
     "tokens": {"keep", "method", "at", "clca", "recovery", "epochs", "lr", "batch_size", "optimizer", "max_steps"},
     "ila": {"at", "dim", "epochs", "lr", "batch_size", "optimizer", "max_steps"},
     "resize": {"size", "epochs", "lr", "temperature", "alpha", "batch_size", "optimizer", "max_steps"},
-    "int8": {"max_drop", "max_class_drop", "class_alpha", "smooth_quant", "ignored", "max_reverts"},
+    "int8": {"max_drop", "max_class_drop", "class_alpha", "smooth_quant", "ignored", "max_reverts", "agreement_data", "min_agreement",
+             "agreement_size", "bias_correction", "subset_size"},
 }
 TORCH_STEPS = ("resize", "prune", "distil", "finetune", "tokens", "ila")
 
@@ -114,6 +119,46 @@ def validate_steps(steps: list[Any], where: str = "recipe") -> list[dict[str, An
     for s in out:
         if s["type"] == "resize" and not (isinstance(s.get("size"), int) and 16 <= s["size"] <= 4096):
             raise UnsupportedError(f"{where}: resize needs an integer 'size' in 16..4096 (got {s.get('size')!r})", "e.g. size = 192")
+    for s in out:
+        if s["type"] == "int8":
+            check_int8_step(s, where)
     if "ila" in kinds and "tokens" in kinds:
         raise UnsupportedError(f"{where}: ILA adapters and token reduction cannot be combined (adapters need the full token grid)")
     return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# int8 key → (check, what it must be); unlisted keys (ignored, agreement_data) are checked below
+INT8_CHECKS: dict[str, tuple[Any, str]] = {
+    "max_drop": (lambda v: _number(v) and v >= 0, "a number of points ≥ 0"),
+    "max_class_drop": (_number, "a number of points"),
+    "class_alpha": (lambda v: _number(v) and 0 < v, "a sign-test level > 0"),
+    "smooth_quant": (_number, "a SmoothQuant alpha (0..1; negative = off)"),
+    "max_reverts": (lambda v: _whole(v) and v >= 1, "an integer ≥ 1"),
+    "min_agreement": (lambda v: _number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+    "agreement_size": (lambda v: _whole(v) and v >= 1, "an integer ≥ 1"),
+    "subset_size": (lambda v: _whole(v) and v >= 1, "an integer ≥ 1 (calibration images)"),
+    "bias_correction": (lambda v: v in ("fast", "full", "off"), "one of fast, full, off"),
+}
+
+
+def check_int8_step(step: dict[str, Any], where: str = "recipe") -> None:
+    """Types and ranges of the int8 step's keys, so a typo fails before any work."""
+    for key, (ok, what) in INT8_CHECKS.items():
+        if key in step and step[key] is not None and not ok(step[key]):
+            raise UnsupportedError(f"{where}: int8 '{key}' must be {what} (got {step[key]!r})")
+    if "agreement_data" in step and not isinstance(step["agreement_data"], (str, Path)):
+        raise UnsupportedError(f"{where}: int8 'agreement_data' must be a folder path (got {step['agreement_data']!r})")
+    if "ignored" in step and not (isinstance(step["ignored"], list) and all(isinstance(n, str) for n in step["ignored"])):
+        raise UnsupportedError(f"{where}: int8 'ignored' must be a list of ONNX node names")
+    for key in ("min_agreement", "agreement_size"):
+        if step.get(key) is not None and step.get("agreement_data") is None:
+            raise UnsupportedError(f"{where}: int8 '{key}' needs 'agreement_data' (a folder of unlabelled images)",
+                                   "pass --agreement-data DIR or set agreement_data in the int8 step")

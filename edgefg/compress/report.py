@@ -143,6 +143,10 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
         parts = [f"top-1 drop {format_limit('max_drop', b['max_drop'])}"] if b.get("max_drop") is not None else []
         if b.get("max_class_drop") is not None:
             parts.append(f"per class {format_limit('max_class_drop', b['max_class_drop'])} when significant (p < {b.get('class_alpha')})")
+        if b.get("min_agreement") is not None:
+            parts.insert(0, f"top-1 agreement with FP32 ≥ {b['min_agreement']:g} on {desc.get('agreement_images')} unlabelled images "
+                            f"(now {fmt(desc.get('agreement_with_fp32'))}, mean KL {fmt(desc.get('mean_kl_vs_fp32'))}; plain INT8 had "
+                            f"{fmt(desc.get('plain_int8_agreement_with_fp32'))})")
         out += ["", f"Budget: {'; '.join(parts) or 'none'}. **{'met' if desc.get('passed') else 'NOT met'}**."]
         wc = desc.get("worst_class")
         if wc:
