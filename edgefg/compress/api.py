@@ -427,6 +427,9 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
 
         scan_unlabelled(int8_step["agreement_data"])  # a wrong path or an empty folder fails before any work
         agreement_min = float(int8_step.get("min_agreement", DEFAULT_MIN_AGREEMENT))
+    agreement = None
+    if agreement_min is not None and not any(s["type"] == "resize" for s in torch_steps):  # else: read at the new input size, later
+        agreement = _load_agreement(int8_step, model, opts.seed)
 
     out = Path(out)
     name = out.name
@@ -479,11 +482,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         if int8_step is not None:
             from edgefg.compress.quantize import AccuracyBudget, QuantOptions, quantize_onnx, quantize_with_budget
 
-            agreement = None
-            if agreement_min is not None:
-                from edgefg.compress.agreement import DEFAULT_AGREEMENT_SIZE, load_unlabelled
-
-                agreement = load_unlabelled(int8_step["agreement_data"], model.preprocess, int(int8_step.get("agreement_size", DEFAULT_AGREEMENT_SIZE)), opts.seed)
+            if agreement_min is not None and agreement is None:
+                agreement = _load_agreement(int8_step, model, opts.seed)
 
             is_vit = bool(model.arch and TRANSFORMER_ARCH.search(model.arch)) if model.arch else has_attention(current)
             qopts = QuantOptions(transformer=is_vit, smooth_quant=int8_step.get("smooth_quant"), ignored=list(int8_step.get("ignored", [])),
@@ -579,6 +579,12 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             "raise --max-drop/--max-class-drop, lower --min-agreement or --max-reverts limits, add calibration images, or keep more layers in float (--ignore NODE)",
         )
     return result
+
+
+def _load_agreement(int8_step: dict, model: LoadedModel, seed: int):
+    from edgefg.compress.agreement import DEFAULT_AGREEMENT_SIZE, load_unlabelled
+
+    return load_unlabelled(int8_step["agreement_data"], model.preprocess, int(int8_step.get("agreement_size", DEFAULT_AGREEMENT_SIZE)), seed)
 
 
 def _p(value: float | None) -> str:
