@@ -423,7 +423,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         raise DataError("an accuracy budget needs labelled validation images", "pass --val-data DIR with one sub-folder per class")
     agreement_min = None
     if int8_step and int8_step.get("agreement_data") is not None:
-        from edgefg.compress.agreement import DEFAULT_AGREEMENT_SIZE, DEFAULT_MIN_AGREEMENT, scan_unlabelled
+        from edgefg.compress.agreement import DEFAULT_MIN_AGREEMENT, scan_unlabelled
 
         scan_unlabelled(int8_step["agreement_data"])  # a wrong path or an empty folder fails before any work
         agreement_min = float(int8_step.get("min_agreement", DEFAULT_MIN_AGREEMENT))
@@ -576,7 +576,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             "INT8 accuracy budget not met: " + "; ".join(parts)
             + (f"; classes over budget: {over}" if over else "")
             + f"; best result written to {out}",
-            "raise --max-drop/--max-class-drop, lower --min-agreement or --max-reverts limits, add calibration images, or keep more layers in float (--ignore NODE)",
+            "raise --max-drop/--max-class-drop or --max-reverts, lower --min-agreement, add calibration images, or keep more layers in float (--ignore NODE)",
         )
     return result
 
