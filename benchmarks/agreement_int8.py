@@ -144,7 +144,7 @@ def evaluate(name: str, run: dict, artifact: Path, x, y, labels, ref_logits) -> 
     drops = class_drops(m, ref_m)
     a = agreement_stats(logits, ref_logits)
     q = run["report"]["compression"][-1] if run["report"]["compression"] else {}
-    reverted = list(q.get("float_layers_nncf", [])) + list(q.get("float_layers_per_class", []))
+    reverted = list(q.get("reverted_by_nncf", [])) + list(q.get("float_layers_per_class", []))
     worst = drops[0] if drops else None
     return {
         "variant": name, "command": run["command"], "exit_code": run["exit_code"], "compress_seconds": run["seconds"],

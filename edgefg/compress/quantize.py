@@ -465,7 +465,8 @@ def quantize_with_budget(
         top1_drop=top1_drop,
         worst_class=({k2: drops[0][k2] for k2 in ("class", "images", "drop_pts", "drop_images", "p_value")} if drops else None),
         classes_over_budget=[{k2: r[k2] for k2 in ("class", "images", "drop_pts", "drop_images", "p_value")} for r in failing],
-        float_layers_nncf=[n for n in nncf_float if n not in plain_float],
+        float_layers_nncf=nncf_float,  # every weighted layer without Q/DQ after NNCF (never quantized, or reverted)
+        reverted_by_nncf=[n for n in nncf_float if n not in plain_float],  # what the accuracy control reverted
         float_layers_per_class=reverted,
         sensitivity=ranking[:10],
         attempts=history,

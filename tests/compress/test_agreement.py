@@ -245,19 +245,20 @@ def test_agreement_not_labels_decides_the_reverts(tmp_path, sensitive_model, ima
 
     labels = _compress(sensitive_model, tmp_path / "labels", data=image_folder, val_data=image_folder, max_drop=50.0)
     q = labels.report["compression"][-1]
-    assert q["method"] == "int8-ptq-accuracy-control" and q["float_layers_nncf"] == [] and q["passed"]
+    assert q["method"] == "int8-ptq-accuracy-control" and q["reverted_by_nncf"] == [] and q["passed"]
 
     agree = _compress(sensitive_model, tmp_path / "agree", data=image_folder, val_data=image_folder, max_drop=50.0,
                       agreement_data=frames, min_agreement=MIN_AGREEMENT)
     q = agree.report["compression"][-1]
     assert q["method"] == "int8-ptq-agreement-control" and q["passed"] and agree.passed
-    assert q["float_layers_nncf"], "agreement control reverted nothing"
+    assert q["reverted_by_nncf"], "agreement control reverted nothing"
+    assert set(q["reverted_by_nncf"]) <= set(q["float_layers_nncf"]) and q["float_layers"] == q["float_layers_nncf"]
     assert q["plain_int8_agreement_with_fp32"] < MIN_AGREEMENT <= q["agreement_with_fp32"]
     assert q["agreement_images"] == 60 and q["agreement_ignored_files"] == 1 and q["validations"] >= 3
     assert q["top1_drop"] is not None and q["budget"]["max_drop"] == 50.0  # the labelled gate still ran
     assert _agreement_on(agree.directory, ref.directory, frames) >= MIN_AGREEMENT
     report_md = (agree.directory / "report.md").read_text()
-    assert "agreement with FP32 ≥ 0.9 on 60 unlabelled images" in report_md and q["float_layers_nncf"][0] in report_md
+    assert "agreement with FP32 ≥ 0.9 on 60 unlabelled images" in report_md and q["reverted_by_nncf"][0] in report_md
     assert "int8 (agreement-aware)" in report_md
 
 
@@ -272,7 +273,7 @@ def test_max_reverts_limits_nncf_and_fails_honestly(tmp_path, sensitive_model, i
     assert q["budget"]["max_reverts"] == 1 and not q["passed"] and q["agreement_with_fp32"] < 1.0
     assert q["validations"] <= 4  # FP32 (from the cache) + mode probe + plain INT8 + one revert, no more iterations
     unlimited = _compress(sensitive_model, tmp_path / "all", data=image_folder, agreement_data=frames, min_agreement=MIN_AGREEMENT)
-    assert len(unlimited.report["compression"][-1]["float_layers_nncf"]) > len(q["float_layers_nncf"])
+    assert len(unlimited.report["compression"][-1]["reverted_by_nncf"]) > len(q["reverted_by_nncf"]) >= 1
 
 
 def test_restorer_parameters_carry_max_reverts():
