@@ -147,7 +147,7 @@ def evaluate(name: str, run: dict, artifact: Path, x, y, labels, ref_logits) -> 
     reverted = list(q.get("reverted_by_nncf", [])) + list(q.get("float_layers_per_class", []))
     worst = drops[0] if drops else None
     return {
-        "variant": name, "command": run["command"], "exit_code": run["exit_code"], "compress_seconds": run["seconds"],
+        "variant": name, "command": run["command"], "exit_code": run["exit_code"], "compress_seconds": run["seconds"], "int8_seconds": q.get("seconds"),
         "top1": m["top1"], "top1_drop_pts": 100 * (ref_m["top1"] - m["top1"]), "agreement": a["agreement"], "mean_kl": a["mean_kl"],
         "worst_class": ({k: worst[k] for k in ("class", "images", "drop_pts", "drop_images", "p_value")} if worst else None),
         "layers_reverted": reverted, "float_layers": q.get("float_layers", []),
@@ -156,18 +156,23 @@ def evaluate(name: str, run: dict, artifact: Path, x, y, labels, ref_logits) -> 
     }
 
 
+def _secs(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0f} s"
+
+
 def markdown(results: dict) -> str:
     out = []
     for model_name, r in results["models"].items():
         out += [f"**{model_name}** — {r['images']['val']} labelled validation images (10 per class) and {r['images']['unlabelled']} unlabelled "
                 f"images from cub100/train; scored on all {r['images']['test']} cub100/test images. FP32 top-1 {100 * r['fp32']['top1']:.2f} %. "
                 f"Latency: OpenVINO CPU batch 1, {r['latency']['threads']} threads, interleaved ({r['latency']['rounds']} rounds × {r['latency']['iters']}), "
-                f"FP32 {r['fp32']['latency_ms']:.2f} ms, on {r['machine']} — a shared, loaded machine: ratios are more reliable than ms. "
+                f"FP32 {r['fp32']['latency_ms']:.2f} ms, on {r['machine']} — a shared, loaded machine: ratios are more reliable than ms, and the wall "
+                f"times (INT8 step: quantization + accuracy control; compress: the whole CLI run with its report) include waits for other jobs. "
                 f"Goal: agreement ≥ {GOAL_AGREEMENT} with FP32 on the test split at ≥ {GOAL_SPEEDUP}× FP32 speed. Written by `{r['command']}` "
                 f"({r['date']}).", ""]
         out += ["| variant | top-1 | Δ pt | agreement w/ FP32 (test) | mean KL | worst class (test) | agreement on the unlabelled images (plain → final) "
-                "| layers reverted | speed-up | compress wall | goal |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| layers reverted | speed-up | INT8 step | compress wall | goal |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for v in r["variants"]:
             wc = v["worst_class"]
             worst = f"{wc['class']} −{wc['drop_pts']:.1f} pt ({wc['drop_images']}/{wc['images']})" if wc and wc["drop_pts"] > 0 else "none lost"
@@ -175,7 +180,7 @@ def markdown(results: dict) -> str:
             search = (f"{v['plain_agreement_on_unlabelled']:.4f} → {v['agreement_on_unlabelled']:.4f}"
                       if v.get("agreement_on_unlabelled") is not None and v.get("plain_agreement_on_unlabelled") is not None else "–")
             out.append(f"| {v['variant']} | {100 * v['top1']:.2f} % | {v['top1_drop_pts']:+.2f} | {v['agreement']:.4f} | {v['mean_kl']:.4f} | {worst} | {search} | "
-                       f"{len(v['layers_reverted'])} | {v['speedup']:.2f}× | {v['compress_seconds'] / 60:.1f} min | {goal} |")
+                       f"{len(v['layers_reverted'])} | {v['speedup']:.2f}× | {_secs(v.get('int8_seconds'))} | {v['compress_seconds'] / 60:.1f} min | {goal} |")
         out += ["", "Layers reverted to float: " + "; ".join(f"{v['variant']}: {', '.join(v['layers_reverted']) or 'none'}" for v in r["variants"]), ""]
     return "\n".join(out)
 
@@ -244,6 +249,7 @@ def main() -> None:
     cmd = "python benchmarks/agreement_int8.py" + ("" if name == "mobilenetv2_cub100" else f" --model {args.model}") + (" --quick" if args.quick else "")
     results["models"][name] = {
         "command": cmd, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_model(),
+        "model_files_sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(args.model.iterdir()) if f.is_file()},
         "min_agreements": args.min_agreement, "images": {"val": n_val, "unlabelled": n_unl, "test": int(len(y))},
         "fp32": {"top1": classification(ref_logits, y, labels)["top1"], "latency_ms": lat[0], "compress_seconds": fp32["seconds"]},
         "latency": {"rounds": args.rounds, "iters": args.iters, "threads": args.threads, "backend": "openvino CPU f32 hint, batch 1"},

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import logging
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -141,14 +142,17 @@ def quantize_onnx(
     model = onnx.load(str(src))
     input_name = model.graph.input[0].name
     dataset = nncf.Dataset(list(samples), lambda x: {input_name: x[None]})
+    t0 = time.perf_counter()
     model, smoothed = _prepare(nncf, model, dataset, len(samples), q)
     try:
         with activity(f"INT8 calibration (NNCF, {len(samples)} images)"), stdout_to_stderr():
             quantized = nncf.quantize(model, dataset, **_nncf_kwargs(nncf, len(samples), q))
     except Exception as exc:  # NNCF raises a variety of errors on graphs it cannot handle
         raise UnsupportedError(f"NNCF could not quantize the model: {str(exc).splitlines()[0][:300]}") from None
+    seconds = time.perf_counter() - t0
     onnx.save(quantized, str(dst))
     desc = _describe(nncf, quantized, len(samples), q)
+    desc["seconds"] = round(seconds, 1)  # SmoothQuant + calibration + bias correction (the quantizer options' cost)
     if smoothed:
         desc["smooth_quant_scales"] = smoothed
     return desc
@@ -380,6 +384,7 @@ def quantize_with_budget(
         raise UnsupportedError("max_drop/max_class_drop need labelled validation images", "pass --val-data DIR")
     reference = onnx.load(str(src))
     input_name = reference.graph.input[0].name
+    t0 = time.perf_counter()
     runner = Runner(engine)
     calib = nncf.Dataset(list(calib_x), lambda x: {input_name: x[None]})
     reference, smoothed = _prepare(nncf, reference, calib, len(calib_x), q)
@@ -440,8 +445,10 @@ def quantize_with_budget(
     final, m, drops, failing = best
     top1_drop = 100.0 * (ref_m["top1"] - m["top1"]) if labelled else None
     mean_ok = budget.max_drop is None or (top1_drop is not None and top1_drop <= budget.max_drop + 1e-9)
+    seconds = time.perf_counter() - t0
     onnx.save(final, str(dst))
     desc = _describe(nncf, final, len(calib_x), q)
+    desc["seconds"] = round(seconds, 1)  # quantization + accuracy control + per-class loop
     if smoothed:
         desc["smooth_quant_scales"] = smoothed
     agree_ok = True
