@@ -13,6 +13,7 @@ the INT8 model predicts the same class as the FP32 model needs no labels, so eve
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -126,6 +127,13 @@ class AgreementMetric:
         self.note = note or (lambda s: None)
         self.calls = 0
         self.full_runs: list[float] = []  # agreement of every evaluation on all images, in order
+
+    def max_drop(self, min_agreement: float) -> float:
+        """NNCF's ``max_drop`` (absolute, from the FP32 model's 1.0) that holds exactly when at least
+        ``ceil(min_agreement * n)`` of the n images agree, whatever the KL tie-breaker adds."""
+        n = len(self.x)
+        need = math.ceil(min_agreement * n - 1e-9)
+        return 1.0 - need / n + KL_TIE_WEIGHT / n + 1e-12
 
     def __call__(self, model: Any, items: Iterable[Any]) -> tuple[float, list[float]]:
         idx = np.fromiter((int(i) for i in items), dtype=np.int64)

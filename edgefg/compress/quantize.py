@@ -396,7 +396,7 @@ def quantize_with_budget(
     if budget.min_agreement is not None:
         agreement = AgreementMetric(runner.logits, reference, agreement_x)
         quantized, plain = _accuracy_control(
-            nncf, onnx, reference, calib, len(agreement_x), agreement, 1.0 - budget.min_agreement, budget, kwargs,
+            nncf, onnx, reference, calib, len(agreement_x), agreement, agreement.max_drop(budget.min_agreement), budget, kwargs,
             f"NNCF accuracy control (agreement with FP32 ≥ {budget.min_agreement:g} on {len(agreement_x)} unlabelled images)")
         method = "int8-ptq-agreement-control"
     elif budget.max_drop is not None:

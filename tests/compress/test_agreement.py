@@ -167,6 +167,19 @@ def test_agreement_metric_counts_flips_and_breaks_ties_by_kl():
     assert metric.full_runs == [1.0, 0.75, 1.0]
 
 
+def test_agreement_threshold_is_exact_in_images():
+    """max_drop for NNCF: met by k = ceil(F·n) agreeing images whatever the KL term, never by k − 1;
+    F = 1 stays reachable (the KL term alone must not force every layer back to float)."""
+    n = 1999
+    metric = AgreementMetric(lambda m, x: np.zeros((len(x), 3)), "fp32", np.arange(n))
+    for f in (0.99, 0.998, 1.0, 0.5):
+        need = int(np.ceil(f * n))
+        drop = metric.max_drop(f)
+        worst_with_need = need / n - KL_TIE_WEIGHT / n  # k agree, the largest KL penalty
+        best_with_one_less = (need - 1) / n  # k − 1 agree, no KL penalty
+        assert 1.0 - worst_with_need <= drop < 1.0 - best_with_one_less, f
+
+
 # ------------------------------------------------------------------------------------------------
 # options: recipe keys and flags
 
