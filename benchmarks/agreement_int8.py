@@ -152,8 +152,12 @@ def evaluate(name: str, run: dict, artifact: Path, x, y, labels, ref_logits) -> 
         "worst_class": ({k: worst[k] for k in ("class", "images", "drop_pts", "drop_images", "p_value")} if worst else None),
         "layers_reverted": reverted, "float_layers": q.get("float_layers", []),
         "agreement_on_unlabelled": q.get("agreement_with_fp32"), "plain_agreement_on_unlabelled": q.get("plain_int8_agreement_with_fp32"),
-        "validation_top1_drop_pts": q.get("top1_drop"), "passed": q.get("passed"),
+        "validation_top1_drop_pts": q.get("top1_drop"), "passed": q.get("passed"), "model_sha256": _sha(artifact / "model.onnx"),
     }
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _secs(v: float | None) -> str:
@@ -173,7 +177,10 @@ def markdown(results: dict) -> str:
         out += ["| variant | top-1 | Δ pt | agreement w/ FP32 (test) | mean KL | worst class (test) | agreement on the unlabelled images (plain → final) "
                 "| layers reverted | speed-up | INT8 step | compress wall | goal |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        first: dict[str, str] = {}
         for v in r["variants"]:
+            same = first.setdefault(v["model_sha256"], v["variant"]) if v.get("model_sha256") else v["variant"]
+            v = {**v, "variant": v["variant"] + (f" (same file as {same})" if same != v["variant"] else "")}
             wc = v["worst_class"]
             worst = f"{wc['class']} −{wc['drop_pts']:.1f} pt ({wc['drop_images']}/{wc['images']})" if wc and wc["drop_pts"] > 0 else "none lost"
             goal = "yes" if v["agreement"] >= GOAL_AGREEMENT and v["speedup"] >= GOAL_SPEEDUP else "no"
@@ -181,6 +188,8 @@ def markdown(results: dict) -> str:
                       if v.get("agreement_on_unlabelled") is not None and v.get("plain_agreement_on_unlabelled") is not None else "–")
             out.append(f"| {v['variant']} | {100 * v['top1']:.2f} % | {v['top1_drop_pts']:+.2f} | {v['agreement']:.4f} | {v['mean_kl']:.4f} | {worst} | {search} | "
                        f"{len(v['layers_reverted'])} | {v['speedup']:.2f}× | {_secs(v.get('int8_seconds'))} | {v['compress_seconds'] / 60:.1f} min | {goal} |")
+        if any(first.get(v.get("model_sha256"), v["variant"]) != v["variant"] for v in r["variants"]):
+            out += ["", "Rows marked *same file* are byte-identical models: the spread of their speed-ups is the machine's timing noise."]
         out += ["", "Layers reverted to float: " + "; ".join(f"{v['variant']}: {', '.join(v['layers_reverted']) or 'none'}" for v in r["variants"]), ""]
     return "\n".join(out)
 
@@ -220,7 +229,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="file holding the agreement-int8 block")
     ap.add_argument("--results", type=Path, default=RESULTS, help="JSON to update (the .md beside it too)")
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md and the README block from the JSON (file identities "
+                                                          "filled in from runs/agreement_int8/<model>/ when the artifacts are there)")
     args = ap.parse_args()
+    if args.render:
+        results = json.loads(args.results.read_text())
+        for model_name, r in results["models"].items():
+            for i, v in enumerate(r["variants"]):
+                onnx_file = REPO / "runs" / "agreement_int8" / model_name / f"v{i}" / "model.onnx"
+                if not v.get("model_sha256") and onnx_file.is_file():
+                    v["model_sha256"] = _sha(onnx_file)
+        args.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        _write_outputs(results, args)
+        return
     name = args.model.resolve().name
     runs = REPO / "runs" / "agreement_int8" / name
     val, unl, n_val, n_unl = split(args.cub / "train", runs / "data", args.per_class, args.seed)
@@ -257,6 +278,10 @@ def main() -> None:
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    _write_outputs(results, args)
+
+
+def _write_outputs(results: dict, args) -> None:
     md = markdown(results)
     print(md)
     args.results.with_suffix(".md").write_text(md, encoding="utf-8")
