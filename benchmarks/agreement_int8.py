@@ -50,26 +50,49 @@ def cpu_model() -> str:
         return "unknown CPU"
 
 
-def split(train: Path, root: Path, per_class: int, seed: int) -> tuple[Path, Path, int, int]:
-    """root/val/<class>/ (``per_class`` labelled links per class) and root/unlabelled/ (the rest, flat, hashed names)."""
-    val, unl = root / "val", root / "unlabelled"
+def _images(cls: Path, rng: random.Random) -> list[Path]:
+    images = sorted(p for p in cls.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    rng.shuffle(images)
+    return images
+
+
+def _unlabelled_link(unl: Path, p: Path) -> None:
+    (unl / (hashlib.sha1(str(p).encode()).hexdigest()[:16] + p.suffix.lower())).symlink_to(p.resolve())  # no class name left
+
+
+def split(cub: Path, root: Path, per_class: int, seed: int, unlabelled_from: str) -> tuple[Path, Path, Path, int, int]:
+    """root/val/<class>/ (``per_class`` labelled train images per class), root/unlabelled/ (flat, hashed
+    names) and the test folder: with ``unlabelled_from="train"`` the unlabelled images are the rest of
+    cub100/train and the test folder all of cub100/test; with ``"test"`` they are half of each
+    cub100/test class and root/test/<class>/ holds the other half (images the model never trained on)."""
+    val, unl, test = root / "val", root / "unlabelled", root / "test"
     shutil.rmtree(root, ignore_errors=True)
     val.mkdir(parents=True)
     unl.mkdir()
     rng = random.Random(seed)
     n_val = n_unl = 0
-    for cls in sorted(p for p in train.iterdir() if p.is_dir()):
-        images = sorted(p for p in cls.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        rng.shuffle(images)
+    for cls in sorted(p for p in (cub / "train").iterdir() if p.is_dir()):
+        images = _images(cls, rng)
         (val / cls.name).mkdir()
         for p in images[:per_class]:
             (val / cls.name / p.name).symlink_to(p.resolve())
             n_val += 1
-        for p in images[per_class:]:
-            name = hashlib.sha1(str(p).encode()).hexdigest()[:16] + p.suffix.lower()  # no class name left
-            (unl / name).symlink_to(p.resolve())
+        if unlabelled_from == "train":
+            for p in images[per_class:]:
+                _unlabelled_link(unl, p)
+                n_unl += 1
+    if unlabelled_from == "train":
+        return val, unl, cub / "test", n_val, n_unl
+    for cls in sorted(p for p in (cub / "test").iterdir() if p.is_dir()):
+        images = _images(cls, rng)
+        half = len(images) // 2
+        (test / cls.name).mkdir(parents=True)
+        for p in images[:half]:
+            _unlabelled_link(unl, p)
             n_unl += 1
-    return val, unl, n_val, n_unl
+        for p in images[half:]:
+            (test / cls.name / p.name).symlink_to(p.resolve())
+    return val, unl, test, n_val, n_unl
 
 
 def run_compress(model: Path, args: list[str], out: Path) -> dict:
@@ -167,8 +190,12 @@ def _secs(v: float | None) -> str:
 def markdown(results: dict) -> str:
     out = []
     for model_name, r in results["models"].items():
-        out += [f"**{model_name}** — {r['images']['val']} labelled validation images (10 per class) and {r['images']['unlabelled']} unlabelled "
-                f"images from cub100/train; scored on all {r['images']['test']} cub100/test images. FP32 top-1 {100 * r['fp32']['top1']:.2f} %. "
+        src = ("the rest of cub100/train (the images the model was fitted on)" if r.get("unlabelled_from", "train") == "train"
+               else "half of each cub100/test class (new images)")
+        scored = (f"all {r['images']['test']} cub100/test images" if r.get("unlabelled_from", "train") == "train"
+                  else f"the other {r['images']['test']} cub100/test images")
+        out += [f"**{model_name}** — {r['images']['val']} labelled validation images (10 per class, cub100/train); {r['images']['unlabelled']} unlabelled "
+                f"images: {src}; scored on {scored}. FP32 top-1 {100 * r['fp32']['top1']:.2f} %. "
                 f"Latency: OpenVINO CPU batch 1, {r['latency']['threads']} threads, interleaved ({r['latency']['rounds']} rounds × {r['latency']['iters']}), "
                 f"FP32 {r['fp32']['latency_ms']:.2f} ms, on {r['machine']} — a shared, loaded machine: ratios are more reliable than ms, and the wall "
                 f"times (INT8 step: quantization + accuracy control; compress: the whole CLI run with its report) include waits for other jobs. "
@@ -221,6 +248,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DATA / "models" / "mobilenetv2_cub100")
     ap.add_argument("--cub", type=Path, default=DATA / "cub100")
     ap.add_argument("--per-class", type=int, default=10)
+    ap.add_argument("--unlabelled-from", choices=["train", "test"], default="train",
+                    help="train: the rest of cub100/train (images the model was fitted on); test: half of each cub100/test class, "
+                         "scored on the other half (new images, as a user's camera frames are)")
     ap.add_argument("--min-agreement", type=float, nargs="+", default=[0.99, 0.998], help="one agreement-driven row each")
     ap.add_argument("--quick", action="store_true", help="only plain / label-driven / agreement-driven (no stronger-option rows)")
     ap.add_argument("--rounds", type=int, default=30)
@@ -236,19 +266,20 @@ def main() -> None:
         results = json.loads(args.results.read_text())
         for model_name, r in results["models"].items():
             for i, v in enumerate(r["variants"]):
-                onnx_file = REPO / "runs" / "agreement_int8" / model_name / f"v{i}" / "model.onnx"
+                folder = model_name.split(",")[0] + ("" if r.get("unlabelled_from", "train") == "train" else "-test-half")
+                onnx_file = REPO / "runs" / "agreement_int8" / folder / f"v{i}" / "model.onnx"
                 if not v.get("model_sha256") and onnx_file.is_file():
                     v["model_sha256"] = _sha(onnx_file)
         args.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
         _write_outputs(results, args)
         return
-    name = args.model.resolve().name
-    runs = REPO / "runs" / "agreement_int8" / name
-    val, unl, n_val, n_unl = split(args.cub / "train", runs / "data", args.per_class, args.seed)
+    name = args.model.resolve().name + ("" if args.unlabelled_from == "train" else ", unlabelled = half of test")
+    runs = REPO / "runs" / "agreement_int8" / (args.model.resolve().name + ("" if args.unlabelled_from == "train" else "-test-half"))
+    val, unl, test_dir, n_val, n_unl = split(args.cub, runs / "data", args.per_class, args.seed, args.unlabelled_from)
     print(f"{name}: {n_val} labelled validation images, {n_unl} unlabelled agreement images; CPU: {cpu_model()}", flush=True)
 
     fp32 = run_compress(args.model, ["--data", str(val), "--val-data", str(val), "--recipe", "fp32"], runs / "fp32")
-    x, y, labels = test_arrays(args.cub / "test", runs / "fp32")
+    x, y, labels = test_arrays(test_dir, runs / "fp32")
     from edgefg.validate.metrics import classification
 
     ref_logits = score(runs / "fp32" / "model.onnx", x)
@@ -267,11 +298,13 @@ def main() -> None:
         v["latency_ms"], v["speedup"] = ms, lat[0] / ms
 
     results = json.loads(args.results.read_text()) if args.results.is_file() else {"models": {}}
-    cmd = "python benchmarks/agreement_int8.py" + ("" if name == "mobilenetv2_cub100" else f" --model {args.model}") + (" --quick" if args.quick else "")
+    cmd = ("python benchmarks/agreement_int8.py" + ("" if args.model.resolve().name == "mobilenetv2_cub100" else f" --model {args.model}")
+           + (" --quick" if args.quick else "") + ("" if args.unlabelled_from == "train" else " --unlabelled-from test"))
     results["models"][name] = {
         "command": cmd, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_model(),
         "model_files_sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(args.model.iterdir()) if f.is_file()},
         "min_agreements": args.min_agreement, "images": {"val": n_val, "unlabelled": n_unl, "test": int(len(y))},
+        "unlabelled_from": args.unlabelled_from,
         "fp32": {"top1": classification(ref_logits, y, labels)["top1"], "latency_ms": lat[0], "compress_seconds": fp32["seconds"]},
         "latency": {"rounds": args.rounds, "iters": args.iters, "threads": args.threads, "backend": "openvino CPU f32 hint, batch 1"},
         "variants": rows,
