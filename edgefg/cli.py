@@ -133,6 +133,7 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 
     \b
     edgefg compress M --data train/ --val-data test/ --max-drop 0.5 --max-class-drop 10 -o art
+    edgefg compress M --data labelled/ --agreement-data frames/ --min-agreement 0.99 -o art
     edgefg compress M --data train/ --val-data test/ --prune 0.3 --epochs 2 -o art
     edgefg compress VIT --data train/ --recipe fp32 --token-keep 0.5 --token-method tome -o art
     edgefg compress VIT --data train/ --recipe fp32 --adapters ila --adapter-at 3,7 --epochs 5 -o art

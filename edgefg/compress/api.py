@@ -62,6 +62,12 @@ class CompressOptions:
     class_alpha: float = 0.05  # sign-test level for "significant"
     smooth_quant: float | None = None
     ignored: list[str] = field(default_factory=list)  # ONNX node names kept in float
+    # agreement-driven INT8: NNCF's accuracy control by top-1 agreement with FP32 on unlabelled images
+    agreement_data: Path | None = None
+    min_agreement: float | None = None  # default 0.99 when agreement_data is given
+    agreement_size: int | None = None  # images read from agreement_data (default 2000)
+    max_reverts: int | None = None  # most layers reverted to float (NNCF iterations; per-class loop)
+    bias_correction: str | None = None  # fast (default) | full | off
     # input down-sampling (a smaller square input, distilled from the full-resolution model)
     input_size: int | None = None
     # structured pruning + distillation
@@ -148,10 +154,13 @@ def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
                 s["lr"] = opts.lr
             if opts.max_steps is not None:
                 s["max_steps"] = opts.max_steps
-    budget_flags = {"max_drop": opts.max_drop, "max_class_drop": opts.max_class_drop, "smooth_quant": opts.smooth_quant}
+    budget_flags = {"max_drop": opts.max_drop, "max_class_drop": opts.max_class_drop, "smooth_quant": opts.smooth_quant,
+                    "agreement_data": str(opts.agreement_data) if opts.agreement_data is not None else None, "min_agreement": opts.min_agreement,
+                    "agreement_size": opts.agreement_size, "max_reverts": opts.max_reverts, "bias_correction": opts.bias_correction}
     if any(v is not None for v in budget_flags.values()) or opts.ignored:
         if not int8:
-            raise UnsupportedError(f"--max-drop/--max-class-drop/--smooth-quant/--ignore need an int8 step; recipe '{name}' has none", "use --recipe int8")
+            flags = ", ".join("--" + k.replace("_", "-") for k, v in budget_flags.items() if v is not None) or "--ignore"
+            raise UnsupportedError(f"{flags} need(s) an int8 step; recipe '{name}' has none", "use --recipe int8")
         for k, v in budget_flags.items():
             if v is not None:
                 int8[0][k] = v
@@ -277,7 +286,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
     val_set = scan(opts.val_data, model.labels) if opts.val_data else calib_set
     backend = _resolve_backend(opts.eval_backend)
 
-    calib_samples = stratified_subset(calib_set.samples, opts.calib_size, opts.seed) if calib_set else []
+    calib_size = int(int8_step.get("subset_size", opts.calib_size)) if int8_step else opts.calib_size  # the recipe's subset_size wins
+    calib_samples = stratified_subset(calib_set.samples, calib_size, opts.seed) if calib_set else []
     skipped: list[Path] = []
     calib = [b.x for b in track(iter_batches(calib_samples, model.preprocess, 64, skipped), f"reading {len(calib_samples)} calibration images",
                                 -(-len(calib_samples) // 64))]
@@ -304,6 +314,15 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
     val = _preprocess_val(val_set, model, val_size, opts.seed)
     if int8_step and (int8_step.get("max_drop") is not None or int8_step.get("max_class_drop") is not None) and val is None:
         raise DataError("an accuracy budget needs labelled validation images", "pass --val-data DIR with one sub-folder per class")
+    agreement_min = None
+    if int8_step and int8_step.get("agreement_data") is not None:
+        from edgefg.compress.agreement import DEFAULT_MIN_AGREEMENT, scan_unlabelled
+
+        scan_unlabelled(int8_step["agreement_data"])  # a wrong path or an empty folder fails before any work
+        agreement_min = float(int8_step.get("min_agreement", DEFAULT_MIN_AGREEMENT))
+    agreement = None
+    if agreement_min is not None and not any(s["type"] == "resize" for s in torch_steps):  # else: read at the new input size, later
+        agreement = _load_agreement(int8_step, model, opts.seed)
 
     out = Path(out)
     name = out.name
@@ -356,11 +375,20 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         if int8_step is not None:
             from edgefg.compress.quantize import AccuracyBudget, QuantOptions, quantize_onnx, quantize_with_budget
 
+            if agreement_min is not None and agreement is None:
+                agreement = _load_agreement(int8_step, model, opts.seed)
+
             is_vit = bool(model.arch and TRANSFORMER_ARCH.search(model.arch)) if model.arch else has_attention(current)
-            qopts = QuantOptions(transformer=is_vit, smooth_quant=int8_step.get("smooth_quant"), ignored=list(int8_step.get("ignored", [])))
-            budget = AccuracyBudget(int8_step.get("max_drop"), int8_step.get("max_class_drop"), float(int8_step.get("class_alpha", opts.class_alpha)))
+            qopts = QuantOptions(transformer=is_vit, smooth_quant=int8_step.get("smooth_quant"), ignored=list(int8_step.get("ignored", [])),
+                                 bias_correction=str(int8_step.get("bias_correction", "fast")))
+            budget = AccuracyBudget(int8_step.get("max_drop"), int8_step.get("max_class_drop"), float(int8_step.get("class_alpha", opts.class_alpha)),
+                                    max_reverts=int8_step.get("max_reverts"), min_agreement=agreement_min)
             if budget.active:
-                desc = quantize_with_budget(current, tmp / "model.onnx", calib_x, val.x, val.y, model.labels, budget, qopts, engine=backend)
+                desc = quantize_with_budget(current, tmp / "model.onnx", calib_x, val.x if val else None, val.y if val else None, model.labels,
+                                            budget, qopts, engine=backend, agreement_x=agreement.x if agreement else None)
+                if agreement is not None:
+                    desc.update(agreement_data=str(agreement.root), agreement_images_found=agreement.found,
+                                agreement_skipped_corrupt=[str(p) for p in agreement.skipped], agreement_ignored_files=agreement.ignored)
                 passed = bool(desc["passed"])
             else:
                 desc = quantize_onnx(current, tmp / "model.onnx", calib_x, options=qopts)
@@ -434,13 +462,24 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
     if not passed:
         q = descs[-1]
         over = ", ".join(f"{c['class']} −{c['drop_pts']:.1f} pt ({c['drop_images']} img, p={_p(c['p_value'])})" for c in q["classes_over_budget"][:3])
+        parts = []
+        if q.get("top1_drop") is not None:
+            parts.append(f"top-1 drop {q['top1_drop']:.2f} pt (budget {q['budget']['max_drop']})")
+        if q["budget"].get("min_agreement") is not None:
+            parts.append(f"agreement with FP32 {q['agreement_with_fp32']:.4f} on {q['agreement_images']} unlabelled images (min {q['budget']['min_agreement']:g})")
         raise CheckFailed(
-            f"INT8 accuracy budget not met: top-1 drop {q['top1_drop']:.2f} pt (budget {q['budget']['max_drop']})"
+            "INT8 accuracy budget not met: " + "; ".join(parts)
             + (f"; classes over budget: {over}" if over else "")
             + f"; best result written to {out}",
-            "raise --max-drop/--max-class-drop, add calibration images, or keep more layers in float (--ignore NODE)",
+            "raise --max-drop/--max-class-drop or --max-reverts, lower --min-agreement, add calibration images, or keep more layers in float (--ignore NODE)",
         )
     return result
+
+
+def _load_agreement(int8_step: dict, model: LoadedModel, seed: int):
+    from edgefg.compress.agreement import DEFAULT_AGREEMENT_SIZE, load_unlabelled
+
+    return load_unlabelled(int8_step["agreement_data"], model.preprocess, int(int8_step.get("agreement_size", DEFAULT_AGREEMENT_SIZE)), seed)
 
 
 def _p(value: float | None) -> str:

@@ -12,8 +12,10 @@ Two entry points:
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,24 +30,36 @@ log = logging.getLogger(__name__)
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
+BIAS_CORRECTION = ("fast", "full", "off")
+
+
 @dataclass
 class QuantOptions:
     transformer: bool = False
-    fast_bias_correction: bool = True
-    smooth_quant: float | None = None  # SmoothQuant alpha for MatMuls; None = NNCF default, <0 = off
+    bias_correction: str = "fast"  # fast (NNCF FastBiasCorrection) | full (BiasCorrection: slower, layer by layer) | off
+    # SmoothQuant alpha for MatMul/Gemm. ViTs: None = NNCF's default (0.95); CNNs: None = off, ≥ 0 smooths the
+    # classifier head (NNCF applies SmoothQuant only to transformers, so edgefg runs it before quantizing); <0 = off
+    smooth_quant: float | None = None
     ignored: list[str] = field(default_factory=list)  # node names kept in float from the start
+
+    def __post_init__(self) -> None:
+        if self.bias_correction not in BIAS_CORRECTION:
+            raise UnsupportedError(f"bias_correction must be one of {', '.join(BIAS_CORRECTION)} (got {self.bias_correction!r})")
 
 
 @dataclass
 class AccuracyBudget:
-    max_drop: float | None = None  # mean top-1 drop, points
+    max_drop: float | None = None  # mean top-1 drop on labelled images, points
     max_class_drop: float | None = None  # per-class drop, points (only significant drops count)
     class_alpha: float = 0.05  # sign-test level for calling a class drop real
-    max_reverts: int = 64  # most layers edgefg reverts for the per-class budget
+    # most layers reverted to float: NNCF accuracy control's iterations (max_num_iterations, one group of
+    # quantizers each) and, separately, edgefg's per-class loop (default 64 there, unbounded in NNCF)
+    max_reverts: int | None = None
+    min_agreement: float | None = None  # top-1 agreement with FP32 on unlabelled images (drives NNCF when set)
 
     @property
     def active(self) -> bool:
-        return self.max_drop is not None or self.max_class_drop is not None
+        return self.max_drop is not None or self.max_class_drop is not None or self.min_agreement is not None
 
 
 def _imports():
@@ -57,22 +71,48 @@ def _imports():
     return nncf, onnx
 
 
-def _nncf_kwargs(nncf, n_calib: int, q: QuantOptions) -> dict[str, Any]:
+def _nncf_kwargs(nncf, n_calib: int, q: QuantOptions, accuracy_control: bool = False) -> dict[str, Any]:
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
     kwargs: dict[str, Any] = dict(
-        preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=n_calib, fast_bias_correction=q.fast_bias_correction
+        preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=n_calib, fast_bias_correction=q.bias_correction != "full"
     )
+    advanced: dict[str, Any] = {}
+    if q.bias_correction == "off":
+        advanced["disable_bias_correction"] = True
     if q.transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-    if q.smooth_quant is not None:
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-        alpha = float(q.smooth_quant)
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha, convolution=-1)
-        )
+        if q.smooth_quant is not None:
+            advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=float(q.smooth_quant), convolution=-1)
+    if advanced:  # the two NNCF entry points name this argument differently
+        kwargs["advanced_quantization_parameters" if accuracy_control else "advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     if q.ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(q.ignored), validate=False)
     return kwargs
+
+
+def smooth_cnn_head(nncf, model, calib, n_calib: int, alpha: float):
+    """NNCF's SmoothQuant on a CNN's MatMul/Gemm layers (the classifier head): per-channel scales move
+    activation outliers into the weights (an inserted Mul; the float model computes the same function).
+    ``nncf.quantize`` runs SmoothQuant only for ``ModelType.TRANSFORMER``, so edgefg runs the algorithm
+    itself, through NNCF's own pipeline, before quantizing."""
+    from nncf.quantization.algorithms.pipeline import Pipeline
+    from nncf.quantization.algorithms.smooth_quant.algorithm import SmoothQuant
+
+    with activity(f"SmoothQuant on the classifier head (alpha {alpha:g})"), stdout_to_stderr():
+        return Pipeline([[SmoothQuant(n_calib, False, alpha_map={"convolution": -1, "matmul": float(alpha)})]]).run(model, calib)
+
+
+def _prepare(nncf, model, calib, n_calib: int, q: QuantOptions):
+    """The FP32 model NNCF quantizes: SmoothQuant-ed on its head first when asked for a CNN."""
+    if q.transformer or q.smooth_quant is None or q.smooth_quant < 0:
+        return model, 0
+    before = sum(1 for n in model.graph.node if n.op_type == "Mul")
+    try:
+        smoothed = smooth_cnn_head(nncf, model, calib, n_calib, q.smooth_quant)
+    except Exception as exc:
+        raise UnsupportedError(f"NNCF SmoothQuant failed on this model: {str(exc).splitlines()[0][:300]}", "drop smooth_quant") from None
+    return smoothed, sum(1 for n in smoothed.graph.node if n.op_type == "Mul") - before
 
 
 def _describe(nncf, quantized, n_calib: int, q: QuantOptions) -> dict[str, Any]:
@@ -82,6 +122,7 @@ def _describe(nncf, quantized, n_calib: int, q: QuantOptions) -> dict[str, Any]:
         "calibration_images": int(n_calib),
         "preset": "performance",
         "model_type": "transformer" if q.transformer else "default",
+        "bias_correction": q.bias_correction,
         "smooth_quant": q.smooth_quant,
         "quantize_nodes": sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear"),
         "float_layers": float_layers(quantized),
@@ -97,17 +138,24 @@ def quantize_onnx(
     Returns a description of the step for the manifest/report.
     """
     nncf, onnx = _imports()
-    q = options or QuantOptions(transformer=transformer, fast_bias_correction=fast_bias_correction)
+    q = options or QuantOptions(transformer=transformer, bias_correction="fast" if fast_bias_correction else "full")
     model = onnx.load(str(src))
     input_name = model.graph.input[0].name
     dataset = nncf.Dataset(list(samples), lambda x: {input_name: x[None]})
+    t0 = time.perf_counter()
+    model, smoothed = _prepare(nncf, model, dataset, len(samples), q)
     try:
         with activity(f"INT8 calibration (NNCF, {len(samples)} images)"), stdout_to_stderr():
             quantized = nncf.quantize(model, dataset, **_nncf_kwargs(nncf, len(samples), q))
     except Exception as exc:  # NNCF raises a variety of errors on graphs it cannot handle
         raise UnsupportedError(f"NNCF could not quantize the model: {str(exc).splitlines()[0][:300]}") from None
+    seconds = time.perf_counter() - t0
     onnx.save(quantized, str(dst))
-    return _describe(nncf, quantized, len(samples), q)
+    desc = _describe(nncf, quantized, len(samples), q)
+    desc["seconds"] = round(seconds, 1)  # SmoothQuant + calibration + bias correction (the quantizer options' cost)
+    if smoothed:
+        desc["smooth_quant_scales"] = smoothed
+    return desc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +177,7 @@ class Runner:
         self._key: Any = None
         self._fn: Callable[[np.ndarray], np.ndarray] | None = None
 
-    def _compile(self, model) -> Callable[[np.ndarray], np.ndarray]:
-        data = model.SerializeToString()
+    def _compile(self, data: bytes) -> Callable[[np.ndarray], np.ndarray]:
         if self.engine == "openvino":
             import openvino as ov
 
@@ -153,9 +200,27 @@ class Runner:
         return lambda x: sess.run(None, {name: x})[0]
 
     def logits(self, model, x: np.ndarray) -> np.ndarray:
-        if self._key is not model:
-            self._fn, self._key = self._compile(model), model
+        """Logits of ``model`` as it will be saved: weights NNCF still quantizes on the fly (QuantizeLinear
+        on a constant) are folded to int8 first, as NNCF does to the model it returns — the accuracy
+        control then judges the artifact's numerics. Cached by content: NNCF edits models in place."""
+        data = model.SerializeToString()
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        if self._key != key:
+            self._fn, self._key = self._compile(_fold_weight_quantizers(model, data)), key
         return np.concatenate([self._fn(x[i : i + self.batch]) for i in range(0, len(x), self.batch)])
+
+
+def _fold_weight_quantizers(model, data: bytes) -> bytes:
+    inits = {i.name for i in model.graph.initializer}
+    if not any(n.op_type == "QuantizeLinear" and n.input and n.input[0] in inits for n in model.graph.node):
+        return data
+    try:
+        from nncf.onnx.graph.passes import compress_quantize_weights_transformation
+    except ImportError:  # pragma: no cover - NNCF moved it: score the unfolded model
+        return data
+    folded = copy.deepcopy(model)
+    compress_quantize_weights_transformation(folded)
+    return folded.SerializeToString()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,56 +311,101 @@ def _evaluate(runner: Runner, model, val_x, val_y, labels, ref_m):
     return logits, m, class_drops(m, ref_m)
 
 
+def _restorer(budget: AccuracyBudget, intermediate_dir: str):
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    # one ranking worker: the validation functions share one compiled-model cache (and the CPU)
+    extra = {} if budget.max_reverts is None else {"max_num_iterations": int(budget.max_reverts)}
+    return AdvancedAccuracyRestorerParameters(num_ranking_workers=1, intermediate_model_dir=intermediate_dir, **extra)
+
+
+def _accuracy_control(nncf, onnx, reference, calib, n_items: int, validation_fn, max_drop: float, budget: AccuracyBudget,
+                      kwargs: dict, title: str):
+    """NNCF's accuracy control with ``validation_fn`` on items 0..n-1; returns (final, plain INT8) models."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with activity(title) as note, stdout_to_stderr():
+                validation_fn.note = note
+                quantized = nncf.quantize_with_accuracy_control(
+                    reference, calib, nncf.Dataset(list(range(n_items))), validation_fn, max_drop=max_drop,
+                    drop_type=nncf.DropType.ABSOLUTE, advanced_accuracy_restorer_parameters=_restorer(budget, tmp), **kwargs
+                )
+        except Exception as exc:
+            raise UnsupportedError(f"NNCF accuracy control failed: {str(exc).splitlines()[0][:300]}") from None
+        plain = onnx.load(str(Path(tmp) / "intermediate_model.onnx"))
+    return quantized, plain
+
+
+class _LabelledTop1:
+    """``validation_fn`` on labelled images: top-1 (per image 1/0). NNCF feeds it indices; batching is ours."""
+
+    def __init__(self, runner: "Runner", x: np.ndarray, y: np.ndarray):
+        self.runner, self.x, self.y, self.runs = runner, x, y, 0
+        self.note: Callable[[str], None] = lambda s: None
+
+    def __call__(self, model, items) -> tuple[float, list[float]]:
+        idx = np.fromiter((int(i) for i in items), dtype=int)
+        if len(idx) == 0:
+            return 0.0, []
+        hits = (self.runner.logits(model, self.x[idx]).argmax(1) == self.y[idx]).astype(float)
+        self.runs += 1
+        self.note(f"validation run {self.runs}: top-1 {100 * hits.mean():.2f} % on {len(idx)} images")
+        return float(hits.mean()), hits.tolist()
+
+
 def quantize_with_budget(
     src: Path,
     dst: Path,
     calib_x: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
+    val_x: np.ndarray | None,
+    val_y: np.ndarray | None,
     labels: Sequence[str],
     budget: AccuracyBudget,
     options: QuantOptions | None = None,
     engine: str = "auto",
+    agreement_x: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Accuracy-controlled INT8; writes the best model found to ``dst`` and returns the step
-    description with ``passed`` (False when the budget could not be met)."""
+    description with ``passed`` (False when the budget could not be met).
+
+    With ``budget.min_agreement`` (and unlabelled ``agreement_x``) NNCF's accuracy control ranks and
+    reverts quantizers by top-1 agreement with the FP32 model on those images (no labels); the
+    labelled ``val_x``/``val_y`` (optional then) still gate ``max_drop`` and the per-class budget.
+    Without it, NNCF's control uses top-1 on the labelled images against ``max_drop``."""
     nncf, onnx = _imports()
+    from edgefg.compress.agreement import AgreementMetric, agreement_stats
     from edgefg.validate.metrics import classification
 
     q = options or QuantOptions()
+    labelled = val_x is not None and val_y is not None
+    if budget.min_agreement is not None and (agreement_x is None or not len(agreement_x)):
+        raise UnsupportedError("min_agreement needs unlabelled agreement images", "pass --agreement-data DIR")
+    if not labelled and (budget.max_drop is not None or budget.max_class_drop is not None):
+        raise UnsupportedError("max_drop/max_class_drop need labelled validation images", "pass --val-data DIR")
     reference = onnx.load(str(src))
     input_name = reference.graph.input[0].name
+    t0 = time.perf_counter()
     runner = Runner(engine)
-    ref_logits = runner.logits(reference, val_x)
-    ref_m = classification(ref_logits, val_y, labels)
     calib = nncf.Dataset(list(calib_x), lambda x: {input_name: x[None]})
-    kwargs = _nncf_kwargs(nncf, len(calib_x), q)
-
-    if budget.max_drop is not None:
-        val_items = list(range(len(val_x)))
-
-        runs = [0]
-
-        def validation_fn(model, items) -> tuple[float, list[float]]:
-            idx = np.fromiter((int(i) for i in items), dtype=int)
-            if len(idx) == 0:
-                return 0.0, []
-            hits = (runner.logits(model, val_x[idx]).argmax(1) == val_y[idx]).astype(float)
-            runs[0] += 1
-            note(f"validation run {runs[0]}: top-1 {100 * hits.mean():.2f} % on {len(idx)} images")
-            return float(hits.mean()), hits.tolist()
-
-        # NNCF feeds validation_fn the dataset's raw items (our indices) — batching is ours
-        val = nncf.Dataset(val_items)
-        try:
-            with activity(f"NNCF accuracy control (top-1 drop ≤ {budget.max_drop:g} pt)") as note, stdout_to_stderr():
-                quantized = nncf.quantize_with_accuracy_control(
-                    reference, calib, val, validation_fn, max_drop=budget.max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs
-                )
-        except Exception as exc:
-            raise UnsupportedError(f"NNCF accuracy control failed: {str(exc).splitlines()[0][:300]}") from None
+    reference, smoothed = _prepare(nncf, reference, calib, len(calib_x), q)
+    ref_logits = runner.logits(reference, val_x) if labelled else None
+    ref_m = classification(ref_logits, val_y, labels) if labelled else None
+    kwargs = _nncf_kwargs(nncf, len(calib_x), q, accuracy_control=True)
+    agreement = None
+    plain = None
+    if budget.min_agreement is not None:
+        agreement = AgreementMetric(runner.logits, reference, agreement_x)
+        quantized, plain = _accuracy_control(
+            nncf, onnx, reference, calib, len(agreement_x), agreement, agreement.max_drop(budget.min_agreement), budget, kwargs,
+            f"NNCF accuracy control (agreement with FP32 ≥ {budget.min_agreement:g} on {len(agreement_x)} unlabelled images)")
+        method = "int8-ptq-agreement-control"
+    elif budget.max_drop is not None:
+        quantized, plain = _accuracy_control(
+            nncf, onnx, reference, calib, len(val_x), _LabelledTop1(runner, val_x, val_y), budget.max_drop / 100.0, budget,
+            kwargs, f"NNCF accuracy control (top-1 drop ≤ {budget.max_drop:g} pt)")
         method = "int8-ptq-accuracy-control"
     else:
+        kwargs = _nncf_kwargs(nncf, len(calib_x), q)
         try:
             with activity(f"INT8 calibration (NNCF, {len(calib_x)} images)"), stdout_to_stderr():
                 quantized = nncf.quantize(reference, calib, **kwargs)
@@ -303,18 +413,24 @@ def quantize_with_budget(
             raise UnsupportedError(f"NNCF could not quantize the model: {str(exc).splitlines()[0][:300]}") from None
         method = "int8-ptq"
     nncf_float = float_layers(quantized)
+    plain_float = set(float_layers(plain)) if plain is not None else set(nncf_float)
 
-    logits, m, drops = _evaluate(runner, quantized, val_x, val_y, labels, ref_m)
-    failing = class_failures(drops, budget.max_class_drop, budget.class_alpha)
-    history = [_attempt(0, ref_m, m, failing)]
-    best = (quantized, m, drops, failing)
+    history: list[dict] = []
+    best = (quantized, None, [], [])
     reverted: list[str] = []
     ranking: list[dict] = []
+    failing: list[dict] = []
+    if labelled:
+        logits, m, drops = _evaluate(runner, quantized, val_x, val_y, labels, ref_m)
+        failing = class_failures(drops, budget.max_class_drop, budget.class_alpha)
+        history = [_attempt(0, ref_m, m, failing)]
+        best = (quantized, m, drops, failing)
+    limit = 64 if budget.max_reverts is None else int(budget.max_reverts)
     if failing:
         ranking = rank_layers(runner, quantized, reference, val_x, val_y, ref_logits, failing, labels)
         order = [r["layer"] for r in ranking]
         k = 1
-        while failing and k <= min(len(order), budget.max_reverts):
+        while failing and k <= min(len(order), limit):
             cand = revert_layers(quantized, reference, order[:k])
             _, cm, cdrops = _evaluate(runner, cand, val_x, val_y, labels, ref_m)
             cfail = class_failures(cdrops, budget.max_class_drop, budget.class_alpha)
@@ -323,14 +439,32 @@ def quantize_with_budget(
             if (len(cfail), -cm["top1"]) <= (len(best[3]), -best[1]["top1"]):
                 best, reverted = (cand, cm, cdrops, cfail), order[:k]
             failing = cfail
-            if k == min(len(order), budget.max_reverts):
+            if k == min(len(order), limit):
                 break
-            k = min(2 * k, len(order), budget.max_reverts)
+            k = min(2 * k, len(order), limit)
     final, m, drops, failing = best
-    top1_drop = 100.0 * (ref_m["top1"] - m["top1"])
-    mean_ok = budget.max_drop is None or top1_drop <= budget.max_drop + 1e-9
+    top1_drop = 100.0 * (ref_m["top1"] - m["top1"]) if labelled else None
+    mean_ok = budget.max_drop is None or (top1_drop is not None and top1_drop <= budget.max_drop + 1e-9)
+    seconds = time.perf_counter() - t0
     onnx.save(final, str(dst))
     desc = _describe(nncf, final, len(calib_x), q)
+    desc["seconds"] = round(seconds, 1)  # quantization + accuracy control + per-class loop
+    if smoothed:
+        desc["smooth_quant_scales"] = smoothed
+    agree_ok = True
+    if agreement is not None:
+        got = agreement_stats(runner.logits(final, agreement_x), agreement.ref_logits)
+        start = agreement_stats(runner.logits(plain, agreement_x), agreement.ref_logits) if plain is not None else None
+        agree_ok = got["agreement"] >= budget.min_agreement - 1e-12
+        desc.update(
+            agreement_images=int(len(agreement_x)),
+            min_agreement=budget.min_agreement,
+            agreement_with_fp32=got["agreement"],
+            mean_kl_vs_fp32=got["mean_kl"],
+            plain_int8_agreement_with_fp32=start["agreement"] if start else None,
+            plain_int8_mean_kl_vs_fp32=start["mean_kl"] if start else None,
+            validations=len(agreement.full_runs),
+        )
     desc.update(
         method=method,
         budget=asdict(budget),
@@ -338,11 +472,12 @@ def quantize_with_budget(
         top1_drop=top1_drop,
         worst_class=({k2: drops[0][k2] for k2 in ("class", "images", "drop_pts", "drop_images", "p_value")} if drops else None),
         classes_over_budget=[{k2: r[k2] for k2 in ("class", "images", "drop_pts", "drop_images", "p_value")} for r in failing],
-        float_layers_nncf=nncf_float,
+        float_layers_nncf=nncf_float,  # every weighted layer without Q/DQ after NNCF (never quantized, or reverted)
+        reverted_by_nncf=[n for n in nncf_float if n not in plain_float],  # what the accuracy control reverted
         float_layers_per_class=reverted,
         sensitivity=ranking[:10],
         attempts=history,
-        passed=bool(mean_ok and not failing),
+        passed=bool(mean_ok and agree_ok and not failing),
     )
     return desc
 

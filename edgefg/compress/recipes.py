@@ -14,14 +14,18 @@ A recipe file lists steps in order::
     max_drop = 0.5
 
 Torch steps (prune, distil, finetune, tokens, ila) run on the PyTorch model in order; ``int8`` runs
-on the exported ONNX and must come last.
+on the exported ONNX and must come last. Its keys: ``max_drop``/``max_class_drop``/``class_alpha``
+(budget on labelled images), ``agreement_data``/``min_agreement``/``agreement_size`` (accuracy control
+by top-1 agreement with the FP32 model on unlabelled images), ``max_reverts`` (most layers reverted to
+float), ``bias_correction`` (fast | full | off), ``subset_size`` (calibration images), ``smooth_quant``
+(alpha), ``ignored`` (node names kept in float).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from edgefg.compress.steps import ILA_DEFAULT_AT, STEPS, step_keys, torch_steps
+from edgefg.compress.steps import ILA_DEFAULT_AT, STEPS, check_int8_step, step_keys, torch_steps  # noqa: F401  (check_int8_step: re-exported)
 from edgefg.errors import InputPathError, MissingDependencyError, UnsupportedError
 
 STEP_KEYS: dict[str, set[str]] = step_keys()  # each step's recipe keys, from the registry (edgefg/compress/steps.py)

@@ -134,7 +134,7 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
 
 def _step_details(desc: dict[str, Any]) -> list[str]:
     out: list[str] = []
-    skip = {"step", "method", "history", "attempts", "sensitivity", "float_layers", "float_layers_nncf", "float_layers_per_class",
+    skip = {"step", "method", "history", "attempts", "sensitivity", "float_layers", "float_layers_nncf", "float_layers_per_class", "reverted_by_nncf",
             "classes_over_budget", "graph", "runtimes", "worst_class", "budget"}
     simple = {k: v for k, v in desc.items() if k not in skip and not isinstance(v, (dict, list))}
     out += [", ".join(f"{k}: {fmt(v)}" for k, v in simple.items())]
@@ -143,6 +143,10 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
         parts = [f"top-1 drop {format_limit('max_drop', b['max_drop'])}"] if b.get("max_drop") is not None else []
         if b.get("max_class_drop") is not None:
             parts.append(f"per class {format_limit('max_class_drop', b['max_class_drop'])} when significant (p < {b.get('class_alpha')})")
+        if b.get("min_agreement") is not None:
+            parts.insert(0, f"top-1 agreement with FP32 ≥ {b['min_agreement']:g} on {desc.get('agreement_images')} unlabelled images "
+                            f"(now {fmt(desc.get('agreement_with_fp32'))}, mean KL {fmt(desc.get('mean_kl_vs_fp32'))}; plain INT8 had "
+                            f"{fmt(desc.get('plain_int8_agreement_with_fp32'))})")
         out += ["", f"Budget: {'; '.join(parts) or 'none'}. **{'met' if desc.get('passed') else 'NOT met'}**."]
         wc = desc.get("worst_class")
         if wc:
@@ -150,7 +154,8 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
         if desc.get("classes_over_budget"):
             out += ["Classes over budget: " + "; ".join(f"{c['class']} −{c['drop_pts']:.1f} pt ({c['drop_images']} img, p = {fmt(c['p_value'])})" for c in desc["classes_over_budget"])]
         nncf_f, pc = desc.get("float_layers_nncf", []), desc.get("float_layers_per_class", [])
-        out += [f"Layers kept in float by NNCF accuracy control ({len(nncf_f)}): {', '.join(nncf_f) or 'none'}",
+        out += [f"Layers kept in float by NNCF accuracy control ({len(nncf_f)}): {', '.join(nncf_f) or 'none'}"
+                + (f" — reverted by it from plain INT8: {', '.join(desc['reverted_by_nncf']) or 'none'}" if "reverted_by_nncf" in desc else ""),
                 f"Layers reverted to float for the per-class budget ({len(pc)}): {', '.join(pc) or 'none'}"]
         if desc.get("attempts") and len(desc["attempts"]) > 1:
             out += ["", *markdown_table(["reverted layers", "top1", "top1 drop pt", "classes over budget"],

@@ -259,7 +259,46 @@ def _apply_ila(ctx: StepContext, step: dict) -> StepOutcome:
 
 
 def _int8_label(step: dict) -> str:
+    if step.get("agreement_data") is not None:
+        return "int8 (agreement-aware)"
     return "int8" + (" (accuracy-aware)" if step.get("max_drop") is not None or step.get("max_class_drop") is not None else "")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# int8 key → (check, what it must be); unlisted keys (ignored, agreement_data) are checked below
+INT8_CHECKS: dict[str, tuple[Any, str]] = {
+    "max_drop": (lambda v: _number(v) and v >= 0, "a number of points ≥ 0"),
+    "max_class_drop": (_number, "a number of points"),
+    "class_alpha": (lambda v: _number(v) and 0 < v, "a sign-test level > 0"),
+    "smooth_quant": (_number, "a SmoothQuant alpha (0..1; negative = off)"),
+    "max_reverts": (lambda v: _whole(v) and v >= 1, "an integer ≥ 1"),
+    "min_agreement": (lambda v: _number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+    "agreement_size": (lambda v: _whole(v) and v >= 1, "an integer ≥ 1"),
+    "subset_size": (lambda v: _whole(v) and v >= 1, "an integer ≥ 1 (calibration images)"),
+    "bias_correction": (lambda v: v in ("fast", "full", "off"), "one of fast, full, off"),
+}
+
+
+def check_int8_step(step: dict[str, Any], where: str = "recipe") -> None:
+    """Types and ranges of the int8 step's keys, so a typo fails before any work."""
+    for key, (ok, what) in INT8_CHECKS.items():
+        if key in step and step[key] is not None and not ok(step[key]):
+            raise UnsupportedError(f"{where}: int8 '{key}' must be {what} (got {step[key]!r})")
+    if "agreement_data" in step and not isinstance(step["agreement_data"], (str, Path)):
+        raise UnsupportedError(f"{where}: int8 'agreement_data' must be a folder path (got {step['agreement_data']!r})")
+    if "ignored" in step and not (isinstance(step["ignored"], list) and all(isinstance(n, str) for n in step["ignored"])):
+        raise UnsupportedError(f"{where}: int8 'ignored' must be a list of ONNX node names")
+    for key in ("min_agreement", "agreement_size"):
+        if step.get(key) is not None and step.get("agreement_data") is None:
+            raise UnsupportedError(f"{where}: int8 '{key}' needs 'agreement_data' (a folder of unlabelled images)",
+                                   "pass --agreement-data DIR or set agreement_data in the int8 step")
 
 
 register(StepSpec(
@@ -288,8 +327,9 @@ register(StepSpec(
     label=lambda s: f"ILA @ {','.join(str(a) for a in s.get('at', ILA_DEFAULT_AT))}", apply=_apply_ila, trains=lambda s: True))
 register(StepSpec(
     "int8", "NNCF INT8 post-training quantization of the exported ONNX (accuracy-aware with a budget)",
-    {"max_drop": None, "max_class_drop": None, "class_alpha": None, "smooth_quant": None, "ignored": None, "max_reverts": None},
-    label=_int8_label, position="last"))
+    {"max_drop": None, "max_class_drop": None, "class_alpha": None, "smooth_quant": None, "ignored": None, "max_reverts": None,
+     "agreement_data": None, "min_agreement": None, "agreement_size": None, "bias_correction": None, "subset_size": None},
+    label=_int8_label, check=check_int8_step, position="last"))
 
 
 def apply(ctx: StepContext, step: dict) -> StepOutcome:
