@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgefg.compress.steps import ILA_DEFAULT_AT, STEPS, check_int8_step, step_keys, torch_steps  # noqa: F401  (check_int8_step: re-exported)
+from edgefg.compress.steps import ILA_DEFAULT_AT, STEPS, step_keys, torch_steps
 from edgefg.errors import InputPathError, MissingDependencyError, UnsupportedError
 
 STEP_KEYS: dict[str, set[str]] = step_keys()  # each step's recipe keys, from the registry (edgefg/compress/steps.py)
