@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from edgefg.compress.steps import ILA_DEFAULT_AT
+from edgefg.compress import ILA_DEFAULT_AT
 from edgefg.compress.tokens import check_vit
 from edgefg.errors import UnsupportedError
 

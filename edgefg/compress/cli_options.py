@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from edgefg.compress.steps import ILA_DEFAULT_AT
+from edgefg.compress import ILA_DEFAULT_AT  # not .steps: `edgefg run` loads these options and must not load compression code
 
 
 def _ints(ctx, param, value: str | None) -> list[int] | None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from edgefg.compress.api import CompressOptions
     from edgefg.models.loader import LoadedModel
 
-ILA_DEFAULT_AT = (3, 7)  # 0-based ViT blocks followed by an ILA adapter (the ILA paper's 12-block setting)
+from edgefg.compress import ILA_DEFAULT_AT
 TRAIN_KEYS = {"epochs": 1, "lr": 5e-4, "batch_size": None, "optimizer": None, "max_steps": None}
 KD_KEYS = {"temperature": None, "alpha": None}
 
