@@ -24,7 +24,7 @@ OPTIONS = [
     click.option("--class-alpha", type=float, default=0.05, show_default=True, help="Sign-test level for calling a class drop real (1 counts every drop); the same rule as validate --max-class-drop."),
     click.option("--smooth-quant", type=float, help="SmoothQuant alpha for MatMul/Gemm: ViTs (default 0.95), CNNs their classifier head (default off); negative disables."),
     click.option("--agreement-data", type=click.Path(path_type=Path),
-                 help="Unlabelled images (any folder, searched recursively): NNCF's accuracy control then keeps top-1 agreement with the FP32 model on them (no labels needed)."),
+                 help="Unlabelled images (any folder, searched recursively) the model was not trained on, e.g. camera frames: NNCF's accuracy control then keeps top-1 agreement with the FP32 model on them (no labels needed)."),
     click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True),
                  help="With --agreement-data: smallest allowed top-1 agreement with FP32 (default 0.99); NNCF reverts layers to float until it holds."),
     click.option("--agreement-size", type=click.IntRange(1), help="Read at most N agreement images (a seeded random subset; default 2000)."),
