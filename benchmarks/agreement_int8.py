@@ -201,7 +201,7 @@ def markdown(results: dict) -> str:
                 f"times (INT8 step: quantization + accuracy control; compress: the whole CLI run with its report) include waits for other jobs. "
                 f"Goal: agreement ≥ {GOAL_AGREEMENT} with FP32 on the test split at ≥ {GOAL_SPEEDUP}× FP32 speed. Written by `{r['command']}` "
                 f"({r['date']}).", ""]
-        out += ["| variant | top-1 | Δ pt | agreement w/ FP32 (test) | mean KL | worst class (test) | agreement on the unlabelled images (plain → final) "
+        out += ["| variant | top-1 | Δ top-1 vs FP32 | agreement w/ FP32 (test) | mean KL | worst class (test) | agreement on the unlabelled images (plain → final) "
                 "| layers reverted | speed-up | INT8 step | compress wall | goal |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         first: dict[str, str] = {}
@@ -213,7 +213,7 @@ def markdown(results: dict) -> str:
             goal = "yes" if v["agreement"] >= GOAL_AGREEMENT and v["speedup"] >= GOAL_SPEEDUP else "no"
             search = (f"{v['plain_agreement_on_unlabelled']:.4f} → {v['agreement_on_unlabelled']:.4f}"
                       if v.get("agreement_on_unlabelled") is not None and v.get("plain_agreement_on_unlabelled") is not None else "–")
-            out.append(f"| {v['variant']} | {100 * v['top1']:.2f} % | {v['top1_drop_pts']:+.2f} | {v['agreement']:.4f} | {v['mean_kl']:.4f} | {worst} | {search} | "
+            out.append(f"| {v['variant']} | {100 * v['top1']:.2f} % | {-v['top1_drop_pts']:+.2f} pt | {v['agreement']:.4f} | {v['mean_kl']:.4f} | {worst} | {search} | "
                        f"{len(v['layers_reverted'])} | {v['speedup']:.2f}× | {_secs(v.get('int8_seconds'))} | {v['compress_seconds'] / 60:.1f} min | {goal} |")
         if any(first.get(v.get("model_sha256"), v["variant"]) != v["variant"] for v in r["variants"]):
             out += ["", "Rows marked *same file* are byte-identical models: the spread of their speed-ups is the machine's timing noise."]
