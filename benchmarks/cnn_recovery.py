@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import shutil
 import sys
@@ -108,24 +107,6 @@ def _features(model, samples, spec, device, batch: int = 128):
     return np.concatenate(out)
 
 
-def _linear_probe(feats, labels, classes: int, device, wd: float = 1e-3, iters: int = 200):
-    import torch
-
-    x, y = torch.from_numpy(feats).to(device), torch.from_numpy(labels).long().to(device)
-    w = torch.zeros(classes, x.shape[1], device=device, requires_grad=True)
-    b = torch.zeros(classes, device=device, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iters, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w.T + b, y) + wd * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach().cpu(), b.detach().cpu()
-
-
 def _prune_batch(samples, spec, n: int, seed: int = 0):
     import numpy as np
     import torch
@@ -159,6 +140,7 @@ def train_all(args) -> int:
     import timm
     from edgefg.calibration.dataset import scan, stratified_subset
     from edgefg.compress.prune import PruneOptions, prune, pruned_shapes
+    from efficientnet_lite0_cub import fit_head  # the linear probe of the CPU script, beside this file
     from edgefg.compress.train import train
     from edgefg.models.loader import load_model
 
@@ -201,7 +183,7 @@ def train_all(args) -> int:
         assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected, (missing, unexpected)
         eff.to(device).eval()
         feats = _features(eff, samples, spec, device)
-        w, b = _linear_probe(feats, np.array([s.label for s in samples]), len(classes), device)
+        w, b = fit_head(feats, np.array([s.label for s in samples]), len(classes), device=device)
         with torch.no_grad():
             eff.classifier.weight.copy_(w)
             eff.classifier.bias.copy_(b)

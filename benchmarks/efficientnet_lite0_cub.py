@@ -55,13 +55,13 @@ def features(model, samples, spec, batch: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
-def fit_head(feats: np.ndarray, labels: np.ndarray, classes: int, wd: float = 1e-3, iters: int = 200):
-    """Multinomial logistic regression (L-BFGS) on frozen features → (weight, bias)."""
+def fit_head(feats: np.ndarray, labels: np.ndarray, classes: int, wd: float = 1e-3, iters: int = 200, device="cpu"):
+    """Multinomial logistic regression (L-BFGS) on frozen features → (weight, bias) on the CPU."""
     import torch
 
-    x, y = torch.from_numpy(feats), torch.from_numpy(labels).long()
-    w = torch.zeros(classes, x.shape[1], requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
+    x, y = torch.from_numpy(feats).to(device), torch.from_numpy(labels).long().to(device)
+    w = torch.zeros(classes, x.shape[1], device=device, requires_grad=True)
+    b = torch.zeros(classes, device=device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iters, line_search_fn="strong_wolfe")
 
     def closure():
@@ -71,7 +71,7 @@ def fit_head(feats: np.ndarray, labels: np.ndarray, classes: int, wd: float = 1e
         return loss
 
     opt.step(closure)
-    return w.detach(), b.detach()
+    return w.detach().cpu(), b.detach().cpu()
 
 
 def top1(model, samples, spec) -> float:
