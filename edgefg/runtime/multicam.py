@@ -22,7 +22,7 @@ from edgefg.runtime.cameras import CameraConfig
 from edgefg.runtime.capture import Capture, Item, RetryPolicy
 from edgefg.runtime.events import EventLog
 from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.pipeline import RunOptions, parse_roi, roi_box
+from edgefg.runtime.pipeline import RunOptions, frame_result, parse_roi, roi_box, stage_latency
 from edgefg.runtime.postprocess import UNKNOWN, to_probabilities, topk
 from edgefg.runtime.smoothing import Decider, SmoothSpec
 from edgefg.runtime.sources import Frame, Source, open_source, redact
@@ -275,19 +275,11 @@ class MultiPipeline:
             d = cam.decider.update(p)
             post_ms = (time.perf_counter() - t3) * 1e3 + ((t3 - t2) * 1e3 if row == 0 else 0.0)
             now = time.perf_counter()
-            lat = {"read": round(it.read_ms, 3), "preprocess": round(it.prepare_ms, 3), "infer": round(infer_ms, 3),
-                   "postprocess": round(post_ms, 3), "total": round(it.prepare_ms + infer_ms + post_ms, 3),
-                   "end_to_end": round((now - it.captured) * 1e3, 3)}
+            lat = stage_latency(it, infer_ms, post_ms, now)
             for stage, ms in lat.items():
                 cam.stats.add(stage, ms)
             f = it.frame
-            result: dict[str, Any] = {
-                "camera": cam.name, "frame": f.index, "timestamp": round(f.timestamp, 6), "source": f.name,
-                "top": [{"label": labels[i], "score": round(float(p[i]), 6)} for i in tops[row]],
-                "label": d.label, "score": round(d.score, 6), "changed": d.changed, "latency_ms": lat,
-            }
-            if len(good) > 1:
-                result["batch"] = len(good)
+            result: dict[str, Any] = {"camera": cam.name, **frame_result(f, p, tops[row], d, lat, labels, len(good))}
             cam.frames += 1
             cam.label_changes += d.changed
             cam.unknown += d.label == UNKNOWN

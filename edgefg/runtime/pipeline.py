@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from edgefg.runtime.capture import Capture, Item, RetryPolicy
 from edgefg.runtime.events import EventLog
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.postprocess import UNKNOWN, to_probabilities, topk
-from edgefg.runtime.smoothing import Decider, SmoothSpec
+from edgefg.runtime.smoothing import Decider, Decision, SmoothSpec
 from edgefg.runtime.sources import Frame, Source, open_source, redact
 from edgefg.runtime.stats import StageStats, recent_rate
 from edgefg.runtime.timing import percentiles
@@ -110,6 +110,30 @@ def _cores() -> int:
 
 # -- the pipeline -----------------------------------------------------------------------------
 SourceLike = str | Path | Source | Callable[[], Source]
+
+
+def stage_latency(it: Item, infer_ms: float, post_ms: float, now: float) -> dict[str, float]:
+    """One frame's per-stage times in ms (what the JSON lines, /stats and Prometheus report)."""
+    return {"read": round(it.read_ms, 3), "preprocess": round(it.prepare_ms, 3), "infer": round(infer_ms, 3),
+            "postprocess": round(post_ms, 3), "total": round(it.prepare_ms + infer_ms + post_ms, 3),
+            "end_to_end": round((now - it.captured) * 1e3, 3)}
+
+
+def frame_result(f: Frame, probs: np.ndarray, top: Sequence[int], d: Decision, lat: dict[str, float], labels: Sequence[str], batch: int) -> dict[str, Any]:
+    """One frame's result record (one JSON line): top-k, the smoothed decision, latencies."""
+    result: dict[str, Any] = {
+        "frame": f.index,
+        "timestamp": round(f.timestamp, 6),
+        "source": f.name,
+        "top": [{"label": labels[i], "score": round(float(probs[i]), 6)} for i in top],
+        "label": d.label,
+        "score": round(d.score, 6),
+        "changed": d.changed,
+        "latency_ms": lat,
+    }
+    if batch > 1:
+        result["batch"] = batch
+    return result
 
 
 class Pipeline:
@@ -249,24 +273,11 @@ class Pipeline:
             d = self.decider.update(p)
             post_ms = (time.perf_counter() - t3) * 1e3 + ((t3 - t2) * 1e3 if row == 0 else 0.0)
             now = time.perf_counter()
-            total = it.prepare_ms + infer_ms + post_ms
-            lat = {"read": round(it.read_ms, 3), "preprocess": round(it.prepare_ms, 3), "infer": round(infer_ms, 3),
-                   "postprocess": round(post_ms, 3), "total": round(total, 3), "end_to_end": round((now - it.captured) * 1e3, 3)}
+            lat = stage_latency(it, infer_ms, post_ms, now)
             for stage, ms in lat.items():
                 self.stats.add(stage, ms)
             f = it.frame
-            result: dict[str, Any] = {
-                "frame": f.index,
-                "timestamp": round(f.timestamp, 6),
-                "source": f.name,
-                "top": [{"label": labels[i], "score": round(float(p[i]), 6)} for i in tops[row]],
-                "label": d.label,
-                "score": round(d.score, 6),
-                "changed": d.changed,
-                "latency_ms": lat,
-            }
-            if len(items) > 1:
-                result["batch"] = len(items)
+            result = frame_result(f, p, tops[row], d, lat, labels, len(items))
             self.frames += 1
             self.label_changes += d.changed
             self.unknown += d.label == UNKNOWN
