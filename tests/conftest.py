@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
 CLASSES = ["Acadian_Flycatcher", "Least_Flycatcher", "Willow_Flycatcher"]  # near-identical on purpose
 TINY_SIZE = 64
+# the edgefg CLI as a subprocess, from this checkout (no console script needed)
+EDGEFG = [sys.executable, "-c", "import sys; from edgefg.cli import main; sys.argv[0] = 'edgefg'; main()"]
 
 os.environ.setdefault("EDGEFG_QUIET", "1")
 # the ONNX export cache (edgefg/converters/torch_to_onnx.py) lives in a folder of this run, never in ~/.cache

@@ -2,7 +2,6 @@
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -10,8 +9,8 @@ from edgefg.errors import BundleError, ChecksumError
 from edgefg.manifest import load_manifest
 from edgefg.runtime.install import install_bundle, rollback
 from edgefg.runtime.model import LoadedBundle
+from tests.conftest import EDGEFG
 
-EDGEFG = [sys.executable, "-c", "import sys; from edgefg.cli import main; sys.argv[0] = 'edgefg'; main()"]
 
 
 def flip_byte(bundle_dir):

@@ -4,7 +4,6 @@ Home Assistant discovery, last will)."""
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,9 +15,9 @@ from edgefg.runtime.sightings import SightingTracker
 from edgefg.runtime.spool import Spool
 from tests.runtime.real_parts import Mosquitto, require
 from tests.runtime.fakes import write_video
+from tests.conftest import EDGEFG
 
 REPO = Path(__file__).resolve().parents[2]
-EDGEFG = [sys.executable, "-c", "import sys; from edgefg.cli import main; sys.argv[0] = 'edgefg'; main()"]
 
 try:
     import paho.mqtt.client as paho

@@ -3,7 +3,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,14 +15,9 @@ from edgefg.runtime import RunOptions, stream
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.pipeline import Pipeline, run_pipeline
 from tests.runtime.fakes import FakeSource, synthetic_frame, write_video
+from tests.conftest import EDGEFG
 
 REPO = Path(__file__).resolve().parents[2]
-EDGEFG = [sys.executable, "-c", "import sys; from edgefg.cli import main; sys.argv[0] = 'edgefg'; main()"]
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny_bundles):
-    return tiny_bundles["fp32-intel-cpu"]
 
 
 @pytest.fixture(scope="module")

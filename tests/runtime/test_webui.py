@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,9 +24,9 @@ from edgefg.runtime.multicam import MultiPipeline
 from edgefg.runtime.pipeline import serve
 from tests.runtime.fakes import FakeSource, write_video
 from tests.runtime.real_parts import chromium_paths, free_port, require
+from tests.conftest import EDGEFG
 
 REPO = Path(__file__).resolve().parents[2]
-EDGEFG = [sys.executable, "-c", "import sys; from edgefg.cli import main; sys.argv[0] = 'edgefg'; main()"]
 TOKEN = "s3cret-token-0123456789"
 SCREENSHOT = REPO / "docs" / "live-page.png"  # written when EDGEFG_WRITE_SCREENSHOT=1 (the README shows it)
 
