@@ -24,6 +24,7 @@ from edgefg.calibration.dataset import Sample, iter_batches
 from edgefg.errors import DataError, InputPathError
 from edgefg.manifest import Preprocess
 from edgefg.progress import track
+from edgefg.runtime.postprocess import softmax as _softmax
 from edgefg.runtime.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,8 @@ def load_unlabelled(root: str | Path, spec: Preprocess, size: int | None = DEFAU
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """The runtime's softmax, in float64 (KL of near-identical distributions needs the precision)."""
+    return _softmax(logits.astype(np.float64))
 
 
 def kl_per_image(ref_probs: np.ndarray, logits: np.ndarray) -> np.ndarray:
