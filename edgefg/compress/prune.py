@@ -224,8 +224,12 @@ def apply_shapes(model, shapes: dict[str, list[int]]) -> None:
     def param(*shape: int) -> nn.Parameter:
         return nn.Parameter(torch.empty(*shape))
 
+    kinds = ((nn.Conv2d, 3), (nn.modules.batchnorm._BatchNorm, 1), (nn.Linear, 2))
     for name, shape in shapes.items():
         mod = mods[name]
+        want = next((n for cls, n in kinds if isinstance(mod, cls)), None)
+        if want is not None and not (isinstance(shape, list) and len(shape) == want and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise UnsupportedError(f"pruned shape of layer '{name}' is {shape!r}, not {want} positive integers", "re-save the model with edgefg (pruned_shapes)")
         if isinstance(mod, nn.Conv2d):
             cin, cout, groups = shape
             mod.in_channels, mod.out_channels, mod.groups = cin, cout, groups

@@ -210,6 +210,8 @@ def test_pruned_model_rebuilds_from_shapes_and_a_plain_state_dict():
     assert torch.allclose(rebuilt.eval()(x), m.eval()(x), atol=1e-5)
     with pytest.raises(UnsupportedError, match="lacks"):
         apply_shapes(_model(), {"no.such.layer": [1]})
+    with pytest.raises(UnsupportedError, match="not 3 positive integers"):  # a hand-edited config.json
+        apply_shapes(_model(), {"conv_stem": [3, "8"]})
 
 
 def test_distillation_leaves_the_teacher_as_it_was(image_folder):
