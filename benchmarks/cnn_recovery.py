@@ -139,7 +139,7 @@ def _cfg(epochs: int, lr: float, args, freeze_bn: bool, seed: int = 0, smoothing
 
     return TrainConfig(epochs=epochs, lr=lr, batch_size=args.batch, warmup_steps=0, freeze_bn=freeze_bn, device=args.device,
                        amp=args.device.startswith("cuda"), num_workers=args.workers, max_steps=args.max_steps, seed=seed,
-                       label_smoothing=smoothing)
+                       label_smoothing=smoothing, data_on_device=args.data_on_device)
 
 
 def train_all(args) -> int:
@@ -169,7 +169,8 @@ def train_all(args) -> int:
         args.batch, args.max_steps = 8, 1
     summary: dict[str, Any] = {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
                                "torch": torch.__version__, "timm": timm.__version__, "train_images": len(samples),
-                               "batch_size": args.batch, "budget_s": args.budget_s, "models": {}, "variants": {}}
+                               "batch_size": args.batch, "budget_s": args.budget_s, "data_on_device": args.data_on_device,
+                               "models": {}, "variants": {}}
 
     def write_summary() -> None:
         summary["wall_s"] = round(time.time() - t_start, 1)
@@ -243,11 +244,14 @@ def train_all(args) -> int:
         for size in SIZES:
             jobs.append((name, f"input{size}", {"size": size}))
     for name in bases:
-        jobs.append((name, "prune0.3-global", {"ratio": 0.3, "global": True}))
-    if args.jobs:
+        for r in RATIOS:
+            jobs.append((name, f"prune{r:.1f}-global", {"ratio": r, "global": True}))
+    if args.jobs:  # in the order of the patterns: the first ones get their epochs before the budget runs short
         import fnmatch
 
-        jobs = [j for j in jobs if any(fnmatch.fnmatch(f"{j[0]}/{j[1]}", pat) for pat in args.jobs.split(","))]
+        pats = args.jobs.split(",")
+        jobs = sorted((j for j in jobs if any(fnmatch.fnmatch(f"{j[0]}/{j[1]}", p) for p in pats)),
+                      key=lambda j: next(i for i, p in enumerate(pats) if fnmatch.fnmatch(f"{j[0]}/{j[1]}", p)))
     plan_epochs = {"prune": args.prune_epochs, "input": args.resize_epochs}
     kd = dict(temperature=4.0, alpha=0.7)
     prune_call_s = {name: 8.0 for name in bases}  # graph tracing, Taylor gradients, BN statistics: re-measured
@@ -260,6 +264,8 @@ def train_all(args) -> int:
         remaining = jobs[idx:]
         fixed = sum(job_cost(n, t, 0) for n, t, _ in remaining)
         cost = sum(job_cost(n, t, plan_epochs["prune" if t.startswith("prune") else "input"]) for n, t, _ in remaining) - fixed
+        if args.greedy:  # each job its planned epochs while the budget lasts (the first patterns matter most)
+            fixed, cost = job_cost(name, tag, 0), job_cost(name, tag, plan_epochs[kind]) - job_cost(name, tag, 0)
         scale = min(1.0, max(0.0, budget.left() - 10 - fixed) / max(cost, 1e-6))
         epochs = max(PRUNE_STEPS if kind == "prune" else 1, int(plan_epochs[kind] * scale)) if not args.smoke else 1
         if budget.left() < job_cost(name, tag, epochs) * 0.8 and not args.smoke:
@@ -322,7 +328,8 @@ def pack(args) -> int:
 
     src, dest = Path(args.out), Path(args.pack_to)
     dest.mkdir(parents=True, exist_ok=True)
-    files = [src / "efficientnet_lite0_cub100.safetensors"] + sorted(src.glob("*.fp16.safetensors"))
+    base = src / "efficientnet_lite0_cub100.safetensors"  # absent when the run started from an earlier run's base (--base-from)
+    files = [base] * base.is_file() + sorted(src.glob("*.fp16.safetensors"))
 
     def rank(f: Path) -> int:
         return next((i for i, key in enumerate(PACK_ORDER) if key in f.name.replace("-global", ".global")), len(PACK_ORDER))
@@ -384,10 +391,14 @@ def main() -> int:
     t.add_argument("--finetune-epochs", type=int, default=20)
     t.add_argument("--finetune-lr", type=float, default=5e-4)
     t.add_argument("--prune-epochs", type=int, default=15)
+    t.add_argument("--greedy", action="store_true", help="give each job (in --jobs order) its planned epochs while the budget lasts, "
+                   "instead of shrinking all remaining jobs alike")
     t.add_argument("--resize-epochs", type=int, default=10)
     t.add_argument("--kd-lr", type=float, default=5e-4)
     t.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this (8 compounds badly over iterative steps: 16 → 8)")
     t.add_argument("--max-steps", type=int, help="cap each training call (smoke runs)")
+    t.add_argument("--loader", choices=["auto", "device", "workers"], default="auto",
+                   help="device: decode the images once and augment on the training device; workers: timm/PIL in loader processes; auto: device on CUDA")
     t.add_argument("--smoke", action="store_true", help="100 images, batch 8, one step per training call")
     t.add_argument("--jobs", help="only these MODEL/VARIANT patterns, comma-separated (e.g. '*/prune0.1,mobilenetv2_cub100/input160')")
     t.add_argument("--base-from", help="a folder with efficientnet_lite0_cub100.fp16.safetensors + train.json of an earlier run: no fine-tuning")
@@ -413,6 +424,7 @@ def main() -> int:
         prepare(Path(args.dest), args.base_from)
         return 0
     if args.cmd == "train":
+        args.data_on_device = args.loader == "device" or (args.loader == "auto" and args.device.startswith("cuda"))
         rc = train_all(args)
         if args.pack_to:
             pack(args)

@@ -117,11 +117,14 @@ def train_config(step: dict, opts: "CompressOptions", ckpt: Path | None):
         checkpoint_dir=ckpt,
         device=opts.device,
         amp=cuda,
-        num_workers=min(8, os.cpu_count() or 1) if cuda else 0,  # keep a GPU fed
+        num_workers=min(8, os.cpu_count() or 1) if cuda else 0,
+        data_on_device=cuda,  # decode once, augment on the GPU: PIL augmentation cannot keep a GPU fed
     )
 
 
 def train_description(cfg, res) -> dict[str, Any]:
+    from edgefg.compress.train import augmentation_label
+
     return {
         "epochs": cfg.epochs,
         "steps": res.steps,
@@ -129,7 +132,7 @@ def train_description(cfg, res) -> dict[str, Any]:
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "schedule": "cosine",
-        "augmentation": "timm train transform (random resized crop, flip, colour jitter)",
+        "augmentation": augmentation_label(cfg),
         "trainable_params": res.trainable_params,
         "resumed_from_step": res.resumed_from_step,
         "history": res.history,

@@ -51,6 +51,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
     device: str = "cpu"  # cpu | cuda | cuda:N — where the forward/backward passes run (data loading stays on the CPU)
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    data_on_device: bool = False  # decode the images once, augment with torch on `device` (compress/device_data.py): GPUs
 
     def identity(self) -> str:
         """What must match for a checkpoint to be resumed (not max_steps / paths / threads)."""
@@ -176,6 +177,46 @@ def resolve_device(name: str):
     return device
 
 
+def augmentation_label(cfg: TrainConfig) -> str:
+    if not cfg.augment:
+        return "none (evaluation preprocessing)"
+    if cfg.data_on_device:
+        return f"torch on {cfg.device} over images decoded once (random resized crop, flip, colour jitter)"
+    return "timm train transform (random resized crop, flip, colour jitter)"
+
+
+def _device_batches(cached, spec: Preprocess, order: Sequence[int], batch_size: int, skip: int, cfg: TrainConfig, generator):
+    """(x, y) batches drawn from images decoded once (see compress/device_data.py), augmented on their device."""
+    import torch
+
+    from edgefg.compress.device_data import augment
+
+    n = len(order)
+    starts = [i for i in range(0, n, batch_size) if i + batch_size <= n or n <= batch_size][skip:]  # no ragged last batch (BatchNorm)
+    index = torch.as_tensor(list(order), device=cached.images.device)
+
+    def gen():
+        for i in starts:
+            idx = index[i : i + batch_size]
+            x = cached.images[idx]
+            yield (augment(x, spec, generator, scale=cfg.aug_scale) if cfg.augment else _center(x, spec)), cached.labels[idx]
+
+    return gen(), len(starts)
+
+
+def _center(images, spec: Preprocess):
+    """The un-augmented batch: the stored square resized to the input size, normalised (augment=False)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = F.interpolate(images.float() / 255.0, size=tuple(spec.input_size), mode="bilinear", antialias=True, align_corners=False)
+    if spec.color.upper() == "BGR":
+        x = x.flip(1)
+    m = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
 def _batches(dataset, order: Sequence[int], batch_size: int, skip: int, num_workers: int, pin: bool = False) -> Iterable:
     from torch.utils.data import DataLoader
 
@@ -213,7 +254,12 @@ def train(
     if teacher is not None:
         teacher.to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
-    dataset = ImageDataset(samples, spec, augment=cfg.augment, scale=cfg.aug_scale)
+    if cfg.data_on_device:
+        from edgefg.compress.device_data import cache_images
+
+        dataset = cache_images(samples, spec, device, workers=max(1, cfg.num_workers or os.cpu_count() or 1))
+    else:
+        dataset = ImageDataset(samples, spec, augment=cfg.augment, scale=cfg.aug_scale)
     params = []
     for name, p in model.named_parameters():
         p.requires_grad_(trainable is None or any(name.startswith(t) for t in trainable))
@@ -252,7 +298,11 @@ def train(
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
         torch.manual_seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)  # augmentation/dropout of the resumed part
         random.seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)
-        loader, n_batches = _batches(dataset, order, cfg.batch_size, in_epoch, cfg.num_workers, pin=device.type == "cuda")
+        if cfg.data_on_device:
+            gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)
+            loader, n_batches = _device_batches(dataset, spec, order, cfg.batch_size, in_epoch, cfg, gen)
+        else:
+            loader, n_batches = _batches(dataset, order, cfg.batch_size, in_epoch, cfg.num_workers, pin=device.type == "cuda")
         model.train()
         if cfg.freeze_bn:
             _freeze_bn(model, trainable)
