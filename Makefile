@@ -44,7 +44,7 @@ figures: $(STAMP) $(PRUNED) $(VIT)
 	$(PY) benchmarks/compress_figures.py int8
 	$(PY) benchmarks/compress_figures.py vit-int8
 
-bench: $(STAMP) $(PRUNED) $(VIT)
+bench: $(STAMP) $(VIT)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/pareto.py
 

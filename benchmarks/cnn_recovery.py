@@ -149,7 +149,7 @@ def train_all(args) -> int:
 
     import timm
     from edgefg.calibration.dataset import scan, stratified_subset
-    from edgefg.compress.prune import PruneOptions, prune, pruned_shapes
+    from edgefg.compress.prune import PruneOptions, prune, prune_schedule, pruned_shapes
     from efficientnet_lite0_cub import fit_head  # the linear probe of the CPU script, beside this file
     from edgefg.compress.train import train
     from edgefg.models.loader import load_model
@@ -278,10 +278,11 @@ def train_all(args) -> int:
         entry: dict[str, Any] = {"model": name, "kind": kind, "epochs": epochs, "lr": args.kd_lr, **kd}
         if kind == "prune":
             ratio = job["ratio"]
-            per_step = 1.0 - (1.0 - ratio) ** (1.0 / PRUNE_STEPS)  # channel fractions compound over the steps
-            # distillation epochs after each step: short ones in between, the rest after the last
-            split = [max(1, epochs // 5)] * (PRUNE_STEPS - 1)
-            split.append(max(1, epochs - sum(split)))
+            # the product's schedule (`edgefg compress --prune R --prune-rounds 3 --epochs E`): per-round ratios that
+            # compound to R, distillation epochs a fifth after each intermediate round and the rest after the last
+            schedule = prune_schedule(ratio, PRUNE_STEPS, epochs)
+            per_step = schedule[0]["ratio"]
+            split = [s["epochs"] for s in schedule if s["type"] == "distil"]
             steps_desc = []
             train_s = 0.0
             for k in range(PRUNE_STEPS):

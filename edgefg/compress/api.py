@@ -23,6 +23,7 @@ import numpy as np
 from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_subset
 from edgefg.compress import steps as step_registry
 from edgefg.compress.recipes import RECIPES, load_recipe, validate_steps
+from edgefg.compress.prune import prune_schedule
 from edgefg.compress.steps import ILA_DEFAULT_AT, StepContext
 from edgefg.compress.report import write_compress_report
 from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, export_onnx_cached
@@ -72,6 +73,7 @@ class CompressOptions:
     input_size: int | None = None
     # structured pruning + distillation
     prune: float | None = None
+    prune_rounds: int = 1  # prune in this many rounds, distilling after each (--epochs: the total over the rounds)
     kd_temperature: float = 4.0
     kd_alpha: float = 0.7
     # ViT token reduction / CLCA
@@ -127,12 +129,20 @@ def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
             torch_steps.insert(0, {"type": "resize", "size": opts.input_size, "epochs": 1})
         else:
             rs["size"] = opts.input_size
+    scheduled: list[dict[str, Any]] = []  # distil steps whose epochs the prune schedule split (not overridden by --epochs below)
     if opts.prune is not None:
         pr = next((s for s in torch_steps if s["type"] == "prune"), None)
         if pr is None:
-            torch_steps += [{"type": "prune", "ratio": opts.prune}, {"type": "distil", "epochs": 1}]
+            rounds = prune_schedule(opts.prune, opts.prune_rounds, opts.epochs if opts.prune_rounds > 1 else None)
+            scheduled = [s for s in rounds if s["type"] == "distil"] if opts.prune_rounds > 1 else []
+            torch_steps += rounds
+        elif opts.prune_rounds > 1:
+            raise UnsupportedError(f"--prune-rounds needs a recipe without prune steps (recipe '{name}' has its own)",
+                                   "drop --prune-rounds, or use --recipe fp32 / int8 with --prune")
         else:
             pr["ratio"] = opts.prune
+    elif opts.prune_rounds > 1:
+        raise UnsupportedError("--prune-rounds needs --prune RATIO", "e.g. --prune 0.2 --prune-rounds 3 --epochs 40")
     if opts.token_keep is not None:
         st = {"type": "tokens", "keep": opts.token_keep, "method": opts.token_method, "clca": opts.clca}
         if opts.token_at:
@@ -148,7 +158,7 @@ def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
         torch_steps.append({"type": "ila", "at": list(opts.adapter_at), "dim": opts.adapter_dim, "epochs": 1})
     for s in torch_steps:
         if step_registry.spec(s["type"]).trains(s):
-            if opts.epochs is not None and (s["type"] != "tokens" or s.get("clca")):
+            if opts.epochs is not None and (s["type"] != "tokens" or s.get("clca")) and not any(s is d for d in scheduled):
                 s["epochs"] = opts.epochs
             if opts.lr is not None:
                 s["lr"] = opts.lr

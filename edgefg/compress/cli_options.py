@@ -36,6 +36,9 @@ OPTIONS = [
     click.option("--eval-backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True, help="Engine for the report's accuracy/latency (auto: OpenVINO when installed)."),
     click.option("--input-size", type=click.IntRange(16, 4096), help="Input down-sampling: the model takes SIZE×SIZE (e.g. 192), distilled from the full-resolution model (CNNs)."),
     click.option("--prune", type=float, help="Structured pruning ratio (e.g. 0.3), followed by distillation from the unpruned model."),
+    click.option("--prune-rounds", type=click.IntRange(1, 20), default=1, show_default=True,
+                 help="Prune in N rounds (ratios compounding to --prune), distilling after each; --epochs is then the total "
+                      "(a fifth after each intermediate round, the rest after the last)."),
     click.option("--kd-temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T."),
     click.option("--kd-alpha", type=float, default=0.7, show_default=True, help="Weight of the distillation term (1-alpha on cross-entropy)."),
     click.option("--token-keep", type=float, help="ViT token keep rate at each reduction block (e.g. 0.5)."),

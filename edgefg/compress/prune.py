@@ -28,6 +28,31 @@ class PruneOptions:
     bn_recalibrate: bool = True  # re-estimate BatchNorm statistics on the user's images after pruning (when given)
 
 
+def prune_schedule(ratio: float, rounds: int = 1, epochs: int | None = None) -> list[dict[str, Any]]:
+    """Recipe steps for pruning ``ratio`` of the channels in ``rounds`` rounds, each followed by
+    distillation from the unpruned model: a per-round ratio that compounds to ``ratio``
+    (1 - (1 - r)^rounds = ratio) and ``epochs`` distillation epochs in all (default: one per round),
+    a fifth after each intermediate round and the rest after the last — the schedule that kept
+    EfficientNet-Lite0 within a point at 20 % (README, ``benchmarks/cnn_recovery.py``)."""
+    if not 0.0 < ratio < 1.0:
+        raise UnsupportedError(f"prune ratio {ratio} is outside (0, 1)", "pass e.g. --prune 0.3")
+    if rounds < 1:
+        raise UnsupportedError(f"prune rounds must be ≥ 1 (got {rounds})", "pass e.g. --prune-rounds 3")
+    total = rounds if epochs is None else epochs
+    if rounds == 1:
+        return [{"type": "prune", "ratio": ratio}, {"type": "distil", "epochs": max(1, total)}]
+    if total < rounds:
+        raise UnsupportedError(f"{rounds} pruning rounds need at least {rounds} distillation epochs (got --epochs {total})",
+                               f"pass --epochs {rounds} or more (tens of epochs recover best), or fewer --prune-rounds")
+    per_round = 1.0 - (1.0 - ratio) ** (1.0 / rounds)
+    split = [max(1, total // 5)] * (rounds - 1)
+    split.append(max(1, total - sum(split)))
+    steps: list[dict[str, Any]] = []
+    for e in split:
+        steps += [{"type": "prune", "ratio": round(per_round, 6)}, {"type": "distil", "epochs": e}]
+    return steps
+
+
 def is_vit(model) -> bool:
     try:
         from timm.models.vision_transformer import VisionTransformer

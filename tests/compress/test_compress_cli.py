@@ -128,6 +128,39 @@ def test_cli_flags_fold_into_the_recipe():
         plan_steps(CompressOptions(recipe="fp32", clca=True))
 
 
+def test_prune_rounds_compound_to_the_ratio_and_split_the_epochs():
+    from edgefg.compress.api import CompressOptions, plan_steps
+
+    _, steps = plan_steps(CompressOptions(recipe="int8", prune=0.2, prune_rounds=3, epochs=40, lr=1e-3))
+    assert [s["type"] for s in steps] == ["prune", "distil"] * 3 + ["int8"]
+    r = steps[0]["ratio"]
+    assert all(s["ratio"] == r for s in steps[0:6:2]) and abs((1 - r) ** 3 - 0.8) < 1e-5  # 3 rounds keep 80 % of the channels
+    assert [s["epochs"] for s in steps[1:6:2]] == [8, 8, 24] and all(s["lr"] == 1e-3 for s in steps[1:6:2])  # --epochs: the total
+    _, steps = plan_steps(CompressOptions(recipe="fp32", prune=0.3, prune_rounds=2))
+    assert [s.get("epochs") for s in steps] == [None, 1, None, 1]  # without --epochs: one per round
+    with pytest.raises(UnsupportedError, match="needs --prune"):
+        plan_steps(CompressOptions(recipe="fp32", prune_rounds=3))
+    with pytest.raises(UnsupportedError, match="recipe without prune steps"):
+        plan_steps(CompressOptions(recipe="prune-kd", prune=0.2, prune_rounds=3))
+    with pytest.raises(UnsupportedError, match="at least 3 distillation epochs") as err:
+        plan_steps(CompressOptions(recipe="fp32", prune=0.2, prune_rounds=3, epochs=2))
+    assert "--epochs 3" in err.value.hint
+
+
+def test_prune_rounds_through_the_cli(tmp_path, tiny_model, image_folder):
+    out = tmp_path / "art"
+    res = CliRunner().invoke(cli, ["compress", str(tiny_model), "--data", str(image_folder), "--recipe", "fp32", "--prune", "0.3", "--prune-rounds", "2",
+                                   "--epochs", "2", "--max-steps", "1", "--train-batch", "6", "--latency-iters", "2", "--no-plot", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    names = [r["step"] for r in report["steps"]]
+    assert names[0] == "fp32 (reference)" and names[2::2] == ["distil", "distil"]
+    assert all(n.startswith("prune 0.163") for n in names[1::2])  # 1 - (1 - 0.163)² ≈ 0.3
+    assert report["steps"][-1]["params"] < 0.85 * report["steps"][0]["params"]
+    bad = CliRunner().invoke(cli, ["compress", str(tiny_model), "--data", str(image_folder), "--prune", "0.3", "--prune-rounds", "0", "-o", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "--prune-rounds" in bad.output
+
+
 def test_without_val_data_the_report_says_accuracy_is_on_training_images(tmp_path, tiny_model, image_folder, caplog, monkeypatch):
     import logging
 
