@@ -175,6 +175,7 @@ def run_evaluation(weights: list[Path], args) -> int:
     summary = merged_summary(weights)
     result: dict[str, Any] = {"families": {}, "train": {k: v for k, v in summary.items() if k not in ("variants", "models")}, "dropped": DROPPED}
     listing: dict[str, dict[str, str]] = {}
+    prepared: dict[str, tuple[dict[str, tuple[Path, Any, dict | None]], dict[str, Any]]] = {}
     for name, variants in fams.items():
         if args.families and name not in args.families.split(","):
             continue
@@ -186,11 +187,15 @@ def run_evaluation(weights: list[Path], args) -> int:
                 files[_label(tag, v.get("entry")) + ", INT8"] = (_int8(v["dir"], data), model, v.get("entry"))
         labels = files["FP32"][1].labels
         ref = pareto.score_onnx(files["FP32"][0], test, labels, files["FP32"][1].preprocess, args.test_size)
+        scores = {label: pareto.score_onnx(path, test, labels, model.preprocess, args.test_size).summary(ref) for label, (path, model, _) in files.items()}
+        prepared[name] = (files, scores)
+    for name, (files, scores) in prepared.items():  # all timing last, after every export, INT8 run and scoring: one quiet phase
+        print(f"timing: {FAMILIES[name]}, {len(files)} models, {args.rounds} interleaved rounds", flush=True)
         timing = pareto.time_interleaved({k: p for k, (p, _, _) in files.items()}, None, rounds=args.rounds)
         rows = []
         for label, (path, model, entry) in files.items():
             st = onnx_stats(path)
-            sc = pareto.score_onnx(path, test, labels, model.preprocess, args.test_size).summary(ref)
+            sc = scores[label]
             rows.append({"variant": label, "onnx": str(path.relative_to(REPO)), "macs": st["macs"], "params": st["params"],
                          "size_mb": path.stat().st_size / 1e6, "input_size": list(model.preprocess.input_size), **timing[label], **sc,
                          "recovery": None if entry is None else {k: entry.get(k) for k in ("epochs", "lr", "wall_s", "ratio", "global_pruning", "input_size")}})
