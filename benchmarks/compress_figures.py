@@ -4,6 +4,7 @@
     python benchmarks/compress_figures.py prune   # 30% structured pruning + KD on mobilenetv2_cub100
     python benchmarks/compress_figures.py vit     # hybrid ViT on cub100: EViT/ToMe/CLCA/ILA/INT8
     python benchmarks/compress_figures.py vit-int8  # accuracy-aware INT8 of that ViT (after ``vit``)
+    python benchmarks/compress_figures.py effnet  # EfficientNet-Lite0 through the CLI (after ``cnn_recovery.py evaluate``)
 
 ``int8`` and ``prune`` run the edgefg CLI exactly as a user would (the command is printed and
 stored) on ../shared/data (``EDGEFG_DATA``) and copy each report to results/compress/. ``vit``
@@ -98,6 +99,25 @@ def render_prune(s: dict) -> str:
     return "\n".join(lines)
 
 
+def render_effnet(s: dict) -> str:
+    """The two user runs on EfficientNet-Lite0: each report's per-step table as `edgefg compress` writes it."""
+    lines = []
+    for run in s["runs"]:
+        r = run["report"]
+        lines += [f"`{run['command']}` (exit {run['exit_code']}, {run['seconds'] / 60:.1f} min on a shared 2-core machine); validation "
+                  f"{r['validation']['images']} cub100/test images, latency = the report's own batch-1 timing ({r.get('latency_backend')}) while "
+                  "other jobs ran (speed-ups timed on a quiet machine: the `cnn-recovery` table):", "",
+                  "| step | MACs | params | latency | top-1 | top-5 | worst class |", "|---|---|---|---|---|---|---|"]
+        for row in r["steps"]:
+            lines.append(f"| {row['step']} | {row['macs'] / 1e6:.0f} M | {row['params'] / 1e6:.2f} M | "
+                         f"{row['latency_ms_p50']:.2f} ms | {_pct(row['top1'])} | {_pct(row['top5'])} | {_pct(row['worst_class_accuracy'])} |")
+        q = r["compression"][-1]
+        floats = [*q.get("float_layers_nncf", []), *q.get("float_layers_per_class", [])]
+        lines += ["", f"Top-1 drop {r['top1_drop']:.2f} pt; worst class drop {r['worst_class_drop']:.1f} pt; "
+                  f"INT8 layers left in float: {len(floats)}" + (f" ({', '.join(f'`{n}`' for n in floats[:6])})" if floats else "") + ".", ""]
+    return "\n".join(lines)
+
+
 def render_vit(v: dict) -> str:
     t = v["train"]
     lines = [f"Setting: {v['setting']}; {t['epochs']} epochs ({t['steps']} steps, {t['minutes']} min), "
@@ -121,8 +141,29 @@ def render_vit(v: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+EFFNET = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
+EFFNET_PRUNED = REPO / "runs" / "cnn-recovery" / "models" / "efficientnet_lite0.prune0.2"
+
+
+def fig_effnet(args) -> None:
+    """EfficientNet-Lite0 (benchmarks/cnn_recovery.py) through the CLI as a user runs it: 192 px input
+    + INT8 in one run, and accuracy-aware INT8 of the 20 %-pruned model (plain INT8 lost points there)."""
+    for d in (EFFNET, EFFNET_PRUNED):
+        if not (d / "config.json").is_file():
+            raise SystemExit(f"missing {d.relative_to(REPO)}: run `python benchmarks/cnn_recovery.py evaluate --weights ...` first")
+    runs = [
+        _edgefg([str(EFFNET), "--data", str(TRAIN), "--val-data", str(TEST), "--recipe", "int8", "--input-size", "192", "--epochs", "0",
+                 "-o", str(RUNS / "effnet-192-int8"), "--force"], "effnet-192-int8"),
+        _edgefg([str(EFFNET_PRUNED), "--data", str(TRAIN), "--val-data", str(TEST), "--max-drop", "0.5",
+                 "-o", str(RUNS / "effnet-prune0.2-int8-acc"), "--force"], "effnet-prune0.2-int8-acc"),
+    ]
+    (OUT / "effnet.json").write_text(json.dumps({"runs": runs}, indent=2, default=str) + "\n", encoding="utf-8")
+    for run in runs:
+        print(f"{run['command']}: exit {run['exit_code']}, " + ", ".join(f"{r['step']} {r['top1']:.4f}" for r in run["report"]["steps"]))
+
+
 BLOCKS = {"int8": ("compress-int8", "int8-accuracy.json", render_int8), "prune": ("compress-prune", "prune-kd.json", render_prune),
-          "vit": ("compress-vit", "vit.json", render_vit), "vit-int8": ("compress-vit-int8", "vit-int8-accuracy.json", render_int8)}
+          "vit": ("compress-vit", "vit.json", render_vit), "effnet": ("compress-effnet", "effnet.json", render_effnet), "vit-int8": ("compress-vit-int8", "vit-int8-accuracy.json", render_int8)}
 
 
 def write_readme_blocks(figures: list[str]) -> None:
@@ -185,7 +226,7 @@ def fig_vit(args) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("figure", choices=["int8", "prune", "vit", "vit-int8", "all", "readme"], help="readme: only re-render the README blocks from results/compress/*.json")
+    ap.add_argument("figure", choices=["int8", "prune", "vit", "vit-int8", "effnet", "all", "readme"], help="readme: only re-render the README blocks from results/compress/*.json")
     ap.add_argument("--class-budget", type=float, default=10.0, help="per-class budget for the int8 figure (points)")
     ap.add_argument("--ratio", type=float, default=0.3)
     ap.add_argument("--epochs", type=int, default=1)
@@ -197,7 +238,7 @@ def main() -> int:
     if not MODEL.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set EDGEFG_DATA)")
     sys.path.insert(0, str(Path(__file__).parent))
-    for name, fn in (("int8", fig_int8), ("prune", fig_prune), ("vit", fig_vit), ("vit-int8", fig_vit_int8)):
+    for name, fn in (("int8", fig_int8), ("prune", fig_prune), ("vit", fig_vit), ("vit-int8", fig_vit_int8), ("effnet", fig_effnet)):
         if args.figure in (name, "all"):
             fn(args)
     if not getattr(args, "vit_smoke", False):
