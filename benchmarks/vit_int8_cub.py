@@ -146,7 +146,7 @@ def run(args) -> dict[str, Any]:
         if s is None:
             s = _edgefg(cli_args, f"vit-int8/{key}", extra={"args": cli_args, "source_sha256": src_sha}, out=cli_root)
         else:
-            print(f"{name}: reusing the CLI result of {s['seconds'] / 60:.1f} min (same command, same ONNX file)")
+            print(f"{name}: reusing the CLI result of {s['seconds'] / 60:.1f} min (same command, same ONNX file)", flush=True)
         rep = s["report"]
         q = rep["compression"][-1]
 
@@ -203,6 +203,8 @@ def run(args) -> dict[str, Any]:
         result["threads"] = THREADS
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")  # after every variant
+        listing = {f"{r['variant']} + INT8 (accuracy-aware)": r["int8_acc"]["onnx"] for r in result["rows"]}
+        (work / "variants.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")  # for benchmarks/pareto.py
         a, p = row["int8_acc"], row["int8_plain"]
         print(f"{name:<28} FP32 {100 * row['fp32']['top1']:.2f} %  plain INT8 {_fmt_drop(p['top1_drop_pts'])} ×{p['speedup']:.2f}  "
               f"acc-aware INT8 {_fmt_drop(a['top1_drop_pts'])} ×{a['speedup']:.2f}  reverted {a['reverted_modules'] or 'none'}  "
