@@ -3,7 +3,7 @@
     python benchmarks/compress_figures.py int8    # accuracy-aware INT8 on mobilenetv2_cub100
     python benchmarks/compress_figures.py prune   # 30% structured pruning + KD on mobilenetv2_cub100
     python benchmarks/compress_figures.py vit     # hybrid ViT on cub100: EViT/ToMe/CLCA/ILA/INT8
-    python benchmarks/compress_figures.py vit-int8  # accuracy-aware INT8 of that ViT (after ``vit``)
+    python benchmarks/compress_figures.py vit-int8  # accuracy-aware INT8 of that ViT and its token-reduced variants (after ``vit``)
     python benchmarks/compress_figures.py effnet  # EfficientNet-Lite0 through the CLI (after ``cnn_recovery.py evaluate``)
 
 ``int8`` and ``prune`` run the edgefg CLI exactly as a user would (the command is printed and
@@ -32,7 +32,9 @@ MODEL = DATA / "models" / "mobilenetv2_cub100"
 TRAIN, TEST = DATA / "cub100" / "train", DATA / "cub100" / "test"
 
 
-def _edgefg(args: list[str], name: str) -> dict:
+def _edgefg(args: list[str], name: str, extra: dict | None = None, out: Path | None = None) -> dict:
+    """Run ``edgefg compress args``; store its summary (command, exit code, wall time, report) as
+    ``<out>/<name>.json`` (out: results/compress) with its log and report files beside it."""
     exe = str(Path(sys.executable).with_name("edgefg"))
     cmd = [exe, "compress", *args]
     shown = "edgefg compress " + " ".join(str(a).replace(str(REPO) + "/", "").replace(str(REPO.parent), "..") for a in args)
@@ -41,17 +43,18 @@ def _edgefg(args: list[str], name: str) -> dict:
     proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True)
     seconds = time.time() - t0
     out_dir = Path(args[args.index("-o") + 1])
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{name}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    out = out or OUT
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if not (out_dir / "report.json").is_file():
         print(proc.stdout[-3000:], proc.stderr[-3000:])
         raise SystemExit(f"{name}: no report (exit {proc.returncode})")
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     for f in ("report.md", "report.png"):
         if (out_dir / f).is_file():
-            shutil.copy2(out_dir / f, OUT / f"{name}-{f}")
-    summary = {"command": shown, "exit_code": proc.returncode, "seconds": round(seconds, 1), "report": report}
-    (OUT / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+            shutil.copy2(out_dir / f, out / f"{name}-{f}")
+    summary = {"command": shown, "exit_code": proc.returncode, "seconds": round(seconds, 1), **(extra or {}), "report": report}
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary
 
 
@@ -141,6 +144,12 @@ def render_vit(v: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_vit_int8(v: dict) -> str:
+    from vit_int8_cub import render  # benchmarks/vit_int8_cub.py
+
+    return render(v)
+
+
 EFFNET = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
 EFFNET_PRUNED = REPO / "runs" / "cnn-recovery" / "models" / "efficientnet_lite0.prune0.2"
 
@@ -163,7 +172,8 @@ def fig_effnet(args) -> None:
 
 
 BLOCKS = {"int8": ("compress-int8", "int8-accuracy.json", render_int8), "prune": ("compress-prune", "prune-kd.json", render_prune),
-          "vit": ("compress-vit", "vit.json", render_vit), "effnet": ("compress-effnet", "effnet.json", render_effnet), "vit-int8": ("compress-vit-int8", "vit-int8-accuracy.json", render_int8)}
+          "vit": ("compress-vit", "vit.json", render_vit), "effnet": ("compress-effnet", "effnet.json", render_effnet),
+          "vit-int8": ("compress-vit-int8", "vit-int8-accuracy.json", render_vit_int8)}
 
 
 def write_readme_blocks(figures: list[str]) -> None:
@@ -196,16 +206,11 @@ def fig_int8(args) -> None:
 
 
 def fig_vit_int8(args) -> None:
-    """Accuracy-aware INT8 of the hybrid ViT from the ``vit`` figure, through the CLI (ONNX input:
-    NNCF's transformer model type is picked from the graph); 1,000 stratified test images keep
-    NNCF's per-quantizer ranking affordable on 2 cores."""
-    onnx = RUNS / "vit-hybrid" / "variants" / "0.onnx"
-    if not onnx.is_file():
-        raise SystemExit(f"missing {onnx}: run the 'vit' figure first")
-    s = _edgefg([str(onnx), "--data", str(TRAIN), "--val-data", str(TEST), "--val-size", "1000", "--max-drop", "0.5",
-                 "--max-class-drop", str(args.class_budget), "-o", str(RUNS / "vit-int8-acc"), "--force"], "vit-int8-accuracy")
-    r = s["report"]
-    print(f"exit {s['exit_code']}: top-1 {r['steps'][0]['top1']:.4f} → {r['steps'][-1]['top1']:.4f}, float layers {r['compression'][-1]['float_layers']}")
+    """Accuracy-aware INT8 of the hybrid ViT and its token-reduced variants, through the CLI, on all of
+    cub100/test (benchmarks/vit_int8_cub.py)."""
+    from vit_int8_cub import run
+
+    run(args)
 
 
 def fig_prune(args) -> None:
@@ -233,7 +238,12 @@ def main() -> int:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--vit-epochs", type=int, default=8, help="vit: epochs for the hybrid ViT's transformer")
     ap.add_argument("--vit-smoke", action="store_true", help="vit: 3 steps per training, 300 test images (checks the script)")
-    ap.add_argument("--rounds", type=int, default=5, help="vit: interleaved timing rounds")
+    ap.add_argument("--rounds", type=int, default=5, help="vit, vit-int8: interleaved timing rounds")
+    ap.add_argument("--val-size", type=int, default=None, help="vit-int8: a stratified subset of N test images (default: all 2,903)")
+    ap.add_argument("--max-drop", type=float, default=0.5, help="vit-int8: --max-drop of each edgefg compress run (points)")
+    ap.add_argument("--vit-variants", type=lambda s: [v.strip() for v in s.split(";") if v.strip()], default=None,
+                    help="vit-int8: ';'-separated variant names from variants.json (default: plain ViT, EViT/ToMe keep 0.5/0.7, EViT keep 0.5 + 1 epoch KD)")
+    ap.add_argument("--vit-smooth-quant", type=float, default=None, help="vit-int8: --smooth-quant alpha (default: NNCF's, 0.95; negative: off)")
     args = ap.parse_args()
     if not MODEL.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set EDGEFG_DATA)")

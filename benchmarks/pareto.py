@@ -248,7 +248,11 @@ def vit_family() -> dict[str, Path]:
     listing = RUNS / "compress" / "vit-hybrid" / "variants.json"
     if not listing.is_file():
         raise SystemExit(f"missing {listing.relative_to(REPO)}: run `python benchmarks/compress_figures.py vit` first (make bench does)")
-    return {name: REPO / rel for name, rel in json.loads(listing.read_text()).items()}
+    files = {name: REPO / rel for name, rel in json.loads(listing.read_text()).items()}
+    accuracy_aware = RUNS / "compress" / "vit-int8" / "variants.json"  # benchmarks/compress_figures.py vit-int8, when run
+    if accuracy_aware.is_file():
+        files.update({name: REPO / rel for name, rel in json.loads(accuracy_aware.read_text()).items() if (REPO / rel).is_file()})
+    return files
 
 
 def recovery_families() -> dict[str, dict[str, dict[str, str]]]:

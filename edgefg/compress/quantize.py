@@ -247,6 +247,34 @@ def float_layers(model) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.name not in q]
 
 
+def module_names(model, names: Sequence[str]) -> dict[str, str]:
+    """The PyTorch module each ONNX node ``names`` came from (``node_Conv_1058`` →
+    ``patch_embed.backbone.blocks.0.0.conv_dw``): the parameter name of its weight (``….weight``, which
+    stays the convolution's when the exporter folds a BatchNorm into it), else the dynamo exporter's
+    ``pkg.torch.onnx.name_scopes`` metadata (attention products have no weight). Nodes with neither
+    (other exporters) are left out."""
+    import ast
+
+    inits = {i.name for i in model.graph.initializer}
+    wanted, out = set(names), {}
+    for n in model.graph.node:
+        if n.name not in wanted:
+            continue
+        weights = [i for i in n.input if i in inits and i.endswith(".weight")]
+        if weights:
+            out[n.name] = weights[0][: -len(".weight")]
+            continue
+        meta = {p.key: p.value for p in n.metadata_props}
+        try:
+            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            continue
+        modules = [s for s in scopes[:-1] if s]  # the last scope is the traced op itself (conv2d, matmul, ...)
+        if modules:
+            out[n.name] = modules[-1]
+    return out
+
+
 def revert_layers(quantized, reference, names: Sequence[str]):
     """A copy of ``quantized`` where nodes ``names`` read float inputs again (their Q/DQ pairs are
     bypassed; weights and biases come back from ``reference``, undoing bias correction)."""
@@ -414,6 +442,11 @@ def quantize_with_budget(
         method = "int8-ptq"
     nncf_float = float_layers(quantized)
     plain_float = set(float_layers(plain)) if plain is not None else set(nncf_float)
+    plain_scores: dict[str, Any] = {}
+    if labelled and plain is not None:  # NNCF's starting point: what the accuracy control bought
+        _, pm, pdrops = _evaluate(runner, plain, val_x, val_y, labels, ref_m)
+        plain_scores = {"plain_int8_top1": pm["top1"], "plain_int8_top1_drop": 100.0 * (ref_m["top1"] - pm["top1"]),
+                        "plain_int8_worst_class": _worst(pdrops)}
 
     history: list[dict] = []
     best = (quantized, None, [], [])
@@ -470,16 +503,22 @@ def quantize_with_budget(
         budget=asdict(budget),
         engine=runner.engine,
         top1_drop=top1_drop,
-        worst_class=({k2: drops[0][k2] for k2 in ("class", "images", "drop_pts", "drop_images", "p_value")} if drops else None),
+        worst_class=_worst(drops),
         classes_over_budget=[{k2: r[k2] for k2 in ("class", "images", "drop_pts", "drop_images", "p_value")} for r in failing],
         float_layers_nncf=nncf_float,  # every weighted layer without Q/DQ after NNCF (never quantized, or reverted)
         reverted_by_nncf=[n for n in nncf_float if n not in plain_float],  # what the accuracy control reverted
         float_layers_per_class=reverted,
+        float_layer_modules=module_names(reference, [*nncf_float, *reverted]),  # node → PyTorch module, for the reader
+        **plain_scores,
         sensitivity=ranking[:10],
         attempts=history,
         passed=bool(mean_ok and agree_ok and not failing),
     )
     return desc
+
+
+def _worst(drops: list[dict]) -> dict | None:
+    return {k: drops[0][k] for k in ("class", "images", "drop_pts", "drop_images", "p_value")} if drops else None
 
 
 def _attempt(k: int, ref_m: dict, m: dict, failing: list[dict]) -> dict:

@@ -135,7 +135,7 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
 def _step_details(desc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     skip = {"step", "method", "history", "attempts", "sensitivity", "float_layers", "float_layers_nncf", "float_layers_per_class", "reverted_by_nncf",
-            "classes_over_budget", "graph", "runtimes", "worst_class", "budget"}
+            "classes_over_budget", "graph", "runtimes", "worst_class", "budget", "float_layer_modules", "plain_int8_top1", "plain_int8_top1_drop"}
     simple = {k: v for k, v in desc.items() if k not in skip and not isinstance(v, (dict, list))}
     out += [", ".join(f"{k}: {fmt(v)}" for k, v in simple.items())]
     if "budget" in desc:
@@ -151,12 +151,22 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
         wc = desc.get("worst_class")
         if wc:
             out += [f"Worst class: {wc['class']} −{wc['drop_pts']:.1f} pt = {wc['drop_images']} of {wc['images']} images (p = {fmt(wc['p_value'])})."]
+        if desc.get("plain_int8_top1_drop") is not None:
+            pw = desc.get("plain_int8_worst_class") or {}
+            out += [f"Plain INT8 (NNCF's starting point, before accuracy control): top-1 {format_value('top1', desc['plain_int8_top1'])}, "
+                    f"drop {_pts(desc['plain_int8_top1_drop'])} pt"
+                    + (f"; worst class {pw['class']} −{pw['drop_pts']:.1f} pt = {pw['drop_images']} of {pw['images']} images (p = {fmt(pw['p_value'])})." if pw else ".")]
         if desc.get("classes_over_budget"):
             out += ["Classes over budget: " + "; ".join(f"{c['class']} −{c['drop_pts']:.1f} pt ({c['drop_images']} img, p = {fmt(c['p_value'])})" for c in desc["classes_over_budget"])]
         nncf_f, pc = desc.get("float_layers_nncf", []), desc.get("float_layers_per_class", [])
-        out += [f"Layers kept in float by NNCF accuracy control ({len(nncf_f)}): {', '.join(nncf_f) or 'none'}"
-                + (f" — reverted by it from plain INT8: {', '.join(desc['reverted_by_nncf']) or 'none'}" if "reverted_by_nncf" in desc else ""),
-                f"Layers reverted to float for the per-class budget ({len(pc)}): {', '.join(pc) or 'none'}"]
+        mods = desc.get("float_layer_modules") or {}
+
+        def named(layers: list[str]) -> str:
+            return ", ".join(f"{n} ({mods[n]})" if n in mods else n for n in layers) or "none"
+
+        out += [f"Layers kept in float by NNCF accuracy control ({len(nncf_f)}): {named(nncf_f)}"
+                + (f" — reverted by it from plain INT8: {named(desc['reverted_by_nncf'])}" if "reverted_by_nncf" in desc else ""),
+                f"Layers reverted to float for the per-class budget ({len(pc)}): {named(pc)}"]
         if desc.get("attempts") and len(desc["attempts"]) > 1:
             out += ["", *markdown_table(["reverted layers", "top1", "top1 drop pt", "classes over budget"],
                                         [[fmt(a["reverted"]), format_value("top1", a["top1"]), _pts(a["top1_drop"]), fmt(a["classes_over_budget"])] for a in desc["attempts"]])]

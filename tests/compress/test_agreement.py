@@ -270,7 +270,17 @@ def test_agreement_not_labels_decides_the_reverts(tmp_path, sensitive_model, ima
     assert q["agreement_images"] == 60 and q["agreement_ignored_files"] == 1 and q["validations"] >= 3
     assert q["top1_drop"] is not None and q["budget"]["max_drop"] == 50.0  # the labelled gate still ran
     assert _agreement_on(agree.directory, ref.directory, frames) >= MIN_AGREEMENT
+    # what the control bought: NNCF's starting model is the plain INT8 artifact (same calibration), scored on the same labels
+    assert q["plain_int8_top1"] == pytest.approx(plain.report["steps"][-1]["top1"])
+    assert q["plain_int8_top1_drop"] == pytest.approx(100 * (agree.report["steps"][0]["top1"] - q["plain_int8_top1"]))
+    # each reverted node is named by the PyTorch module it came from
+    from edgefg.models.loader import load_model
+
+    modules = dict(load_model(sensitive_model).module.named_modules())
+    named = q["float_layer_modules"]
+    assert set(q["reverted_by_nncf"]) <= set(named) and all(named[n] in modules for n in named), named
     report_md = (agree.directory / "report.md").read_text()
+    assert f"{q['reverted_by_nncf'][0]} ({named[q['reverted_by_nncf'][0]]})" in report_md and "Plain INT8 (NNCF's starting point" in report_md
     assert "agreement with FP32 ≥ 0.9 on 60 unlabelled images" in report_md and q["reverted_by_nncf"][0] in report_md
     assert "int8 (agreement-aware)" in report_md
 

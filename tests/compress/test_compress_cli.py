@@ -244,3 +244,24 @@ def test_resize_step_must_come_first(tmp_path):
     bad.write_text('[[step]]\ntype = "resize"\nsize = 8\n')
     with pytest.raises(UnsupportedError, match="16..4096"):
         load_recipe(str(bad))
+
+
+def test_module_names_of_onnx_nodes(tiny_artifacts, tiny_model):
+    """Reports name a layer left in float by the PyTorch module it came from (dynamo exporter metadata)."""
+    import onnx
+
+    from edgefg.compress.quantize import module_names
+    from edgefg.models.loader import load_model
+
+    ref = onnx.load(str(tiny_artifacts["fp32"] / "model.onnx"))
+    layers = quantized_layers(onnx.load(str(tiny_artifacts["int8"] / "model.onnx")))
+    named = module_names(ref, layers)
+    modules = dict(load_model(tiny_model).module.named_modules())
+    assert set(named) == set(layers) and all(named[n] in modules and named[n] for n in layers), named
+    assert "conv_stem" in named.values() and "classifier" in named.values()  # not the BatchNorm folded into it
+    conv = next(n for n in ref.graph.node if n.name == layers[0])
+    conv.input[1] = "w0"  # an exporter without parameter names and without metadata: the node keeps only its ONNX name
+    ref.graph.initializer.add().name = "w0"
+    assert module_names(ref, layers)[layers[0]] in modules  # still found through the exporter's scopes (the folded BatchNorm's)
+    del conv.metadata_props[:]
+    assert layers[0] not in module_names(ref, layers)
