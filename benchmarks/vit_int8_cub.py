@@ -228,14 +228,15 @@ def render(v: dict[str, Any]) -> str:
         f"speed-up = batch-1 latency of that variant's FP32 / INT8, the models of each row timed in one interleaved loop. "
         f"Written by `python benchmarks/compress_figures.py vit-int8`; wall times on the shared 2-core machine (waits for other jobs included), "
         f"{sum(r['seconds']['variant_total'] for r in v['rows']) / 60:.0f} min in all.", "",
-        "| variant | FP32 top-1 | plain INT8: Δ top-1, speed-up | accuracy-aware INT8: top-1, Δ, speed-up (vs plain ViT FP32) | worst class (acc-aware): lost, p (adj.) | reverted to float by the control | goal ≤ 0.5 pt at ≥ 1.5× | wall time |",
+        "| variant | FP32 top-1 | plain INT8: Δ top-1, speed-up; worst class lost, p (adj.) | accuracy-aware INT8: top-1, Δ, speed-up (vs plain ViT FP32) | worst class (acc-aware): lost, p (adj.) | reverted to float by the control | goal ≤ 0.5 pt at ≥ 1.5× | wall time |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in v["rows"]:
         a, p = r["int8_acc"], r["int8_plain"]
         rev = ", ".join(f"`{m}`" for m in a["reverted_modules"]) or "none"
         lines.append(
-            f"| {r['variant']} | {100 * r['fp32']['top1']:.2f} % | {_fmt_drop(p['top1_drop_pts'])}, {p['speedup']:.2f}× | "
+            f"| {r['variant']} | {100 * r['fp32']['top1']:.2f} % | {_fmt_drop(p['top1_drop_pts'])}, {p['speedup']:.2f}×; "
+            f"{p['worst_class_drop_images']}, p={p['worst_class_p']:.2g} ({p['worst_class_p_adjusted']:.2g}) | "
             f"{100 * a['top1']:.2f} %, {_fmt_drop(a['top1_drop_pts'])}, {a['speedup']:.2f}× ({a['speedup_vs_plain_vit_fp32']:.2f}×) | "
             f"{a['worst_class_drop_images']}, p={a['worst_class_p']:.2g} ({a['worst_class_p_adjusted']:.2g}) | {rev} | "
             f"{'yes' if r['meets_target'] else 'no'} | {r['seconds']['variant_total'] / 60:.1f} min |")

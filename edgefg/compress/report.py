@@ -153,7 +153,7 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
             out += [f"Worst class: {wc['class']} −{wc['drop_pts']:.1f} pt = {wc['drop_images']} of {wc['images']} images (p = {fmt(wc['p_value'])})."]
         if desc.get("plain_int8_top1_drop") is not None:
             pw = desc.get("plain_int8_worst_class") or {}
-            out += [f"Plain INT8 (NNCF's starting point, before accuracy control): top-1 {format_value('top1', desc['plain_int8_top1'])}, "
+            out += [f"Plain INT8 (NNCF's starting point, before accuracy control): top-1 {100 * desc['plain_int8_top1']:.2f} %, "
                     f"drop {_pts(desc['plain_int8_top1_drop'])} pt"
                     + (f"; worst class {pw['class']} −{pw['drop_pts']:.1f} pt = {pw['drop_images']} of {pw['images']} images (p = {fmt(pw['p_value'])})." if pw else ".")]
         if desc.get("classes_over_budget"):

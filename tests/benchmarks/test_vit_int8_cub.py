@@ -54,6 +54,6 @@ def test_readme_block_names_reverted_modules_and_unfinished_variants():
     lines = [ln for ln in text.splitlines() if ln.startswith("| plain ViT") or ln.startswith("| EViT")]
     assert "`patch_embed.backbone.blocks.0.0.conv_dw`" in lines[0] and lines[0].split("|")[-3].strip() == "yes"
     cells = [c.strip() for c in lines[1].split("|")]
-    assert cells[3] == "-1.80 pt, 2.10×" and cells[4] == "87.30 %, -0.70 pt, 2.10× (2.73×)" and cells[-3] == "no"
+    assert cells[3] == "-1.80 pt, 2.10×; 3/29, p=0.12 (1)" and cells[4] == "87.30 %, -0.70 pt, 2.10× (2.73×)" and cells[-3] == "no"
     assert "Not run yet" in text and "ToMe keep 0.5" in text.split("Not run yet")[1]
     assert "blocks.0.attn" in text
