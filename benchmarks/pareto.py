@@ -298,13 +298,24 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fams = list(result["families"].items())
-    fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 4.8))
-    for ax, (fam, rows) in zip(np.atleast_1d(axes), fams):
+    cols = min(2, len(fams))
+    nrows = (len(fams) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(8.0 * cols, 5.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(fams):]:
+        ax.axis("off")
+    for ax, (fam, rows) in zip(axes.flat, fams):
         front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms_p50"])
         ax.plot([r["latency_ms_p50"] for r in front], [100 * r["top1"] for r in front], "-", color="tab:green", alpha=0.6, label="Pareto front")
+        floor = 100 * rows[0]["top1"] - 8.0  # collapsed variants (a curve's far end) would squash the useful range: drawn on the floor
+        low = min(100 * r["top1"] for r in rows) < floor
         for r in rows:
-            ax.plot(r["latency_ms_p50"], 100 * r["top1"], "o", color="tab:green" if r["pareto"] else "tab:gray")
-            ax.annotate(r["variant"], (r["latency_ms_p50"], 100 * r["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            y = max(100 * r["top1"], floor) if low else 100 * r["top1"]
+            below = low and 100 * r["top1"] < floor
+            ax.plot(r["latency_ms_p50"], y, "v" if below else "o", color="tab:green" if r["pareto"] else "tab:gray")
+            ax.annotate(r["variant"] + (f" ({100 * r['top1']:.0f} %)" if below else ""), (r["latency_ms_p50"], y), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        if low:
+            ax.set_ylim(floor - 0.5, None)
         ax.set_xlabel("batch-1 latency, ms (OpenVINO CPU, 2 threads)")
         ax.set_ylabel("top-1 on cub100/test, %")
         ax.set_title(fam)
