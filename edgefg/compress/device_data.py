@@ -136,8 +136,23 @@ def augment(
         gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
         x = (x - gray) * uniform(1 - jitter, 1 + jitter).view(shape) + gray  # saturation
         x = x.clamp(0.0, 1.0)
+    return normalise(x, spec)
+
+
+def centre(images, spec: Preprocess):
+    """The un-augmented batch (``augment=False``): the stored square resized to the input size, normalised."""
+    import torch.nn.functional as F
+
+    x = F.interpolate(images.float() / 255.0, size=tuple(spec.input_size), mode="bilinear", antialias=True, align_corners=False)
+    return normalise(x, spec)
+
+
+def normalise(x, spec: Preprocess):
+    """0..1 RGB pixels → the model's input: channel order, then (x - mean) / std of ``spec``."""
+    import torch
+
     if spec.color.upper() == "BGR":
         x = x.flip(1)
-    m = torch.tensor(spec.mean, device=dev, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(spec.std, device=dev, dtype=x.dtype).view(1, 3, 1, 1)
+    m = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s

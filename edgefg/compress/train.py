@@ -189,7 +189,7 @@ def _device_batches(cached, spec: Preprocess, order: Sequence[int], batch_size: 
     """(x, y) batches drawn from images decoded once (see compress/device_data.py), augmented on their device."""
     import torch
 
-    from edgefg.compress.device_data import augment
+    from edgefg.compress.device_data import augment, centre
 
     n = len(order)
     starts = [i for i in range(0, n, batch_size) if i + batch_size <= n or n <= batch_size][skip:]  # no ragged last batch (BatchNorm)
@@ -199,22 +199,9 @@ def _device_batches(cached, spec: Preprocess, order: Sequence[int], batch_size: 
         for i in starts:
             idx = index[i : i + batch_size]
             x = cached.images[idx]
-            yield (augment(x, spec, generator, scale=cfg.aug_scale) if cfg.augment else _center(x, spec)), cached.labels[idx]
+            yield (augment(x, spec, generator, scale=cfg.aug_scale) if cfg.augment else centre(x, spec)), cached.labels[idx]
 
     return gen(), len(starts)
-
-
-def _center(images, spec: Preprocess):
-    """The un-augmented batch: the stored square resized to the input size, normalised (augment=False)."""
-    import torch
-    import torch.nn.functional as F
-
-    x = F.interpolate(images.float() / 255.0, size=tuple(spec.input_size), mode="bilinear", antialias=True, align_corners=False)
-    if spec.color.upper() == "BGR":
-        x = x.flip(1)
-    m = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
 
 
 def _batches(dataset, order: Sequence[int], batch_size: int, skip: int, num_workers: int, pin: bool = False) -> Iterable:
