@@ -162,6 +162,7 @@ def time_interleaved(models: dict[str, Path], input_size: Sequence[int] | None, 
 
     from edgefg.runtime.timing import interleaved_rounds, latency_summary, time_calls
 
+    print(f"timing: {len(models)} models, {rounds} interleaved rounds", flush=True)  # marks the phase that wants a quiet machine
     lat = {n: _compile(p, "LATENCY") for n, p in models.items()}
     rng = np.random.default_rng(0)
     xs = {n: rng.standard_normal((1, 3, *(input_size or [d.get_length() for d in list(c.inputs[0].get_partial_shape())[2:]]))).astype(np.float32)
