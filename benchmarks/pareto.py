@@ -195,6 +195,7 @@ def time_interleaved(models: dict[str, Path], input_size: Sequence[int] | None, 
     res["_method"] = (f"OpenVINO {ov.__version__.split('-')[0]} CPU, {THREADS} threads, f32 precision hint (INT8 layers run INT8); {rounds} interleaved rounds "
                       f"(edgefg.runtime.timing): batch-1 latency = median of {rounds}×{iters} sync calls (LATENCY hint), throughput = async queue for "
                       f"{tput_seconds:g} s per round (THROUGHPUT hint, batch 1 requests), median over rounds")
+    print("timing: done", flush=True)
     return res
 
 
