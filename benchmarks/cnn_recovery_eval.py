@@ -224,17 +224,24 @@ def run_evaluation(weights: list[Path], args) -> int:
     return 0
 
 
+def _device(run: dict) -> str:
+    """What a training run ran on: the GPU's name, or ``cpu``."""
+    return run.get("gpu") or run.get("device") or "?"
+
+
 def _runs(tr: dict) -> str:
     """The training runs the table's variants come from (a later run's variant replaces an earlier one)."""
     runs = tr.get("runs") or [tr]
-    parts = [f"run {i + 1}: batch {r.get('batch_size')}, {'images augmented on the GPU' if r.get('data_on_device') else 'timm augmentation in loader workers'}, "
+    parts = [f"run {i + 1}: {_device(r)}, torch {r.get('torch')}, batch {r.get('batch_size')}, "
+             f"{'images decoded once, augmented on the training device' if r.get('data_on_device') else 'timm augmentation in loader workers'}, "
              f"{r.get('wall_s')} s" for i, r in enumerate(runs)]
     return f"{len(runs)} run(s) ({'; '.join(parts)})"
 
 
 def render(result: dict) -> str:
     tr = result["train"]
-    lines = [f"Training: {tr.get('gpu') or tr.get('device')}, torch {tr.get('torch')}, {tr.get('train_images')} cub100/train images, "
+    devices = list(dict.fromkeys(_device(r) for r in tr.get("runs") or [tr]))
+    lines = [f"Training: {' and '.join(devices)}, {tr.get('train_images')} cub100/train images, "
              f"{_runs(tr)}, {tr.get('wall_s')} s of training in all for everything below "
              "(epochs per variant in the table); weights returned in float16, run in float32. "
              f"Scoring: {result['data']}, OpenVINO. Timing: {result['machine']}; {result['method']}.", "",
