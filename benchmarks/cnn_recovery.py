@@ -237,15 +237,16 @@ def train_all(args) -> int:
 
     # jobs in priority order; epochs are scaled down when the budget runs short
     jobs: list[tuple[str, str, dict]] = []
+    ratios = args.ratios or RATIOS
     for name in bases:
-        for r in RATIOS:
-            jobs.append((name, f"prune{r:.1f}", {"ratio": r, "global": False}))
+        for r in ratios:
+            jobs.append((name, f"prune{r:g}", {"ratio": r, "global": False}))
     for name in bases:
         for size in SIZES:
             jobs.append((name, f"input{size}", {"size": size}))
     for name in bases:
-        for r in RATIOS:
-            jobs.append((name, f"prune{r:.1f}-global", {"ratio": r, "global": True}))
+        for r in ratios:
+            jobs.append((name, f"prune{r:g}-global", {"ratio": r, "global": True}))
     if args.jobs:  # in the order of the patterns: the first ones get their epochs before the budget runs short
         import fnmatch
 
@@ -401,6 +402,8 @@ def main() -> int:
     t.add_argument("--loader", choices=["auto", "device", "workers"], default="auto",
                    help="device: decode the images once and augment on the training device; workers: timm/PIL in loader processes; auto: device on CUDA")
     t.add_argument("--smoke", action="store_true", help="100 images, batch 8, one step per training call")
+    t.add_argument("--ratios", type=lambda s: [float(x) for x in s.split(",")], default=None,
+                   help=f"prune ratios to offer as jobs (default {','.join(f'{r:g}' for r in RATIOS)}; e.g. 0.25 → job MODEL/prune0.25)")
     t.add_argument("--jobs", help="only these MODEL/VARIANT patterns, comma-separated (e.g. '*/prune0.1,mobilenetv2_cub100/input160')")
     t.add_argument("--base-from", help="a folder with efficientnet_lite0_cub100.fp16.safetensors + train.json of an earlier run: no fine-tuning")
     t.add_argument("--sec-per-epoch", type=float, default=3.0, help="with --base-from: the epoch time to plan with until one is measured")

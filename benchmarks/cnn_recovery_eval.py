@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 RUNS = REPO / "runs" / "cnn-recovery"
 EFF_DIR = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
 FAMILIES = {"efficientnet_lite0": "EfficientNet-Lite0 (cub100, real BatchNorm)", "mobilenetv2_cub100": "MobileNetV2 (cub100, BN-folded)"}
-INT8_OF = ("base", "input192", "input160", "input160-nokd", "prune0.2", "prune0.3")  # variants also quantized to INT8
+INT8_OF = ("base", "input192", "input160", "input160-nokd", "prune0.2", "prune0.25", "prune0.3")  # variants also quantized to INT8
 
 
 def _split(weights: Path) -> dict[str, dict[str, Any]]:
@@ -153,7 +154,8 @@ def _label(tag: str, entry: dict | None) -> str:
     if tag.startswith("prune"):
         how = "global" if entry and entry.get("global_pruning") else "uniform"
         rt = f", rounded to {entry['round_to']}" if entry and entry.get("round_to") else ""
-        return f"pruned {float(tag[5:8]):.0%} ({how}{rt}) + KD"
+        ratio = entry["ratio"] if entry and "ratio" in entry else float(re.match(r"prune([0-9.]+)", tag).group(1))
+        return f"pruned {ratio:.0%} ({how}{rt}) + KD"
     if tag.endswith("-nokd"):
         return f"{tag[5:8]} px input, no retraining"
     if tag.startswith("input"):
