@@ -3,15 +3,18 @@
 On a GPU, timm's PIL augmentation of a few thousand images costs more than the forward and
 backward passes of a small CNN (measured on an H200 with 15 loader workers: ~1,000 images/s, about
 3 s per epoch of cub100/train, most of it JPEG decoding and PIL resizing). Fine-grained training
-sets are small, so the images fit in memory: decode each once (uint8, the short side resized to
-``input / crop_pct``, centre-cropped to a square), keep them on the device, and draw each batch's
-random resized crop, flip and colour jitter there in one batched ``grid_sample``.
+sets are small, so the images fit in memory: decode each once into a square of the model's resize
+size (``input / crop_pct``) with the runtime's own geometry (``runtime.preprocess.geometry``: the
+model's crop mode, interpolation and resize library), keep them on the device, and draw each batch's
+random resized crop, flip and colour jitter there in one batched ``grid_sample``. Without
+augmentation a batch is the square's centre crop: the evaluation preprocessing.
 
-What differs from timm's transform, stated: crops are drawn from the centred square (a 4:3 image
-loses an eighth of its width on each side before cropping), and resampling is bilinear.
+What differs from timm's transform, stated: crops are drawn from that square (for a ``center`` model a
+4:3 image loses an eighth of its width on each side before cropping), and resampling is bilinear.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -45,25 +48,24 @@ class CachedImages:
 
 
 def cache_side(spec: Preprocess) -> int:
-    """The stored square's side: what the evaluation resize would give before its centre crop."""
-    return max(max(spec.input_size), int(max(spec.input_size) / (spec.crop_pct or 1.0)))
+    """The stored square's side: the evaluation resize size, before its centre crop."""
+    return max(spec.scale_size)
 
 
-def _decode(path: str, side: int) -> np.ndarray | None:
-    import cv2
+def _square_spec(spec: Preprocess) -> Preprocess:
+    """``spec``'s geometry up to its resize, ending in a ``cache_side`` square instead of the input crop."""
+    side = cache_side(spec)
+    return dataclasses.replace(spec, input_size=(side, side), crop_pct=1.0)
 
-    from edgefg.runtime.preprocess import read_image
+
+def _decode(path: str, square: Preprocess) -> np.ndarray | None:
+    from edgefg.runtime.preprocess import geometry, read_image
 
     try:
         bgr = read_image(path)
     except DataError:
         return None
-    h, w = bgr.shape[:2]
-    k = side / min(h, w)
-    nh, nw = max(side, round(h * k)), max(side, round(w * k))
-    img = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
-    top, left = (nh - side) // 2, (nw - side) // 2
-    return np.ascontiguousarray(img[top : top + side, left : left + side, ::-1].transpose(2, 0, 1))  # CHW RGB
+    return np.ascontiguousarray(geometry(bgr, square)[:, :, ::-1].transpose(2, 0, 1))  # CHW RGB
 
 
 def cache_images(samples: Sequence[Sample], spec: Preprocess, device=None, workers: int = 8) -> CachedImages:
@@ -71,15 +73,16 @@ def cache_images(samples: Sequence[Sample], spec: Preprocess, device=None, worke
     Unreadable images are skipped with a warning, as the loader-based path does."""
     import torch
 
+    square = _square_spec(spec)
     side = cache_side(spec)
     labelled = [s for s in samples if s.label is not None]
     if not labelled:
         raise DataError("training needs labelled images", "pass --data DIR with one sub-folder per class")
-    key = (tuple((str(s.path), int(s.label)) for s in labelled), side, str(device))
+    key = (tuple((str(s.path), int(s.label)) for s in labelled), repr(square), str(device))
     if key in _MEMO:
         return _MEMO[key]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        decoded = list(pool.map(lambda s: _decode(str(s.path), side), labelled))
+        decoded = list(pool.map(lambda s: _decode(str(s.path), square), labelled))
     keep = [i for i, d in enumerate(decoded) if d is not None]
     for i, d in enumerate(decoded):
         if d is None:
@@ -140,11 +143,12 @@ def augment(
 
 
 def centre(images, spec: Preprocess):
-    """The un-augmented batch (``augment=False``): the stored square resized to the input size, normalised."""
-    import torch.nn.functional as F
-
-    x = F.interpolate(images.float() / 255.0, size=tuple(spec.input_size), mode="bilinear", antialias=True, align_corners=False)
-    return normalise(x, spec)
+    """The un-augmented batch (``augment=False``): the input-size centre crop of the stored square, normalised —
+    the evaluation preprocessing (``runtime.preprocess``), crop included."""
+    h, w = spec.input_size
+    side = images.shape[-1]
+    top, left = int(round((side - h) / 2.0)), int(round((side - w) / 2.0))
+    return normalise(images[..., top : top + h, left : left + w].float() / 255.0, spec)
 
 
 def normalise(x, spec: Preprocess):

@@ -48,6 +48,26 @@ def test_cache_without_readable_images_is_a_clear_error(tmp_path):
         cache_images([Sample(path=bad, label=None)], SPEC)
 
 
+@pytest.mark.parametrize("crop_mode", ["center", "squash", "border"])
+def test_unaugmented_batch_is_the_runtime_evaluation_preprocessing(tmp_path, crop_mode):
+    """The cache keeps the model's geometry: without augmentation a batch is what the runtime feeds the model."""
+    import cv2
+
+    from edgefg.compress.device_data import centre
+    from edgefg.runtime.preprocess import preprocess, read_image
+
+    device_data._MEMO.clear()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "wide.png"  # 4:3 and smooth, so resampling differences stay small; png: lossless
+    cv2.imwrite(str(path), cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 3))
+    spec = Preprocess(**{**SPEC.__dict__, "crop_mode": crop_mode, "resize": "opencv"})
+    cached = cache_images([Sample(path=path, label=0)], spec)
+    got = centre(cached.images, spec)[0].numpy()
+    want = preprocess(read_image(path), spec)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-4  # the same pixels: same resize, same crop (or pad), same normalisation
+
+
 def test_identity_augmentation_is_the_normalised_square_and_flip_mirrors_it():
     img = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64), dtype=np.uint8))
     plain = augment(img, SPEC, _gen(), scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, jitter=0.0)
