@@ -137,8 +137,10 @@ def _half(model) -> dict:
 def _cfg(epochs: int, lr: float, args, freeze_bn: bool, seed: int = 0, smoothing: float = 0.0):
     from edgefg.compress.train import TrainConfig
 
+    from edgefg.compress.train import training_precision
+
     return TrainConfig(epochs=epochs, lr=lr, batch_size=args.batch, warmup_steps=0, freeze_bn=freeze_bn, device=args.device,
-                       amp=args.device.startswith("cuda"), num_workers=args.workers, max_steps=args.max_steps, seed=seed,
+                       amp=training_precision(args.precision, args.device), num_workers=args.workers, max_steps=args.max_steps, seed=seed,
                        label_smoothing=smoothing, data_on_device=args.data_on_device)
 
 
@@ -170,7 +172,7 @@ def train_all(args) -> int:
     summary: dict[str, Any] = {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
                                "torch": torch.__version__, "timm": timm.__version__, "train_images": len(samples),
                                "batch_size": args.batch, "budget_s": args.budget_s, "data_on_device": args.data_on_device,
-                               "models": {}, "variants": {}}
+                               "precision": "bf16 autocast" if _cfg(1, 0.0, args, False).amp else "fp32", "models": {}, "variants": {}}
 
     def write_summary() -> None:
         summary["wall_s"] = round(time.time() - t_start, 1)
@@ -260,6 +262,16 @@ def train_all(args) -> int:
     def job_cost(n: str, t: str, epochs: float) -> float:
         return epochs * sec_per_epoch[n] + (PRUNE_STEPS * prune_call_s[n] if t.startswith("prune") else 0.0)
 
+    start = _continue_from(args.continue_from, bases) if args.continue_from else None
+    if start is not None:  # the rebuilt variant must still know its training images (a shape/key slip reads as chance)
+        with torch.no_grad():
+            x, y = (t.to(device) for t in data_cache[start["model"]])
+            start["train_batch_top1"] = float((start["model_"].to(device).eval()(x).argmax(1) == y).float().mean())
+        start["model_"].cpu()
+        log(f"{args.continue_from}: top-1 {start['train_batch_top1']:.3f} on {len(y)} of its training images")
+        if start["train_batch_top1"] < 0.3 and not args.smoke:
+            raise SystemExit(f"{args.continue_from} rebuilt scores {start['train_batch_top1']:.3f} on its own training images")
+
     for idx, (name, tag, job) in enumerate(jobs):
         kind = "prune" if tag.startswith("prune") else "input"
         remaining = jobs[idx:]
@@ -274,33 +286,43 @@ def train_all(args) -> int:
             summary.setdefault("skipped", []).extend(f"{n}/{t}" for n, t, _ in remaining)
             break
         base, bspec, freeze_bn = bases[name]
-        student = copy.deepcopy(base)
         t0 = time.time()
         entry: dict[str, Any] = {"model": name, "kind": kind, "epochs": epochs, "lr": args.kd_lr, **kd}
+        n_steps, done_ratio = PRUNE_STEPS, 0.0
+        if start is not None and start["model"] == name and kind == "prune":
+            if job["ratio"] <= start["ratio"] or job["global"] != start["entry"].get("global_pruning", False):
+                raise SystemExit(f"--continue-from {args.continue_from}: job {name}/{tag} must prune further than {start['ratio']:g} the same way")
+            student = copy.deepcopy(start["model_"])
+            n_steps, done_ratio = args.continue_steps, start["ratio"]
+            entry["continued_from"] = {"variant": args.continue_from, "ratio": start["ratio"], "epochs": start["entry"]["epochs"],
+                                       "device": start["device"], "train_batch_top1": start["train_batch_top1"]}
+        else:
+            student = copy.deepcopy(base)
         if kind == "prune":
             ratio = job["ratio"]
             # the product's schedule (`edgefg compress --prune R --prune-rounds 3 --epochs E`): per-round ratios that
-            # compound to R, distillation epochs a fifth after each intermediate round and the rest after the last
-            schedule = prune_schedule(ratio, PRUNE_STEPS, epochs)
+            # compound to R, distillation epochs a fifth after each intermediate round and the rest after the last;
+            # continuing from a pruned variant, the rounds compound from its ratio to R
+            schedule = prune_schedule(1.0 - (1.0 - ratio) / (1.0 - done_ratio), n_steps, epochs)
             per_step = schedule[0]["ratio"]
             split = [s["epochs"] for s in schedule if s["type"] == "distil"]
             steps_desc = []
             train_s = 0.0
-            for k in range(PRUNE_STEPS):
+            for k in range(n_steps):
                 student.to(device)
                 desc = prune(student, tuple(bspec.input_size), PruneOptions(per_step, round_to=args.round_to, importance="taylor", iterative_steps=3,
                                                                              global_pruning=job["global"], bn_recalibrate=True), data_cache[name])
                 student.cpu()
                 t1 = time.time()
                 r = train(student, model_samples[name], bspec, _cfg(split[k], args.kd_lr, args, freeze_bn, seed=k), teacher=base,
-                          description=f"{name} {tag} step {k + 1}/{PRUNE_STEPS} distil")
+                          description=f"{name} {tag} step {k + 1}/{n_steps} distil")
                 train_s += time.time() - t1
                 steps_desc.append({"ratio": round(per_step, 4), "params_after": desc["params_after"], "macs_after": desc["macs_after"],
                                    "bn_recalibrated_layers": desc["bn_recalibrated_layers"], "distil_epochs": split[k], "history": r.history})
             entry.update(ratio=ratio, global_pruning=job["global"], round_to=args.round_to, importance="taylor", steps=steps_desc,
                          shapes=pruned_shapes(student), epochs=sum(split))
             sec_per_epoch[name] = train_s / sum(split)
-            prune_call_s[name] = max(1.0, (time.time() - t0 - train_s) / PRUNE_STEPS)
+            prune_call_s[name] = max(1.0, (time.time() - t0 - train_s) / n_steps)
         else:
             size = job["size"]
             r = train(student, model_samples[name], bspec, _cfg(epochs, args.kd_lr, args, freeze_bn), teacher=base,
@@ -316,6 +338,30 @@ def train_all(args) -> int:
     write_summary()
     log(f"done in {time.time() - t_start:.0f} s")
     return 0
+
+
+def _continue_from(spec: str, bases: dict) -> dict[str, Any]:
+    """``RUNDIR:MODEL/prune<R>`` → that run's pruned variant rebuilt (shapes + weights, no pickle), to prune further."""
+    from safetensors.torch import load_file
+
+    from edgefg.compress.prune import apply_shapes
+
+    run, _, key = spec.rpartition(":")
+    summary = json.loads((Path(run) / "train.json").read_text())
+    if key not in summary["variants"] or summary["variants"][key].get("kind") != "prune":
+        raise SystemExit(f"--continue-from {spec}: {run} has no pruned variant {key!r} (it has {sorted(summary['variants'])})")
+    entry = summary["variants"][key]
+    name, tag = key.split("/", 1)
+    prefix = f"{name}.{tag}/"
+    state = {k[len(prefix):]: v.float() if v.is_floating_point() else v
+             for f in sorted(Path(run).glob("weights*.safetensors")) for k, v in load_file(str(f)).items() if k.startswith(prefix)}
+    if not state:
+        raise SystemExit(f"--continue-from {spec}: no weights for {key} in {run}/weights*.safetensors")
+    model = copy.deepcopy(bases[name][0])
+    apply_shapes(model, entry["shapes"])
+    model.load_state_dict(state, strict=True)
+    log(f"continuing from {key} of {run} (ratio {entry['ratio']:g}, {entry['epochs']} epochs on {summary.get('gpu') or summary['device']})")
+    return {"model": name, "ratio": float(entry["ratio"]), "entry": entry, "model_": model.eval(), "device": summary.get("gpu") or summary["device"]}
 
 
 PACK_ORDER = ("efficientnet_lite0_cub100", "prune", "input", "global")  # what goes first when the transfer cap bites
@@ -406,6 +452,11 @@ def main() -> int:
                    help=f"prune ratios to offer as jobs (default {','.join(f'{r:g}' for r in RATIOS)}; e.g. 0.25 → job MODEL/prune0.25)")
     t.add_argument("--jobs", help="only these MODEL/VARIANT patterns, comma-separated (e.g. '*/prune0.1,mobilenetv2_cub100/input160')")
     t.add_argument("--base-from", help="a folder with efficientnet_lite0_cub100.fp16.safetensors + train.json of an earlier run: no fine-tuning")
+    t.add_argument("--continue-from", help="RUNDIR:MODEL/pruneR of an earlier run: prune jobs of that model start from it and prune on to "
+                   "their ratio (e.g. runs/cnn-recovery/gpu3:efficientnet_lite0/prune0.2 with --ratios 0.25)")
+    t.add_argument("--continue-steps", type=int, default=1, help="with --continue-from: pruning rounds from its ratio to the job's")
+    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="training arithmetic (edgefg --train-precision): auto = bf16 on CUDA, fp32 on the CPU")
     t.add_argument("--sec-per-epoch", type=float, default=3.0, help="with --base-from: the epoch time to plan with until one is measured")
     t.add_argument("--pack-to", help="after training, bundle the variants into ≤ 15 MiB files here")
     t.add_argument("--pack-cap-mib", type=float, default=62.0)

@@ -92,6 +92,7 @@ class CompressOptions:
     max_steps: int | None = None
     optimizer: str = "adamw"
     device: str = "cpu"  # where training and gradient-based pruning run: cpu | cuda | cuda:N (bf16 autocast on CUDA)
+    train_precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | bf16 (CUDA, or CPUs with AVX512-BF16/AMX) | fp32
     checkpoint_dir: Path | None = None  # default: <out>.ckpt beside the output, removed on success
     plot: bool = True
     check_preprocess: bool = True  # compare edgefg's inputs with timm's own transform before any work
@@ -286,10 +287,12 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         from edgefg.compress.tokens import check_vit
 
         check_vit(model.module)  # fail before any export/measurement work
-    if torch_steps and opts.device != "cpu":
-        from edgefg.compress.train import resolve_device
+    if torch_steps:
+        from edgefg.compress.train import resolve_device, training_precision
 
-        resolve_device(opts.device)  # a missing GPU is an error before any work, not after the export
+        if opts.device != "cpu":
+            resolve_device(opts.device)  # a missing GPU is an error before any work, not after the export
+        training_precision(opts.train_precision, opts.device)  # bf16 on a CPU without it: refused before any work
     if steps and opts.data is None:
         raise DataError(f"recipe '{name_recipe}' needs images", "pass --data DIR (an ImageFolder of your classes)")
     calib_set = scan(opts.data, model.labels) if opts.data else None

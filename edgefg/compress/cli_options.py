@@ -54,6 +54,9 @@ OPTIONS = [
     click.option("--max-steps", type=int, help="Stop each training step after N optimizer steps (smoke runs)."),
     click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),
     click.option("--device", default="cpu", show_default=True, help="Where training steps and gradient-based pruning run: cpu, cuda or cuda:N (bf16 autocast on CUDA)."),
+    click.option("--train-precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+                 help="Training arithmetic: auto = bf16 autocast on CUDA, fp32 on the CPU; bf16 on a CPU needs AVX512-BF16 or AMX "
+                      "(faster there than fp32)."),
     click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Training checkpoints (resumed when present; default: .<output>.ckpt, removed on success)."),
     click.option("--latency-iters", type=int, default=30, show_default=True, help="Timed batch-1 inferences per step for the report."),
     click.option("--no-plot", is_flag=True, help="Do not write report.png."),

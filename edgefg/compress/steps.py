@@ -101,7 +101,7 @@ def label(step: dict) -> str:
 
 def train_config(step: dict, opts: "CompressOptions", ckpt: Path | None):
     """The trainer's config for a training step: the step's keys, else the run's options."""
-    from edgefg.compress.train import TrainConfig
+    from edgefg.compress.train import TrainConfig, training_precision
 
     s = spec(step["type"])
     cuda = opts.device.startswith("cuda")
@@ -116,7 +116,7 @@ def train_config(step: dict, opts: "CompressOptions", ckpt: Path | None):
         seed=opts.seed,
         checkpoint_dir=ckpt,
         device=opts.device,
-        amp=cuda,
+        amp=training_precision(opts.train_precision, opts.device),
         num_workers=min(8, os.cpu_count() or 1) if cuda else 0,
         data_on_device=cuda,  # decode once, augment on the GPU: PIL augmentation cannot keep a GPU fed
     )
@@ -132,6 +132,7 @@ def train_description(cfg, res) -> dict[str, Any]:
         "optimizer": cfg.optimizer,
         "batch_size": cfg.batch_size,
         "schedule": "cosine",
+        "precision": f"bf16 autocast on {cfg.device}" if cfg.amp else "fp32",
         "augmentation": augmentation_label(cfg),
         "trainable_params": res.trainable_params,
         "resumed_from_step": res.resumed_from_step,

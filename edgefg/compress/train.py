@@ -50,12 +50,13 @@ class TrainConfig:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
     device: str = "cpu"  # cpu | cuda | cuda:N — where the forward/backward passes run (data loading stays on the CPU)
-    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    amp: bool = False  # bfloat16 autocast on `device` (see training_precision(): CUDA, or CPUs with native bf16)
+    channels_last: bool = True  # NHWC for 4-D weights and inputs during training: faster convolutions (oneDNN, cuDNN)
     data_on_device: bool = False  # decode the images once, augment with torch on `device` (compress/device_data.py): GPUs
 
     def identity(self) -> str:
         """What must match for a checkpoint to be resumed (not max_steps / paths / threads)."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("max_steps", "checkpoint_dir", "checkpoint_every", "threads", "num_workers", "device", "amp")}
+        keep = {k: v for k, v in asdict(self).items() if k not in ("max_steps", "checkpoint_dir", "checkpoint_every", "threads", "num_workers", "device", "amp", "channels_last")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -177,6 +178,36 @@ def resolve_device(name: str):
     return device
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matmuls/convolutions natively (AVX512-BF16 or AMX), as oneDNN sees it."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def training_precision(precision: str, device: str) -> bool:
+    """``--train-precision`` → whether to train under bfloat16 autocast. ``auto``: on CUDA yes, on the CPU
+    no (the figures of a CPU run stay comparable across CPUs); ``bf16`` on a CPU without native bf16 is refused
+    (emulated bf16 is slower than float32)."""
+    if precision not in PRECISIONS:
+        raise UnsupportedError(f"unknown training precision '{precision}'", "use --train-precision auto, bf16 or fp32")
+    on_cuda = device.startswith("cuda")
+    if precision == "fp32":
+        return False
+    if precision == "auto":
+        return on_cuda
+    if not on_cuda and not cpu_has_native_bf16():
+        raise UnsupportedError("--train-precision bf16 was asked for on a CPU without native bfloat16 (AVX512-BF16 or AMX): "
+                               "it would run emulated, slower than float32", "use --train-precision fp32 (or auto) on this machine")
+    return True
+
+
 def augmentation_label(cfg: TrainConfig) -> str:
     if not cfg.augment:
         return "none (evaluation preprocessing)"
@@ -240,7 +271,11 @@ def train(
     model.to(device)
     if teacher is not None:
         teacher.to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)  # only 4-D tensors change; restored to the default layout below
+    if teacher is not None:
+        teacher.to(memory_format=layout)
     if cfg.data_on_device:
         from edgefg.compress.device_data import cache_images
 
@@ -297,7 +332,7 @@ def train(
         for x, y in track(loader, f"{description} epoch {epoch + 1}/{cfg.epochs}", n_batches):
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * _lr_factor(step, total, cfg.warmup_steps)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True).contiguous(memory_format=layout), y.to(device, non_blocking=True)
             xs = x if student_size is None else F.interpolate(x, size=tuple(student_size), mode="bilinear", antialias=True, align_corners=False)
             with autocast:
                 out = model(xs)
@@ -324,9 +359,9 @@ def train(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    model.to(home)
+    model.to(home, memory_format=torch.contiguous_format)  # exports and safetensors expect the default layout
     if teacher is not None:  # the caller's teacher comes back as it was given (a copy of it may be trained next)
-        teacher.to(teacher_home)
+        teacher.to(teacher_home, memory_format=torch.contiguous_format)
         for p, flag in zip(teacher.parameters(), teacher_grad):
             p.requires_grad_(flag)
     return TrainResult(steps=step, epochs_done=math.ceil(step / per_epoch), resumed_from_step=resumed, history=history, trainable_params=n_trainable)

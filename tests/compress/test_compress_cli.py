@@ -265,3 +265,21 @@ def test_module_names_of_onnx_nodes(tiny_artifacts, tiny_model):
     assert module_names(ref, layers)[layers[0]] in modules  # still found through the exporter's scopes (the folded BatchNorm's)
     del conv.metadata_props[:]
     assert layers[0] not in module_names(ref, layers)
+
+
+def test_train_precision_through_the_cli(tmp_path, tiny_model, image_folder, monkeypatch):
+    """--train-precision bf16 on a CPU without native bf16 is refused before any work; where it has it, the
+    distillation runs under bf16 autocast and the report says so."""
+    from edgefg.compress import train as train_mod
+
+    args = ["compress", str(tiny_model), "--data", str(image_folder), "--recipe", "fp32", "--prune", "0.3", "--epochs", "1", "--max-steps", "1",
+            "--train-batch", "6", "--latency-iters", "2", "--no-plot", "--train-precision", "bf16"]
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: False)
+    bad = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "without native bfloat16" in bad.output and "--train-precision fp32" in bad.output
+    assert not (tmp_path / "bad").exists()
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: True)
+    res = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "art")])
+    assert res.exit_code == 0, res.output
+    distil = [c for c in json.loads((tmp_path / "art" / "report.json").read_text())["compression"] if c["step"] == "distil"]
+    assert [c["precision"] for c in distil] == ["bf16 autocast on cpu"]

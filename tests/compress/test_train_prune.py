@@ -182,6 +182,40 @@ def test_training_device_errors_are_clear():
         assert "--device" in err.value.hint
 
 
+def test_training_precision_choices_and_refusals(monkeypatch):
+    from edgefg.compress import train as train_mod
+    from edgefg.errors import UnsupportedError
+
+    tp = train_mod.training_precision
+    assert tp("auto", "cpu") is False and tp("auto", "cuda:0") is True and tp("fp32", "cuda") is False and tp("bf16", "cuda") is True
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(UnsupportedError, match="without native bfloat16") as err:
+        tp("bf16", "cpu")
+    assert "--train-precision fp32" in err.value.hint
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: True)
+    assert tp("bf16", "cpu") is True
+    with pytest.raises(UnsupportedError, match="unknown training precision 'fp16'"):
+        tp("fp16", "cpu")
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_training_in_channels_last_hands_back_default_layout_and_learns(image_folder, amp):
+    """Training runs NHWC (and under bf16 autocast when asked); the model and teacher come back in the default
+    layout, float32, so safetensors/ONNX export need no conversion, and the training loss falls."""
+    from safetensors.torch import save
+
+    samples = scan(image_folder).samples
+    m, teacher = _model(), _model()
+    cfg = TrainConfig(epochs=6, batch_size=4, lr=3e-3, amp=amp, augment=False, freeze_bn=False)
+    res = train(m, samples, SPEC, cfg, teacher=teacher)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    for mod in (m, teacher):
+        for name, t in mod.state_dict().items():
+            assert t.is_contiguous(), name
+            assert not t.is_floating_point() or t.dtype == torch.float32, name
+    save(dict(m.state_dict()))  # would raise on a non-contiguous (NHWC) weight
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run where one is lent)")
 def test_training_and_pruning_on_cuda_match_the_cpu_contract(image_folder):
     samples = scan(image_folder).samples
