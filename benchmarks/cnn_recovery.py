@@ -242,7 +242,7 @@ def train_all(args) -> int:
     ratios = args.ratios or RATIOS
     for name in bases:
         for r in ratios:
-            jobs.append((name, f"prune{r:g}", {"ratio": r, "global": False}))
+            jobs.append((name, f"prune{r:g}{args.tag_suffix}", {"ratio": r, "global": False}))
     for name in bases:
         for size in SIZES:
             jobs.append((name, f"input{size}", {"size": size}))
@@ -290,11 +290,14 @@ def train_all(args) -> int:
         entry: dict[str, Any] = {"model": name, "kind": kind, "epochs": epochs, "lr": args.kd_lr, **kd}
         n_steps, done_ratio = PRUNE_STEPS, 0.0
         if start is not None and start["model"] == name and kind == "prune":
-            if job["ratio"] <= start["ratio"] or job["global"] != start["entry"].get("global_pruning", False):
-                raise SystemExit(f"--continue-from {args.continue_from}: job {name}/{tag} must prune further than {start['ratio']:g} the same way")
+            further = job["ratio"] > start["ratio"] + 1e-9 if args.continue_steps else abs(job["ratio"] - start["ratio"]) < 1e-9
+            if not further or job["global"] != start["entry"].get("global_pruning", False):
+                raise SystemExit(f"--continue-from {args.continue_from}: job {name}/{tag} must prune {'further than' if args.continue_steps else 'as far as'} "
+                                 f"{start['ratio']:g}, the same way (--continue-steps {args.continue_steps})")
             student = copy.deepcopy(start["model_"])
             n_steps, done_ratio = args.continue_steps, start["ratio"]
-            entry["continued_from"] = {"variant": args.continue_from, "ratio": start["ratio"], "epochs": start["entry"]["epochs"],
+            before = start["entry"].get("continued_from") or {}
+            entry["continued_from"] = {"variant": args.continue_from, "ratio": start["ratio"], "epochs": start["entry"]["epochs"] + before.get("epochs", 0),
                                        "device": start["device"], "train_batch_top1": start["train_batch_top1"]}
         else:
             student = copy.deepcopy(base)
@@ -303,26 +306,31 @@ def train_all(args) -> int:
             # the product's schedule (`edgefg compress --prune R --prune-rounds 3 --epochs E`): per-round ratios that
             # compound to R, distillation epochs a fifth after each intermediate round and the rest after the last;
             # continuing from a pruned variant, the rounds compound from its ratio to R
-            schedule = prune_schedule(1.0 - (1.0 - ratio) / (1.0 - done_ratio), n_steps, epochs)
-            per_step = schedule[0]["ratio"]
-            split = [s["epochs"] for s in schedule if s["type"] == "distil"]
+            if n_steps:
+                schedule = prune_schedule(1.0 - (1.0 - ratio) / (1.0 - done_ratio), n_steps, epochs)
+                per_step = schedule[0]["ratio"]
+                split = [s["epochs"] for s in schedule if s["type"] == "distil"]
+            else:  # --continue-steps 0: more distillation of the earlier variant, nothing pruned
+                per_step, split = 0.0, [epochs]
             steps_desc = []
             train_s = 0.0
-            for k in range(n_steps):
-                student.to(device)
-                desc = prune(student, tuple(bspec.input_size), PruneOptions(per_step, round_to=args.round_to, importance="taylor", iterative_steps=3,
-                                                                             global_pruning=job["global"], bn_recalibrate=True), data_cache[name])
-                student.cpu()
+            for k in range(len(split)):
+                desc = {"params_after": None, "macs_after": None, "bn_recalibrated_layers": 0}
+                if n_steps:
+                    student.to(device)
+                    desc = prune(student, tuple(bspec.input_size), PruneOptions(per_step, round_to=args.round_to, importance="taylor", iterative_steps=3,
+                                                                                 global_pruning=job["global"], bn_recalibrate=True), data_cache[name])
+                    student.cpu()
                 t1 = time.time()
                 r = train(student, model_samples[name], bspec, _cfg(split[k], args.kd_lr, args, freeze_bn, seed=k), teacher=base,
-                          description=f"{name} {tag} step {k + 1}/{n_steps} distil")
+                          description=f"{name} {tag} step {k + 1}/{len(split)} distil")
                 train_s += time.time() - t1
                 steps_desc.append({"ratio": round(per_step, 4), "params_after": desc["params_after"], "macs_after": desc["macs_after"],
                                    "bn_recalibrated_layers": desc["bn_recalibrated_layers"], "distil_epochs": split[k], "history": r.history})
             entry.update(ratio=ratio, global_pruning=job["global"], round_to=args.round_to, importance="taylor", steps=steps_desc,
                          shapes=pruned_shapes(student), epochs=sum(split))
             sec_per_epoch[name] = train_s / sum(split)
-            prune_call_s[name] = max(1.0, (time.time() - t0 - train_s) / n_steps)
+            prune_call_s[name] = max(1.0, (time.time() - t0 - train_s) / max(1, n_steps))
         else:
             size = job["size"]
             r = train(student, model_samples[name], bspec, _cfg(epochs, args.kd_lr, args, freeze_bn), teacher=base,
@@ -454,7 +462,9 @@ def main() -> int:
     t.add_argument("--base-from", help="a folder with efficientnet_lite0_cub100.fp16.safetensors + train.json of an earlier run: no fine-tuning")
     t.add_argument("--continue-from", help="RUNDIR:MODEL/pruneR of an earlier run: prune jobs of that model start from it and prune on to "
                    "their ratio (e.g. runs/cnn-recovery/gpu3:efficientnet_lite0/prune0.2 with --ratios 0.25)")
-    t.add_argument("--continue-steps", type=int, default=1, help="with --continue-from: pruning rounds from its ratio to the job's")
+    t.add_argument("--continue-steps", type=int, default=1, help="with --continue-from: pruning rounds from its ratio to the job's "
+                   "(0: distil the earlier variant further at its own ratio; give a --tag-suffix so the result gets its own name)")
+    t.add_argument("--tag-suffix", default="", help="appended to the uniform prune jobs' tags (e.g. -long → MODEL/prune0.25-long)")
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="training arithmetic (edgefg --train-precision): auto = bf16 on CUDA, fp32 on the CPU")
     t.add_argument("--sec-per-epoch", type=float, default=3.0, help="with --base-from: the epoch time to plan with until one is measured")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 RUNS = REPO / "runs" / "cnn-recovery"
 EFF_DIR = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
 FAMILIES = {"efficientnet_lite0": "EfficientNet-Lite0 (cub100, real BatchNorm)", "mobilenetv2_cub100": "MobileNetV2 (cub100, BN-folded)"}
-INT8_OF = ("base", "input192", "input160", "input160-nokd", "prune0.2", "prune0.25", "prune0.3")  # variants also quantized to INT8
+INT8_OF = ("base", "input192", "input160", "input160-nokd", "prune0.2", "prune0.25", "prune0.25-long", "prune0.3")  # variants also quantized to INT8
 
 
 def _split(weights: Path) -> dict[str, dict[str, Any]]:
@@ -155,7 +155,9 @@ def _label(tag: str, entry: dict | None) -> str:
         how = "global" if entry and entry.get("global_pruning") else "uniform"
         rt = f", rounded to {entry['round_to']}" if entry and entry.get("round_to") else ""
         ratio = entry["ratio"] if entry and "ratio" in entry else float(re.match(r"prune([0-9.]+)", tag).group(1))
-        return f"pruned {ratio:.0%} ({how}{rt}) + KD"
+        cont = (entry or {}).get("continued_from")
+        start = "" if not cont else f", on from the {cont['ratio']:.0%} model" if cont["ratio"] < ratio - 1e-9 else ", distilled longer"
+        return f"pruned {ratio:.0%} ({how}{rt}{start}) + KD"
     if tag.endswith("-nokd"):
         return f"{tag[5:8]} px input, no retraining"
     if tag.startswith("input"):
@@ -200,7 +202,7 @@ def run_evaluation(weights: list[Path], args) -> int:
             sc = scores[label]
             rows.append({"variant": label, "onnx": str(path.relative_to(REPO)), "macs": st["macs"], "params": st["params"],
                          "size_mb": path.stat().st_size / 1e6, "input_size": list(model.preprocess.input_size), **timing[label], **sc,
-                         "recovery": None if entry is None else {k: entry.get(k) for k in ("epochs", "lr", "wall_s", "ratio", "global_pruning", "input_size")}})
+                         "recovery": None if entry is None else {k: entry.get(k) for k in ("epochs", "lr", "wall_s", "ratio", "global_pruning", "input_size", "continued_from")}})
         for r, on in zip(rows, pareto.pareto_front([(r["latency_ms_p50"], r["top1"]) for r in rows])):
             r["pareto"] = on
         result["families"][FAMILIES[name]] = rows
@@ -231,11 +233,17 @@ def _device(run: dict) -> str:
     return run.get("gpu") or run.get("device") or "?"
 
 
+def _precision(run: dict) -> str:
+    """The training arithmetic (runs before it was recorded: bf16 autocast on CUDA, fp32 on the CPU, as the trainer then did)."""
+    return run.get("precision") or ("bf16 autocast" if str(run.get("device", "")).startswith("cuda") else "fp32")
+
+
 def _runs(tr: dict) -> str:
     """The training runs the table's variants come from (a later run's variant replaces an earlier one)."""
     runs = tr.get("runs") or [tr]
     parts = [f"run {i + 1}: {_device(r)}, torch {r.get('torch')}, batch {r.get('batch_size')}, "
              f"{'images decoded once, augmented on the training device' if r.get('data_on_device') else 'timm augmentation in loader workers'}, "
+             f"{_precision(r)}, "
              f"{r.get('wall_s')} s" for i, r in enumerate(runs)]
     return f"{len(runs)} run(s) ({'; '.join(parts)})"
 
@@ -261,13 +269,17 @@ def render(result: dict) -> str:
         for r in rows:
             worst = "–" if r is base else f"{r['worst_class_drop_images']}, p={r['worst_class_p']:.2g} ({r['worst_class_p_adjusted']:.2g})"
             delta = "–" if r is base else f"{r['top1_change_pts']:+.2f} pt"
-            epochs = (r.get("recovery") or {}).get("epochs")
+            rec = r.get("recovery") or {}
+            epochs = rec.get("epochs")
             epochs = "–" if epochs is None else epochs
+            if rec.get("continued_from"):  # the earlier variant's epochs, then this run's
+                epochs = f"{rec['continued_from']['epochs']} + {epochs}"
             lines.append(f"| {fam} | {r['variant']} | {r['input_size'][0]} | {r['macs'] / 1e6:.0f} M | {r['params'] / 1e6:.2f} M | "
                          f"{r['latency_ms_p50']:.2f} ms ({base['latency_ms_p50'] / r['latency_ms_p50']:.2f}×) | {_fastest(r, base)} | {100 * r['top1']:.2f} % | {delta} | "
                          f"{worst} | {epochs} | {'●' if r['pareto'] else ''} |")
     lines += ["", "Pruning: iterative (3 Taylor-importance steps, BatchNorm re-calibrated after each step when "
-              "that lowers the loss, distillation from the unpruned model after each step; most epochs after the last). Input down-sampling: "
+              "that lowers the loss, distillation from the unpruned model after each step; most epochs after the last; "
+              "\"on from the R % model\": further pruning steps from that earlier variant, each distilled, epochs shown as its + this run's). Input down-sampling: "
               "the student sees the augmented batch down-sampled, the teacher the 224 px batch. INT8: `edgefg compress --recipe int8`. "
               "Worst class: the class with the largest drop, its paired sign-test p and, in brackets, Bonferroni-adjusted over the classes "
               "(< 0.05: a real loss). ● = on the family's accuracy/latency Pareto front. Fastest call: the minimum over all timed calls, "
