@@ -135,9 +135,7 @@ def _half(model) -> dict:
 
 
 def _cfg(epochs: int, lr: float, args, freeze_bn: bool, seed: int = 0, smoothing: float = 0.0):
-    from edgefg.compress.train import TrainConfig
-
-    from edgefg.compress.train import training_precision
+    from edgefg.compress.train import TrainConfig, training_precision
 
     return TrainConfig(epochs=epochs, lr=lr, batch_size=args.batch, warmup_steps=0, freeze_bn=freeze_bn, device=args.device,
                        amp=training_precision(args.precision, args.device), num_workers=args.workers, max_steps=args.max_steps, seed=seed,
