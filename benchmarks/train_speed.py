@@ -17,7 +17,6 @@ import copy
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +31,7 @@ def main() -> int:
     import timm
     from edgefg.compress.train import cpu_has_native_bf16, kd_loss
     from edgefg.runtime.bench import machine_info
+    from edgefg.runtime.timing import interleaved_rounds, time_calls
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="tf_efficientnet_lite0")
@@ -60,9 +60,8 @@ def main() -> int:
         t.to(memory_format=layout)
         setups[name] = (s, t, torch.optim.AdamW(s.parameters(), lr=1e-4), x.contiguous(memory_format=layout), bf16)
 
-    def step(name: str) -> float:
+    def step(name: str) -> None:
         s, t, opt, xb, bf16 = setups[name]
-        t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             out = s(xb)
             with torch.no_grad():
@@ -71,15 +70,13 @@ def main() -> int:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return time.perf_counter() - t0
 
-    for name in setups:  # warm-up: oneDNN picks and caches its kernels on the first calls
-        step(name)
-    times: dict[str, list[float]] = {name: [] for name in setups}
-    for r in range(args.rounds):
-        for name in setups:
-            times[name].append(step(name))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in setups), flush=True)
+    # edgefg's one timing scheme (edgefg.runtime.timing): one warm-up step each (oneDNN picks its kernels),
+    # then interleaved rounds of one timed step per mode
+    runners = [lambda n, name=name: time_calls(lambda: step(name), n, warmup=0) for name in setups]
+    for name in setups:
+        time_calls(lambda: step(name), 0, warmup=1)
+    times = {name: [ms / 1e3 for ms in calls] for name, calls in zip(setups, interleaved_rounds(runners, args.rounds, 1))}
     info = machine_info()
     base = statistics.median(times["fp32 NCHW"])
     rows = []
