@@ -295,8 +295,15 @@ def test_max_reverts_limits_nncf_and_fails_honestly(tmp_path, sensitive_model, i
     q = json.loads((out / "report.json").read_text())["compression"][-1]
     assert q["budget"]["max_reverts"] == 1 and not q["passed"] and q["agreement_with_fp32"] < 1.0
     assert q["validations"] <= 4  # FP32 (from the cache) + mode probe + plain INT8 + one revert, no more iterations
+    assert len(q["reverted_by_nncf"]) >= 1  # it did revert (how many layers one NNCF iteration takes is NNCF's call)
+    # Without a limit NNCF goes on until the budget holds. How many layers that takes depends on the CPU's
+    # INT8 kernels (one on a Xeon with AMX, more on an EPYC): the contract is the outcome, not the count.
     unlimited = _compress(sensitive_model, tmp_path / "all", data=image_folder, agreement_data=frames, min_agreement=MIN_AGREEMENT)
-    assert len(unlimited.report["compression"][-1]["reverted_by_nncf"]) > len(q["reverted_by_nncf"]) >= 1
+    u = unlimited.report["compression"][-1]
+    assert u["passed"] and unlimited.passed and u["agreement_with_fp32"] >= MIN_AGREEMENT
+    assert u["budget"]["max_reverts"] is None
+    if u["plain_int8_agreement_with_fp32"] < MIN_AGREEMENT:
+        assert u["reverted_by_nncf"], "plain INT8 missed the agreement budget, yet nothing was reverted"
 
 
 def test_restorer_parameters_carry_max_reverts():
