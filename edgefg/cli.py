@@ -224,9 +224,11 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @click.option("--reference", type=click.Path(path_type=Path), help="Reference: an artifact/bundle directory, an .onnx, or a PyTorch model.")
 @click.option("--max-top1-drop", type=click.FloatRange(0, 100), help="Fail if top-1 drops more than this many points vs the reference.")
 @click.option("--max-class-drop", type=click.FloatRange(0, 100), help="Fail if a class drops more than this many points and the drop is significant "
-              "(paired sign test p < --class-alpha); the same rule as compress --max-class-drop.")
+              "(paired sign test, Holm-corrected over the classes, p < --class-alpha); the same rule as compress and tune --max-class-drop.")
 @click.option("--class-alpha", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
-              help="Sign-test level for --max-class-drop; 1 counts every drop over the budget.")
+              help="Significance level for --max-class-drop (family-wise, over all classes).")
+@click.option("--class-gate", type=click.Choice(["evidence", "points"]), default="evidence", show_default=True,
+              help="evidence: a class fails when over --max-class-drop AND significant; points: every drop over it fails (one image can decide).")
 @click.option("--min-top1", type=FRACTION, help="Fail if top-1 (fraction 0-1) is below this.")
 @click.option("--min-agreement", type=FRACTION, help="Fail if top-1 agreement with the reference is below this.")
 @click.option("--max-images", type=click.IntRange(1), help="Use only the first N images.")
@@ -241,7 +243,7 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 @trust_option
 @max_pixels_option
 @handle_errors
-def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, min_top1, min_agreement, max_images, json_out, junit, markdown,
+def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, class_gate, min_top1, min_agreement, max_images, json_out, junit, markdown,
              check_preprocess, check_images, ray_address, workers, chunk_images, trust) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
@@ -252,7 +254,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
     for path in (json_out, junit, markdown):  # a report path that cannot be written fails now, not after scoring
         if path:
             prepare_parent(path)
-    thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement, class_alpha)
+    thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement, class_alpha, class_gate)
     scorer = None
     if ray_address:
         from edgefg.distributed.validate import RayScorer

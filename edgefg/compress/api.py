@@ -29,12 +29,12 @@ from edgefg.compress.report import write_compress_report
 from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, export_onnx_cached
 from edgefg.errors import CheckFailed, DataError, UnsupportedError
 from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir
-from edgefg.models.loader import LoadedModel
+from edgefg.models.loader import ARTIFACT_TORCH_DIR, LoadedModel
 from edgefg.models.stats import onnx_stats
 from edgefg.progress import track
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.timing import split_calls, time_interleaved
-from edgefg.validate.metrics import class_drops, classification, parity, significant_drop_count, strip_arrays, worst_class_drop
+from edgefg.validate.metrics import class_drops, class_gate_summary, classification, parity, significant_drop_count, strip_arrays, worst_class_drop
 from edgefg.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ __all__ = ["CompressOptions", "CompressResult", "compress", "RECIPES"]
 TRANSFORMER_ARCH = re.compile(r"vit|deit|beit|eva|swin|levit|cait|xcit|pit_|convit", re.I)
 PARITY_SAMPLES = 32
 FALLBACK_VAL_SIZE = 1000  # stratified images of --data scored when no --val-data is given
+GRAPH_EDIT_STEPS = ("tokens", "ila")  # wrap the timm module: the artifact keeps no PyTorch weights for them
 
 
 @dataclass
@@ -60,7 +61,9 @@ class CompressOptions:
     # INT8 and its budget (applied to the recipe's int8 step)
     max_drop: float | None = None  # mean top-1 drop, points (NNCF accuracy control)
     max_class_drop: float | None = None  # per-class drop, points, counted only when significant
-    class_alpha: float = 0.05  # sign-test level for "significant"
+    class_alpha: float = 0.05  # Holm-corrected sign-test level for "significant"
+    class_gate: str = "evidence"  # evidence | points (every drop over max_class_drop fails)
+    early_stop_drop: float | None = None  # stop a distillation whose top-1 drop cannot come within this many points
     smooth_quant: float | None = None
     ignored: list[str] = field(default_factory=list)  # ONNX node names kept in float
     # agreement-driven INT8: NNCF's accuracy control by top-1 agreement with FP32 on unlabelled images
@@ -177,6 +180,7 @@ def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
                 int8[0][k] = v
         if opts.max_class_drop is not None:
             int8[0]["class_alpha"] = opts.class_alpha
+            int8[0]["class_gate"] = opts.class_gate
         if opts.ignored:
             int8[0]["ignored"] = list(opts.ignored)
     return name, validate_steps(torch_steps + int8, f"recipe '{name}'")
@@ -272,6 +276,15 @@ def _preprocess_val(val_set: ImageSet | None, model: LoadedModel, size: int | No
     return _Val(np.concatenate(xs), np.concatenate(ys), val_set.root, skipped)
 
 
+def _early_stop(opts: CompressOptions, val: _Val | None, ref_m: dict | None):
+    """A fresh early-stopping watch for one training step, when ``early_stop_drop`` is set."""
+    if opts.early_stop_drop is None:
+        return None
+    from edgefg.compress.early_stop import EarlyStop
+
+    return EarlyStop(opts.early_stop_drop, ref_m["top1"], val.x, val.y)
+
+
 def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> CompressResult:
     """Run the recipe and write the artifact. Raises :class:`CheckFailed` (after writing the
     artifact and its report with the best result found) when an accuracy budget is not met."""
@@ -325,6 +338,9 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         log.warning("no --val-data: the report's accuracy is measured on %d of the --data images (calibration/training images, so it is "
                     "optimistic); pass --val-data DIR with held-out images", val_size)
     val = _preprocess_val(val_set, model, val_size, opts.seed)
+    if opts.early_stop_drop is not None and (val is None or not any(step_registry.spec(s["type"]).trains(s) for s in torch_steps)):
+        raise DataError("--early-stop-drop needs a training step (prune + distil, --input-size) and labelled validation images",
+                        "pass --val-data DIR with one sub-folder per class, or drop --early-stop-drop")
     if int8_step and (int8_step.get("max_drop") is not None or int8_step.get("max_class_drop") is not None) and val is None:
         raise DataError("an accuracy budget needs labelled validation images", "pass --val-data DIR with one sub-folder per class")
     agreement_min = None
@@ -361,7 +377,11 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
         teacher = copy.deepcopy(model.module).eval() if needs_teacher else None
         extra: dict[str, Any] = {}
         for i, step in enumerate(torch_steps):
-            outcome = step_registry.apply(StepContext(i, module, teacher, model, train_samples, opts, ckpt_root), step)
+            watch = _early_stop(opts, val, ref_m)
+            outcome = step_registry.apply(StepContext(i, module, teacher, model, train_samples, opts, ckpt_root, watch), step)
+            if watch is not None and watch.stopped:
+                passed = False
+                extra["stopped_early"] = {"step": step["type"], **watch.stopped}
             module, desc = outcome.module, outcome.description
             if outcome.model is not None:  # a new input size: every array after it is prepared again
                 model = outcome.model
@@ -372,7 +392,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             module.eval()
             (work / str(i)).mkdir()
             current = export_onnx(module, model.preprocess.input_size, work / str(i) / "model.onnx")
-            if step["type"] in ("tokens", "ila"):
+            if step["type"] in GRAPH_EDIT_STEPS:
                 from edgefg.compress.tokens import check_runtimes, graph_ops
 
                 desc["graph"] = graph_ops(current)
@@ -384,6 +404,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                     desc[f"{k}_before"], desc[f"{k}_after"] = rows[-2].get(k), rows[-1].get(k)
                 desc["counted_on"] = "the exported ONNX (BatchNorm folded into the convolutions), as in the table"
             descs.append({"step": step["type"], **desc})
+        if torch_steps:
+            _save_torch_weights(module, model, torch_steps, tmp / ARTIFACT_TORCH_DIR)
 
         if int8_step is not None:
             from edgefg.compress.quantize import AccuracyBudget, QuantOptions, quantize_onnx, quantize_with_budget
@@ -395,7 +417,8 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             qopts = QuantOptions(transformer=is_vit, smooth_quant=int8_step.get("smooth_quant"), ignored=list(int8_step.get("ignored", [])),
                                  bias_correction=str(int8_step.get("bias_correction", "fast")))
             budget = AccuracyBudget(int8_step.get("max_drop"), int8_step.get("max_class_drop"), float(int8_step.get("class_alpha", opts.class_alpha)),
-                                    max_reverts=int8_step.get("max_reverts"), min_agreement=agreement_min)
+                                    max_reverts=int8_step.get("max_reverts"), min_agreement=agreement_min,
+                                    class_gate=str(int8_step.get("class_gate", opts.class_gate)))
             if budget.active:
                 desc = quantize_with_budget(current, tmp / "model.onnx", calib_x, val.x if val else None, val.y if val else None, model.labels,
                                             budget, qopts, engine=backend, agreement_x=agreement.x if agreement else None)
@@ -414,13 +437,13 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                 if budget.active:  # the gate must also hold on the report's own measurement
                     from edgefg.compress.quantize import class_failures
 
-                    fails = class_failures(class_drops(m_int8, m_in), budget.max_class_drop, budget.class_alpha)
+                    fails = class_failures(class_drops(m_int8, m_in), budget.max_class_drop, budget.class_alpha, budget.class_gate)
                     over = budget.max_drop is not None and row["top1_drop_vs_input"] > budget.max_drop + 1e-9
                     desc["passed_on_report_backend"] = not (fails or over)
                     if fails or over:
                         passed = desc["passed"] = False
                         known = {c["class"] for c in desc["classes_over_budget"]}
-                        desc["classes_over_budget"] += [{k: r[k] for k in ("class", "images", "drop_pts", "drop_images", "p_value")} for r in fails if r["class"] not in known]
+                        desc["classes_over_budget"] += [{k: r.get(k) for k in ("class", "images", "drop_pts", "drop_images", "p_value", "p_adjusted")} for r in fails if r["class"] not in known]
                         desc["top1_drop"] = max(desc["top1_drop"], row["top1_drop_vs_input"])
             rows.append(row)
             descs.append({"step": "int8", **desc})
@@ -454,6 +477,7 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             report["worst_class_drop"] = worst_class_drop(drops)[0]
             report["class_drops"] = drops
             report["class_alpha"] = opts.class_alpha
+            report["class_gate"] = class_gate_summary(drops, opts.class_alpha, opts.class_gate)
             report["agreement"] = parity(scores_final, ref_scores)["top1_agreement"]
             report["validation"]["skipped_corrupt"] = [str(p) for p in val.skipped]
             manifest.accuracy = {
@@ -472,6 +496,10 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
     if opts.checkpoint_dir is None and ckpt_root.is_dir():
         shutil.rmtree(ckpt_root, ignore_errors=True)
     result = CompressResult(out, manifest, report, passed)
+    if report.get("stopped_early"):
+        s = report["stopped_early"]
+        raise CheckFailed(f"{s['step']} stopped early: {s['reason']}; the model so far is written to {out}",
+                          "raise --early-stop-drop (or drop it to train every epoch), prune less, or train longer")
     if not passed:
         q = descs[-1]
         over = ", ".join(f"{c['class']} −{c['drop_pts']:.1f} pt ({c['drop_images']} img, p={_p(c['p_value'])})" for c in q["classes_over_budget"][:3])
@@ -487,6 +515,18 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             "raise --max-drop/--max-class-drop or --max-reverts, lower --min-agreement, add calibration images, or keep more layers in float (--ignore NODE)",
         )
     return result
+
+
+def _save_torch_weights(module: Any, model: LoadedModel, torch_steps: list[dict], folder: Path) -> None:
+    """Keep the compressed PyTorch model in the artifact (a timm hub folder, safetensors) so converters
+    that start from PyTorch (litert-torch for TFLite) build from the pruned/distilled weights. Graph
+    edits (token reduction, adapters) wrap the timm module and are not saved: such artifacts stay ONNX-only."""
+    from edgefg.compress.prune import pruned_shapes
+    from edgefg.models.loader import save_hub_folder
+
+    if not model.arch or any(s["type"] in GRAPH_EDIT_STEPS for s in torch_steps):
+        return
+    save_hub_folder(module, model, folder, pruned_shapes(module) if any(s["type"] == "prune" for s in torch_steps) else None)
 
 
 def _load_agreement(int8_step: dict, model: LoadedModel, seed: int):

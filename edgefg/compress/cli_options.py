@@ -20,8 +20,12 @@ def _ints(ctx, param, value: str | None) -> list[int] | None:
 
 OPTIONS = [
     click.option("--max-drop", type=float, help="INT8 accuracy control: largest allowed top-1 drop in points (NNCF reverts layers to float)."),
-    click.option("--max-class-drop", type=float, help="Per-class budget in points; a class fails only if its drop is also significant (paired sign test)."),
-    click.option("--class-alpha", type=float, default=0.05, show_default=True, help="Sign-test level for calling a class drop real (1 counts every drop); the same rule as validate --max-class-drop."),
+    click.option("--max-class-drop", type=float, help="Per-class budget in points; a class fails only if its drop is also significant (paired sign test, Holm-corrected over the classes)."),
+    click.option("--class-alpha", type=float, default=0.05, show_default=True, help="Significance level for calling a class drop real (family-wise over the classes); the same rule as validate/tune --max-class-drop."),
+    click.option("--early-stop-drop", type=click.FloatRange(0), help="Stop a distillation after an epoch when its top-1 drop (points, on the validation images) "
+                 "cannot come within this budget even at the last epoch's rate of improvement; the model so far is written, exit 1."),
+    click.option("--class-gate", type=click.Choice(["evidence", "points"]), default="evidence", show_default=True,
+                 help="evidence: a class fails when over --max-class-drop AND significant; points: every drop over it fails (one image can decide)."),
     click.option("--smooth-quant", type=float, help="SmoothQuant alpha for MatMul/Gemm: ViTs (default 0.95), CNNs their classifier head (default off); negative disables."),
     click.option("--agreement-data", type=click.Path(path_type=Path),
                  help="Unlabelled images (any folder, searched recursively) the model was not trained on, e.g. camera frames: NNCF's accuracy control then keeps top-1 agreement with the FP32 model on them (no labels needed)."),

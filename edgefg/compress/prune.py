@@ -221,18 +221,26 @@ def recalibrate_bn_if_better(model, images, labels, batch: int = 32) -> int:
 def pruned_shapes(model) -> dict[str, list[int]]:
     """The layer widths of a (pruned) model, JSON-able: enough to rebuild its structure from the
     unpruned architecture with :func:`apply_shapes` and load a plain safetensors state dict (no
-    pickled modules). Conv2d → [in, out, groups], BatchNorm → [features], Linear → [in, out]."""
+    pickled modules). Conv2d → [in, out, groups], BatchNorm → [features], Linear → [in, out],
+    ViT attention → [heads, head_dim] (head pruning changes the count its forward reshapes by)."""
     import torch.nn as nn
 
     shapes: dict[str, list[int]] = {}
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d):
+        if _is_attention(mod):
+            shapes[name] = [int(mod.num_heads), int(mod.head_dim)]
+        elif isinstance(mod, nn.Conv2d):
             shapes[name] = [mod.in_channels, mod.out_channels, mod.groups]
         elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
             shapes[name] = [mod.num_features]
         elif isinstance(mod, nn.Linear):
             shapes[name] = [mod.in_features, mod.out_features]
     return shapes
+
+
+def _is_attention(mod) -> bool:
+    """A timm ViT attention block (its qkv projection is split into ``num_heads`` × ``head_dim``)."""
+    return hasattr(mod, "qkv") and isinstance(getattr(mod, "num_heads", None), int) and isinstance(getattr(mod, "head_dim", None), int)
 
 
 def apply_shapes(model, shapes: dict[str, list[int]]) -> None:
@@ -252,10 +260,14 @@ def apply_shapes(model, shapes: dict[str, list[int]]) -> None:
     kinds = ((nn.Conv2d, 3), (nn.modules.batchnorm._BatchNorm, 1), (nn.Linear, 2))
     for name, shape in shapes.items():
         mod = mods[name]
-        want = next((n for cls, n in kinds if isinstance(mod, cls)), None)
+        want = 2 if _is_attention(mod) else next((n for cls, n in kinds if isinstance(mod, cls)), None)
         if want is not None and not (isinstance(shape, list) and len(shape) == want and all(isinstance(v, int) and v > 0 for v in shape)):
             raise UnsupportedError(f"pruned shape of layer '{name}' is {shape!r}, not {want} positive integers", "re-save the model with edgefg (pruned_shapes)")
-        if isinstance(mod, nn.Conv2d):
+        if _is_attention(mod):  # its qkv/proj Linears are resized by their own entries
+            mod.num_heads, mod.head_dim = shape
+            if hasattr(mod, "attn_dim"):
+                mod.attn_dim = mod.num_heads * mod.head_dim
+        elif isinstance(mod, nn.Conv2d):
             cin, cout, groups = shape
             mod.in_channels, mod.out_channels, mod.groups = cin, cout, groups
             mod.weight = param(cout, cin // groups, *mod.kernel_size)

@@ -56,6 +56,7 @@ class AccuracyBudget:
     # quantizers each) and, separately, edgefg's per-class loop (default 64 there, unbounded in NNCF)
     max_reverts: int | None = None
     min_agreement: float | None = None  # top-1 agreement with FP32 on unlabelled images (drives NNCF when set)
+    class_gate: str = "evidence"  # evidence: over max_class_drop AND significant; points: every drop over it
 
     @property
     def active(self) -> bool:
@@ -455,7 +456,7 @@ def quantize_with_budget(
     failing: list[dict] = []
     if labelled:
         logits, m, drops = _evaluate(runner, quantized, val_x, val_y, labels, ref_m)
-        failing = class_failures(drops, budget.max_class_drop, budget.class_alpha)
+        failing = class_failures(drops, budget.max_class_drop, budget.class_alpha, budget.class_gate)
         history = [_attempt(0, ref_m, m, failing)]
         best = (quantized, m, drops, failing)
     limit = 64 if budget.max_reverts is None else int(budget.max_reverts)
@@ -466,7 +467,7 @@ def quantize_with_budget(
         while failing and k <= min(len(order), limit):
             cand = revert_layers(quantized, reference, order[:k])
             _, cm, cdrops = _evaluate(runner, cand, val_x, val_y, labels, ref_m)
-            cfail = class_failures(cdrops, budget.max_class_drop, budget.class_alpha)
+            cfail = class_failures(cdrops, budget.max_class_drop, budget.class_alpha, budget.class_gate)
             history.append(_attempt(k, ref_m, cm, cfail))
             log.info("reverted %d layer(s) to float: %d class(es) still over budget", k, len(cfail))
             if (len(cfail), -cm["top1"]) <= (len(best[3]), -best[1]["top1"]):
@@ -504,7 +505,7 @@ def quantize_with_budget(
         engine=runner.engine,
         top1_drop=top1_drop,
         worst_class=_worst(drops),
-        classes_over_budget=[{k2: r[k2] for k2 in ("class", "images", "drop_pts", "drop_images", "p_value")} for r in failing],
+        classes_over_budget=[{k2: r.get(k2) for k2 in ("class", "images", "drop_pts", "drop_images", "p_value", "p_adjusted")} for r in failing],
         float_layers_nncf=nncf_float,  # every weighted layer without Q/DQ after NNCF (never quantized, or reverted)
         reverted_by_nncf=[n for n in nncf_float if n not in plain_float],  # what the accuracy control reverted
         float_layers_per_class=reverted,
@@ -518,7 +519,7 @@ def quantize_with_budget(
 
 
 def _worst(drops: list[dict]) -> dict | None:
-    return {k: drops[0][k] for k in ("class", "images", "drop_pts", "drop_images", "p_value")} if drops else None
+    return {k: drops[0].get(k) for k in ("class", "images", "drop_pts", "drop_images", "p_value", "p_adjusted")} if drops else None
 
 
 def _attempt(k: int, ref_m: dict, m: dict, failing: list[dict]) -> dict:

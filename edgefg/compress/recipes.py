@@ -14,7 +14,7 @@ A recipe file lists steps in order::
     max_drop = 0.5
 
 Torch steps (prune, distil, finetune, tokens, ila) run on the PyTorch model in order; ``int8`` runs
-on the exported ONNX and must come last. Its keys: ``max_drop``/``max_class_drop``/``class_alpha``
+on the exported ONNX and must come last. Its keys: ``max_drop``/``max_class_drop``/``class_alpha``/``class_gate``
 (budget on labelled images), ``agreement_data``/``min_agreement``/``agreement_size`` (accuracy control
 by top-1 agreement with the FP32 model on unlabelled images), ``max_reverts`` (most layers reverted to
 float), ``bias_correction`` (fast | full | off), ``subset_size`` (calibration images), ``smooth_quant``

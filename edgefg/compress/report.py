@@ -116,11 +116,12 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
             "",
             "## Classes that lost accuracy, worst first (fine-grained classes can collapse while the mean barely moves)",
             "",
-            f"`lost`/`gained`: images this class got wrong/right only after compression; `p`: one-sided paired sign test "
-            f"(a drop counts as real when p < {alpha}).",
+            f"`lost`/`gained`: images this class got wrong/right only after compression (the discordant pairs); `p`: one-sided paired sign test, "
+            f"`p_adjusted`: Holm-corrected over the classes with discordant images (a drop counts as real when it is < {alpha})"
+            + (f"; {report['class_gate']['sentence']}." if report.get("class_gate") else "."),
             "",
         ]
-        cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "lost", "gained", "p_value"]
+        cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "lost", "gained", "p_value", "p_adjusted"]
         losers = losing_classes(report["class_drops"])
         if losers:
             lines += markdown_table(cols, [[_pts(r[c]) if c == "drop_pts" else fmt(r.get(c)) for c in cols] for r in losers[:10]])
@@ -142,7 +143,8 @@ def _step_details(desc: dict[str, Any]) -> list[str]:
         b = desc["budget"]
         parts = [f"top-1 drop {format_limit('max_drop', b['max_drop'])}"] if b.get("max_drop") is not None else []
         if b.get("max_class_drop") is not None:
-            parts.append(f"per class {format_limit('max_class_drop', b['max_class_drop'])} when significant (p < {b.get('class_alpha')})")
+            parts.append(f"per class {format_limit('max_class_drop', b['max_class_drop'])} in raw points" if b.get("class_gate") == "points" else
+                         f"per class {format_limit('max_class_drop', b['max_class_drop'])} when significant (Holm-corrected p < {b.get('class_alpha')})")
         if b.get("min_agreement") is not None:
             parts.insert(0, f"top-1 agreement with FP32 ≥ {b['min_agreement']:g} on {desc.get('agreement_images')} unlabelled images "
                             f"(now {fmt(desc.get('agreement_with_fp32'))}, mean KL {fmt(desc.get('mean_kl_vs_fp32'))}; plain INT8 had "

@@ -20,6 +20,7 @@ from edgefg.errors import DataError, UnsupportedError
 
 if TYPE_CHECKING:
     from edgefg.compress.api import CompressOptions
+    from edgefg.compress.early_stop import EarlyStop
     from edgefg.models.loader import LoadedModel
 
 from edgefg.compress import ILA_DEFAULT_AT
@@ -39,6 +40,7 @@ class StepContext:
     train_samples: list
     opts: "CompressOptions"
     checkpoint_root: Path
+    early_stop: "EarlyStop | None" = None  # stop a distillation that cannot reach its budget (compress/early_stop.py)
 
     def need_data(self, kind: str) -> None:
         if not self.train_samples:
@@ -184,8 +186,11 @@ def _apply_resize(ctx: StepContext, step: dict) -> StepOutcome:
         if not ctx.train_samples:
             raise DataError("input down-sampling distils and needs labelled images", "pass --data DIR with one sub-folder per class")
         cfg = train_config(step, ctx.opts, ctx.checkpoint("resize"))
-        res = train(module, ctx.train_samples, model.preprocess, cfg, teacher=ctx.teacher, description=f"distil at {size}px", student_size=(size, size))
+        res = train(module, ctx.train_samples, model.preprocess, cfg, teacher=ctx.teacher, description=f"distil at {size}px", student_size=(size, size),
+                    on_epoch=ctx.early_stop)
         desc.update(train_description(cfg, res), teacher="the input model at full resolution", temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
+        if ctx.early_stop is not None:
+            desc["early_stop"] = ctx.early_stop.describe()
     return StepOutcome(module, desc, with_input_size(model, size))
 
 
@@ -223,11 +228,14 @@ def _apply_train(ctx: StepContext, step: dict) -> StepOutcome:
     ctx.need_data(kind)
     cfg = train_config(step, ctx.opts, ctx.checkpoint(kind))
     distil = kind == "distil"
-    res = train(ctx.module, ctx.train_samples, ctx.model.preprocess, cfg, teacher=ctx.teacher if distil else None, description=kind)
+    watch = ctx.early_stop if distil else None
+    res = train(ctx.module, ctx.train_samples, ctx.model.preprocess, cfg, teacher=ctx.teacher if distil else None, description=kind, on_epoch=watch)
     desc: dict[str, Any] = {"method": "distillation" if distil else "fine-tuning", "teacher": "the unpruned input model" if distil else None}
     if distil:
         desc.update(temperature=cfg.kd_temperature, alpha=cfg.kd_alpha, loss="alpha*T^2*KL(teacher||student) + (1-alpha)*CE")
     desc.update(train_description(cfg, res))
+    if watch is not None:
+        desc["early_stop"] = watch.describe()
     return StepOutcome(ctx.module, desc)
 
 
@@ -281,6 +289,7 @@ INT8_CHECKS: dict[str, tuple[Any, str]] = {
     "max_drop": (lambda v: _number(v) and v >= 0, "a number of points ≥ 0"),
     "max_class_drop": (_number, "a number of points"),
     "class_alpha": (lambda v: _number(v) and 0 < v, "a sign-test level > 0"),
+    "class_gate": (lambda v: v in ("evidence", "points"), "evidence or points"),
     "smooth_quant": (_number, "a SmoothQuant alpha (0..1; negative = off)"),
     "max_reverts": (lambda v: _whole(v) and v >= 1, "an integer ≥ 1"),
     "min_agreement": (lambda v: _number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
@@ -331,7 +340,7 @@ register(StepSpec(
     label=lambda s: f"ILA @ {','.join(str(a) for a in s.get('at', ILA_DEFAULT_AT))}", apply=_apply_ila, trains=lambda s: True))
 register(StepSpec(
     "int8", "NNCF INT8 post-training quantization of the exported ONNX (accuracy-aware with a budget)",
-    {"max_drop": None, "max_class_drop": None, "class_alpha": None, "smooth_quant": None, "ignored": None, "max_reverts": None,
+    {"max_drop": None, "max_class_drop": None, "class_alpha": None, "class_gate": None, "smooth_quant": None, "ignored": None, "max_reverts": None,
      "agreement_data": None, "min_agreement": None, "agreement_size": None, "bias_correction": None, "subset_size": None},
     label=_int8_label, check=check_int8_step, position="last"))
 

@@ -18,7 +18,9 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
 
 from edgefg.calibration.dataset import Sample
 from edgefg.errors import DataError, UnsupportedError
@@ -252,11 +254,14 @@ def train(
     trainable: Sequence[str] | None = None,
     description: str = "training",
     student_size: tuple[int, int] | None = None,
+    on_epoch: Callable[[int, int, Callable], bool] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on labelled ``samples``. ``trainable``: parameter-name prefixes
     to train (all others frozen); ``teacher``: a model to distil from. ``student_size``: the student
     sees each augmented ``spec``-sized batch down-sampled to this size (antialiased), the teacher
-    the full-resolution batch (input down-sampling with a full-resolution teacher)."""
+    the full-resolution batch (input down-sampling with a full-resolution teacher). ``on_epoch(epoch,
+    epochs, predict)`` is called before the first epoch (0) and after each one with a function from
+    preprocessed images to the student's logits; True stops training there (early stopping)."""
     import torch
     import torch.nn.functional as F
 
@@ -315,7 +320,21 @@ def train(
         if ckpt is not None:
             _save_checkpoint(ckpt, model, optimizer, {"identity": cfg.identity(), "step": step, "epoch": state_epoch, "history": history, "config": asdict(cfg)})
 
-    while step < total:
+    def predict(x: np.ndarray) -> np.ndarray:
+        was = model.training
+        model.eval()
+        with torch.no_grad(), autocast:
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(device).contiguous(memory_format=layout)
+            if student_size is not None:
+                t = F.interpolate(t, size=student_size, mode="bilinear", antialias=True, align_corners=False)
+            out = model(t).float().cpu().numpy()
+        model.train(was)
+        return out
+
+    stopped = False
+    if on_epoch is not None and step == 0:
+        on_epoch(0, cfg.epochs, predict)
+    while step < total and not stopped:
         epoch, in_epoch = divmod(step, per_epoch)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
         torch.manual_seed(cfg.seed * 1000 + epoch * 7919 + in_epoch)  # augmentation/dropout of the resumed part
@@ -356,6 +375,10 @@ def train(
         history.append({"epoch": epoch + 1, "steps": step, "loss": float(sum(losses) / max(1, len(losses))), "train_top1": correct / max(1, seen)})
         log.info("%s epoch %d: loss %.4f, train top-1 %.3f", description, epoch + 1, history[-1]["loss"], history[-1]["train_top1"])
         save(epoch + 1)
+        if on_epoch is not None and step < total and step % per_epoch == 0 and on_epoch(epoch + 1, cfg.epochs, predict):
+            stopped = True
+            history[-1]["stopped_early"] = True
+            log.info("%s: stopped early after epoch %d", description, epoch + 1)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)

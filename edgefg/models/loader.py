@@ -21,6 +21,9 @@ from edgefg.manifest import Preprocess
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
+# inside a compress artifact: the compressed PyTorch model as a timm hub folder (config.json +
+# model.safetensors), written when PyTorch steps changed its weights (pruning, distillation ...)
+ARTIFACT_TORCH_DIR = "pytorch"
 
 
 @dataclass
@@ -255,6 +258,29 @@ def _labels_or_default(labels: list[str] | None, n: int) -> list[str]:
     if len(labels) != n:
         raise ClassMismatchError(f"{len(labels)} labels given for a model with {n} outputs", "pass a labels file with one line per output")
     return labels
+
+
+def save_hub_folder(module: Any, model: LoadedModel, folder: Path, pruned_shapes: dict[str, list[int]] | None = None) -> Path:
+    """Write ``module`` (``model``'s architecture, possibly pruned) as a timm hub folder that
+    :func:`load_model` rebuilds: config.json (architecture, classes, data config and the pruned
+    layer widths) + model.safetensors (a plain state dict; never a pickle)."""
+    from safetensors.torch import save_file
+
+    if not model.arch:
+        raise UnsupportedError("the model has no timm architecture name; its PyTorch weights cannot be saved as a hub folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(folder / "model.safetensors"))
+    cfg: dict[str, Any] = {
+        "architecture": model.arch,
+        "num_classes": model.num_classes,
+        "label_names": list(model.labels),
+        "model_args": dict(model.source.get("model_args") or {}),
+        "pretrained_cfg": dict(model.source.get("data_config") or {}),
+    }
+    if pruned_shapes:
+        cfg["pruned_shapes"] = pruned_shapes
+    (folder / "config.json").write_text(json.dumps(cfg, indent=1) + "\n", encoding="utf-8")
+    return folder
 
 
 def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import time
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,21 +51,60 @@ def target_budgets(opts: TuneOptions) -> dict[str, Budget]:
             b.max_size_mb if b.max_size_mb is not None else prof.get("max_size_mb"),
             b.max_drop if b.max_drop is not None else prof.get("max_top1_drop"),
             b.max_class_drop if b.max_class_drop is not None else prof.get("max_class_drop"),
+            b.min_agreement,
+            b.class_alpha,
+            b.class_gate,
         )
     return out
+
+
+def agreement_samples(opts: TuneOptions) -> tuple[list, dict[str, Any]]:
+    """The ``--agreement-data`` frames as unlabelled samples (a seeded subset of ``agreement_size``),
+    and what the report says of them, including how many are also training images (``--data``): the
+    model has seen those, INT8 rarely flips them, so they carry no information."""
+    import numpy as np
+
+    from edgefg.calibration.dataset import Sample
+    from edgefg.compress.agreement import scan_unlabelled
+
+    paths, other = scan_unlabelled(opts.agreement_data)
+    found = len(paths)
+    if opts.agreement_size is not None and opts.agreement_size < found:
+        rng = np.random.default_rng(opts.seed)
+        paths = [paths[i] for i in sorted(rng.choice(found, opts.agreement_size, replace=False))]
+    trained = _same_files(paths, Path(opts.data))
+    if trained:
+        log.warning("%d of the %d agreement frames are also training images (--data): they carry no information about INT8 or pruning "
+                    "(the model fits them); use frames the model has not seen", trained, len(paths))
+    info = {"data": str(opts.agreement_data), "found": found, "used": len(paths), "ignored_files": other, "also_in_training_data": trained}
+    return [Sample(p, None) for p in paths], info
+
+
+def _same_files(paths: list[Path], folder: Path) -> int:
+    """How many of ``paths`` are files under ``folder`` (the same inode: copies under another name are not found)."""
+    seen = {(st.st_dev, st.st_ino) for st in (p.stat() for p in folder.rglob("*") if p.is_file())} if folder.is_dir() else set()
+    return sum((st.st_dev, st.st_ino) in seen for st in (p.stat() for p in paths))
 
 
 def _plan(opts: TuneOptions, configs: list[TrialConfig]) -> dict[str, Any]:
     ident = {"model": str(Path(opts.model).resolve()), "data": str(Path(opts.data).resolve()), "val_data": str(Path(opts.val_data).resolve()),
              "targets": list(opts.targets), "trials": [c.trial_id for c in configs], "val_size": opts.val_size, "seed": opts.seed}
+    if opts.agreement_data is not None:  # the frames are scored inside each trial: part of the sweep's identity
+        ident.update(agreement_data=str(Path(opts.agreement_data).resolve()), agreement_size=opts.agreement_size)
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return {"key": key, **ident, "configs": [c.to_dict() for c in configs]}
 
 
 def _check_inputs(opts: TuneOptions) -> None:
-    for flag, p in (("MODEL", opts.model), ("--data", opts.data), ("--val-data", opts.val_data)):
-        if not Path(p).exists():
+    for flag, p in (("MODEL", opts.model), ("--data", opts.data), ("--val-data", opts.val_data), ("--agreement-data", opts.agreement_data)):
+        if p is not None and not Path(p).exists():
             raise InputPathError(f"{flag} '{p}' does not exist")
+    from edgefg.tune.options import OBJECTIVES
+
+    if opts.objective not in OBJECTIVES:
+        raise DataError(f"unknown objective '{opts.objective}'", f"use one of {', '.join(OBJECTIVES)}")
+    if opts.budget.min_agreement is not None and opts.agreement_data is None:
+        raise DataError("--min-agreement needs --agreement-data DIR (unlabelled frames the model was not trained on)")
     if not opts.targets:
         raise DataError("tune needs at least one --target")
     for t in opts.targets:
@@ -85,6 +125,10 @@ def tune(opts: TuneOptions) -> dict[str, Any]:
     pending = [c for c in configs if c.trial_id not in done]
     log.info("%d trial(s): %d done, %d to run", len(configs), len(configs) - len(pending), len(pending))
 
+    budgets = target_budgets(opts)
+    drops = [b.max_drop for b in budgets.values()]
+    if opts.early_stop and drops and all(d is not None for d in drops):  # hopeless for every target = hopeless
+        opts = dataclasses.replace(opts, early_stop_drop=max(drops))
     engine = make_engine(opts.ray)  # before any heavy work: a bad --ray address fails fast
     from edgefg.manifest import load_manifest
 
@@ -96,6 +140,10 @@ def tune(opts: TuneOptions) -> dict[str, Any]:
     if not val.labelled:
         raise DataError(f"--val-data '{opts.val_data}' needs one sub-folder per class", "tune validates per class against the FP32 reference")
     samples = stratified_subset(val.samples, opts.val_size, opts.seed, warn=False) if opts.val_size else val.samples
+    frames_info = None
+    if opts.agreement_data is not None:
+        frames, frames_info = agreement_samples(opts)
+        samples = list(samples) + frames
     reference = reference_scores(ref_art["artifact"], samples, opts.batch_size)
     sweep = Sweep(opts, samples, reference, ref_art)
 
@@ -113,19 +161,21 @@ def tune(opts: TuneOptions) -> dict[str, Any]:
             close()
     trials = [done[c.trial_id] for c in configs if c.trial_id in done]
     interleaved_latency(out, trials, opts)
-    budgets = target_budgets(opts)
     result: dict[str, Any] = {
         "model": str(opts.model),
         "data": str(opts.data),
         "val_data": str(opts.val_data),
-        "val_images": int(len(reference.labels)),
+        "val_images": int((reference.labels >= 0).sum()),
+        "objective": opts.objective,
+        "agreement_data": frames_info,
         "reference": {"artifact": ref_art["artifact"], "top1": _top1(reference, labels)},
         "targets": list(opts.targets),
         "space": asdict(space),
         "engine": engine.describe(),
         "wall_s": time.perf_counter() - t0,
+        "early_stopping": early_stopping_summary(trials, opts),
         "trials": trials,
-        **summarize(trials, opts.targets, budgets),
+        **summarize(trials, opts.targets, budgets, opts.objective),
     }
     write_report(out, result, budgets)
     missing = [t for t, b in result["best"].items() if not b.get("trial")]
@@ -135,6 +185,15 @@ def tune(opts: TuneOptions) -> dict[str, Any]:
             f"see {out / 'tune.md'}; relax the budget or widen the search space",
         )
     return result
+
+
+def early_stopping_summary(trials: list[dict[str, Any]], opts: TuneOptions) -> dict[str, Any]:
+    """Which trials' distillation stopped early and the training time that saved (epochs not run ×
+    the trial's own seconds per epoch)."""
+    stopped = {t["id"]: t["stopped_early"] for t in trials if t.get("stopped_early")}
+    return {"enabled": bool(opts.early_stop and opts.early_stop_drop is not None), "max_drop": opts.early_stop_drop,
+            "stopped": stopped, "saved_s_estimate": sum(s["saved_s_estimate"] for s in stopped.values()),
+            "epochs_skipped": sum(s["of_epochs"] - s["epoch"] for s in stopped.values())}
 
 
 def interleaved_latency(out: Path, trials: list[dict[str, Any]], opts: TuneOptions) -> None:

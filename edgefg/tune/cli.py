@@ -18,7 +18,21 @@ from edgefg.cli_support import handle_errors, run_printing_report
 @click.option("--max-latency-ms", type=float, help="Budget: p50 latency at batch 1.")
 @click.option("--max-size-mb", type=float, help="Budget: bundle size.")
 @click.option("--max-drop", type=float, help="Budget: top-1 drop vs FP32 in points (default: the target profile's).")
-@click.option("--max-class-drop", type=float, help="Budget: worst per-class drop in points (default: the target profile's).")
+@click.option("--max-class-drop", type=float, help="Budget: per-class drop in points (default: the target profile's); a class fails only when "
+              "its drop is over this AND significant (paired sign test, Holm-corrected), see --class-gate.")
+@click.option("--class-alpha", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+              help="Significance level of the per-class test (family-wise, over the classes).")
+@click.option("--class-gate", type=click.Choice(["evidence", "points"]), default="evidence", show_default=True,
+              help="evidence: over --max-class-drop AND significant; points: every drop over it fails (one image can decide).")
+@click.option("--objective", type=click.Choice(["latency", "size", "accuracy"]), default="latency", show_default=True,
+              help="What 'best within budget' means: the fastest, the smallest, or the most accurate trial inside every budget.")
+@click.option("--agreement-data", type=click.Path(path_type=Path),
+              help="Unlabelled frames (any folder, searched recursively) the model was NOT trained on, e.g. from the user's cameras: every "
+                   "trial is also scored by top-1 agreement with FP32 on them (training images carry no information: INT8 flips none).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), help="Budget: top-1 agreement with FP32 on --agreement-data.")
+@click.option("--no-early-stop", is_flag=True, help="Train every pruning trial's distillation to its last epoch (default: stop one that cannot "
+              "reach the loosest target's --max-drop even at its last epoch's rate of improvement).")
+@click.option("--agreement-size", type=click.IntRange(1), default=2000, show_default=True, help="Frames read from --agreement-data (a seeded random subset).")
 @click.option("--trials", type=int, help="Run N configurations of the space (the baseline + a seeded pick); default: all.")
 @click.option("--ray", "ray_address", help="Run on Ray: 'local' starts one on this machine; HOST:PORT joins a cluster. Default: in-process.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in TUNE_DIR.")
@@ -31,9 +45,10 @@ from edgefg.cli_support import handle_errors, run_printing_report
 @click.option("--num-classes", type=int, help="Number of classes, for a bare checkpoint.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file.")
 @handle_errors
-def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb, max_drop, max_class_drop, trials, ray_address, resume, out,
-             val_size, train_max_steps, bench_iters, seed, arch, num_classes, labels) -> None:
-    """Pick each target's configuration (precision, pruning, resolution, tokens) under its budget.
+def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb, max_drop, max_class_drop, class_alpha, class_gate, objective,
+             agreement_data, min_agreement, no_early_stop, agreement_size, trials, ray_address, resume, out, val_size, train_max_steps, bench_iters, seed, arch,
+             num_classes, labels) -> None:
+    """Pick each target's configuration (precision, pruning, resolution, tokens): by default the fastest one within its budget.
 
     \b
     edgefg tune M --data train/ --val-data test/ --target intel-cpu --target rpi5 --max-latency-ms 20 -o tune
@@ -42,8 +57,10 @@ def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb,
     from edgefg.tune.api import tune
     from edgefg.tune.options import Budget, TuneOptions
 
-    opts = TuneOptions(model=model, data=data, val_data=val_data, targets=list(targets), out=out, space=space,
-                       budget=Budget(max_latency_ms, max_size_mb, max_drop, max_class_drop), trials=trials, ray=ray_address,
+    opts = TuneOptions(model=model, data=data, val_data=val_data, targets=list(targets), out=out, space=space, objective=objective,
+                       agreement_data=agreement_data, agreement_size=agreement_size, early_stop=not no_early_stop,
+                       budget=Budget(max_latency_ms, max_size_mb, max_drop, max_class_drop, min_agreement, class_alpha, class_gate),
+                       trials=trials, ray=ray_address,
                        resume=resume, seed=seed, val_size=val_size, train_max_steps=train_max_steps, bench_iters=bench_iters,
                        arch=arch, num_classes=num_classes, labels=labels)
     console = _console()

@@ -9,21 +9,79 @@ from typing import Any
 
 from edgefg.tune.options import Budget
 from edgefg.tune.pareto import best_within, budget_violations, measured, pareto_front
+from edgefg.validate.metrics import min_detectable_drop, significant_drop_count
 from edgefg.tune.store import atomic_write_json
 from edgefg.validate.report import fmt, markdown_table
 
 log = logging.getLogger(__name__)
 
 
-def summarize(trials: list[dict[str, Any]], targets: list[str], budgets: dict[str, Budget]) -> dict[str, Any]:
+def summarize(trials: list[dict[str, Any]], targets: list[str], budgets: dict[str, Budget], objective: str = "latency") -> dict[str, Any]:
     pareto, best = {}, {}
     for t in targets:
         points = measured(trials, t)
         pareto[t] = pareto_front(points)
-        best[t] = best_within(points, budgets[t], len(trials))
         for tid, r in points:
-            r["within_budget"] = not budget_violations(r, budgets[t])
+            r["violations"] = budget_violations(r, budgets[t])
+            r["within_budget"] = not r["violations"]
+        best[t] = best_within(points, budgets[t], len(trials), objective)
+        best[t]["verdict"] = verdict(trials, t, best[t], budgets[t])
     return {"pareto": pareto, "best": best}
+
+
+def _row_of(trials: list[dict[str, Any]], tid: str | None, target: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    t = next((t for t in trials if t["id"] == tid), None)
+    return t, (t["targets"].get(target) if t else None)
+
+
+def fp32_row(trials: list[dict[str, Any]], target: str) -> dict[str, Any] | None:
+    """The uncompressed FP32 trial's measurement for ``target`` (the baseline a choice is judged against)."""
+    for t in trials:
+        r = t["targets"].get(target) or {}
+        if t["label"] == "fp32" and not r.get("error") and r.get("latency_ms_p50"):
+            return r
+    return None
+
+
+def signed_pts(delta: float) -> str:
+    """+0.12 / −0.29 / ±0.00 pt, with a real minus sign."""
+    text = f"{delta:+.2f}"
+    return ("±" + text[1:] if text[1:] == "0.00" else text.replace("-", "−")) + " pt"
+
+
+def _versus(r: dict[str, Any], base: dict[str, Any] | None, budget: Budget, brief: bool = False) -> str:
+    """'2.04× faster, 3.30× smaller than FP32, −0.29 pt top-1, no class significantly worse (…)'."""
+    parts = []
+    if base is not None and base is not r:
+        speed, size = base["latency_ms_p50"] / r["latency_ms_p50"], base["size_mb"] / r["size_mb"]
+        parts.append(f"{speed:.2f}× faster" if speed >= 1 else f"{1 / speed:.2f}× slower")
+        parts.append(f"{size:.2f}× smaller than FP32" if size >= 1 else f"{1 / size:.2f}× larger than FP32")
+    parts.append(f"{signed_pts(-r['top1_drop'])} top-1")
+    losses = r.get("class_losses")
+    if losses is not None and not brief:
+        worse = significant_drop_count(losses, budget.class_alpha)
+        detect = min_detectable_drop(r["images_per_class"]["median"], r["classes_tested"], budget.class_alpha)
+        seen = (f"{r['images_per_class']['median']} images a class can only show drops ≥ {detect:.0f} pt" if detect is not None else
+                f"{r['images_per_class']['median']} images a class cannot show any drop")
+        parts.append(("no class significantly worse" if not worse else f"{worse} class(es) significantly worse") + f" ({seen})")
+    a = r.get("frame_agreement")
+    if a and not brief:
+        parts.append(f"agreement with FP32 {a['agreement']:.4f} [{a['ci95'][0]:.4f}, {a['ci95'][1]:.4f}] on {a['images']} frames")
+    return ", ".join(parts)
+
+
+def verdict(trials: list[dict[str, Any]], target: str, best: dict[str, Any], budget: Budget) -> str | None:
+    """One sentence: what the choice costs and buys against FP32, and the runner-up."""
+    if not best.get("trial"):
+        return None
+    base = fp32_row(trials, target)
+    t, r = _row_of(trials, best["trial"], target)
+    text = f"{t['label']}: " + ("the FP32 model itself is the " + ("fastest" if best["objective"] == "latency" else "smallest" if best["objective"] == "size" else "most accurate")
+                                + " trial within the budget; " if r is base else "") + _versus(r, base, budget) + "."
+    if best.get("runner_up"):
+        ru, rr = _row_of(trials, best["runner_up"]["trial"], target)
+        text += f" Runner-up: {ru['label']} ({_versus(rr, base, budget, brief=True)})."
+    return text
 
 
 def copy_best(out: Path, trials: list[dict[str, Any]], best: dict[str, Any]) -> None:
@@ -50,7 +108,10 @@ def plot_pareto(out: Path, trials: list[dict[str, Any]], target: str, front: lis
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [r["latency_ms_p50"] for r in points.values()]
     ys = [100 * r["top1"] for r in points.values()]
-    ax.scatter(xs, ys, color="0.6", label="trial")
+    inside = [r.get("within_budget", True) for r in points.values()]
+    ax.scatter([x for x, k in zip(xs, inside) if k], [y for y, k in zip(ys, inside) if k], color="0.45", label="trial within budget")
+    if not all(inside):
+        ax.scatter([x for x, k in zip(xs, inside) if not k], [y for y, k in zip(ys, inside) if not k], color="0.6", marker="x", label="over budget")
     fx = [points[i]["latency_ms_p50"] for i in front]
     fy = [100 * points[i]["top1"] for i in front]
     ax.plot(fx, fy, "o-", color="tab:blue", label="Pareto front")
@@ -58,7 +119,7 @@ def plot_pareto(out: Path, trials: list[dict[str, Any]], target: str, front: lis
         ax.annotate(labels[i], (r["latency_ms_p50"], 100 * r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if best.get("trial"):
         r = points[best["trial"]]
-        ax.scatter([r["latency_ms_p50"]], [100 * r["top1"]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, label="best within budget")
+        ax.scatter([r["latency_ms_p50"]], [100 * r["top1"]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, label=f"chosen ({best.get('objective', 'latency')})")
     if budget.max_latency_ms is not None:
         ax.axvline(budget.max_latency_ms, color="tab:red", ls="--", lw=1, label=f"max latency {budget.max_latency_ms:g} ms")
     stand_in = any(r.get("stand_in") for r in points.values())
@@ -74,33 +135,70 @@ def plot_pareto(out: Path, trials: list[dict[str, Any]], target: str, front: lis
     return path
 
 
+OBJECTIVE_TEXT = {"latency": "the fastest trial within every budget (ties: smaller, then more accurate)",
+                  "size": "the smallest trial within every budget (ties: faster, then more accurate)",
+                  "accuracy": "the most accurate trial within every budget (ties: faster, then smaller)"}
+
+
+def _gate_text(budget: dict[str, Any]) -> str:
+    if budget.get("max_class_drop") is None:
+        return "no per-class budget"
+    if budget.get("class_gate") == "points":
+        return f"a class fails when it drops more than {budget['max_class_drop']:g} pt (raw points, --class-gate points)"
+    return (f"a class fails when it drops more than {budget['max_class_drop']:g} pt **and** the drop is significant "
+            f"(one-sided paired sign test, Holm-corrected over the classes, p < {budget.get('class_alpha', 0.05):g})")
+
+
 def markdown(result: dict[str, Any]) -> str:
+    objective = result.get("objective", "latency")
     lines = [f"# edgefg tune — {result['model']}", ""]
     lines.append(f"{len(result['trials'])} trial(s) on {result['val_images']} validation images from `{result['val_data']}`; "
                  f"engine: {result['engine']}; wall time {result['wall_s']:.0f} s.  ")
-    lines.append("Drops are percentage points vs the FP32 reference on the same images; the worst class drop is the largest per-class drop.")
+    lines.append(f"Objective: **{objective}** — {OBJECTIVE_TEXT.get(objective, objective)}.  ")
+    lines.append("Drops are percentage points vs the FP32 reference on the same images; `classes worse` counts the classes whose "
+                 "drop is significant (Holm-corrected paired sign test); the worst class drop is the largest raw per-class drop.")
+    frames = result.get("agreement_data")
+    if frames:
+        lines.append(f"Agreement: top-1 agreement with FP32 on {frames['used']} unlabelled frames from `{frames['data']}` (95 % Wilson interval). "
+                     "Frames the model was trained on carry no information (INT8 flips none of them)"
+                     + (f"; **{frames['also_in_training_data']} of these frames are also training images**." if frames.get("also_in_training_data") else "."))
+    es = result.get("early_stopping") or {}
+    if es.get("enabled"):
+        lines.append(f"Early stopping: a pruning trial's distillation stops when its top-1 drop cannot come within {es['max_drop']:g} pt "
+                     f"(the loosest target's budget) even at its last epoch's rate; "
+                     + (f"{len(es['stopped'])} trial(s) stopped, {es['epochs_skipped']} epoch(s) not run, ≈ {es['saved_s_estimate']:.0f} s of training saved."
+                        if es["stopped"] else "no trial stopped."))
     lines.append("")
     trials = {t["id"]: t for t in result["trials"]}
     for target in result["targets"]:
         b, budget = result["best"][target], result["budgets"][target]
         lines += [f"## {target}", ""]
-        limits = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in budget.items() if v is not None) or "none"
-        lines.append(f"Budget: {limits}.  ")
+        shown = {k: v for k, v in budget.items() if v is not None and k not in ("class_alpha", "class_gate")}
+        limits = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in shown.items()) or "none"
+        lines.append(f"Budget: {limits}; {_gate_text(budget)}.  ")
         if b.get("trial"):
-            lines.append(f"**Best within budget: `{b['trial']}` — {trials[b['trial']]['label']}** (top-1 {b['top1']:.4f}, p50 {b['latency_ms_p50']:.2f} ms, {b['size_mb']:.2f} MB) → `best/{target}/`")
+            lines.append(f"**Chosen: `{b['trial']}` — {b.get('verdict') or trials[b['trial']]['label']}** → `best/{target}/`")
         else:
             lines.append(f"**No trial within budget**: {b['reason']}")
         lines.append("")
-        cols = ["trial", "config", "top-1", "drop pt", "worst class pt", "p50 ms", "size MB", "node", "stand-in", "Pareto", "budget"]
+        with_frames = any((t["targets"].get(target) or {}).get("frame_agreement") for t in result["trials"])
+        cols = ["trial", "config", "top-1", "drop pt", "classes worse", "worst class pt"] + (["agreement [95 %]"] if with_frames else []) + \
+               ["p50 ms", "size MB", "node", "stand-in", "Pareto", "budget"]
         rows = []
         for t in result["trials"]:
             r = t["targets"].get(target) or {}
+            mark = f" (stopped at epoch {t['stopped_early']['epoch']})" if t.get("stopped_early") else ""
+            mark += " ◀ chosen" if t["id"] == b.get("trial") else " (runner-up)" if t["id"] == (b.get("runner_up") or {}).get("trial") else ""
             if r.get("error"):
-                rows.append([t["id"], t["label"], "–", "–", "–", "–", "–", fmt(r.get("node")), "–", "", f"error: {r['error']}"])
+                rows.append([t["id"], t["label"]] + ["–"] * (len(cols) - 6) + [fmt(r.get("node")), "–", "", f"error: {r['error']}"])
                 continue
-            rows.append([t["id"], t["label"], fmt(r["top1"]), f"{r['top1_drop']:.2f}", f"{r['worst_class_drop']:.1f}", f"{r['latency_ms_p50']:.2f}",
-                         f"{r['size_mb']:.2f}", str(r["node"])[:16], fmt(r["stand_in"]), "★" if t["id"] in result["pareto"][target] else "",
-                         "ok" if r.get("within_budget") else "over"])
+            worse = significant_drop_count(r["class_losses"], budget.get("class_alpha", 0.05)) if r.get("class_losses") is not None else None
+            a = r.get("frame_agreement")
+            agree = [f"{a['agreement']:.4f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]" if a else "–"] if with_frames else []
+            status = "ok" if r.get("within_budget") else "over: " + "; ".join(r.get("violations") or [])
+            rows.append([t["id"], t["label"] + mark, fmt(r["top1"]), f"{r['top1_drop']:.2f}", fmt(worse), f"{r['worst_class_drop']:.1f}", *agree,
+                         f"{r['latency_ms_p50']:.2f}", f"{r['size_mb']:.2f}", str(r["node"])[:16], fmt(r["stand_in"]),
+                         "★" if t["id"] in result["pareto"][target] else "", status])
         lines += markdown_table(cols, rows)
         lines += ["", f"![Pareto {target}](pareto-{target}.png)", ""]
     failed = [t for t in result["trials"] if t["status"] != "ok"]

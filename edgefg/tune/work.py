@@ -57,6 +57,9 @@ def _compress_options(opts: TuneOptions, cfg: TrialConfig):
         adapters=cfg.adapters,
         max_drop=(opts.budget.max_drop if opts.budget.max_drop is not None else 1.0) if accuracy_aware else None,
         max_class_drop=opts.budget.max_class_drop if accuracy_aware else None,
+        class_alpha=opts.budget.class_alpha,
+        class_gate=opts.budget.class_gate,
+        early_stop_drop=opts.early_stop_drop if cfg.prune and opts.early_stop else None,
     )
 
 
@@ -85,13 +88,23 @@ def build_artifact(opts: TuneOptions, cfg: TrialConfig) -> dict[str, Any]:
             model = with_input_size(model, cfg.resolution)
         try:
             compress(model, out, _compress_options(opts, cfg))
-        except CheckFailed as exc:  # accuracy-aware INT8 missed its budget: the artifact is written, keep the point
+        except CheckFailed as exc:  # accuracy-aware INT8 missed its budget, or KD stopped early: the artifact is written, keep the point
             result["note"] = exc.message
+            stopped = _stopped_early(out)
+            if stopped:
+                result["stopped_early"] = stopped
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash
         log.debug("compress %s failed:\n%s", cfg.label(), traceback.format_exc())
         result["error"] = f"compress: {one_line(exc)}"
     result["wall_s"] = time.perf_counter() - t0
     return result
+
+
+def _stopped_early(artifact: Path) -> dict[str, Any] | None:
+    import json
+
+    report = artifact / "report.json"
+    return json.loads(report.read_text(encoding="utf-8")).get("stopped_early") if report.is_file() else None
 
 
 def deploy_bundle(opts: TuneOptions, cfg: TrialConfig, artifact: dict[str, Any], target: str) -> dict[str, Any]:
@@ -134,7 +147,7 @@ def measure_bundle(
     from edgefg.runtime.model import LoadedBundle
     from edgefg.validate.api import reference_metrics
     from edgefg.validate.evaluate import score_samples
-    from edgefg.validate.metrics import classification, significant_drop_count, worst_class_drop
+    from edgefg.validate.metrics import classes_tested, classification, significant_drop_count, wilson_interval, worst_class_drop
 
     t0 = time.perf_counter()
     try:
@@ -146,13 +159,24 @@ def measure_bundle(
 
             engine_s = build_engine(bundle).seconds
         with LoadedBundle(bundle, backend=backend, num_threads=num_threads) as b:
-            scored = score_samples(b, samples, opts.batch_size, f"validating {manifest.target}")
+            scored_all = score_samples(b, samples, opts.batch_size, f"validating {manifest.target}")
             labels, activation = b.labels, b.manifest.output_activation
+        # labelled validation images and unlabelled agreement frames (label -1) travel in one list
+        scored, frames = _split(scored_all)
+        ref_labelled, ref_frames = _split(reference)
         acc = classification(scored.scores, scored.labels, labels)
-        ref = reference_metrics(scored, reference, labels, activation, labelled=True)
+        ref = reference_metrics(scored, ref_labelled, labels, activation, labelled=True)
         bench = run_bench([Path(bundle)], BenchOptions(rounds=opts.bench_rounds, iters=opts.bench_iters, warmup=5, backend=backend, num_threads=num_threads))
         r = bench["results"][0]
         drops = ref["class_drops"]
+        images = sorted(d["images"] for d in drops) or [0]
+        frame_agreement = None
+        if len(frames.labels):
+            if frames.paths != ref_frames.paths:
+                raise CheckFailed("the bundle and the FP32 reference read different agreement frames")
+            k, n = int((frames.scores.argmax(1) == ref_frames.scores.argmax(1)).sum()), int(len(frames.labels))
+            low, high = wilson_interval(k, n)
+            frame_agreement = {"agreement": k / n, "images": n, "agree": k, "ci95": [low, high]}
         return {
             "error": None,
             "top1": acc["top1"],
@@ -162,6 +186,13 @@ def measure_bundle(
             "worst_class_drop": ref["worst_class_drop"],
             "worst_class": worst_class_drop(drops)[1],
             "significant_class_drops": significant_drop_count(drops, 0.05),
+            # the losing classes with their paired test: budgets (any threshold, either gate) are judged from these
+            "class_losses": [{k: d.get(k) for k in ("class", "images", "drop_pts", "drop_images", "lost", "gained", "p_value", "p_adjusted")}
+                             for d in drops if d["drop_pts"] > 0],
+            "classes": len(drops),
+            "classes_tested": classes_tested(drops),
+            "images_per_class": {"min": images[0], "median": images[len(images) // 2]},
+            "frame_agreement": frame_agreement,
             "agreement": ref["agreement"],
             "images": int(len(scored.labels)),
             "latency_ms_p50": r["latency_ms"]["p50"],
@@ -178,6 +209,18 @@ def measure_bundle(
     except Exception as exc:  # noqa: BLE001
         log.debug("measuring %s failed:\n%s", bundle, traceback.format_exc())
         return {"error": f"measure: {one_line(exc)}", "node": node or f"local:{platform.node()}", "stand_in": not on_target}
+
+
+def _split(scored):
+    """(labelled rows, unlabelled rows) of a Scored: validation images and agreement frames."""
+    import dataclasses
+
+    mask = scored.labels >= 0
+
+    def part(m):
+        return dataclasses.replace(scored, scores=scored.scores[m], labels=scored.labels[m], paths=[p for p, k in zip(scored.paths, m) if k])
+
+    return part(mask), part(~mask)
 
 
 def reference_scores(artifact: str | Path, samples: Sequence, batch_size: int):
@@ -204,6 +247,7 @@ def finish_trial(cfg: TrialConfig, artifact: dict[str, Any], targets: dict[str, 
         "artifact": artifact.get("artifact"),
         "artifact_reused": artifact.get("reused", False),
         "compress_note": artifact.get("note"),
+        "stopped_early": artifact.get("stopped_early"),
         "status": status,
         "error": error,
         "targets": targets,

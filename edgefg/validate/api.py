@@ -18,7 +18,8 @@ from edgefg.manifest import MANIFEST_NAME
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
 from edgefg.validate.limits import DIRECTIONS, check_message, holds
-from edgefg.validate.metrics import class_drops, class_failures, classification, parity, significant_worst_drop, strip_arrays, worst_class_drop
+from edgefg.validate.metrics import (class_drops, class_failures, class_gate_summary, classification, gate_p, parity, significant_worst_drop,
+                                     strip_arrays, worst_class_drop)
 
 
 @dataclass
@@ -27,26 +28,30 @@ class Thresholds:
     max_class_drop: float | None = None  # points; a class fails only if its drop is also significant (as in compress)
     min_top1: float | None = None  # fraction 0-1
     min_agreement: float | None = None  # fraction 0-1
-    class_alpha: float = 0.05  # paired sign-test level for a class drop to count; 1.0 counts every drop
+    class_alpha: float = 0.05  # Holm-corrected paired sign-test level for a class drop to count
+    class_gate: str = "evidence"  # evidence: over the limit AND significant; points: every drop over the limit
 
     def needs_reference(self) -> list[str]:
         return [n for n in ("max_top1_drop", "max_class_drop", "min_agreement") if getattr(self, n) is not None]
 
 
-def class_drop_check(drops: list[dict], max_class_drop: float, alpha: float) -> dict[str, Any]:
-    """The ``--max-class-drop`` gate, with compress's meaning: a class fails when it lost more than
-    ``max_class_drop`` points and its paired sign test gives p < ``alpha``. The value is the worst
-    significant drop, so value ≤ limit exactly when no class fails."""
-    over = class_failures(drops, max_class_drop, alpha)
-    value = significant_worst_drop(drops, alpha)
-    detail = f"worst class whose drop is significant, sign test p < {alpha:g}"
+def class_drop_check(drops: list[dict], max_class_drop: float, alpha: float, gate: str = "evidence") -> dict[str, Any]:
+    """The ``--max-class-drop`` gate, with compress's and tune's meaning: a class fails when it lost
+    more than ``max_class_drop`` points and (``gate="evidence"``) its paired sign test, Holm-corrected
+    over the tested classes, gives p < ``alpha``. The value is the worst drop that counts, so
+    value ≤ limit exactly when no class fails."""
+    over = class_failures(drops, max_class_drop, alpha, gate)
+    value = significant_worst_drop(drops, alpha, gate)
+    summary = class_gate_summary(drops, alpha, gate)
+    detail = ("worst class drop in raw points" if gate == "points" else
+              f"worst class whose drop is significant, Holm-corrected sign test p < {alpha:g}; {summary['sentence']}")
     if over:
-        shown = ", ".join(f"{r['class']} −{r['drop_pts']:.1f} pt ({r['drop_images']} img" + ("" if r.get("p_value") is None else f", p = {r['p_value']:.2g}") + ")"
+        shown = ", ".join(f"{r['class']} −{r['drop_pts']:.1f} pt ({r['drop_images']} img" + ("" if gate_p(r) is None else f", p = {gate_p(r):.2g}") + ")"
                           for r in over[:3])
         detail += f"; over: {shown}" + (f" (+{len(over) - 3} more)" if len(over) > 3 else "")
     return {"name": "class_drop", "value": value, "limit": max_class_drop, "direction": DIRECTIONS["class_drop"], "passed": not over,
             "message": f"{check_message('class_drop', value, max_class_drop, not over)} ({detail})", "class_alpha": alpha,
-            "classes_over": [r["class"] for r in over]}
+            "class_gate": summary, "classes_over": [r["class"] for r in over]}
 
 
 # How a bundle's images are scored: in this process (default) or sharded over workers (edgefg.distributed).
@@ -186,7 +191,9 @@ def validate(
 
     check("top1_drop", result.get("top1_drop"), thresholds.max_top1_drop)
     if thresholds.max_class_drop is not None and result.get("class_drops") is not None:
-        checks.append(class_drop_check(result["class_drops"], thresholds.max_class_drop, thresholds.class_alpha))
+        checks.append(class_drop_check(result["class_drops"], thresholds.max_class_drop, thresholds.class_alpha, thresholds.class_gate))
+    if result.get("class_drops") is not None:
+        result["class_gate"] = class_gate_summary(result["class_drops"], thresholds.class_alpha, thresholds.class_gate)
     check("top1", result.get("top1"), thresholds.min_top1)
     check("agreement", result.get("agreement"), thresholds.min_agreement)
     if pre_check is not None:

@@ -128,24 +128,93 @@ def class_drops(candidate: dict, reference: dict) -> list[dict]:
             row["lost"], row["gained"] = int((r & ~k).sum()), int((~r & k).sum())
             row["p_value"] = sign_test_p(row["lost"], row["gained"])
         rows.append(row)
+    if paired:  # one test per class: correct for testing many at once (Holm, over the classes that can be tested)
+        tested = [r for r in rows if r["lost"] + r["gained"] > 0]
+        for r, adj in zip(tested, holm_adjust([r["p_value"] for r in tested])):
+            r["p_adjusted"] = adj
+        for r in rows:
+            r.setdefault("p_adjusted", 1.0)
     rows.sort(key=lambda r: (-r["drop_pts"], r["class"]))
     return rows
 
 
-def class_failures(drops: list[dict], max_class_drop: float | None, alpha: float) -> list[dict]:
-    """Classes over a per-class budget: ``--max-class-drop`` means the same in compress and validate.
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: a class whose adjusted p is below
+    alpha is a real drop with the family-wise error over all tested classes held at alpha."""
+    m = len(p_values)
+    out = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
 
-    A class fails when it lost more than ``max_class_drop`` points **and** its paired sign test
-    gives p < ``alpha`` (one image of 23 is 4.3 points: noise, not a failure). ``alpha`` = 1
-    counts every drop over the budget. Without a p-value (images not paired) the points decide."""
+
+def gate_p(row: dict) -> float | None:
+    """The p-value a class gate uses: Holm-adjusted when the images were paired, else None."""
+    return row.get("p_adjusted", row.get("p_value"))
+
+
+def classes_tested(drops: list[dict]) -> int:
+    """Classes with at least one discordant image: the family the correction runs over. A class where
+    candidate and reference are right and wrong on the same images has p = 1 and cannot be tested."""
+    return sum(1 for r in drops if r.get("lost", 0) + r.get("gained", 0) > 0)
+
+
+def min_detectable_drop(images: int, tested: int, alpha: float) -> float | None:
+    """The smallest drop (points) a class of ``images`` images can show as significant: every
+    discordant image against the candidate, k of them, needs 0.5**k < alpha / tested (Holm's first
+    step). None when even losing every image would not be significant."""
+    level = alpha / max(tested, 1)
+    k = math.floor(math.log2(1.0 / level)) + 1
+    return 100.0 * k / images if 0 < k <= images else None
+
+
+def class_gate_summary(drops: list[dict], alpha: float, gate: str = "evidence") -> dict:
+    """What a class gate on these drops can and cannot see: the test, the family size, the images per
+    class and the smallest drop they could show ("20 images a class can only show drops ≥ 30 pt")."""
+    images = sorted(r["images"] for r in drops) or [0]
+    tested = classes_tested(drops)
+    median = images[len(images) // 2]
+    out = {"gate": gate, "alpha": alpha, "test": CLASS_TEST, "classes": len(drops), "classes_tested": tested,
+           "images_per_class": {"min": images[0], "median": median, "max": images[-1]},
+           "min_detectable_drop_pts": {"smallest_class": min_detectable_drop(images[0], tested, alpha),
+                                       "median_class": min_detectable_drop(median, tested, alpha)}}
+    if gate == "points":
+        out["sentence"] = "class drops are compared with the budget in raw points (--class-gate points): one image can fail a class"
+    else:
+        d = out["min_detectable_drop_pts"]["median_class"]
+        out["sentence"] = (f"{median} images a class can only show drops ≥ {d:.0f} pt" if d is not None else
+                           f"{median} images a class cannot show any drop") + f" (Holm over {tested} tested classes, α {alpha:g})"
+    return out
+
+
+CLASS_GATES = ("evidence", "points")
+CLASS_TEST = "one-sided exact sign test (McNemar) per class, Holm-corrected over the classes with discordant images"
+
+
+def _significant(r: dict, alpha: float, gate: str) -> bool:
+    p = gate_p(r)
+    return gate == "points" or p is None or p < alpha
+
+
+def class_failures(drops: list[dict], max_class_drop: float | None, alpha: float, gate: str = "evidence") -> list[dict]:
+    """Classes over a per-class budget: ``--max-class-drop`` means the same in compress, validate and tune.
+
+    ``gate="evidence"`` (the default): a class fails when it lost more than ``max_class_drop`` points
+    **and** its paired sign test, Holm-corrected over the tested classes, gives p < ``alpha`` (one
+    image of 20 is 5 points: noise, not a failure). ``gate="points"``: every drop over the budget
+    fails (alpha is not used). Without a p-value (images not paired) the points decide."""
+    if gate not in CLASS_GATES:
+        raise ValueError(f"class gate '{gate}' is not one of {CLASS_GATES}")
     if max_class_drop is None:
         return []
-    return [r for r in drops if r["drop_pts"] > max_class_drop and (r.get("p_value") is None or r["p_value"] < alpha)]
+    return [r for r in drops if r["drop_pts"] > max_class_drop and _significant(r, alpha, gate)]
 
 
-def significant_worst_drop(drops: list[dict], alpha: float) -> float:
-    """The largest drop (points) among classes whose drop is significant at ``alpha``; 0 if none."""
-    sig = [r["drop_pts"] for r in drops if r["drop_pts"] > 0 and (r.get("p_value") is None or r["p_value"] < alpha)]
+def significant_worst_drop(drops: list[dict], alpha: float, gate: str = "evidence") -> float:
+    """The largest drop (points) among classes whose drop counts under ``gate``; 0 if none."""
+    sig = [r["drop_pts"] for r in drops if r["drop_pts"] > 0 and _significant(r, alpha, gate)]
     return max(sig, default=0.0)
 
 
@@ -158,13 +227,23 @@ def worst_class_drop(drops: list[dict]) -> tuple[float, str | None]:
 
 
 def significant_drop_count(drops: list[dict], alpha: float) -> int:
-    """How many classes lost accuracy with a paired sign-test p-value below ``alpha``."""
-    return sum(1 for r in drops if r["drop_pts"] > 0 and r["p_value"] is not None and r["p_value"] < alpha)
+    """How many classes lost accuracy with a Holm-adjusted paired sign-test p-value below ``alpha``."""
+    return sum(1 for r in drops if r["drop_pts"] > 0 and gate_p(r) is not None and gate_p(r) < alpha)
 
 
 def losing_classes(drops: list[dict]) -> list[dict]:
     """Only the classes that lost accuracy, worst first (for the "worst classes" tables)."""
     return sorted((r for r in drops if r["drop_pts"] > 0), key=lambda r: (-r["drop_pts"], r["class"]))
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % by default) of a proportion k/n: honest near 1.0, where agreement lives."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def strip_arrays(metrics: dict) -> dict:

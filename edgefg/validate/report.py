@@ -62,8 +62,11 @@ def validation_markdown(result: dict[str, Any]) -> str:
     if drops is not None:
         losers = losing_classes(drops)
         lines += ["", "## Classes that lost accuracy, worst first", ""]
+        gate = result.get("class_gate")
+        if gate:
+            lines += [f"Per-class test: {gate['test']}; {gate['sentence']}.", ""]
         if losers:
-            cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "p_value"]
+            cols = ["class", "images", "reference_accuracy", "accuracy", "drop_pts", "drop_images", "lost", "gained", "p_value", "p_adjusted"]
             lines += markdown_table(cols, [[format_value("class_drop", r[c]) if c == "drop_pts" else fmt(r.get(c)) for c in cols] for r in losers[:10]])
             lines += [f"({len(losers) - 10} more: see the JSON report)"] if len(losers) > 10 else []
         else:

@@ -4,8 +4,9 @@
         pytest examples/ci_accuracy_gate/test_accuracy_gate.py --junitxml=accuracy.xml
 
 Thresholds: EDGEFG_MAX_TOP1_DROP (points, default 1.0), EDGEFG_MAX_CLASS_DROP (points, default 15; a class
-fails when it lost more than that and its paired sign test gives p < EDGEFG_CLASS_ALPHA, default 0.05 — the
-rule of `edgefg validate/compress --max-class-drop`).
+fails when it lost more than that and its paired sign test, Holm-corrected over the classes, gives
+p < EDGEFG_CLASS_ALPHA, default 0.05 — the rule of `edgefg validate/compress/tune --max-class-drop`;
+EDGEFG_CLASS_GATE=points fails every drop over the limit instead).
 """
 import json
 import os
@@ -25,6 +26,7 @@ def gate_result():
         max_top1_drop=float(os.environ.get("EDGEFG_MAX_TOP1_DROP", "1.0")),
         max_class_drop=float(os.environ.get("EDGEFG_MAX_CLASS_DROP", "15")),
         class_alpha=float(os.environ.get("EDGEFG_CLASS_ALPHA", "0.05")),
+        class_gate=os.environ.get("EDGEFG_CLASS_GATE", "evidence"),
     )
     result = validate(os.environ["EDGEFG_BUNDLE"], os.environ["EDGEFG_GATE_DATA"], reference=os.environ["EDGEFG_REFERENCE"], thresholds=thresholds)
     report = os.environ.get("EDGEFG_GATE_JSON")

@@ -118,7 +118,7 @@ def test_cli_flags_fold_into_the_recipe():
     assert steps == [
         {"type": "prune", "ratio": 0.4},
         {"type": "distil", "epochs": 3, "max_steps": 7},
-        {"type": "int8", "max_drop": 0.5, "max_class_drop": 5, "class_alpha": 0.1},
+        {"type": "int8", "max_drop": 0.5, "max_class_drop": 5, "class_alpha": 0.1, "class_gate": "evidence"},
     ]
     _, steps = plan_steps(CompressOptions(recipe="fp32", token_keep=0.5, token_method="tome", clca=True, epochs=2))
     assert steps == [{"type": "tokens", "keep": 0.5, "method": "tome", "clca": True, "epochs": 2}]

@@ -48,7 +48,14 @@ def sweep_inputs(tmp_path_factory, tiny_model, image_folder) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sweep")
     space = root / "space.toml"
     space.write_text(SPACE)
-    return {"model": tiny_model, "train": image_folder, "val": write_image_folder(root / "val", per_class=5, seed=1), "space": space, "root": root}
+    # unlabelled "camera frames" in nested folders, one of them a hard link of a training image
+    frames = write_image_folder(root / "frames" / "cam0", per_class=4, seed=3)
+    import os
+
+    first = sorted(image_folder.rglob("*.jpg"))[0]
+    os.link(first, frames / "seen-in-training.jpg")
+    return {"model": tiny_model, "train": image_folder, "val": write_image_folder(root / "val", per_class=5, seed=1), "space": space, "root": root,
+            "frames": root / "frames"}
 
 
 def tune_args(inputs: dict[str, Path], out: Path, *extra) -> list[str]:
@@ -60,7 +67,7 @@ def tune_args(inputs: dict[str, Path], out: Path, *extra) -> list[str]:
 def inprocess_sweep(sweep_inputs) -> dict:
     """The 4-trial sweep through the CLI in a process where `import ray` fails."""
     out = sweep_inputs["root"] / "inprocess"
-    p = edgefg_without_ray(*tune_args(sweep_inputs, out), cwd=sweep_inputs["root"])
+    p = edgefg_without_ray(*tune_args(sweep_inputs, out, "--agreement-data", sweep_inputs["frames"]), cwd=sweep_inputs["root"])
     stdout, stderr = p.communicate(timeout=300)
     assert p.returncode == 0, stderr[-3000:]
     return {"dir": out, "result": json.loads((out / "tune.json").read_text()), "stdout": stdout}

@@ -96,7 +96,7 @@ def test_sweep_on_ray_runs_the_targets_tasks_on_its_node(cluster, sweep_inputs, 
     out = tmp_path / "ray"
     r = _edgefg(cluster, "tune", sweep_inputs["model"], "--data", sweep_inputs["train"], "--val-data", sweep_inputs["val"], "--target", "intel-cpu",
                 "--target", WORKER_TARGET, "--space", sweep_inputs["space"], "--trials", 2, "--bench-iters", 3, "--ray", cluster["address"], "-o", out,
-                timeout=600)
+                "--agreement-data", sweep_inputs["frames"], timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "tune.json").read_text())
     assert res["engine"].startswith(f"ray {cluster['address']} (2 node(s); device nodes for {WORKER_TARGET}")
@@ -108,8 +108,8 @@ def test_sweep_on_ray_runs_the_targets_tasks_on_its_node(cluster, sweep_inputs, 
         # the device's tasks ran on the worker node, with the worker's thread settings; the rest is the host stand-in
         assert dev["node"] == cluster["device_node"] and dev["stand_in"] is False and dev["threads"] == 1
         assert host["node"] == cluster["head_node"] and host["stand_in"] is True
-        for target in ("intel-cpu", WORKER_TARGET):  # same accuracy as the in-process engine
-            for key in ("top1", "top1_drop", "worst_class_drop", "images", "agreement", "precision"):
+        for target in ("intel-cpu", WORKER_TARGET):  # same accuracy (and frames shipped to the device node) as in-process
+            for key in ("top1", "top1_drop", "worst_class_drop", "images", "agreement", "precision", "frame_agreement", "class_losses"):
                 assert t["targets"][target][key] == ref[t["id"]]["targets"][target][key], (t["label"], target, key)
     assert res["best"][WORKER_TARGET]["trial"] is not None
 

@@ -36,8 +36,33 @@ def test_sweep_in_process_without_ray(inprocess_sweep):
         assert best["trial"] in {t["id"] for t in res["trials"]}
         assert json.loads((out / "best" / target / "manifest.json").read_text())["target"] == target
         assert (out / f"pareto-{target}.png").stat().st_size > 1000
-    assert "Best within budget" in (out / "tune.md").read_text()
+    md = (out / "tune.md").read_text()
+    assert "Chosen: `" in md and "Objective: **latency**" in md and "agreement [95 %]" in md
     assert len(list((out / "results").glob("*.json"))) == 4
+
+
+def test_sweep_scores_agreement_frames_and_judges_by_evidence(inprocess_sweep):
+    """Every trial is scored on the unlabelled frames against FP32; the per-class record behind the
+    evidence gate is kept; the choice is the fastest within budget and says what it buys."""
+    res = inprocess_sweep["result"]
+    frames = res["agreement_data"]
+    assert frames["used"] == frames["found"] == 13 and frames["also_in_training_data"] == 1
+    assert res["val_images"] == 15 and res["objective"] == "latency"
+    for t in res["trials"]:
+        for target in ("intel-cpu", "onnxruntime-cpu"):
+            r = t["targets"][target]
+            a = r["frame_agreement"]
+            assert a["images"] == 13 and a["agree"] == round(a["agreement"] * 13) and a["ci95"][0] <= a["agreement"] <= a["ci95"][1]
+            assert r["images"] == 15 and r["classes"] == 3 and r["images_per_class"] == {"min": 5, "median": 5}
+            assert all(c["drop_pts"] > 0 and "p_adjusted" in c for c in r["class_losses"])
+            if t["label"] == "fp32":
+                assert a["agreement"] == 1.0 and r["class_losses"] == []
+    for target in ("intel-cpu", "onnxruntime-cpu"):
+        best = res["best"][target]
+        inside = [(t["id"], t["targets"][target]) for t in res["trials"] if t["targets"][target]["within_budget"]]
+        fastest = min(inside, key=lambda p: (p[1]["latency_ms_p50"], p[1]["size_mb"], -p[1]["top1"]))
+        assert best["trial"] == fastest[0] and best["objective"] == "latency"
+        assert best["verdict"].startswith(next(t["label"] for t in res["trials"] if t["id"] == best["trial"]) + ":")
 
 
 def test_resume_after_kill_9(sweep_inputs, tmp_path):
@@ -93,6 +118,8 @@ def test_bad_input_is_one_line(sweep_inputs, tmp_path):
         (["--target", "intel-cpu", "--space", str(tmp_path / "none.toml")], "search space file"),
         (["--target", "no-such-board"], "unknown target 'no-such-board'"),
         (["--target", "intel-cpu", "--resume"], "nothing to resume"),
+        (["--target", "intel-cpu", "--min-agreement", "0.9"], "--min-agreement needs --agreement-data"),
+        (["--target", "intel-cpu", "--agreement-data", str(tmp_path / "no-frames")], "--agreement-data"),
     ):
         r = CliRunner().invoke(cli, base + extra)
         assert r.exit_code == 2, r.output
