@@ -35,6 +35,7 @@ class TrialConfig:
     prune: float = 0.0  # structured pruning ratio, followed by distillation
     kd_epochs: int = 1  # distillation epochs after pruning
     resolution: int | None = None  # square input size (CNNs with global pooling)
+    resolution_kd: bool = False  # True: compress --input-size (distilled from the full-resolution model, kd_epochs); False: plain down-scale
     token_keep: float | None = None  # ViT token keep rate
     token_method: str = "evit"  # evit | tome
     adapters: str | None = None  # "ila"
@@ -47,7 +48,7 @@ class TrialConfig:
         """The part that decides the compressed artifact: fp32 and fp16 share one float artifact."""
         d = self.to_dict()
         d["precision"] = "float" if self.precision in FLOAT else self.precision
-        if not self.prune:
+        if not self.prune and not (self.resolution and self.resolution_kd):
             d["kd_epochs"] = 0
         if self.token_keep is None:
             d["token_method"] = None
@@ -57,16 +58,16 @@ class TrialConfig:
 
     @property
     def compress_key(self) -> str:
-        return _digest(self.compress_dict())
+        return _digest(_stable(self.compress_dict()))
 
     @property
     def trial_id(self) -> str:
-        return f"t{_digest(self.to_dict())}"
+        return f"t{_digest(_stable(self.to_dict()))}"
 
     def label(self) -> str:
         parts = [self.precision]
         if self.resolution:
-            parts.append(f"{self.resolution}px")
+            parts.append(f"{self.resolution}px" + (f"+kd{self.kd_epochs}" if self.resolution_kd else ""))
         if self.prune:
             parts.append(f"prune{self.prune:g}+kd{self.kd_epochs}")
         if self.token_keep is not None:
@@ -74,6 +75,13 @@ class TrialConfig:
         if self.adapters:
             parts.append(self.adapters)
         return " ".join(parts)
+
+
+ADDED_KNOBS = {"resolution_kd": False}  # knobs added later: left out of ids at their default, so earlier sweeps still --resume
+
+
+def _stable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in ADDED_KNOBS and v == ADDED_KNOBS[k])}
 
 
 def _digest(d: dict[str, Any]) -> str:
@@ -88,6 +96,7 @@ class SearchSpace:
     prune: list[float] = field(default_factory=lambda: [0.0])
     kd_epochs: list[int] = field(default_factory=lambda: [1])
     resolution: list[int | None] = field(default_factory=lambda: [None])
+    resolution_kd: list[bool] = field(default_factory=lambda: [False])
     token_keep: list[float | None] = field(default_factory=lambda: [None])
     token_method: list[str] = field(default_factory=lambda: ["evit"])
     adapters: list[str | None] = field(default_factory=lambda: [None])
@@ -109,7 +118,9 @@ class SearchSpace:
             cfg = TrialConfig(**dict(zip(names, values)))
             if cfg.token_keep is None:  # the method does not matter without token reduction
                 cfg = dataclasses.replace(cfg, token_method="evit")
-            if not cfg.prune:
+            if not cfg.resolution:  # distilling at the native size is not a knob
+                cfg = dataclasses.replace(cfg, resolution_kd=False)
+            if not cfg.prune and not cfg.resolution_kd:
                 cfg = dataclasses.replace(cfg, kd_epochs=TrialConfig.kd_epochs)
             seen.setdefault(cfg.trial_id, cfg)
         return list(seen.values())

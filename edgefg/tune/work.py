@@ -50,7 +50,8 @@ def _compress_options(opts: TuneOptions, cfg: TrialConfig):
         latency_iters=5,
         plot=False,
         prune=cfg.prune or None,
-        epochs=cfg.kd_epochs if cfg.prune else None,
+        input_size=cfg.resolution if cfg.resolution and cfg.resolution_kd else None,
+        epochs=cfg.kd_epochs if cfg.prune or cfg.resolution_kd else None,
         max_steps=opts.train_max_steps,
         token_keep=cfg.token_keep,
         token_method=cfg.token_method,
@@ -59,7 +60,7 @@ def _compress_options(opts: TuneOptions, cfg: TrialConfig):
         max_class_drop=opts.budget.max_class_drop if accuracy_aware else None,
         class_alpha=opts.budget.class_alpha,
         class_gate=opts.budget.class_gate,
-        early_stop_drop=opts.early_stop_drop if cfg.prune and opts.early_stop else None,
+        early_stop_drop=opts.early_stop_drop if (cfg.prune or cfg.resolution_kd) and opts.early_stop else None,
     )
 
 
@@ -80,7 +81,7 @@ def build_artifact(opts: TuneOptions, cfg: TrialConfig) -> dict[str, Any]:
         from edgefg.models.loader import load_model, with_input_size
 
         model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels)
-        if cfg.resolution:
+        if cfg.resolution and not cfg.resolution_kd:  # a plain down-scale; with KD, compress --input-size does it
             if model.module is None:
                 raise UnsupportedError("the resolution knob needs a PyTorch model (an ONNX file has a fixed input size)")
             if (model.arch and TRANSFORMER_ARCH.search(model.arch)) or getattr(model.module, "global_pool", None) is None:

@@ -114,3 +114,23 @@ def test_agreement_budget():
     assert budget_violations(a, Budget(min_agreement=0.97)) == []
     assert budget_violations(a, Budget(min_agreement=0.99)) == ["agreement 0.9800 < 0.99 on 500 frames"]
     assert "no agreement frames scored" in budget_violations(_r(0.9, 1.0), Budget(min_agreement=0.99))[0]
+
+
+def test_input_size_distillation_is_a_knob():
+    space = SearchSpace(precision=["fp32"], resolution=[None, 160], resolution_kd=[False, True], kd_epochs=[2])
+    configs = space.configs()
+    # distilling at the native size is no knob: native, 160 plain, 160 distilled
+    assert [c.label() for c in configs] == ["fp32", "fp32 160px", "fp32 160px+kd2"]
+    plain, kd = configs[1], configs[2]
+    assert plain.compress_key != kd.compress_key and kd.compress_dict()["kd_epochs"] == 2 and plain.compress_dict()["kd_epochs"] == 0
+    # the knob's default leaves ids as they were, so sweeps from before it still resume
+    assert TrialConfig(precision="int8", resolution=160).trial_id == TrialConfig(precision="int8", resolution=160, resolution_kd=False).trial_id
+
+    from edgefg.tune.options import TuneOptions
+    from edgefg.tune.work import _compress_options
+
+    opts = TuneOptions(model="m", data="d", val_data="v", targets=["intel-cpu"], out="o", early_stop_drop=1.0)
+    c = _compress_options(opts, kd)
+    assert c.input_size == 160 and c.epochs == 2 and c.early_stop_drop == 1.0
+    c = _compress_options(opts, plain)
+    assert c.input_size is None and c.epochs is None and c.early_stop_drop is None

@@ -124,3 +124,24 @@ def test_bad_input_is_one_line(sweep_inputs, tmp_path):
         r = CliRunner().invoke(cli, base + extra)
         assert r.exit_code == 2, r.output
         assert r.output.startswith("error: ") and message in r.output and "Traceback" not in r.output
+
+
+def test_pruned_and_input_size_distilled_trials_deploy_to_rpi5(sweep_inputs, tmp_path):
+    """The whole CNN space reaches the ARM target: pruned + distilled weights and the input-size
+    distillation knob become LiteRT bundles (built from the artifact's own weights)."""
+    space = tmp_path / "space.toml"
+    space.write_text('[space]\nprecision = ["fp32"]\nprune = [0.0, 0.3]\nresolution = ["none", 48]\nresolution_kd = [true]\ncalib_size = [12]\n')
+    out = tmp_path / "rpi"
+    args = ["tune", sweep_inputs["model"], "--data", sweep_inputs["train"], "--val-data", sweep_inputs["val"], "--target", "rpi5", "--space", space,
+            "--train-max-steps", 2, "--bench-iters", 3, "--max-drop", 100, "-o", out]
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "tune.json").read_text())
+    labels = {t["label"]: t for t in res["trials"]}
+    assert set(labels) == {"fp32", "fp32 48px+kd1", "fp32 prune0.3+kd1", "fp32 48px+kd1 prune0.3+kd1"}
+    assert all(t["status"] == "ok" for t in res["trials"]), [t["error"] for t in res["trials"]]
+    for label, t in labels.items():
+        m = json.loads((out / "trials" / t["id"] / "rpi5" / "manifest.json").read_text())
+        assert m["backend"] == "tflite" and m["preprocess"]["input_size"] == ([48, 48] if "48px" in label else [64, 64])
+    pruned, full = labels["fp32 prune0.3+kd1"]["targets"]["rpi5"], labels["fp32"]["targets"]["rpi5"]
+    assert pruned["size_mb"] < 0.9 * full["size_mb"]
