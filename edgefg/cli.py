@@ -155,6 +155,7 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--target", "-t", required=True, help="Target profile name (see `edgefg targets`) or a .toml file.")
+@click.option("--engine", help="Another engine the target's device runs (the profile's [engines], e.g. intel-cpu: onnxruntime, tflite); default: its backend.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), help="Default: the artifact's precision.")
 @click.option("--data", type=click.Path(path_type=Path), help="Images for the parity check (default: the artifact's samples).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file, when ARTIFACT is an already-converted model file.")
@@ -174,7 +175,7 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the bundle with this private key (edgefg keygen) when it is written.")
 @max_pixels_option
 @handle_errors
-def deploy(artifact, target, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
+def deploy(artifact, target, engine, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
            crop_mode, resize, output_activation, layout, sign_key) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
@@ -187,7 +188,13 @@ def deploy(artifact, target, precision, data, labels, out, force, calib_size, em
 
     wrap = {"mean": mean, "std": std, "input_size": input_size, "interpolation": interpolation, "crop_pct": crop_pct,
             "crop_mode": crop_mode, "resize": resize, "output_activation": output_activation, "layout": layout}
-    result = run_deploy(artifact, target, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
+    if engine:
+        from edgefg.targets import load_target
+
+        target_arg = load_target(target).with_engine(engine)
+    else:
+        target_arg = target
+    result = run_deploy(artifact, target_arg, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
                         wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None)
     m, p = result.manifest, result.manifest.parity
     console = _console()
@@ -469,7 +476,8 @@ def targets(as_json: bool) -> None:
     for t in items:
         status = "[green]available[/]" if t.available else "[yellow]planned[/]"
         runtime = ", ".join(f"{k} {v}" for k, v in t.runtime.items() if k in ("jetpack", "tensorrt", "openvino", "onnxruntime", "litert"))
-        table.add_row(t.name + (f" ({', '.join(t.aliases)})" if t.aliases else ""), status, t.backend, t.format, ",".join(t.precisions), runtime, t.description)
+        backend = t.backend + (f" (also: {', '.join(t.engines)}; --engine)" if t.engines else "")
+        table.add_row(t.name + (f" ({', '.join(t.aliases)})" if t.aliases else ""), status, backend, t.format, ",".join(t.precisions), runtime, t.description)
     _console().print(table)
 
 

@@ -23,6 +23,9 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 BUDGET_KEYS = ("max_top1_drop", "max_class_drop", "max_latency_ms", "max_size_mb")
 
 
+ENGINE_KEYS = {"format", "precisions", "layout", "static_shapes", "device", "runtime", "device_install", "notes"}
+
+
 @dataclass
 class Target:
     name: str
@@ -43,7 +46,19 @@ class Target:
     unsupported_ops: list[str] = field(default_factory=list)  # ONNX op types deploy refuses for this target
     device_install: str = ""
     notes: str = ""
+    # other engines that run on this same device: name → the keys that differ (format, precisions, layout,
+    # static_shapes, device, runtime, device_install, notes); `deploy --engine` / tune's engine knob pick one
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: str = ""
+
+    def with_engine(self, engine: str | None) -> "Target":
+        """This device with another engine from ``[engines.NAME]`` (None or the default backend: itself)."""
+        if engine is None or engine == self.backend:
+            return self
+        if engine not in self.engines:
+            raise TargetError(f"target '{self.name}' has no engine '{engine}'",
+                              f"engines for {self.name}: {', '.join([self.backend, *self.engines])}")
+        return dataclasses.replace(self, backend=engine, engines={}, **self.engines[engine])
 
     @property
     def available(self) -> bool:
@@ -68,6 +83,11 @@ class Target:
         missing = [k for k in ("name", "description", "family", "backend", "format", "precisions") if k not in data]
         if missing:
             raise TargetError(f"target file '{path}' lacks required keys: {', '.join(missing)}")
+        for name, eng in (data.get("engines") or {}).items():
+            bad = sorted(set(eng) - ENGINE_KEYS)
+            if bad or "format" not in eng:
+                raise TargetError(f"target file '{path}': [engines.{name}] " + (f"has unknown keys: {', '.join(bad)}" if bad else "needs a format"),
+                                  f"allowed: {', '.join(sorted(ENGINE_KEYS))}")
         bad_budget = sorted(set(data.get("budget") or {}) - set(BUDGET_KEYS))
         if bad_budget:
             raise TargetError(f"target file '{path}' has unknown [budget] keys: {', '.join(bad_budget)}", f"allowed: {', '.join(BUDGET_KEYS)}")

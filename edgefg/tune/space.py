@@ -40,6 +40,7 @@ class TrialConfig:
     token_method: str = "evit"  # evit | tome
     adapters: str | None = None  # "ila"
     calib_size: int = 300
+    engine: str | None = None  # another engine of the target's device (its profile's [engines]); None: the profile's backend
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -54,6 +55,7 @@ class TrialConfig:
             d["token_method"] = None
         if d["precision"] == "float":
             d["calib_size"] = 0
+        d["engine"] = None  # deploy-time: every engine deploys the same artifact
         return d
 
     @property
@@ -74,10 +76,12 @@ class TrialConfig:
             parts.append(f"{self.token_method}{self.token_keep:g}")
         if self.adapters:
             parts.append(self.adapters)
+        if self.engine:
+            parts.append(f"@{self.engine}")
         return " ".join(parts)
 
 
-ADDED_KNOBS = {"resolution_kd": False}  # knobs added later: left out of ids at their default, so earlier sweeps still --resume
+ADDED_KNOBS = {"resolution_kd": False, "engine": None}  # knobs added later: left out of ids at their default, so earlier sweeps still --resume
 
 
 def _stable(d: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +105,7 @@ class SearchSpace:
     token_method: list[str] = field(default_factory=lambda: ["evit"])
     adapters: list[str | None] = field(default_factory=lambda: [None])
     calib_size: list[int] = field(default_factory=lambda: [300])
+    engine: list[str | None] = field(default_factory=lambda: [None])  # e.g. ["none", "tflite"] on intel-cpu
 
     def __post_init__(self) -> None:
         bad = [p for p in self.precision if p not in PRECISIONS]

@@ -118,7 +118,10 @@ def deploy_bundle(opts: TuneOptions, cfg: TrialConfig, artifact: dict[str, Any],
     precision = "int8" if cfg.precision.startswith("int8") else cfg.precision
     t0 = time.perf_counter()
     try:
-        deploy(artifact["artifact"], target, out, precision=precision, force=True, data=opts.data, calib_size=cfg.calib_size)
+        from edgefg.targets import load_target
+
+        tgt = load_target(target).with_engine(cfg.engine) if cfg.engine else target
+        deploy(artifact["artifact"], tgt, out, precision=precision, force=True, data=opts.data, calib_size=cfg.calib_size)
     except Exception as exc:  # noqa: BLE001
         log.debug("deploy %s → %s failed:\n%s", cfg.label(), target, traceback.format_exc())
         return {"error": f"deploy: {one_line(exc)}"}

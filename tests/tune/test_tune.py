@@ -145,3 +145,33 @@ def test_pruned_and_input_size_distilled_trials_deploy_to_rpi5(sweep_inputs, tmp
         assert m["backend"] == "tflite" and m["preprocess"]["input_size"] == ([48, 48] if "48px" in label else [64, 64])
     pruned, full = labels["fp32 prune0.3+kd1"]["targets"]["rpi5"], labels["fp32"]["targets"]["rpi5"]
     assert pruned["size_mb"] < 0.9 * full["size_mb"]
+
+
+def test_engine_is_a_knob_where_the_device_runs_several(sweep_inputs, tmp_path):
+    """intel-cpu's profile lists other engines of the same CPU: the sweep measures OpenVINO and LiteRT
+    bundles of one INT8 trial side by side; a target without that engine records a one-line error."""
+    space = tmp_path / "space.toml"
+    space.write_text('[space]\nprecision = ["fp32"]\nengine = ["none", "tflite"]\n')
+    out = tmp_path / "engines"
+    args = ["tune", sweep_inputs["model"], "--data", sweep_inputs["train"], "--val-data", sweep_inputs["val"], "--target", "intel-cpu",
+            "--target", "onnxruntime-cpu", "--space", space, "--bench-iters", 3, "--max-drop", 100, "-o", out]
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "tune.json").read_text())
+    by = {t["label"]: t for t in res["trials"]}
+    assert set(by) == {"fp32", "fp32 @tflite"}
+    lite = by["fp32 @tflite"]
+    assert lite["artifact_reused"] and lite["compress_key"] == by["fp32"]["compress_key"]  # one artifact, two engines
+    m = json.loads((out / "trials" / lite["id"] / "intel-cpu" / "manifest.json").read_text())
+    assert m["target"] == "intel-cpu" and m["backend"] == "tflite"
+    assert lite["targets"]["intel-cpu"]["error"] is None and lite["targets"]["intel-cpu"]["agreement"] > 0.9
+    assert lite["status"] == "partial" and "has no engine 'tflite'" in lite["targets"]["onnxruntime-cpu"]["error"]
+    assert res["best"]["intel-cpu"]["trial"] in {t["id"] for t in res["trials"]}
+
+
+def test_deploy_engine_flag(tiny_artifacts, tmp_path):
+    r = CliRunner().invoke(cli, ["deploy", str(tiny_artifacts["fp32"]), "--target", "intel-cpu", "--engine", "onnxruntime", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["backend"] == "onnxruntime"
+    r = CliRunner().invoke(cli, ["deploy", str(tiny_artifacts["fp32"]), "--target", "rpi5", "--engine", "openvino", "-o", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "target 'rpi5' has no engine 'openvino'" in r.output and not (tmp_path / "c").exists()
