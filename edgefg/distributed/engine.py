@@ -51,7 +51,7 @@ class RayEngine:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from edgefg.distributed import tasks
-        from edgefg.distributed.shipping import PackedSamples
+        from edgefg.distributed.shipping import StreamedSamples
 
         ray, opts = self.ray, sweep.opts
         driver = ray.get_runtime_context().get_node_id()
@@ -66,7 +66,8 @@ class RayEngine:
             log.info("target %s: %s", t, f"{len(ids)} device node(s)" if ids else "no device node, host stand-in")
         reference = ray.put(sweep.reference)
         local_samples = ray.put(list(sweep.samples))
-        packed_samples = ray.put(PackedSamples.from_samples(sweep.samples)) if any(on_device.values()) else None
+        # device nodes copy the images from this node chunk by chunk (paths + digest travel, not the bytes)
+        packed_samples = ray.put(StreamedSamples.from_samples(sweep.samples, driver)) if any(on_device.values()) else None
 
         artifacts: dict[str, Any] = {sweep.reference_artifact["compress_key"]: {**sweep.reference_artifact, "reused": True}}
         waiting: dict[Any, tuple[TrialConfig, str]] = {}

@@ -32,8 +32,8 @@ def deploy_task(opts, cfg, artifact: dict[str, Any], target: str, ship: bool) ->
 
 def measure_task(dep: dict[str, Any], samples, reference, opts, on_target: bool, threads: int | None) -> dict[str, Any]:
     """Validate + bench one bundle on whichever node Ray placed this task (the target's own node when
-    ``on_target``; the bundle and images then arrive as bytes)."""
-    from edgefg.distributed.shipping import PackedSamples, unpack_dir
+    ``on_target``; the bundle then arrives as bytes, the images chunk by chunk into a node-local cache)."""
+    from edgefg.distributed.shipping import PackedSamples, StreamedSamples, unpack_dir
     from edgefg.tune.work import measure_bundle
 
     if dep.get("error"):
@@ -46,7 +46,7 @@ def measure_task(dep: dict[str, Any], samples, reference, opts, on_target: bool,
         if dep.get("packed") is not None:
             work = tempfile.mkdtemp(prefix="edgefg-bundle-")
             bundle = unpack_dir(dep["packed"], work)
-        if isinstance(samples, PackedSamples):
+        if isinstance(samples, (PackedSamples, StreamedSamples)):
             packed, samples = samples, samples.materialize()
             reference = packed.relocate(reference, samples)
         result = measure_bundle(bundle, samples, reference, opts, on_target=on_target, node=node_id(), num_threads=threads)

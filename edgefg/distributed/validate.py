@@ -4,6 +4,9 @@ Chunks are contiguous and a multiple of the batch size, so every actor sees the 
 in-process run would; their scores are put back in file order and go through the same metrics
 code (:func:`edgefg.validate.api.validate`), so the JSON is that of the in-process run. Images and
 the bundle travel as bytes through Ray's object store: the actors need no shared file system.
+Chunks are read from disk and packed only when an actor has a free slot (:func:`bounded_map`, two
+per actor), so the driver and the object store hold a bounded window of images, never the set; an
+actor deletes each chunk's files once it has scored them.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from edgefg.distributed.cluster import connect
 from edgefg.distributed.shipping import PackedSamples, pack_dir, unpack_dir
+from edgefg.distributed.stream import PER_WORKER, bounded_map, ray_wait_one
 from edgefg.validate.evaluate import Scored, score_samples
 
 log = logging.getLogger(__name__)
@@ -44,8 +48,10 @@ class ShardScorer:
         return ray.get_runtime_context().get_node_id()
 
     def score(self, chunk: PackedSamples, batch_size: int) -> dict:
-        samples = chunk.materialize()
-        scored = score_samples(self.bundle, samples, batch_size, "shard")
+        """Scores of one chunk, its rows (indices into the chunk) in order; its files are removed after."""
+        with tempfile.TemporaryDirectory(prefix="chunk-", dir=self.work) as folder:
+            samples = chunk.write(folder)
+            scored = score_samples(self.bundle, samples, batch_size, "shard")
         index = {s.path: i for i, s in enumerate(samples)}
         return {"scores": scored.scores, "labels": scored.labels, "rows": [index[p] for p in scored.paths],
                 "skipped": [index[p] for p in scored.skipped]}
@@ -63,15 +69,15 @@ def chunks(n: int, batch_size: int, size: int = CHUNK_IMAGES) -> list[tuple[int,
 class RayScorer:
     """A :data:`edgefg.validate.api.Scorer` that shards over ``workers`` actors (default: the cluster's CPUs)."""
 
-    def __init__(self, address: str, workers: int | None = None, chunk_images: int = CHUNK_IMAGES):
+    def __init__(self, address: str, workers: int | None = None, chunk_images: int = CHUNK_IMAGES, per_actor: int = PER_WORKER):
+        if chunk_images < 1 or per_actor < 1:
+            raise ValueError(f"chunk_images and per_actor must be ≥ 1, got {chunk_images} and {per_actor}")
         self.ray, self._owned = connect(address)
-        self.chunk_images = chunk_images
+        self.chunk_images, self.per_actor = chunk_images, per_actor
         self.workers = workers or max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         self.nodes: list[str] = []
 
     def __call__(self, bundle, samples: Sequence, batch_size: int, description: str) -> Scored:
-        from ray.util import ActorPool
-
         if not samples:
             return score_samples(bundle, samples, batch_size, description)
         batch_size = 1 if bundle.backend.static_batch == 1 else batch_size
@@ -85,8 +91,13 @@ class RayScorer:
         actors = [actor_cls.remote(packed, bundle.manifest) for _ in range(n)]
         try:
             self.nodes = sorted(set(ray.get([a.node.remote() for a in actors])))
-            pool = ActorPool(actors)
-            parts = list(pool.map(lambda a, span: a.score.remote(PackedSamples.from_samples(samples[span[0]:span[1]]), batch_size), spans))
+            parts: list[dict | None] = [None] * len(spans)
+
+            def submit(actor, span: tuple[int, int]):  # the chunk is read from disk only now
+                return actor.score.remote(PackedSamples.from_samples(samples[span[0]:span[1]], span[0]), batch_size)
+
+            for i, ref in bounded_map(spans, actors, submit, ray_wait_one(ray), self.per_actor):
+                parts[i] = ray.get(ref)
         finally:
             try:
                 ray.get([a.close.remote() for a in actors], timeout=30)
