@@ -55,7 +55,7 @@ def _versus(r: dict[str, Any], base: dict[str, Any] | None, budget: Budget, brie
     if base is not None and base is not r:
         speed, size = base["latency_ms_p50"] / r["latency_ms_p50"], base["size_mb"] / r["size_mb"]
         parts.append(f"{speed:.2f}× faster" if speed >= 1 else f"{1 / speed:.2f}× slower")
-        parts.append(f"{size:.2f}× smaller than FP32" if size >= 1 else f"{1 / size:.2f}× larger than FP32")
+        parts.append("the same size as FP32" if abs(size - 1) < 0.02 else f"{size:.2f}× smaller than FP32" if size > 1 else f"{1 / size:.2f}× larger than FP32")
     parts.append(f"{signed_pts(-r['top1_drop'])} top-1")
     losses = r.get("class_losses")
     if losses is not None and not brief:
