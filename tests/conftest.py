@@ -82,13 +82,16 @@ def randomize_norms(model) -> None:
 
 
 def write_hub_folder(root: Path, arch: str = "test_efficientnet", classes=CLASSES, size: int = TINY_SIZE) -> Path:
-    """A timm hub-format folder (config.json + model.safetensors) for a tiny random model."""
+    """A timm hub-format folder (config.json + model.safetensors) for a tiny random model. A ViT is
+    built at ``size`` (its position embeddings fit the input; config.json's ``model_args`` say so, as
+    a real fine-tuned ViT's do) rather than at timm's default and resampled at every call."""
     import timm
     import torch
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    model = timm.create_model(arch, num_classes=len(classes))
+    model_args = {"img_size": size} if "vit" in arch or "deit" in arch else {}
+    model = timm.create_model(arch, num_classes=len(classes), **model_args)
     randomize_norms(model)
     root.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "model.safetensors"))
@@ -96,6 +99,7 @@ def write_hub_folder(root: Path, arch: str = "test_efficientnet", classes=CLASSE
         "architecture": arch,
         "num_classes": len(classes),
         "label_names": list(classes),
+        "model_args": model_args,
         "pretrained_cfg": {
             "input_size": [3, size, size],
             "interpolation": "bilinear",

@@ -98,6 +98,7 @@ def build_ila_vit(model, opts: AdapterOptions):
             self.at = at
             self.adapters = nn.ModuleDict({str(a): _adapter(model.embed_dim, opts.dim, grids[a], opts.dropout) for a in at})
             self.final_grid = (h, w)
+            self.options = AdapterOptions(tuple(at), opts.dim, opts.dropout)  # what rebuilds this wrapper (saved with the artifact)
 
         def forward(self, x):
             vit = self.vit

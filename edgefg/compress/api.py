@@ -43,7 +43,7 @@ __all__ = ["CompressOptions", "CompressResult", "compress", "RECIPES"]
 TRANSFORMER_ARCH = re.compile(r"vit|deit|beit|eva|swin|levit|cait|xcit|pit_|convit", re.I)
 PARITY_SAMPLES = 32
 FALLBACK_VAL_SIZE = 1000  # stratified images of --data scored when no --val-data is given
-GRAPH_EDIT_STEPS = ("tokens", "ila")  # wrap the timm module: the artifact keeps no PyTorch weights for them
+GRAPH_EDIT_STEPS = ("tokens", "ila")  # wrap the timm module: the artifact keeps the ViT's weights + the wrapper's options and tensors
 
 
 @dataclass
@@ -519,14 +519,19 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
 
 def _save_torch_weights(module: Any, model: LoadedModel, torch_steps: list[dict], folder: Path) -> None:
     """Keep the compressed PyTorch model in the artifact (a timm hub folder, safetensors) so converters
-    that start from PyTorch (litert-torch for TFLite) build from the pruned/distilled weights. Graph
-    edits (token reduction, adapters) wrap the timm module and are not saved: such artifacts stay ONNX-only."""
+    that start from PyTorch (litert-torch for TFLite) build from the pruned/distilled weights. After a
+    graph edit (token reduction, adapters) ``module`` wraps the timm ViT: the hub folder holds the ViT
+    (as fine-tuned), and the wrapper's options (JSON) and own tensors (safetensors) lie beside it."""
     from edgefg.compress.prune import pruned_shapes
-    from edgefg.models.loader import save_hub_folder
+    from edgefg.models.loader import save_graph_edit, save_hub_folder
 
-    if not model.arch or any(s["type"] in GRAPH_EDIT_STEPS for s in torch_steps):
+    if not model.arch:
         return
-    save_hub_folder(module, model, folder, pruned_shapes(module) if any(s["type"] == "prune" for s in torch_steps) else None)
+    edited = any(s["type"] in GRAPH_EDIT_STEPS for s in torch_steps)
+    base = module.vit if edited else module
+    save_hub_folder(base, model, folder, pruned_shapes(base) if any(s["type"] == "prune" for s in torch_steps) else None)
+    if edited:
+        save_graph_edit(module, folder)
 
 
 def _load_agreement(int8_step: dict, model: LoadedModel, seed: int):

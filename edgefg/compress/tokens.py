@@ -215,6 +215,8 @@ def build_token_vit(model, opts: TokenOptions):
             super().__init__()
             self.vit = model
             self.method, self.keep, self.at, self.plan = opts.method, opts.keep, at, plan
+            # the resolved options: what rebuilds this wrapper around the same ViT (saved with the artifact)
+            self.options = TokenOptions(opts.keep, opts.method, list(at), opts.clca, list(recovery) if opts.clca else None)
             self.clca = opts.clca
             self.n_prefix = n_prefix
             self.final_tokens = n

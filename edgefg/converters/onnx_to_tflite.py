@@ -5,9 +5,14 @@ against the artifact's ONNX before converting: the artifact's own weights (``pyt
 + model.safetensors, with the pruned layer widths) when PyTorch steps changed them (structured
 pruning, distillation, fine-tuning, input down-sampling), else the model named in the manifest's
 ``source`` (for an artifact compressed from another artifact: that artifact's module). Graph edits
-(token reduction, ILA adapters) are refused: their wrappers are not rebuilt from weights. The
-measured alternative, onnx2tf from the ONNX, needs its own environment (numpy 1.x, TensorFlow)
-and fails on DeiT (Flex ops); litert-torch converts the CNNs and ViTs tried (see the README).
+(EViT/ToMe token reduction with or without CLCA, ILA adapters) are rebuilt too: the ViT from
+``pytorch/``, wrapped again from ``pytorch/graph_edit.json`` (options) and
+``pytorch/graph_edit.safetensors`` (the wrapper's own tensors), all checksummed. A timm ViT with
+``dynamic_img_size`` whose patch grid fits the input is converted in its static form (under
+torch.export timm resamples the position embeddings even at the same size, an op LiteRT has no
+lowering for); one that really resamples is refused in one line. The measured alternative, onnx2tf
+from the ONNX, needs its own environment (numpy 1.x, TensorFlow) and fails on DeiT (Flex ops);
+litert-torch converts the CNNs and ViTs tried (see the README).
 
 * ``fp32``: exact conversion; ``fp16``: float16 weights (ai-edge-quantizer), float compute/IO.
 * ``int8``: PT2E static quantization (symmetric int8, per-channel weights, histogram observers)
@@ -33,7 +38,7 @@ import numpy as np
 from edgefg.converters import ConvertRequest, ConvertResult, register
 from edgefg.errors import DataError, InputPathError, MissingDependencyError, ModelLoadError, TargetError, UnsupportedError
 from edgefg.formats import FORMATS
-from edgefg.models.loader import ARTIFACT_TORCH_DIR
+from edgefg.models.loader import ARTIFACT_TORCH_DIR, GRAPH_EDIT_CONFIG, GRAPH_EDIT_WEIGHTS
 from edgefg.progress import activity, native_logs_silenced, stdout_to_stderr, track
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 REPRODUCIBLE_STEPS = {"int8-ptq"}
 # steps that change the weights or layer widths of the timm module: built from the artifact's own weights
 WEIGHT_STEPS = {"structured-pruning", "distillation", "fine-tuning", "input down-sampling"}
+# graph edits that wrap the timm ViT: rebuilt from the artifact's weights + the wrapper's options and tensors
+GRAPH_EDIT_METHODS = {"token-reduction-evit", "token-reduction-tome", "ila-adapters"}
 SOURCE_TOLERANCE = 1e-3  # max |torch - artifact| relative to the logit range, for FP32 artifacts
 # an INT8 artifact is checked against the FP32 module it was quantized from: a coarse bound that catches a
 # wrong model (other weights), not quantization error (NNCF INT8 vs its FP32 model measured 0.013-0.041 on
@@ -108,16 +115,17 @@ def source_module(manifest: Any) -> Any:
 def module_origin(folder: Path, manifest: Any, seen: frozenset[Path] = frozenset()) -> Origin:
     """Which PyTorch module rebuilds the artifact in ``folder``; refuses artifacts that none does."""
     methods = [str(step.get("method")) for step in manifest.compression]
-    edits = [m for m in methods if m not in REPRODUCIBLE_STEPS | WEIGHT_STEPS]
+    edits = [m for m in methods if m not in REPRODUCIBLE_STEPS | WEIGHT_STEPS | GRAPH_EDIT_METHODS]
     if edits:
         raise UnsupportedError(
             f"the artifact was changed by {', '.join(edits)}, which litert-torch cannot rebuild from PyTorch weights "
             "(the TFLite converter converts a PyTorch module, not the ONNX graph)",
-            "deploy this artifact to an ONNX Runtime or OpenVINO target, or compress without token reduction/adapters for TFLite",
+            "deploy this artifact to an ONNX Runtime or OpenVINO target",
         )
-    changed = [m for m in methods if m in WEIGHT_STEPS]
+    changed = [m for m in methods if m in WEIGHT_STEPS | GRAPH_EDIT_METHODS]
     if changed:
-        missing = [f for f in (f"{ARTIFACT_TORCH_DIR}/config.json", f"{ARTIFACT_TORCH_DIR}/model.safetensors") if f not in manifest.files]
+        needed = ["config.json", "model.safetensors"] + ([GRAPH_EDIT_CONFIG, GRAPH_EDIT_WEIGHTS] if _graph_edited(manifest) else [])
+        missing = [f"{ARTIFACT_TORCH_DIR}/{f}" for f in needed if f"{ARTIFACT_TORCH_DIR}/{f}" not in manifest.files]
         if missing:
             raise UnsupportedError(
                 f"the artifact was changed by {', '.join(changed)} but holds no PyTorch weights ({', '.join(missing)}); "
@@ -142,13 +150,21 @@ def module_origin(folder: Path, manifest: Any, seen: frozenset[Path] = frozenset
     return Origin("source", folder, manifest)
 
 
+def _graph_edited(manifest: Any) -> bool:
+    """True when a step of the artifact wrapped the ViT (token reduction, ILA adapters)."""
+    return any(str(step.get("method")) in GRAPH_EDIT_METHODS for step in manifest.compression)
+
+
 def artifact_module(folder: Path, manifest: Any) -> Any:
-    """The artifact's own (pruned, distilled) PyTorch module from ``pytorch/`` (safetensors; no pickle)."""
-    from edgefg.models.loader import load_model
+    """The artifact's own (pruned, distilled, token-reduced, adapted) PyTorch module from ``pytorch/``
+    (safetensors and JSON; no pickle)."""
+    from edgefg.models.loader import load_graph_edit, load_model
 
     weights = folder / ARTIFACT_TORCH_DIR
     try:
         loaded = load_model(weights)
+        if _graph_edited(manifest):
+            loaded.module = load_graph_edit(loaded.module, weights)
     except (ModelLoadError, UnsupportedError) as exc:
         raise ModelLoadError(f"the artifact's PyTorch weights '{weights}' cannot be rebuilt: {exc.message}",
                              "the artifact was edited after compress: re-run edgefg compress, then deploy") from None
@@ -161,6 +177,30 @@ def artifact_module(folder: Path, manifest: Any) -> Any:
 def rebuild_module(origin: Origin) -> Any:
     """The PyTorch module ``origin`` names (eval mode, export-friendly layers)."""
     return artifact_module(origin.folder, origin.manifest) if origin.kind == "weights" else source_module(origin.manifest)
+
+
+def static_position_embeddings(module: Any, input_size: tuple[int, int]) -> Any:
+    """``module`` with every timm ViT in it that has ``dynamic_img_size`` switched to its static form
+    when its patch grid fits ``input_size`` (eager outputs are unchanged: timm resamples only to
+    another grid; under torch.export it resamples always, with an antialiased bicubic op LiteRT cannot
+    lower). A ViT built for another input size really resamples at every call: refused in one line."""
+    try:
+        from timm.layers import Format
+        from timm.models.vision_transformer import VisionTransformer
+    except ModuleNotFoundError:  # pragma: no cover - the module was built by timm
+        return module
+    for vit in (m for m in module.modules() if isinstance(m, VisionTransformer) and m.dynamic_img_size):
+        pe = vit.patch_embed
+        if pe.img_size is None or tuple(pe.img_size) != tuple(input_size) or pe.dynamic_img_pad:
+            raise UnsupportedError(
+                f"the ViT is built for {pe.img_size} input and resamples its position embeddings to {tuple(input_size)} at every call "
+                "(dynamic_img_size); LiteRT has no lowering for that antialiased bicubic resampling",
+                f"save the ViT at its input size (\"model_args\": {{\"img_size\": {input_size[0]}}} in config.json, position embeddings "
+                "for that grid), or deploy to an ONNX Runtime or OpenVINO target",
+            )
+        vit.dynamic_img_size = False
+        pe.flatten, pe.output_fmt, pe.strict_img_size = True, Format.NCHW, True
+    return module
 
 
 def _check_source(module: Any, torch: Any, artifact_onnx: Path, manifest: Any, samples: np.ndarray | None, what: str = "") -> float:
@@ -254,13 +294,13 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
 
 
-@register("onnx", "tflite", "rebuild the artifact's PyTorch model (its own pruned/distilled weights, or its source) and convert it with litert-torch (fp32, fp16, PT2E int8)", calibrates=True)
+@register("onnx", "tflite", "rebuild the artifact's PyTorch model (its own pruned/distilled/token-reduced weights, or its source) and convert it with litert-torch (fp32, fp16, PT2E int8)", calibrates=True)
 def onnx_to_tflite(req: ConvertRequest) -> ConvertResult:
     from edgefg.runtime.backends.tflite import inspect_tflite
 
     origin = _check_request(req)
     litert_torch, torch = _litert()
-    module = rebuild_module(origin)
+    module = static_position_embeddings(rebuild_module(origin), tuple(req.manifest.preprocess.input_size))
     what = origin.describe()
     err = _check_source(module, torch, origin.folder / origin.manifest.model_file, origin.manifest, req.samples, what)
     if origin.folder != req.src.parent:  # rebuilt from the artifact this one was compressed from: check against this one too

@@ -24,6 +24,10 @@ CHECKPOINT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
 # inside a compress artifact: the compressed PyTorch model as a timm hub folder (config.json +
 # model.safetensors), written when PyTorch steps changed its weights (pruning, distillation ...)
 ARTIFACT_TORCH_DIR = "pytorch"
+# beside it, for a graph edit that wraps the timm module (token reduction, ILA adapters): which wrapper with
+# which options (JSON) and the wrapper's own tensors (safetensors: CLCA carrier and head, adapters)
+GRAPH_EDIT_CONFIG = "graph_edit.json"
+GRAPH_EDIT_WEIGHTS = "graph_edit.safetensors"
 
 
 @dataclass
@@ -173,9 +177,12 @@ def _require_torch():
     return torch, timm
 
 
-def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights: Path, pruned_shapes: dict[str, list[int]] | None = None):
+def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights: Path, pruned_shapes: dict[str, list[int]] | None = None,
+                input_size: list[int] | None = None):
     """``pruned_shapes`` (config.json key, from :func:`edgefg.compress.prune.pruned_shapes`): the
-    layer widths of a structurally pruned model, applied before its plain state dict is loaded."""
+    layer widths of a structurally pruned model, applied before its plain state dict is loaded.
+    ``input_size`` (C, H, W): the input the model's config states (default: timm's for ``arch``);
+    the model is run once on it, so a model that cannot take it fails here in one line."""
     torch, timm = _require_torch()
 
     if not timm.is_model(arch):
@@ -203,9 +210,26 @@ def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights
             "check --arch and --num-classes (and model_args in config.json)",
         ) from None
     model.eval()
-    with torch.no_grad():  # exportable 'same' convs fix their padding at the first call
-        model(torch.zeros(1, *model.pretrained_cfg.get("input_size", (3, 224, 224))))
+    _first_call(model, arch, [int(v) for v in (input_size or model.pretrained_cfg.get("input_size") or (3, 224, 224))])
     return model
+
+
+def _first_call(model: Any, arch: str, size: list[int]) -> None:
+    """Run ``model`` once on a ``size`` (C, H, W) input: exportable 'same' convs fix their padding
+    at the first call, and a ViT built for another input size (its position embeddings fix it)
+    is refused here rather than deep inside an exporter."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *size))
+    except Exception as exc:  # timm's size assertions, shape errors of a mis-configured model
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        hint = (f"build it at its input size: put \"model_args\": {{\"img_size\": {size[-1]}}} in config.json (it is built for {tuple(built)})"
+                if built is not None else "check input_size in config.json and model_args")
+        raise ModelLoadError(f"{arch} does not run on the {size[-2]}×{size[-1]} input its config states: "
+                             f"{type(exc).__name__}: {(lines[0] if lines else '')[:200]}", hint) from None
 
 
 def load_model(
@@ -283,6 +307,66 @@ def save_hub_folder(module: Any, model: LoadedModel, folder: Path, pruned_shapes
     return folder
 
 
+def _graph_edit_kind(wrapped: Any) -> str:
+    """'tokens' or 'ila' for edgefg's ViT wrappers (both keep their resolved options as ``options``)."""
+    from edgefg.compress.adapters import AdapterOptions
+    from edgefg.compress.tokens import TokenOptions
+
+    opts = getattr(wrapped, "options", None)
+    if isinstance(opts, TokenOptions):
+        return "tokens"
+    if isinstance(opts, AdapterOptions):
+        return "ila"
+    raise UnsupportedError(f"{type(wrapped).__name__} is not an edgefg token-reduction or adapter wrapper; it cannot be saved")
+
+
+def save_graph_edit(wrapped: Any, folder: Path) -> None:
+    """Beside the wrapped ViT's hub folder in ``folder``: the wrapper's kind and options
+    (:data:`GRAPH_EDIT_CONFIG`) and its own tensors — everything not under ``vit.`` —
+    (:data:`GRAPH_EDIT_WEIGHTS`), so :func:`load_graph_edit` rebuilds the same module."""
+    from safetensors.torch import save_file
+
+    kind = _graph_edit_kind(wrapped)
+    own = {k: v.detach().cpu().contiguous() for k, v in wrapped.state_dict().items() if not k.startswith("vit.")}
+    save_file(own, str(folder / GRAPH_EDIT_WEIGHTS))
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(wrapped.options).items()}
+    (folder / GRAPH_EDIT_CONFIG).write_text(json.dumps({"type": kind, "options": options}, indent=1) + "\n", encoding="utf-8")
+
+
+def load_graph_edit(base: Any, folder: Path) -> Any:
+    """The wrapper that :func:`save_graph_edit` saved in ``folder``, rebuilt around ``base`` (the
+    ViT loaded from the same folder): options from JSON, tensors from safetensors (no pickle);
+    every tensor must fit (strict load)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from edgefg.compress.adapters import AdapterOptions, build_ila_vit
+    from edgefg.compress.tokens import TokenOptions, build_token_vit
+
+    builders = {"tokens": (TokenOptions, build_token_vit), "ila": (AdapterOptions, build_ila_vit)}
+    path = folder / GRAPH_EDIT_CONFIG
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        options_cls, build = builders[spec["type"]]
+        options = options_cls(**spec["options"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"'{path}' does not describe a token-reduction or adapter wrapper: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if isinstance(options, AdapterOptions):
+        options = dataclasses.replace(options, at=tuple(options.at))
+    wrapped = build(base, options)
+    try:  # an EViT/ToMe wrapper without CLCA has no tensors of its own: an empty file
+        own = load_file(str(folder / GRAPH_EDIT_WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"'{folder / GRAPH_EDIT_WEIGHTS}' is not a readable safetensors file: {exc}", "re-run edgefg compress") from None
+    try:
+        wrapped.load_state_dict({**{f"vit.{k}": v for k, v in base.state_dict().items()}, **own}, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise ModelLoadError(f"the tensors in '{folder / GRAPH_EDIT_WEIGHTS}' do not fit the {spec['type']} wrapper {spec['options']}: "
+                             f"{' '.join(lines[1:3])[:300]}") from None
+    return wrapped.eval()
+
+
 def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
@@ -306,10 +390,11 @@ def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
     n = n or (len(labels) if labels else 0)
     if not n:
         raise ModelLoadError(f"'{cfg_path}' gives no num_classes and no labels")
-    model = _build_timm(arch, n, dict(cfg.get("model_args") or {}), weights, cfg.get("pruned_shapes"))
-    _, timm = _require_torch()
     # what timm.create_model('local-dir:FOLDER', pretrained=True) + resolve_data_config would use
     own_cfg = cfg.get("pretrained_cfg") or {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode") if k in cfg}
+    size = own_cfg.get("test_input_size") or own_cfg.get("input_size")
+    model = _build_timm(arch, n, dict(cfg.get("model_args") or {}), weights, cfg.get("pruned_shapes"), list(size) if size else None)
+    _, timm = _require_torch()
     data_config = _json_safe(timm.data.resolve_data_config({}, pretrained_cfg=own_cfg or None, model=model, use_test_size=True))
     return LoadedModel(
         labels=_labels_or_default(labels, n),
