@@ -106,11 +106,14 @@ def write(result: dict) -> None:
     for r in (a, b):
         lines.append(f"| {r['run']} | {r['wall_s']:.0f} | {r['epochs_run']} of {result['epochs']} | {r['top1_drop']:.2f} | {'yes' if r['within_budget'] else 'no'} |")
     s = a.get("stopped_early")
-    lines += ["", (f"Stopped: {s['reason']}. Sweep wall time {a['wall_s']:.0f} s vs {b['wall_s']:.0f} s ({b['wall_s'] / a['wall_s']:.2f}×); "
-                   f"tune's own estimate of the training saved: {a['saved_s_estimate']:.0f} s. Trained to the end, the trial "
-                   + ("ended within the budget: the rule stopped a trial that would have made it." if b["within_budget"] else
-                      f"ended at {b['top1_drop']:.2f} pt, over the budget: stopping it lost nothing.")) if s else
-              "The pruned trial was not stopped (it could still reach the budget at its rate of improvement)."), ""]
+    if s:
+        outcome = ("ended within the budget: the rule stopped a trial that would have made it." if b["within_budget"] else
+                   f"ended at {b['top1_drop']:.2f} pt, over the budget: stopping it lost nothing.")
+        summary = (f"Stopped: {s['reason']}. Sweep wall time {a['wall_s']:.0f} s vs {b['wall_s']:.0f} s ({b['wall_s'] / a['wall_s']:.2f}×); "
+                   f"tune's own estimate of the training saved: {a['saved_s_estimate']:.0f} s. Trained to the end, the trial {outcome}")
+    else:
+        summary = "The pruned trial was not stopped (it could still reach the budget at its rate of improvement)."
+    lines += ["", summary, ""]
     text = "\n".join(lines)
     (OUT / "tune_early_stop.md").write_text(text)
     print(text)
