@@ -23,12 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-MODEL = DATA / "models" / "mobilenetv2_cub100"
-TRAIN, TEST = DATA / "cub100" / "train", DATA / "cub100" / "test"
+from tune_sweep import DOCS, MODEL, OUT, TEST, TRAIN  # noqa: E402  (the same model, data and docs page as the sweep)
+
 RUNS = REPO / "runs" / "tune-early-stop"
-OUT = REPO / "results"
-DOCS = REPO / "docs" / "tune.md"
 
 
 def subset(src: Path, dst: Path, per_class: int) -> Path:

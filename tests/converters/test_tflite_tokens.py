@@ -3,7 +3,6 @@
 (pytorch/graph_edit.json + graph_edit.safetensors), all checksummed; the TFLite converter rebuilds
 the wrapper from them (no pickle), checks it against the artifact's ONNX and refuses edited files."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -11,13 +10,14 @@ import pytest
 from edgefg.calibration.dataset import iter_batches, scan
 from edgefg.deploy import deploy
 from edgefg.errors import ChecksumError, ModelLoadError, UnsupportedError
-from edgefg.manifest import load_manifest, sha256_file
+from edgefg.manifest import load_manifest
 from edgefg.models.loader import ARTIFACT_TORCH_DIR, GRAPH_EDIT_CONFIG, GRAPH_EDIT_WEIGHTS, load_graph_edit, load_model
 from edgefg.runtime.model import LoadedBundle
 from tests.conftest import write_hub_folder
 
 pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edgefg[tflite-convert]')")
 from edgefg.converters.onnx_to_tflite import SOURCE_TOLERANCE  # noqa: E402
+from tests.converters.test_tflite_pruned import _tampered  # noqa: E402  (one tampering helper for both files)
 
 EDIT_FILES = {f"{ARTIFACT_TORCH_DIR}/{f}" for f in ("config.json", "model.safetensors", GRAPH_EDIT_CONFIG, GRAPH_EDIT_WEIGHTS)}
 
@@ -79,18 +79,6 @@ def test_edited_fp32_tflite_matches_the_artifact_onnx(edited, image_folder, tmp_
         got = b.scores(np.concatenate([x.x for x in iter_batches(samples, b.manifest.preprocess, 8)]))
         ref = a.scores(np.concatenate([x.x for x in iter_batches(samples, a.manifest.preprocess, 8)]))
     assert _relative(got, ref) <= SOURCE_TOLERANCE and (got.argmax(1) == ref.argmax(1)).all()
-
-
-def _tampered(artifact, tmp_path, name, edit, rehash=True):
-    """A copy of ``artifact`` whose pytorch/ folder ``edit`` changes; checksums re-recorded unless ``rehash`` is off."""
-    copy = tmp_path / name
-    shutil.copytree(artifact, copy)
-    data = json.loads((copy / "manifest.json").read_text())
-    edit(copy / ARTIFACT_TORCH_DIR, data)
-    if rehash:
-        data["files"] = {k: sha256_file(copy / k) for k in data["files"] if (copy / k).is_file()}
-    (copy / "manifest.json").write_text(json.dumps(data))
-    return copy
 
 
 def test_edited_wrapper_files_are_refused(edited, tmp_path):
