@@ -61,7 +61,7 @@ def target_budgets(opts: TuneOptions) -> dict[str, Budget]:
 def agreement_samples(opts: TuneOptions) -> tuple[list, dict[str, Any]]:
     """The ``--agreement-data`` frames as unlabelled samples (a seeded subset of ``agreement_size``),
     and what the report says of them, including how many are also training images (``--data``): the
-    model has seen those, INT8 rarely flips them, so they carry no information."""
+    model has seen those, compression rarely flips them, so they say little."""
     import numpy as np
 
     from edgefg.calibration.dataset import Sample
@@ -74,7 +74,7 @@ def agreement_samples(opts: TuneOptions) -> tuple[list, dict[str, Any]]:
         paths = [paths[i] for i in sorted(rng.choice(found, opts.agreement_size, replace=False))]
     trained = _same_files(paths, Path(opts.data))
     if trained:
-        log.warning("%d of the %d agreement frames are also training images (--data): they carry no information about INT8 or pruning "
+        log.warning("%d of the %d agreement frames are also training images (--data): they say little about INT8 or pruning "
                     "(the model fits them); use frames the model has not seen", trained, len(paths))
     info = {"data": str(opts.agreement_data), "found": found, "used": len(paths), "ignored_files": other, "also_in_training_data": trained}
     return [Sample(p, None) for p in paths], info

@@ -28,7 +28,7 @@ from edgefg.cli_support import handle_errors, run_printing_report
               help="What 'best within budget' means: the fastest, the smallest, or the most accurate trial inside every budget.")
 @click.option("--agreement-data", type=click.Path(path_type=Path),
               help="Unlabelled frames (any folder, searched recursively) the model was NOT trained on, e.g. from the user's cameras: every "
-                   "trial is also scored by top-1 agreement with FP32 on them (training images carry no information: INT8 flips none).")
+                   "trial is also scored by top-1 agreement with FP32 on them (training images say little: the model fits them, so compression rarely flips them).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), help="Budget: top-1 agreement with FP32 on --agreement-data.")
 @click.option("--no-early-stop", is_flag=True, help="Train every pruning trial's distillation to its last epoch (default: stop one that cannot "
               "reach the loosest target's --max-drop even at its last epoch's rate of improvement).")

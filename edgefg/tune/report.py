@@ -160,7 +160,7 @@ def markdown(result: dict[str, Any]) -> str:
     frames = result.get("agreement_data")
     if frames:
         lines.append(f"Agreement: top-1 agreement with FP32 on {frames['used']} unlabelled frames from `{frames['data']}` (95 % Wilson interval). "
-                     "Frames the model was trained on carry no information (INT8 flips none of them)"
+                     "Frames the model was trained on say little (the model fits them, so compression rarely flips them)"
                      + (f"; **{frames['also_in_training_data']} of these frames are also training images**." if frames.get("also_in_training_data") else "."))
     es = result.get("early_stopping") or {}
     if es.get("enabled"):
