@@ -64,7 +64,7 @@ def sweep(out: Path, targets: list[str], trials: int, args, extra: list[str], re
         extra = [*extra, "--resume"]
     else:
         shutil.rmtree(out, ignore_errors=True)
-    cmd = ["tune", MODEL, "--data", TRAIN, "--val-data", TEST, *sum((["--target", t] for t in targets), []), "--space", RUNS / "space.toml",
+    cmd = ["tune", args.model, "--data", TRAIN, "--val-data", TEST, *sum((["--target", t] for t in targets), []), "--space", RUNS / "space.toml",
            "--trials", trials, "--train-max-steps", args.max_steps, "--max-drop", args.max_drop, "--max-class-drop", args.max_class_drop,
            "--objective", args.objective, "--class-gate", args.class_gate, "-o", out, *extra]
     if args.val_size:
@@ -105,7 +105,7 @@ def validation_throughput(bundle: Path) -> list[dict]:
 def markdown(result: dict) -> str:
     s = result["settings"]
     lines = [f"`python benchmarks/tune_sweep.py {s['argv']}` on {s['cpu']} ({s['cores']} cores, shared), {result['created']}. "
-             f"Validation: {result['sweep']['val_images']} cub100/test images"
+             f"Model: {s.get('model', 'mobilenetv2_cub100')}. Validation: {result['sweep']['val_images']} cub100/test images"
              f"{' (stratified subset)' if s['val_size'] else ''}; pruning + KD capped at {s['max_steps']} steps; latency = host stand-in, batch 1.",
              f"Objective: **{s.get('objective', 'latency')}** within the budget: top-1 drop ≤ {s['max_drop']} pt, a class over {s['max_class_drop']} pt "
              + ("in raw points" if s.get("class_gate") == "points" else "fails only when its drop is significant (paired sign test, Holm-corrected, p < 0.05)")
@@ -150,6 +150,8 @@ def main() -> None:
     ap.add_argument("--max-class-drop", type=float, default=20.0)
     ap.add_argument("--max-latency-ms", type=float)
     ap.add_argument("--objective", choices=["latency", "size", "accuracy"], default="latency")
+    ap.add_argument("--model", type=Path, default=MODEL, help="the model to sweep (default: mobilenetv2_cub100; e.g. runs/models/efficientnet_lite0_cub100)")
+    ap.add_argument("--tag", default="", help="suffix of the results files and the docs block (tune_sweep-TAG.json, block tune-sweep-TAG)")
     ap.add_argument("--class-gate", choices=["evidence", "points"], default="evidence")
     ap.add_argument("--engine-trials", type=int, default=3, help="configurations in the in-process vs --ray local comparison (0: skip)")
     ap.add_argument("--skip-validation-throughput", action="store_true")
@@ -157,9 +159,9 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="rewrite results/tune_sweep.md and the README block from results/tune_sweep.json")
     args = ap.parse_args()
     if args.report_only:
-        return write_outputs(json.loads((OUT / "tune_sweep.json").read_text()))
-    if not MODEL.is_dir():
-        raise SystemExit(f"{MODEL} not found (set EDGEFG_DATA)")
+        return write_outputs(json.loads((OUT / f"tune_sweep{_tag(args)}.json").read_text()), _tag(args))
+    if not args.model.is_dir():
+        raise SystemExit(f"{args.model} not found (set EDGEFG_DATA, or train it: see --model)")
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "space.toml").write_text(SPACE)
     from edgefg.runtime.bench import machine_info
@@ -168,9 +170,9 @@ def main() -> None:
     result: dict = {"created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "settings": {"argv": " ".join(sys.argv[1:]), "cpu": info.get("cpu"), "cores": info.get("cores"), "val_size": args.val_size,
                                  "max_steps": args.max_steps, "max_drop": args.max_drop, "max_class_drop": args.max_class_drop,
-                                 "max_latency_ms": args.max_latency_ms, "trials": args.trials, "objective": args.objective,
+                                 "max_latency_ms": args.max_latency_ms, "trials": args.trials, "objective": args.objective, "model": args.model.name,
                                  "class_gate": args.class_gate}, "engines": None, "validation": None}
-    sw, wall, rc = sweep(RUNS / "sweep", TARGETS, args.trials, args, [], resume=not args.fresh)
+    sw, wall, rc = sweep(RUNS / f"sweep{_tag(args)}", TARGETS, args.trials, args, [], resume=not args.fresh)
     result["sweep"] = {k: sw[k] for k in ("targets", "trials", "pareto", "best", "val_images", "reference")}
     result["sweep"]["wall_s"], result["sweep"]["exit_code"] = wall, rc
     result["sweep"]["wall_s_note"] = "wall time of the last (possibly resumed) run, not of the whole sweep"
@@ -184,20 +186,24 @@ def main() -> None:
         print(f"engines: in-process {wall_a:.0f} s, ray local {wall_b:.0f} s, same top-1: {same}")
     best = sw["best"]["intel-cpu"]
     if not args.skip_validation_throughput and best.get("trial"):
-        result["validation"] = validation_throughput(RUNS / "sweep" / "best" / "intel-cpu")
+        result["validation"] = validation_throughput(RUNS / f"sweep{_tag(args)}" / "best" / "intel-cpu")
     OUT.mkdir(exist_ok=True)
-    (OUT / "tune_sweep.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    write_outputs(result)
+    (OUT / f"tune_sweep{_tag(args)}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_outputs(result, _tag(args))
 
 
-def write_outputs(result: dict) -> None:
+def _tag(args) -> str:
+    return f"-{args.tag}" if args.tag else ""
+
+
+def write_outputs(result: dict, tag: str = "") -> None:
     text = markdown(result)
-    (OUT / "tune_sweep.md").write_text(text)
+    (OUT / f"tune_sweep{tag}.md").write_text(text)
     print(text)
     from readme_block import write_block
 
-    if not write_block("tune-sweep", text, DOCS):
-        print(f"{DOCS} has no tune-sweep block; the table is in results/tune_sweep.md")
+    if not write_block(f"tune-sweep{tag}", text, DOCS):
+        print(f"{DOCS} has no tune-sweep{tag} block; the table is in results/tune_sweep{tag}.md")
 
 
 if __name__ == "__main__":
