@@ -66,13 +66,19 @@ def scan_unlabelled(root: str | Path) -> tuple[list[Path], int]:
     return images, other
 
 
+def pick_unlabelled(paths: list[Path], size: int | None, seed: int = 0) -> list[Path]:
+    """Up to ``size`` of ``paths``: a seeded random subset in file order when there are more (compress and tune alike)."""
+    if size is None or size >= len(paths):
+        return paths
+    rng = np.random.default_rng(seed)
+    return [paths[i] for i in sorted(rng.choice(len(paths), size, replace=False))]
+
+
 def load_unlabelled(root: str | Path, spec: Preprocess, size: int | None = DEFAULT_AGREEMENT_SIZE, seed: int = 0) -> UnlabelledImages:
     """Preprocess up to ``size`` images under ``root`` (a seeded random subset when there are more)."""
     paths, other = scan_unlabelled(root)
     found = len(paths)
-    if size is not None and size < found:
-        rng = np.random.default_rng(seed)
-        paths = [paths[i] for i in sorted(rng.choice(found, size, replace=False))]
+    paths = pick_unlabelled(paths, size, seed)
     skipped: list[Path] = []
     xs, kept = [], []
     samples = [Sample(p, None) for p in paths]

@@ -62,16 +62,12 @@ def agreement_samples(opts: TuneOptions) -> tuple[list, dict[str, Any]]:
     """The ``--agreement-data`` frames as unlabelled samples (a seeded subset of ``agreement_size``),
     and what the report says of them, including how many are also training images (``--data``): the
     model has seen those, compression rarely flips them, so they say little."""
-    import numpy as np
-
     from edgefg.calibration.dataset import Sample
-    from edgefg.compress.agreement import scan_unlabelled
+    from edgefg.compress.agreement import pick_unlabelled, scan_unlabelled
 
     paths, other = scan_unlabelled(opts.agreement_data)
     found = len(paths)
-    if opts.agreement_size is not None and opts.agreement_size < found:
-        rng = np.random.default_rng(opts.seed)
-        paths = [paths[i] for i in sorted(rng.choice(found, opts.agreement_size, replace=False))]
+    paths = pick_unlabelled(paths, opts.agreement_size, opts.seed)
     trained = _same_files(paths, Path(opts.data))
     if trained:
         log.warning("%d of the %d agreement frames are also training images (--data): they say little about INT8 or pruning "
