@@ -29,14 +29,20 @@ def prepare_parent(path: str | Path) -> Path:
     return path
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Atomically write ``data`` to ``path`` (parents created, temp file + rename)."""
+def write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Path:
+    """Atomically write ``data`` to ``path`` (parents created, temp file + rename), with the mode the
+    umask gives a new file (``mkstemp`` makes 0600); ``fsync``: on disk before the rename."""
+    from edgefg.trust.outputs import current_umask
+
     path = prepare_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o644)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -49,6 +55,6 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, data: Any) -> Path:
+def write_json(path: str | Path, data: Any, fsync: bool = False) -> Path:
     """Atomically write ``data`` as indented JSON (non-JSON values via ``str``)."""
-    return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    return write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"), fsync=fsync)

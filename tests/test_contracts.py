@@ -174,3 +174,12 @@ def test_the_format_table_imports_no_engine():
     code = "import sys, edgefg.formats; print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'torch', 'openvino', 'onnxruntime', 'tensorrt', 'onnx'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == "[]"
+
+
+def test_an_unknown_target_suggests_the_closest_name():
+    with pytest.raises(TargetError) as err:
+        load_target("jetson-orin-nan")
+    assert "did you mean 'jetson-orin-nano'?" in err.value.hint
+    with pytest.raises(TargetError) as err:
+        load_target("zzzz")
+    assert "did you mean" not in err.value.hint and "known targets:" in err.value.hint

@@ -2,6 +2,7 @@
 command; outputs get the user's ordinary modes (not mkdtemp's 0700); numeric options are range-checked."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -121,3 +122,20 @@ def test_other_commands_check_ranges(tmp_path):
                 ["validate", tmp_path, "--data", tmp_path, "--min-top1", "1.5"], ["validate", tmp_path, "--data", tmp_path, "--max-images", "-1"]):
         proc = edgefg(*cmd)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Invalid value" in proc.stderr, (cmd, proc.stderr)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_single_file_writers_follow_the_umask(tmp_path, mask, mode):
+    """JSON reports and tune's trial files (mkstemp makes 0600) get the mode any new file gets."""
+    from edgefg.outputs import write_json
+    from edgefg.tune.store import atomic_write_json
+
+    old = os.umask(mask)
+    try:
+        write_json(tmp_path / "r.json", {"a": 1})
+        atomic_write_json(tmp_path / "t" / "trial.json", {"b": 2})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == mode
+    assert stat.S_IMODE(os.stat(tmp_path / "t" / "trial.json").st_mode) == mode
+    assert json.loads((tmp_path / "t" / "trial.json").read_text()) == {"b": 2}
