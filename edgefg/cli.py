@@ -52,6 +52,7 @@ def _setup_logging(verbose: int) -> None:
 # device without that part's dependencies still runs the rest. Adding a command = one line here.
 LAZY_COMMANDS: dict[str, str] = {
     "build-engine": "edgefg.tensorrt.cli:build_engine_cmd",
+    "collect": "edgefg.runtime.collect_cli:collect_group",
     "compare": "edgefg.validate.compare_cli:compare_cmd",
     "doctor": "edgefg.tensorrt.cli:doctor_cmd",
     "keygen": "edgefg.trust.cli:keygen_cmd",
@@ -86,6 +87,7 @@ def cli(verbose: int) -> None:
     edgefg deploy ART --target intel-cpu -o BUN   bundle for a device profile
     edgefg validate BUN --data DIR --reference R  accuracy gate (exit 1 on regression)
     edgefg run BUN --source 0                     on-device inference
+    edgefg collect export DIR --to labelling/     frames kept by run --collect DIR
     edgefg bench BUN1 BUN2                        side-by-side latency
     edgefg sign BUN --key K ; edgefg install BUN --into DIR --trust K.pub
     edgefg tune M --data D --val-data V -t T -o O  best configuration per target under a budget
@@ -105,6 +107,7 @@ def cli(verbose: int) -> None:
 # --------------------------------------------------------------------------------------------
 from edgefg.compress.cli_options import INTERPOLATIONS, compress_options, preprocess_options  # noqa: E402  (click only)
 from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_paths  # noqa: E402  (click only)
+from edgefg.runtime.output import click_options as output_click_options  # noqa: E402  (click + stdlib only)
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 FRACTION = click.FloatRange(0, 1)
@@ -173,10 +176,12 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--output-activation", type=click.Choice(["logits", "softmax"]), help="Wrapped model file: what the output holds (default: read from the graph).")
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), help="Wrapped model file: input layout, when the input shape does not tell.")
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the bundle with this private key (edgefg keygen) when it is written.")
+@click.option("--drift-samples", default=500, show_default=True, type=click.IntRange(0),
+              help="Images (from --data, stratified; else the artifact's parity images) for the bundle's drift reference profile; 0: none.")
 @max_pixels_option
 @handle_errors
 def deploy(artifact, target, engine, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
-           crop_mode, resize, output_activation, layout, sign_key) -> None:
+           crop_mode, resize, output_activation, layout, sign_key, drift_samples) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
@@ -195,7 +200,8 @@ def deploy(artifact, target, engine, precision, data, labels, out, force, calib_
     else:
         target_arg = target
     result = run_deploy(artifact, target_arg, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
-                        wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None)
+                        wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None,
+                        drift_samples=drift_samples)
     m, p = result.manifest, result.manifest.parity
     console = _console()
     if signer is not None:
@@ -247,18 +253,20 @@ def deploy(artifact, target, engine, precision, data, labels, out, force, calib_
 @click.option("--ray", "ray_address", help="Shard the images over Ray actors: 'local' or a cluster HOST:PORT (pip install 'edgefg[distributed]').")
 @click.option("--workers", type=click.IntRange(1), help="With --ray: number of actors (default: the cluster's CPUs).")
 @click.option("--chunk-images", type=click.IntRange(1), default=256, show_default=True, help="With --ray: images per task (rounded to the batch size).")
+@click.option("--drift-reference", type=click.Path(path_type=Path), help="Also write the bundle's drift reference profile on DATA to this JSON file "
+              "(for edgefg run --drift-reference; DATA may be unlabelled frames from the camera, no --reference needed then).")
 @trust_option
 @max_pixels_option
 @handle_errors
 def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, class_gate, min_top1, min_agreement, max_images, json_out, junit, markdown,
-             check_preprocess, check_images, ray_address, workers, chunk_images, trust) -> None:
+             check_preprocess, check_images, ray_address, workers, chunk_images, drift_reference, trust) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
     from edgefg.outputs import prepare_parent, write_text
     from edgefg.validate.report import validation_markdown, write_json, write_junit
 
-    for path in (json_out, junit, markdown):  # a report path that cannot be written fails now, not after scoring
+    for path in (json_out, junit, markdown, drift_reference):  # a report path that cannot be written fails now, not after scoring
         if path:
             prepare_parent(path)
     thresholds = Thresholds(max_top1_drop, max_class_drop, min_top1, min_agreement, class_alpha, class_gate)
@@ -271,7 +279,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
         raise click.UsageError("--workers needs --ray")
     try:
         result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0,
-                              trust=trust_paths(trust), scorer=scorer)
+                              trust=trust_paths(trust), scorer=scorer, drift_reference=drift_reference)
     finally:
         if scorer is not None:
             scorer.close()
@@ -322,6 +330,8 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
 @click.option("--mqtt-auth", type=click.Path(path_type=Path), help="TOML file: username, password, ca_file, cert_file, key_file (or EDGEFG_MQTT_USERNAME/EDGEFG_MQTT_PASSWORD).")
 @click.option("--mqtt-spool", type=click.Path(path_type=Path), help="SQLite spool for events while the broker is away [default: ~/.cache/edgefg/mqtt-HOST.sqlite].")
 @click.option("--mqtt-spool-max", default=100_000, show_default=True, type=click.IntRange(1), help="Events the spool keeps; beyond, the oldest are dropped and counted.")
+@click.option("--mqtt-inflight", default=256, show_default=True, type=click.IntRange(1), help="Events sent to the broker and not yet acknowledged, at most (1 = one at a time).")
+@click.option("--mqtt-drain", default=5.0, show_default=True, type=click.FloatRange(0), help="At exit, keep sending spooled events this many seconds at most while connected.")
 @click.option("--mqtt-discovery-prefix", default="homeassistant", show_default=True, help="Home Assistant discovery prefix ('none' to disable).")
 @click.option("--stats-every", type=POSITIVE, help="Log throughput/latency/drops as a JSON line every N seconds.")
 @click.option("--stall-timeout", default=10.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True), help="Seconds without a frame before a live source is reopened.")
@@ -331,15 +341,17 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
 @click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
               help="Thread that preprocesses: capture (pipelined; auto for files when a core is spare) or main.")
 @click.option("--print-gst-pipeline", is_flag=True, help="Print a GStreamer camera pipeline for the bundle's target and exit.")
+@output_click_options
 @trust_option
 @max_pixels_option
 @handle_errors
 def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth,
         min_confidence, min_margin, events, save_video, http_addr, http_token_file, http_max_connections, http_timeout, mqtt_url, mqtt_prefix,
-        mqtt_auth, mqtt_spool, mqtt_spool_max, mqtt_discovery_prefix, stats_every, stall_timeout, max_retries, loop, preprocess_in,
-        print_gst_pipeline, trust) -> None:
+        mqtt_auth, mqtt_spool, mqtt_spool_max, mqtt_inflight, mqtt_drain, mqtt_discovery_prefix, stats_every, stall_timeout, max_retries, loop, preprocess_in,
+        print_gst_pipeline, trust, **output_values) -> None:
     """Run BUNDLE on one or more cameras, streams, videos or images; one JSON line per frame (events: on stderr)."""
     from edgefg.runtime.cameras import DEFAULT_NAME, load_cameras, parse_source_args
+    from edgefg.runtime.output import options_from_cli
     from edgefg.runtime.pipeline import RunOptions, format_summary, run_cameras, run_pipeline
 
     if print_gst_pipeline:
@@ -368,14 +380,15 @@ def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rot
     if mqtt_url:
         from edgefg.runtime.mqtt import MqttOptions
 
-        mqtt = MqttOptions(mqtt_url, prefix=mqtt_prefix, auth_file=mqtt_auth, spool_path=mqtt_spool, spool_max=mqtt_spool_max,
+        mqtt = MqttOptions(mqtt_url, prefix=mqtt_prefix, auth_file=mqtt_auth, spool_path=mqtt_spool, spool_max=mqtt_spool_max, inflight=mqtt_inflight, drain_s=mqtt_drain,
                            discovery_prefix=None if mqtt_discovery_prefix.lower() == "none" else mqtt_discovery_prefix)
     opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, trust=trust_paths(trust), stall_timeout_s=stall_timeout,
                       max_retries=max_retries,
                       loop=loop, batch=batch, batch_wait_ms=batch_wait_ms, roi=roi, preprocess_in=preprocess_in, smooth=smooth,
                       min_confidence=min_confidence, min_margin=min_margin, events=events, rotate_mb=rotate_mb, rotate_keep=rotate_keep,
                       save_video=save_video, http=http_addr, http_token_file=http_token_file, http_max_connections=http_max_connections,
-                      http_timeout_s=http_timeout, mqtt=mqtt, stats_every_s=stats_every, event_stream=sys.stderr)
+                      http_timeout_s=http_timeout, mqtt=mqtt, stats_every_s=stats_every, event_stream=sys.stderr,
+                      outputs=options_from_cli(output_values))
     try:
         if len(cameras) == 1 and cameras[0].name == DEFAULT_NAME:  # the classic single-source run
             summary = run_pipeline(bundle, cameras[0].source, opts)

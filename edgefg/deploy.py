@@ -37,6 +37,17 @@ def _parity_samples(artifact: Path, manifest: Manifest, data: Path | None, n: in
     return None, "random inputs"
 
 
+def _drift_reference(tmp: Path, cand: LoadedBundle, manifest: Manifest, src: Manifest, data: Path | None, samples: list, source: str, n: int) -> None:
+    """The bundle's drift reference profile, from the deployed model on ``n`` images of ``data`` (else the parity images)."""
+    from edgefg.runtime.drift_profile import PROFILE_NAME, build_profile, write_profile
+
+    if data is not None:
+        samples = stratified_subset(scan(data, src.labels).samples, n, warn=False)
+    profile = build_profile(cand, [s.path for s in samples[:n]], source, manifest=manifest)
+    write_profile(tmp / PROFILE_NAME, profile)
+    log.info("drift reference profile: %d images (%s)", profile["images"], source)
+
+
 def _prepare(samples: list | None, spec, manifest: Manifest, n: int) -> np.ndarray:
     """Samples through the one preprocessing function for ``spec`` (random inputs when there are none)."""
     if samples is None:
@@ -101,7 +112,10 @@ def deploy(
     options: dict | None = None,
     calib_size: int = 300,
     wrap_options: dict | None = None,
+    drift_samples: int = 500,
 ) -> DeployResult:
+    """``drift_samples``: images (from ``data``, stratified; else the artifact's parity images) for the
+    bundle's drift reference profile (``drift_reference.json``, :mod:`edgefg.runtime.drift_profile`); 0: none."""
     artifact = Path(artifact)
     if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
         return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, **(wrap_options or {}))
@@ -150,6 +164,8 @@ def deploy(
                 **({"candidate_runtime": f"{host.backend} on the deploying host, as a stand-in for {tgt.backend}"} if result.host_backend else {}),
                 **parity(cand.scores(_candidate_inputs(x, samples, src, host)), ref.scores(x), src.output_activation),
             }
+            if drift_samples and samples is not None:  # before the checksums: the profile is covered by them (and the signature)
+                _drift_reference(tmp, cand, manifest, src, Path(data) if data else None, samples, parity_source, drift_samples)
         manifest.record_files(tmp)
         manifest.save(tmp)
     return DeployResult(Path(out), manifest, tgt)

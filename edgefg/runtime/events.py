@@ -16,7 +16,7 @@ from typing import Any, Callable, TextIO
 from edgefg.trust.secrets import mask
 
 log = logging.getLogger("edgefg.runtime.events")
-WARN_EVENTS = {"source_lost", "source_open_failed", "source_stalled", "source_gave_up", "corrupt_frame", "sink_error", "http_insecure", "mqtt_disconnected", "mqtt_refused"}
+WARN_EVENTS = {"source_lost", "source_open_failed", "source_stalled", "source_gave_up", "corrupt_frame", "sink_error", "http_insecure", "mqtt_disconnected", "mqtt_refused", "collect_error"}
 
 
 class EventLog:

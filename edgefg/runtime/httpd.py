@@ -114,7 +114,7 @@ class HealthServer:
 
     def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]], stale_after_s: float = 30.0, live: Any = None,
                  token: str | None = None, max_connections: int = 32, timeout_s: float = 10.0, events: EventLog | None = None,
-                 extra: Callable[[], dict[str, Any]] | None = None, stream_fps: float = 10.0) -> None:
+                 extra: Callable[[], dict[str, Any]] | None = None, stream_fps: float = 10.0, outputs: list[Any] | None = None) -> None:
         host, port = parse_address(address)
         if max_connections < 1:
             raise EdgefgError(f"--http-max-connections must be ≥ 1, got {max_connections}")
@@ -125,6 +125,10 @@ class HealthServer:
         self.live = live
         self.token = token
         self.extra = extra or (lambda: {})
+        self.outputs = list(outputs or [])  # field outputs (edgefg.runtime.output): their routes, metrics and stats
+        self.extra_routes: dict[str, Any] = {}
+        for o in self.outputs:
+            self.extra_routes.update(o.routes())
         self.stream_fps = stream_fps
         server = self
 
@@ -152,7 +156,10 @@ class HealthServer:
                 except Exception as exc:  # never let a request kill the thread
                     code, body, ctype = 500, json.dumps({"error": f"{type(exc).__name__}: {exc}"}), "application/json"
                 try:
-                    self.reply(code, body, ctype)
+                    if isinstance(body, (str, bytes)):
+                        self.reply(code, body, ctype)
+                    else:
+                        self.send_chunks(code, body, ctype)
                 except OSError:
                     pass
 
@@ -167,6 +174,24 @@ class HealthServer:
                 self.end_headers()
                 if data:
                     self.wfile.write(data)
+
+            def send_chunks(self, code: int, chunks: Any, ctype: str) -> None:
+                """A streamed body (e.g. a tar of collected frames): no Content-Length, the connection closes at its end."""
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for chunk in chunks:
+                        if server.closing.is_set():
+                            break
+                        self.wfile.write(chunk)
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()
 
             def stream(self, camera: str | None) -> None:
                 cam = server.camera_or_none(camera)
@@ -248,7 +273,8 @@ class HealthServer:
                 latest = snap.get("latest")
             return (200, json.dumps(latest), "application/json") if latest else (204, "", "application/json")
         if path == "/metrics":
-            return 200, prometheus_text({**self.snapshot(), **self.extra(), "http": self.stats()}), "text/plain; version=0.0.4; charset=utf-8"
+            metrics = [m for o in self.outputs for m in o.metrics()]
+            return 200, prometheus_text({**self.snapshot(), **self.extra(), "http": self.stats()}, metrics), "text/plain; version=0.0.4; charset=utf-8"
         if path == "/api/state":
             return 200, json.dumps(self.state(), default=str), "application/json"
         if path == "/snapshot.jpg":
@@ -257,8 +283,10 @@ class HealthServer:
             if got is None:
                 return 404, json.dumps({"error": "no frame yet" if cam else f"no camera '{params.get('camera')}'"}), "application/json"
             return 200, got[1], "image/jpeg"
+        if path in self.extra_routes:
+            return self.extra_routes[path](params)
         return 404, json.dumps({"error": "not found", "paths": ["/", "/stream.mjpg?camera=NAME", "/snapshot.jpg?camera=NAME", "/api/state",
-                                                                 "/healthz", "/latest", "/metrics"]}), "application/json"
+                                                                 "/healthz", "/latest", "/metrics", *self.extra_routes]}), "application/json"
 
     def stats(self) -> dict[str, int]:
         return {"rejected": self.httpd.rejected, "open": self.httpd.open_connections}
@@ -267,7 +295,8 @@ class HealthServer:
         snap = self.snapshot()
         cams = {name: {k: v for k, v in c.items() if k != "histograms"} for name, c in self.cameras(snap).items()}
         return {"info": snap.get("info", {}), "running": snap.get("running", False), "cameras": cams, "health": self._health(snap)[1],
-                "sightings": self.live.sightings() if self.live is not None else [], "mqtt": self.extra().get("mqtt")}
+                "sightings": self.live.sightings() if self.live is not None else [], "mqtt": self.extra().get("mqtt"),
+                "outputs": {o.name: o.stats() for o in self.outputs}}
 
     def _health(self, snap: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         now = time.time()
@@ -304,7 +333,7 @@ def _labels(d: dict[str, Any]) -> str:
     return "{" + inner + "}"
 
 
-def prometheus_text(snap: dict[str, Any]) -> str:
+def prometheus_text(snap: dict[str, Any], extra: list[Any] | None = None) -> str:
     """A snapshot → Prometheus exposition format (text 0.0.4). Names follow the Prometheus conventions:
     ``edgefg_`` prefix, base units (seconds), ``_total`` counters, ``_seconds`` histograms, a ``camera`` label."""
     lines: list[str] = []
@@ -355,8 +384,11 @@ def prometheus_text(snap: dict[str, Any]) -> str:
         metric("mqtt_spool_messages", "gauge", "Events waiting in the on-disk spool for the broker.", [({}, mqtt["spool_depth"])])
         metric("mqtt_spool_dropped_total", "counter", "Events dropped because the spool was full (oldest first).", [({}, mqtt["spool_dropped"])])
         metric("mqtt_published_total", "counter", "Events the broker acknowledged (this run).", [({}, mqtt["published"])])
+        metric("mqtt_inflight_messages", "gauge", "Events sent to the broker and not yet acknowledged.", [({}, mqtt.get("inflight", 0))])
     http = snap.get("http")
     if http:
         metric("http_rejected_connections_total", "counter", "HTTP connections refused by the connection cap.", [({}, http["rejected"])])
         metric("http_open_connections", "gauge", "HTTP connections being served.", [({}, http["open"])])
+    for name, kind, help_, samples in extra or []:  # field outputs' metrics (collect, drift, ...)
+        metric(name, kind, help_, list(samples))
     return "\n".join(lines) + "\n"

@@ -279,6 +279,7 @@ class MultiPipeline:
             for stage, ms in lat.items():
                 cam.stats.add(stage, ms)
             f = it.frame
+            f.probabilities = p
             result: dict[str, Any] = {"camera": cam.name, **frame_result(f, p, tops[row], d, lat, labels, len(good))}
             cam.frames += 1
             cam.label_changes += d.changed

@@ -71,6 +71,7 @@ class RunOptions:
     http_timeout_s: float = 10.0  # per-connection socket timeout
     mqtt: Any = None  # edgefg.runtime.mqtt.MqttOptions (paho-mqtt is imported only when set)
     stats_every_s: float | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)  # field outputs by name (edgefg.runtime.output): {"collect": CollectOptions(...)}
     event_stream: TextIO | None = None  # structured event log; None = logging
     on_event: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
@@ -277,6 +278,7 @@ class Pipeline:
             for stage, ms in lat.items():
                 self.stats.add(stage, ms)
             f = it.frame
+            f.probabilities = p
             result = frame_result(f, p, tops[row], d, lat, labels, len(items))
             self.frames += 1
             self.label_changes += d.changed
@@ -396,6 +398,7 @@ def serve(pipe: Any, results: Iterator[tuple[str, dict[str, Any], Frame]], opts:
     server = None
     mqtt = None
     live = None
+    outputs: list[Any] = []
     old_handlers: dict[int, Any] = {}
     try:
         try:
@@ -417,16 +420,26 @@ def serve(pipe: Any, results: Iterator[tuple[str, dict[str, Any], Frame]], opts:
             from edgefg.runtime.live import LiveOutputs
 
             live = LiveOutputs(cameras, events, mqtt=mqtt)
-            if hasattr(pipe, "cameras"):
-                pipe.on_camera_done = live.camera_ended
+        if opts.outputs:
+            from edgefg.runtime.output import ServeContext, open_outputs
+
+            outputs = open_outputs(ServeContext(opts, cameras, events, pipe.model, rois, mqtt, pipe.info), opts.outputs)
+        if hasattr(pipe, "cameras") and (live is not None or outputs):
+            ended = ([live] if live is not None else []) + outputs
+
+            def camera_done(name: str) -> None:
+                for o in ended:
+                    o.camera_ended(name)
+
+            pipe.on_camera_done = camera_done
         if opts.http:
             from edgefg.runtime.httpd import HealthServer, read_token
 
             token = read_token(opts.http_token_file) if opts.http_token_file else None
             server = HealthServer(opts.http, pipe.snapshot, stale_after_s=max(30.0, 3 * opts.stall_timeout_s), live=live, token=token,
                                   max_connections=opts.http_max_connections, timeout_s=opts.http_timeout_s, events=events,
-                                  extra=(lambda: {"mqtt": mqtt.stats()}) if mqtt is not None else None).start()
-            events.emit("http_listening", address=server.address, paths=["/", "/stream.mjpg", "/healthz", "/latest", "/metrics"], auth=token is not None)
+                                  extra=(lambda: {"mqtt": mqtt.stats()}) if mqtt is not None else None, outputs=outputs).start()
+            events.emit("http_listening", address=server.address, paths=["/", "/stream.mjpg", "/healthz", "/latest", "/metrics", *server.extra_routes], auth=token is not None)
         if handle_signals and threading.current_thread() is threading.main_thread():
             def on_signal(signum: int, _frame: Any) -> None:
                 if pipe.stop_event.is_set():  # a second signal: stop now
@@ -456,6 +469,13 @@ def serve(pipe: Any, results: Iterator[tuple[str, dict[str, Any], Frame]], opts:
                             events.emit("sink_error", sink=name, error=f"{exc.strerror or exc}")
                 if live is not None:
                     live.on_result(camera, result, frame.image, rois.get(camera))
+                for o in outputs:
+                    try:
+                        o.on_result(camera, result, frame)
+                    except OSError as exc:  # e.g. the collect folder's disk is full: keep classifying
+                        if time.monotonic() - sink_errors.get(o.name, -1e9) >= 60:
+                            sink_errors[o.name] = time.monotonic()
+                            events.emit("sink_error", sink=o.name, error=f"{exc.strerror or exc}")
                 if opts.stats_every_s and time.monotonic() - last_stats >= opts.stats_every_s:
                     now = time.monotonic()
                     snap = pipe.snapshot()
@@ -464,7 +484,7 @@ def serve(pipe: Any, results: Iterator[tuple[str, dict[str, Any], Frame]], opts:
                                     for n, c in snap["cameras"].items()}}
                     events.emit("stats", frames=pipe.frames, fps=round((pipe.frames - last_frames) / (now - last_stats), 2),
                                 dropped=snap["dropped"], skipped=snap["skipped"], reconnects=snap["reconnects"], **extra,
-                                **({"mqtt": mqtt.stats()} if mqtt is not None else {}))
+                                **({"mqtt": mqtt.stats()} if mqtt is not None else {}), **{o.name: o.stats() for o in outputs})
                     last_stats, last_frames = now, pipe.frames
         except SourceError as exc:
             error = exc
@@ -474,6 +494,9 @@ def serve(pipe: Any, results: Iterator[tuple[str, dict[str, Any], Frame]], opts:
         summary = pipe.summary()
         if live is not None:
             live.close()  # ends open sightings (their 'end' events are spooled before MQTT drains)
+        while outputs:  # before MQTT closes: an output may publish its final state
+            o = outputs.pop(0)
+            summary[o.name] = o.close()
         if mqtt is not None:
             mqtt.close()
             summary["mqtt"] = mqtt.stats()
@@ -483,11 +506,11 @@ def serve(pipe: Any, results: Iterator[tuple[str, dict[str, Any], Frame]], opts:
             raise error
         return summary
     finally:
-        for s in sinks:
+        for s in [*sinks, *outputs]:  # outputs left here: the run ended on an error
             try:
                 s.close()
             except Exception as exc:  # a full disk must not hide the summary
-                events.emit("sink_error", sink=type(s).__name__, error=str(exc))
+                events.emit("sink_error", sink=getattr(s, "name", type(s).__name__), error=str(exc))
         if mqtt is not None:
             mqtt.close(drain_s=0.5)
         if server is not None:
@@ -515,4 +538,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     extras = [f"{summary[k]} {label}" for k, label in (("dropped", "dropped"), ("skipped", "unreadable skipped"), ("reconnects", "reconnects"), ("stalls", "stalls")) if summary.get(k)]
     if extras:
         text += " | " + ", ".join(extras)
+    if summary.get("collect"):
+        c = summary["collect"]
+        text += f" | collect: {c['kept']} kept, {sum(c['dropped'].values())} dropped, {c['errors']} errors"
     return text

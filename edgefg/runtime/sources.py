@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -49,6 +49,7 @@ class Frame:
     timestamp: float  # seconds: media position for files, wall clock for live sources
     image: np.ndarray | None  # None when the frame could not be decoded
     name: str = ""
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)  # set once classified (field outputs read it)
 
 
 class Source:

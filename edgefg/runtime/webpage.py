@@ -32,6 +32,7 @@ td,th{text-align:left;padding:.35em .4em;border-bottom:1px solid #263039}th{colo
 <section><h2 style="font-size:1em">Last sightings</h2>
 <table><thead><tr><th>camera</th><th>label</th><th>best</th><th class="hide-s">frames</th><th>started</th><th>ended</th></tr></thead>
 <tbody id="sightings"><tr><td colspan="6">none yet</td></tr></tbody></table></section>
+<section id="outputs"></section>
 <script>
 "use strict";
 const token=new URLSearchParams(location.search).get("token");
@@ -39,12 +40,13 @@ const q=(p,extra)=>{const u=new URLSearchParams(extra||{});if(token)u.set("token
 const esc=s=>String(s).replace(/[&<>"']/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));
 const fmtT=t=>t?new Date(t*1000).toLocaleTimeString():"";
 const cards={};
+const kv=o=>Object.entries(o||{}).filter(([k,v])=>v!==null&&typeof v!=="object").map(([k,v])=>`${esc(k.replace(/_/g," "))} ${esc(typeof v==="number"&&!Number.isInteger(v)?v.toFixed(3):v)}`).join(" · ");
 function card(name){
   if(cards[name])return cards[name];
   const el=document.createElement("div");el.className="card";el.dataset.camera=name;
   el.innerHTML=`<img alt="camera ${esc(name)}" src="${q("/stream.mjpg",{camera:name})}"><div class="body">
   <div class="row"><span class="name"><span class="dot"></span>${esc(name)}</span><span class="age"></span></div>
-  <div class="label">…</div><div class="bars"></div><div class="stats"></div></div>`;
+  <div class="label">…</div><div class="bars"></div><div class="stats"></div><div class="stats out"></div></div>`;
   document.getElementById("cams").appendChild(el);return cards[name]=el;
 }
 async function tick(){
@@ -61,9 +63,11 @@ async function tick(){
     el.querySelector(".label").textContent=r?`${r.label} ${(r.score*100).toFixed(0)}%`:"waiting for frames";
     el.querySelector(".bars").innerHTML=r?r.top.map(t=>`<div><div class="t"><span>${esc(t.label)}</span><span>${(t.score*100).toFixed(1)}%</span></div><div class="b"><i style="width:${(t.score*100).toFixed(1)}%"></i></div></div>`).join(""):"";
     const p=(c.stages_recent||{}).end_to_end||{};
+    el.querySelector(".out").innerHTML=Object.entries(s.outputs||{}).map(([n,o])=>o.cameras&&o.cameras[name]?`<div data-output="${esc(n)}">${esc(n)}: ${kv(o.cameras[name])}</div>`:"").join("");
     el.querySelector(".stats").textContent=`${c.fps_recent.toFixed(1)} FPS · latency p50 ${p.p50??"–"} ms p95 ${p.p95??"–"} ms · ${c.frames} frames · ${c.dropped} dropped · ${c.reconnects} reconnects`;
   }
   const rows=s.sightings.map(x=>`<tr><td>${esc(x.camera)}</td><td>${esc(x.label)}</td><td>${(x.best_score*100).toFixed(0)}%</td><td class="hide-s">${x.frames}</td><td>${fmtT(x.start_time)}</td><td>${x.end_time?fmtT(x.end_time):"now"}</td></tr>`);
+  document.getElementById("outputs").innerHTML=Object.entries(s.outputs||{}).map(([n,o])=>`<div class="stats" data-output="${esc(n)}"><b>${esc(n)}</b> ${kv(o.summary)}</div>`).join("");
   document.getElementById("sightings").innerHTML=rows.length?rows.join(""):'<tr><td colspan="6">none yet</td></tr>';
 }
 tick();setInterval(tick,1000);

@@ -134,13 +134,16 @@ def validate(
     check_preprocess: int = 0,
     trust: Sequence[Any] | None = None,
     scorer: Scorer | None = None,
+    drift_reference: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score ``bundle_dir`` on ``data`` (and ``reference`` on the same images); evaluate ``thresholds``.
     ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine);
     ``check_preprocess`` > 0 compares the bundle's preprocessing with timm's own transform on that
     many images (stratified) and adds it to the checks (needs timm); ``trust``: public keys, one of
     which must have signed the bundle (the reference is not checked); ``scorer`` replaces in-process
-    scoring (e.g. sharded over Ray actors) with the same results."""
+    scoring (e.g. sharded over Ray actors) with the same results. ``drift_reference``: also write the
+    drift reference profile of the bundle on these images there (:mod:`edgefg.runtime.drift_profile`;
+    an unlabelled folder needs no ``reference`` then)."""
     score = scorer or score_samples
     thresholds = thresholds or Thresholds()
     missing = thresholds.needs_reference()
@@ -150,7 +153,7 @@ def validate(
         raise InputPathError(f"reference '{reference}' does not exist", "pass the FP32 artifact/bundle directory, an .onnx, or a PyTorch model")
     with LoadedBundle(bundle_dir, backend=backend, trust=trust) as bundle:
         images = scan(data, bundle.labels)
-        if not images.labelled and reference is None:
+        if not images.labelled and reference is None and drift_reference is None:
             raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")
         samples = images.samples[:max_images] if max_images else images.samples
         pre_check = _check_preprocess(bundle, samples, check_preprocess) if check_preprocess else None
@@ -170,6 +173,12 @@ def validate(
         }
         if pre_check is not None:
             result["preprocess_check"] = pre_check.to_dict()
+        if drift_reference is not None:  # the scores just computed; the images are decoded again for the input signals only
+            from edgefg.runtime.drift_profile import build_profile, write_profile
+
+            profile = build_profile(bundle, scored.paths, str(data), scores=scored.scores)
+            write_profile(drift_reference, profile)
+            result["drift_reference"] = {"path": str(drift_reference), "images": profile["images"]}
         activation = bundle.manifest.output_activation
         if images.labelled:
             cand = classification(scored.scores, scored.labels, bundle.labels)

@@ -41,6 +41,9 @@ def validation_markdown(result: dict[str, Any]) -> str:
     lines.append(f"Data: `{result['data']}` — {result['images']} images, {result.get('skipped_corrupt', 0)} corrupt skipped  ")
     if result.get("reference"):
         lines.append(f"Reference: `{result['reference']}`")
+    if result.get("drift_reference"):
+        d = result["drift_reference"]
+        lines.append(f"Drift reference profile: `{d['path']}` ({d['images']} images; use it with edgefg run --drift-reference)  ")
     lines.append("")
     keys = ["top1", "top5", "reference_top1", "top1_drop", "worst_class_drop", "agreement", "mean_kl"]
     lines += markdown_table(["metric", "value"], [[k, format_value(k, result.get(k))] for k in keys if k in result])

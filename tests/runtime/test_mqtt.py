@@ -1,6 +1,7 @@
-"""MQTT: the spool and sightings (unit), then a real mosquitto broker killed and restarted mid-run,
-an edgefg restart with events still spooled, and `edgefg run --mqtt` end to end (retained state,
-Home Assistant discovery, last will)."""
+"""MQTT: the spool and sightings (unit), then a real mosquitto broker: thousands of events through the
+in-flight window (every seq once, in order per camera, an empty spool after close), the broker frozen
+with a full window in flight, killed and restarted mid-run, an edgefg restart with events still
+spooled, and `edgefg run --mqtt` end to end (retained state, Home Assistant discovery, last will)."""
 import json
 import signal
 import subprocess
@@ -37,6 +38,25 @@ def test_spool_keeps_order_drops_oldest_and_survives_reopen(tmp_path):
     assert again.put("t", b"next") > seqs[-1]  # never reuses a seq
     with pytest.raises(EdgefgError, match="spool"):
         Spool(tmp_path / "s.sqlite" / "x.sqlite")  # a file where a folder should be
+
+
+def test_spool_ack_many_and_put_many_bookkeeping(tmp_path):
+    sp = Spool(tmp_path / "s.sqlite", max_messages=5)
+    seqs = sp.put_many([("t", f"m{i}".encode()) for i in range(8)])  # one transaction, oldest 3 trimmed
+    assert seqs == list(range(seqs[0], seqs[0] + 8)) and sp.depth == 5 and sp.dropped == 3
+    assert [s for s, *_ in sp.peek(10, after=seqs[5])] == seqs[6:]  # read-ahead past what is in flight
+    # acks of a trimmed row, a duplicate, a never-existing seq and a gap: only rows really there count
+    assert sp.ack_many([seqs[0], seqs[3], seqs[3], seqs[5], seqs[-1] + 100]) == 2
+    assert sp.depth == 3 and sp.dropped == 3
+    assert [s for s, *_ in sp.peek(10)] == [seqs[4], seqs[6], seqs[7]]  # the gap (seqs[4]) is not deleted by the range
+    assert sp.ack_many([]) == 0 and sp.ack_many([seqs[3]]) == 0 and sp.depth == 3
+    sp.put_many([("t", b"x", True), ("t", b"y"), ("t", b"z")])  # 6 > 5: the oldest one trimmed
+    assert sp.depth == 5 and sp.dropped == 4 and sp.peek(1)[0][0] == seqs[6]
+    assert [r for *_, r in sp.peek(10)][2] is True  # retain kept
+    sp.ack_many([seqs[6], seqs[7]])
+    sp.close()
+    again = Spool(tmp_path / "s.sqlite", max_messages=5)
+    assert again.depth == 3 and again.dropped == 4 and [p for _, _, p, _ in again.peek(10)] == [b"x", b"y", b"z"]
 
 
 def test_sighting_lifetime_events():
@@ -117,37 +137,105 @@ def wait_for(cond, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def per_camera_in_order(events: list[dict]) -> bool:
+    """Each camera's seqs, first arrivals only, strictly increasing."""
+    last: dict[str, int] = {}
+    seen = set()
+    for e in events:
+        if e["seq"] in seen:
+            continue
+        seen.add(e["seq"])
+        if e["seq"] <= last.get(e["camera"], 0):
+            return False
+        last[e["camera"]] = e["seq"]
+    return True
+
+
+def test_window_delivers_thousands_once_in_order_and_close_drains(broker, tmp_path):
+    """5,000 events (half spooled before the start, half produced while sending) through the in-flight
+    window: after dedup by seq every one arrived once, each camera in order; close() right after the
+    last event drains the spool to empty while connected."""
+    # the fixture's broker writes its whole database after every change (~1,000 messages/s, slower on a
+    # busy machine), and drops QoS 1 messages for a subscriber more than 1,000 behind (max_queued_messages);
+    # this test is about the publisher: save once a second, and queue whatever the subscriber lags
+    broker.kill()
+    conf = broker.conf.read_text().replace("autosave_on_changes true", "autosave_on_changes false")
+    broker.conf.write_text(conf + "max_queued_messages 0\n")
+    broker.start()
+    sub = Subscriber(broker.port, "edgefg/+/events", client_id="bulk")
+    sp = Spool(tmp_path / "spool.sqlite")
+    first = [("north" if i % 2 else "south", i) for i in range(2500)]
+    seqs = sp.put_many([(f"edgefg/{cam}/events", json.dumps({"camera": cam, "n": i}).encode()) for cam, i in first])
+    sp.close()
+    pub, _ = publisher(broker, tmp_path)
+    wait_for(lambda: pub.connected, what="publisher connect")
+    for i in range(2500, 5000):
+        cam = "north" if i % 2 else "south"
+        seqs.append(pub.event(cam, {"camera": cam, "n": i}))
+    pub.close(drain_s=60)  # at once: the drain must send what is left (it ends when the spool is empty, not at the limit)
+    st = pub.stats()
+    assert st["left_in_spool"] == 0 and st["spool_depth"] == 0 and not st["drain_deadline_hit"], st
+    assert st["published"] == 5000 and 0 <= st["drained"] <= 5000 and st["drain_s"] < 60
+    assert {"connected", "spool_depth", "spool_dropped", "published", "connects", "inflight"} <= set(st)
+    wait_for(lambda: len({e["seq"] for e in sub.events()}) >= 5000, timeout=30, what="all 5000 at the subscriber")
+    events = sub.events()
+    sub.close()
+    assert sorted({e["seq"] for e in events}) == sorted(seqs), "a seq is missing or unknown"
+    got, duplicates = dedup(events)
+    assert sorted(e["n"] for e in got) == list(range(5000))
+    assert per_camera_in_order(events), "a camera's events arrived out of order"
+    if st["connects"] == 1:
+        assert duplicates == 0  # no reconnect: nothing is ever sent twice
+    assert Spool(tmp_path / "spool.sqlite").depth == 0
+
+
 def test_broker_killed_and_restarted_mid_run_loses_nothing(broker, tmp_path):
+    """Events produced steadily; the broker is frozen (SIGSTOP) while a burst fills the in-flight
+    window, then SIGKILLed with those messages unacknowledged, and restarted: paho resends the window,
+    nothing newer overtakes it, every seq arrives (duplicates at most the window), in order, and a
+    connected close leaves nothing in the spool."""
     sub = Subscriber(broker.port, "edgefg/+/events")
-    pub, seen = publisher(broker, tmp_path)
+    pub, seen = publisher(broker, tmp_path, inflight=64)
     wait_for(lambda: pub.connected, what="publisher connect")
     produced = []
+    lock = threading.Lock()
 
-    def produce(n, start):
+    def produce(n, start, pause=0.004):
         for i in range(start, start + n):
             cam = "north" if i % 3 else "south"
             ev = {"type": "update", "camera": cam, "n": i, "before": None, "after": {"label": f"bird{i % 7}", "frames": i}}
-            pub.event(cam, ev)
-            produced.append(ev)
-            time.sleep(0.004)
+            with lock:  # seq order == produced order
+                pub.event(cam, ev)
+                produced.append(ev)
+            if pause:
+                time.sleep(pause)
 
     producer = threading.Thread(target=produce, args=(400, 0))
     producer.start()
     wait_for(lambda: len(sub.events()) >= 100, what="first events")
-    broker.kill(signal.SIGKILL)  # mid-run, events still being produced
-    wait_for(lambda: pub.spool.depth >= 50, what="events spooled while the broker is down")
+    broker.proc.send_signal(signal.SIGSTOP)  # frozen: it acknowledges nothing more
+    produce(300, 1000, pause=0)  # a burst while frozen: the window fills and stays full
+    wait_for(lambda: pub.stats()["inflight"] >= 48, what="most of the window in flight")  # it refills in batches of ≥ 8
+    inflight_at_kill = pub.stats()["inflight"]
+    broker.kill(signal.SIGKILL)  # mid-run, a full window unacknowledged, events still being produced
+    wait_for(lambda: pub.spool.depth >= 300, what="events spooled while the broker is down")
     depth_while_down = pub.spool.depth
     time.sleep(0.3)
     broker.start()
     producer.join()
-    produce(50, 400)  # after the restart
-    wait_for(lambda: len(dedup(sub.events())[0]) >= 450, timeout=30, what="every event at the subscriber")
-    got, duplicates = dedup(sub.events())
+    produce(50, 2000)  # after the restart
+    wait_for(lambda: len(dedup(sub.events())[0]) >= 750, timeout=30, what="every event at the subscriber")
     pub.close()
+    got, duplicates = dedup(sub.events())
+    events = sub.events()
     sub.close()
-    assert got == produced, "events lost, changed or out of order"
-    assert duplicates <= 2  # QoS 1 resends of the message in flight at the kill, if any
-    assert depth_while_down >= 50 and pub.stats()["spool_depth"] == 0 and pub.stats()["spool_dropped"] == 0
+    assert sorted(e["n"] for e in got) == sorted(e["n"] for e in produced), "events lost or changed"
+    assert got == produced, "events out of order"
+    assert per_camera_in_order(events)
+    assert duplicates <= inflight_at_kill + 2  # QoS 1 resends of what was in flight at the kill, at most
+    st = pub.stats()
+    assert 48 <= inflight_at_kill <= 64 and depth_while_down >= 300
+    assert st["spool_depth"] == 0 and st["left_in_spool"] == 0 and st["spool_dropped"] == 0 and st["published"] == 750
     kinds = [e["event"] for e in seen]
     assert "mqtt_disconnected" in kinds and kinds.count("mqtt_connected") >= 2
 
@@ -158,6 +246,8 @@ def test_events_spooled_across_an_edgefg_restart(broker, tmp_path):
     for i in range(30):
         pub.event("north", {"type": "new", "n": i})
     pub.close(drain_s=0.1)  # edgefg stops with everything still spooled
+    st = pub.stats()
+    assert st["left_in_spool"] == 30 and st["drained"] == 0 and not st["drain_deadline_hit"]  # not connected: nothing to wait for
     assert Spool(tmp_path / "spool.sqlite").depth == 30
     broker.start()
     sub = Subscriber(broker.port, "edgefg/+/events")
@@ -213,7 +303,7 @@ def test_edgefg_run_mqtt_end_to_end(broker, tiny_bundles, tmp_path):
                              str(tmp_path / "e2e.sqlite"), "--output", str(tmp_path / "out.jsonl")],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wanted = {"farm/edgefg/south/state", "farm/edgefg/north/events", "farm/edgefg/south/events"}  # events leave the spool one at a time
+        wanted = {"farm/edgefg/south/state", "farm/edgefg/north/events", "farm/edgefg/south/events"}
         wait_for(lambda: wanted <= {t for t, _, _ in sub.messages}, timeout=60, what="state and events from both cameras")
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -223,7 +313,7 @@ def test_edgefg_run_mqtt_end_to_end(broker, tiny_bundles, tmp_path):
     sub.close()
     topics = {t for t, _, _ in msgs}
     assert ("farm/edgefg/available", b"online") in [(t, p) for t, p, _ in msgs]
-    disc = [json.loads(p) for t, p, _ in msgs if t.startswith("homeassistant/sensor/") and t.endswith("/config")]
+    disc = [json.loads(p) for t, p, _ in msgs if t.startswith("homeassistant/sensor/") and t.endswith("/species/config")]  # other entities (drift) too
     assert {d["state_topic"] for d in disc} == {"farm/edgefg/north/state", "farm/edgefg/south/state"}
     assert all(d["availability_topic"] == "farm/edgefg/available" and d["value_template"] == "{{ value_json.label }}" for d in disc)
     state = json.loads(next(p for t, p, _ in msgs if t == "farm/edgefg/north/state"))
