@@ -42,13 +42,10 @@ SEQ = re.compile(rb'"seq":(\d+)')
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model, as every edgefg timing reports it (edgefg.runtime.bench.machine_info)."""
+    from edgefg.runtime.bench import machine_info
+
+    return str(machine_info().get("cpu"))
 
 
 def sighting(i: int, cam: str) -> dict:
