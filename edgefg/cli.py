@@ -87,7 +87,7 @@ def cli(verbose: int) -> None:
     edgefg deploy ART --target intel-cpu -o BUN   bundle for a device profile
     edgefg validate BUN --data DIR --reference R  accuracy gate (exit 1 on regression)
     edgefg run BUN --source 0                     on-device inference
-    edgefg collect export DIR --to labelling/     frames kept by run --collect DIR
+    edgefg collect export DIR --to labelling/     frames a camera kept, to label
     edgefg bench BUN1 BUN2                        side-by-side latency
     edgefg sign BUN --key K ; edgefg install BUN --into DIR --trust K.pub
     edgefg tune M --data D --val-data V -t T -o O  best configuration per target under a budget

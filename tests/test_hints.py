@@ -33,7 +33,9 @@ def command_options() -> dict[str, set[str]]:
     out = {}
     for name in cli.list_commands(ctx):
         cmd = cli.get_command(ctx, name)
-        out[name] = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help"} | group
+        # a group (edgefg collect export|stats): its own options and those of its subcommands
+        subs = [cmd.get_command(ctx, s) for s in cmd.list_commands(ctx)] if isinstance(cmd, click.Group) else []
+        out[name] = {o for c in (cmd, *subs) for p in c.params for o in (*p.opts, *p.secondary_opts)} | {"--help"} | group
     return out
 
 

@@ -3,7 +3,8 @@
 A field camera sees thousands of frames the training set never had. This output keeps the few that
 teach most — the model hesitated, flickered, or rejected them — plus a uniform sample, in a bounded
 folder that feeds ``edgefg compress/tune --agreement-data DIR`` as it is, a labelling queue
-(``edgefg collect export``) and, once sorted into class folders, ``--val-data``.
+(``edgefg collect export``) and, once sorted into class folders,
+compress/tune's ``--val-data``.
 
 Policies (``--collect-policy``, comma-separated; default all four), on the model's raw probability
 vector of the frame (``frame.probabilities``, before smoothing) and the decided label:
