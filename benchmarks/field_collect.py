@@ -1,7 +1,7 @@
 """Collect on the device (issue #24): what `edgefg run --collect` keeps, what it costs, and what the kept
 frames are worth as agreement data for INT8.
 
-    python benchmarks/field_collect.py [--rounds 5] [--skip-agreement | --agreement-only] [--min-agreement 0.99 0.995]
+    python benchmarks/field_collect.py [--rounds 5] [--skip-agreement | --agreement-only | --docs-only] [--min-agreement 0.99 0.995] [--docs]
 
 Data: cub100/test replayed as two cameras — the class folders split in two (sorted; the first half is
 camera ``a``, the rest ``b``), each an image-folder source read in order, so consecutive frames are mostly
@@ -24,7 +24,8 @@ intel-cpu (OpenVINO); cached under runs/field-collect/.
    and on the original images of half 2 (hard frames no variant saw). Compress runs are cached under
    runs/field-collect/ (reused when the arguments and the agreement images are the same).
 
-Prints a table (with the CPU model) and writes benchmarks/out/field_collect.json.
+Prints a table (with the CPU model) and writes benchmarks/out/field_collect.json; with --docs (or --docs-only, from
+that JSON) also the field-collect block of docs/field-loop.md.
 """
 from __future__ import annotations
 
@@ -280,7 +281,12 @@ def main() -> None:
     phase.add_argument("--skip-agreement", action="store_true", help="only the throughput runs (the JSON keeps its agreement section)")
     phase.add_argument("--agreement-only", action="store_true", help="only the agreement runs (the JSON keeps its throughput section)")
     ap.add_argument("--json", type=Path, default=OUT)
+    ap.add_argument("--docs", action="store_true", help="also write the field-collect block of docs/field-loop.md")
+    phase.add_argument("--docs-only", action="store_true", help="only re-write the docs block from the JSON the last runs left")
     args = ap.parse_args()
+    if args.docs_only:
+        write_docs(json.loads(args.json.read_text(encoding="utf-8")))
+        return
     RUNS.mkdir(parents=True, exist_ok=True)
     machine = f"{cpu_model()} ({len(os.sched_getaffinity(0))} cores)"
     print(f"CPU: {machine}", flush=True)
@@ -303,6 +309,51 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"wrote {args.json.relative_to(REPO) if args.json.is_relative_to(REPO) else args.json}")
+    if args.docs:
+        write_docs(result)
+
+
+def write_docs(result: dict) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from readme_block import write_block
+
+    docs = REPO / "docs" / "field-loop.md"
+    if write_block("field-collect", docs_table(result), docs):
+        print(f"wrote the block field-collect of {docs.relative_to(REPO)}")
+
+
+def docs_table(r: dict) -> str:
+    """Markdown for docs/field-loop.md: the throughput ratios and the agreement-driven INT8 rows."""
+    lines = []
+    t = r.get("throughput")
+    if t:
+        rounds = len({x["round"] for x in t["runs"]})
+        lines += [f"`{r['commands']['throughput']}` on {r['machine']}, {t['date']}; bundle: mobilenetv2_cub100 plain INT8, intel-cpu "
+                  f"(OpenVINO); cub100/test replayed as two cameras ({', '.join(f'{k}: {v} frames' for k, v in r['cameras'].items())}), "
+                  "uncapped frame rate (the cores saturated).", "",
+                  f"Ratios to the run without `--collect` in the same round, median of {rounds} rounds [min–max]:", "",
+                  "| run | frames kept (per policy; a frame may count for several) | dropped busy | FPS | CPU ms/frame | total p95 | end-to-end p95 |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, v in t["ratios_to_without"].items():
+            kept = [x["collected"] for x in t["runs"] if x["config"] == name]
+            c = kept[0]
+            cell = lambda k: f"{v[k]['median']:.2f} [{v[k]['min']:.2f}–{v[k]['max']:.2f}]"
+            lines.append(f"| {name} | {c['kept']} ({', '.join(f'{p} {n}' for p, n in c['by_policy'].items())}), {c['bytes'] / 1e6:.1f} MB "
+                         f"| {max(x['dropped']['busy'] for x in kept)} | {cell('fps')} | {cell('cpu_ms_per_frame')} | {cell('total_p95_ms')} | {cell('end_to_end_p95_ms')} |")
+    a = r.get("agreement")
+    if a:
+        lines += ["", f"`{r['commands']['agreement']}` on {r['machine']}, {a['date']}: the {a['collected_frames']} frames the first unlimited run "
+                      f"kept, split at random: {a['drive_frames']} drive `edgefg compress --agreement-data`, the other {a['collected_held_out_frames']} "
+                      f"are scored (hard frames no variant saw), with the {a['not_collected_frames']} frames not collected. "
+                      f"FP32 top-1: {a['fp32_top1_not_collected']:.3f} on the frames not collected, {a['fp32_top1_collected_held_out']:.3f} on the "
+                      f"held-out collected ones. Latency: {a['latency']}; FP32 {a['fp32_latency_ms']} ms.", "",
+                  "| variant | agreement with FP32, held-out collected | top-1, held-out collected | agreement, not collected | layers kept in float | speed-up vs FP32 | compress time |",
+                  "|---|---|---|---|---|---|---|"]
+        for v in a["variants"]:
+            h = v["collected_held_out"]
+            lines.append(f"| {v['variant']} | {h['agreement']:.3f} | {h['top1']:.3f} | {v['agreement']:.3f} | {len(v['layers_reverted'])} "
+                         f"| {v['speedup_vs_fp32']:.2f}× | {v['compress_seconds'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
