@@ -158,11 +158,13 @@ class Capture:
         self._thread = threading.Thread(target=self._supervise, name="edgefg-capture", daemon=True)
 
     # -- public ----------------------------------------------------------------------------
+    READER_EXIT_S = 2.0  # how long stop waits for a reader mid-frame (a hung network read is left behind)
+
     def start(self) -> "Capture":
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = READER_EXIT_S + 1.0) -> None:
         self.stop_event.set()
         self.buffer.close()
         if self._thread.ident is not None:  # started
@@ -242,6 +244,9 @@ class Capture:
                         self.events.emit("source_stalled", source=self.spec, no_frame_for_s=self.policy.stall_timeout_s)
                         break
                 if self.stop_event.is_set():
+                    # let the reader finish its frame: a daemon thread still inside OpenCV/FFmpeg when the
+                    # interpreter exits is unwound through C++ and aborts the process (SIGABRT, "exception not rethrown")
+                    reader.join(self.READER_EXIT_S)
                     return
                 if state.get("fatal") is not None:
                     self.error = state["fatal"]
