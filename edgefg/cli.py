@@ -178,10 +178,13 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path), help="Sign the bundle with this private key (edgefg keygen) when it is written.")
 @click.option("--drift-samples", default=500, show_default=True, type=click.IntRange(0),
               help="Images (from --data, stratified; else the artifact's parity images) for the bundle's drift reference profile; 0: none.")
+@click.option("--release", type=click.IntRange(0, 2**63 - 1),
+              help="The bundle's release number (e.g. a CI build number); default: the deploy time in seconds. "
+                   "edgefg install refuses a lower one than the installed bundle's.")
 @max_pixels_option
 @handle_errors
 def deploy(artifact, target, engine, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
-           crop_mode, resize, output_activation, layout, sign_key, drift_samples) -> None:
+           crop_mode, resize, output_activation, layout, sign_key, drift_samples, release) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
@@ -201,7 +204,7 @@ def deploy(artifact, target, engine, precision, data, labels, out, force, calib_
         target_arg = target
     result = run_deploy(artifact, target_arg, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
                         wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None,
-                        drift_samples=drift_samples)
+                        drift_samples=drift_samples, release=release)
     m, p = result.manifest, result.manifest.parity
     console = _console()
     if signer is not None:
@@ -420,13 +423,14 @@ def _interactive() -> bool:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--into", required=True, type=click.Path(path_type=Path), help="Device directory holding releases/, current and previous.")
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(1, 1000), help="Releases to keep (current and previous always kept).")
+@click.option("--allow-downgrade", is_flag=True, help="Install BUNDLE even when its release number is lower than the installed bundle's.")
 @trust_option
 @handle_errors
-def install(bundle, into, keep, trust) -> None:
+def install(bundle, into, keep, allow_downgrade, trust) -> None:
     """Verify BUNDLE and make it DIR/current atomically (the old one becomes DIR/previous)."""
     from edgefg.runtime.install import install_bundle
 
-    r = install_bundle(bundle, into, keep=keep, trust=trust_paths(trust))
+    r = install_bundle(bundle, into, keep=keep, trust=trust_paths(trust), allow_downgrade=allow_downgrade)
     if r.unchanged:
         click.echo(f"{r.release.name} is already current in {into}")
         return

@@ -113,12 +113,14 @@ def deploy(
     calib_size: int = 300,
     wrap_options: dict | None = None,
     drift_samples: int = 500,
+    release: int | None = None,
 ) -> DeployResult:
     """``drift_samples``: images (from ``data``, stratified; else the artifact's parity images) for the
-    bundle's drift reference profile (``drift_reference.json``, :mod:`edgefg.runtime.drift_profile`); 0: none."""
+    bundle's drift reference profile (``drift_reference.json``, :mod:`edgefg.runtime.drift_profile`); 0: none.
+    ``release``: the bundle's release number (default: now in seconds); install refuses a lower one."""
     artifact = Path(artifact)
     if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
-        return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, **(wrap_options or {}))
+        return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, release=release, **(wrap_options or {}))
     src = load_manifest(artifact)
     tgt = (target if isinstance(target, Target) else load_target(target)).require_available()
     precision = resolve_precision(tgt, src, precision)
@@ -152,6 +154,7 @@ def deploy(
         manifest.outputs = result.outputs or manifest.outputs
         manifest.preprocess = result.preprocess or manifest.preprocess
         manifest.versions = library_versions()
+        manifest.stamp_release(release)  # the bundle's own time and release, not the artifact's
         manifest.compression = src.compression + [
             {"method": "deploy", "target": tgt.name, "converters": [f"{converter.src}->{converter.dst}"], "notes": result.notes}
         ]

@@ -9,6 +9,7 @@ on-device runtime reads it); loading checks the strict schema of :mod:`edgefg.tr
 """
 from __future__ import annotations
 
+import calendar
 import copy
 import dataclasses
 import hashlib
@@ -127,7 +128,26 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    # a bundle's release number, covered by its signature like every field: ``edgefg install`` refuses one
+    # lower than the installed bundle's (no signed downgrade). Deploy sets it: --release N, default the
+    # deploy time in seconds since 1970 (older bundles without it: their ``created`` time stands in)
+    release: int | None = None
     schema_version: int = SCHEMA_VERSION
+
+    def stamp_release(self, release: int | None = None) -> None:
+        """A new bundle: ``created`` now and ``release`` = ``release`` or the time in seconds."""
+        now = time.time()
+        self.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        self.release = int(now) if release is None else int(release)
+
+    def release_order(self) -> int:
+        """What install compares: ``release``, else the creation time in seconds (0 when unreadable)."""
+        if self.release is not None:
+            return self.release
+        try:
+            return calendar.timegm(time.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ"))
+        except (TypeError, ValueError):
+            return 0
 
     @property
     def num_classes(self) -> int:

@@ -243,6 +243,7 @@ def wrap_model(
     precision: str | None = None,
     force: bool = False,
     data: str | Path | None = None,
+    release: int | None = None,
     **opts: Any,
 ):
     """Bundle an already-converted model file for ``target``. ``opts``: layout, input_size,
@@ -331,6 +332,7 @@ def wrap_model(
         manifest.parity = {"reference": None, "inputs": source, "samples": int(len(x)),
                            "note": "wrapped model: nothing to compare with; it loads and gives finite scores for every label"}
         manifest.record_files(tmp)
+        manifest.stamp_release(release)
         manifest.save(tmp)
     return DeployResult(out, manifest, tgt)
 

@@ -18,12 +18,16 @@ temporary folders left by an interrupted install are removed by the next one. St
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from edgefg.errors import BundleError, InputPathError
 from edgefg.manifest import MANIFEST_NAME, Manifest, load_manifest
@@ -33,6 +37,12 @@ from edgefg.trust.paths import open_confined
 RELEASES = "releases"
 CURRENT = "current"
 PREVIOUS = "previous"
+LOCK = ".install.lock"
+LOCK_WAIT_S = 30.0
+
+
+class InstallInterrupted(KeyboardInterrupt):
+    """SIGTERM/SIGHUP arrived during an install: raised so that the temporary copy is removed."""
 
 
 @dataclass
@@ -116,17 +126,84 @@ def _refresh_signature(bundle: Path, dest: Path) -> None:
     os.replace(tmp, dest / SIG_NAME)
 
 
-def install_bundle(bundle: str | Path, into: str | Path, keep: int = 3, trust: Sequence[Any] | None = None) -> InstallResult:
+@contextlib.contextmanager
+def install_lock(into: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """One install or rollback into ``into`` at a time (``flock`` on ``into/.install.lock``; released
+    by the kernel if the process dies). Waits ``wait_s``, then a clear error."""
+    import fcntl
+
+    into.mkdir(parents=True, exist_ok=True)
+    fd = os.open(into / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BundleError(f"another edgefg install or rollback into '{into}' has held its lock for {wait_s:.0f} s",
+                                      "wait for it to finish (or stop it), then run this again") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise :class:`InstallInterrupted` (cleanup runs) instead of killing the process mid-copy."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupted(signum: int, _frame: Any) -> None:
+        raise InstallInterrupted(f"{signal.Signals(signum).name} during install")
+
+    old = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _check_not_older(manifest: Manifest, bundle: Path, old: Path | None, allow_downgrade: bool) -> None:
+    """Refuse a bundle whose release is lower than the installed one's (a signed but old bundle)."""
+    if old is None or allow_downgrade:
+        return
+    try:
+        installed = load_manifest(old, verify=False)
+    except Exception:  # a damaged current release: nothing to compare with (install repairs it)
+        return
+    new_order, old_order = manifest.release_order(), installed.release_order()
+    if new_order < old_order:
+        def what(m: Manifest) -> str:
+            return f"release {m.release} (created {m.created})" if m.release is not None else f"created {m.created}, no release number"
+
+        raise BundleError(f"refusing a downgrade: '{bundle}' is {what(manifest)}, older than the installed {old.name}: {what(installed)}",
+                          "pass --allow-downgrade to install an older bundle on purpose, or `edgefg rollback --into DIR` to go back one")
+
+
+def install_bundle(bundle: str | Path, into: str | Path, keep: int = 3, trust: Sequence[Any] | None = None,
+                   allow_downgrade: bool = False, lock_wait_s: float = LOCK_WAIT_S) -> InstallResult:
     """Verify ``bundle``, copy it under ``into/releases``, switch ``into/current`` to it atomically.
 
     ``keep`` releases are kept (always including current and previous); older ones are deleted.
-    ``trust``: public keys, one of which must have signed the bundle.
+    ``trust``: public keys, one of which must have signed the bundle. A bundle with a lower release
+    number than the installed one is refused unless ``allow_downgrade``. One install at a time per
+    ``into`` (a lock, waited for ``lock_wait_s``); SIGTERM/SIGHUP mid-copy remove the partial copy.
     Raises :class:`~edgefg.errors.ChecksumError` (and changes nothing) for a corrupt bundle.
     """
     if keep < 1:
         raise BundleError(f"keep must be at least 1, got {keep}")
     bundle, into = Path(bundle), Path(into)
     manifest = load_manifest(bundle, verify=True, trust=trust)  # refuse a corrupt bundle before touching DIR
+    with install_lock(into, lock_wait_s), _signals_interrupt():
+        return _install_locked(bundle, into, manifest, keep, trust, allow_downgrade)
+
+
+def _install_locked(bundle: Path, into: Path, manifest: Manifest, keep: int, trust: Sequence[Any] | None, allow_downgrade: bool) -> InstallResult:
     releases = into / RELEASES
     releases.mkdir(parents=True, exist_ok=True)
     sweep_stale(releases)  # temporary copies an interrupted install left behind
@@ -138,6 +215,7 @@ def install_bundle(bundle: str | Path, into: str | Path, keep: int = 3, trust: S
     dest = releases / release_name(bundle, manifest)
     if old is not None and old == dest.resolve():
         return InstallResult(dest, current, _target(into / PREVIOUS), unchanged=True)
+    _check_not_older(manifest, bundle, old if old is not None and old.is_dir() else None, allow_downgrade)
     if not dest.is_dir():
         tmp = temp_dir(releases, dest.name)
         try:
@@ -158,12 +236,18 @@ def install_bundle(bundle: str | Path, into: str | Path, keep: int = 3, trust: S
     return InstallResult(dest, current, old)
 
 
-def rollback(into: str | Path) -> InstallResult:
-    """Switch ``current`` back to ``previous`` (and ``previous`` to what was current)."""
+def rollback(into: str | Path, lock_wait_s: float = LOCK_WAIT_S) -> InstallResult:
+    """Switch ``current`` back to ``previous`` (and ``previous`` to what was current): the operator's
+    deliberate step back, so no release check."""
     into = Path(into)
-    current, previous = into / CURRENT, into / PREVIOUS
     if not into.is_dir():
         raise InputPathError(f"'{into}' does not exist", "pass the --into directory used with edgefg install")
+    with install_lock(into, lock_wait_s):
+        return _rollback_locked(into)
+
+
+def _rollback_locked(into: Path) -> InstallResult:
+    current, previous = into / CURRENT, into / PREVIOUS
     prev = _target(previous)
     if prev is None or not prev.is_dir():
         raise BundleError(f"'{into}' has no previous bundle to roll back to", "install at least two bundles first")

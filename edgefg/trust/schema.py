@@ -110,6 +110,7 @@ def manifest_schema() -> dict[str, Any]:
             "versions": {"type": "object", "maxProperties": 1000, "additionalProperties": {"type": ["string", "null"], "maxLength": 256}},
             "files": {"type": "object", "maxProperties": MAX_FILES, "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
             "created": {"type": "string", "maxLength": 64},
+            "release": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**63 - 1},
         },
         "required": ["schema_version", "name", "kind", "model_file", "format", "backend", "precision", "labels", "preprocess", "inputs", "outputs"],
         "additionalProperties": False,

@@ -1,7 +1,11 @@
 """Atomic bundle install/rollback on a device directory; corrupt bundles are refused."""
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -79,3 +83,135 @@ def test_cli_install_rollback_and_flipped_byte(two_bundles, tmp_path):
     assert run.returncode == 2 and "checksum mismatch" in run.stderr
     rb = subprocess.run([*EDGEFG, "rollback", "--into", str(dev)], capture_output=True, text=True)
     assert rb.returncode == 2 and "no previous" in rb.stderr
+
+
+# -- no signed downgrade, one install at a time, signals -------------------------------------------
+def set_release(bundle_dir, release):
+    """Give a bundle another release number (manifest.json is not in its checksummed file list; a
+    signature made afterwards covers the new number)."""
+    path = bundle_dir / "manifest.json"
+    d = json.loads(path.read_text())
+    d["release"] = release
+    path.write_text(json.dumps(d, indent=2))
+
+
+def test_deploy_stamps_its_own_time_and_release(tiny_bundles):
+    m = load_manifest(tiny_bundles["int8-intel-cpu"])
+    assert isinstance(m.release, int) and abs(m.release - time.time()) < 6 * 3600  # made by this test session
+    assert m.release_order() == m.release
+
+
+def test_a_signed_older_bundle_is_refused_unless_allowed(two_bundles, tmp_path):
+    from edgefg.trust.signing import generate_keypair, sign_bundle
+
+    a, b = two_bundles
+    set_release(a, 200)
+    set_release(b, 100)
+    priv, pub = generate_keypair(tmp_path / "keys")
+    for x in (a, b):
+        sign_bundle(x, priv)
+    dev = tmp_path / "device"
+    new = install_bundle(a, dev, trust=[pub]).release
+    with pytest.raises(BundleError, match="refusing a downgrade.*release 100.*release 200"):
+        install_bundle(b, dev, trust=[pub])  # correctly signed, but older
+    assert (dev / "current").resolve() == new.resolve() and not (dev / "previous").exists()
+    assert sorted(p.name for p in (dev / "releases").iterdir()) == [new.name]  # nothing copied
+    cli = subprocess.run([*EDGEFG, "install", str(b), "--into", str(dev), "--trust", str(pub)], capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.startswith("error: refusing a downgrade") and "--allow-downgrade" in cli.stderr
+    assert "Traceback" not in cli.stderr
+    ok = subprocess.run([*EDGEFG, "install", str(b), "--into", str(dev), "--trust", str(pub), "--allow-downgrade"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert load_manifest(dev / "current").release == 100
+    rollback(dev)  # the operator's step back is not a downgrade check
+    assert load_manifest(dev / "current").release == 200
+
+
+def test_a_bundle_without_a_release_number_is_ordered_by_its_creation_time(two_bundles, tmp_path):
+    a, b = two_bundles
+    for x, created in ((a, "2026-06-01T00:00:00Z"), (b, "2025-01-01T00:00:00Z")):
+        d = json.loads((x / "manifest.json").read_text())
+        d.pop("release", None)
+        d["created"] = created
+        (x / "manifest.json").write_text(json.dumps(d))
+    dev = tmp_path / "device"
+    install_bundle(a, dev)
+    with pytest.raises(BundleError, match="created 2025-01-01T00:00:00Z, no release number"):
+        install_bundle(b, dev)
+
+
+def test_a_held_lock_makes_the_second_install_wait_then_say_so(two_bundles, tmp_path):
+    from edgefg.runtime.install import install_lock
+
+    a, _ = two_bundles
+    dev = tmp_path / "device"
+    with install_lock(dev):
+        t0 = time.monotonic()
+        with pytest.raises(BundleError, match="another edgefg install or rollback"):
+            install_bundle(a, dev, lock_wait_s=0.3)
+        assert 0.3 <= time.monotonic() - t0 < 5
+    assert not (dev / "current").exists()
+    assert install_bundle(a, dev).previous is None  # the lock is free again
+
+
+def test_concurrent_installs_both_land_in_order(two_bundles, tmp_path):
+    a, b = two_bundles
+    set_release(a, 100)
+    set_release(b, 100)  # equal: neither is a downgrade of the other
+    dev = tmp_path / "device"
+    procs = [subprocess.Popen([*EDGEFG, "install", str(x), "--into", str(dev)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for x in (a, b)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    releases = sorted(p.name for p in (dev / "releases").iterdir())
+    assert len(releases) == 2  # neither copy lost
+    cur, prev = (dev / "current").resolve().name, (dev / "previous").resolve().name
+    assert {cur, prev} == set(releases)  # the rollback chain holds both
+
+
+SLOW_INSTALL = """
+import sys, time
+from pathlib import Path
+import edgefg.runtime.install as inst
+real = inst.copy_listed
+def slow(bundle, manifest, dest):
+    real(bundle, manifest, dest)
+    Path(sys.argv[3]).write_text("copied")
+    time.sleep(60)
+inst.copy_listed = slow
+try:
+    inst.install_bundle(sys.argv[1], sys.argv[2])
+except KeyboardInterrupt as exc:
+    print(type(exc).__name__, exc)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_mid_copy_leaves_no_partial_release(two_bundles, tmp_path, sig):
+    a, b = two_bundles
+    dev = tmp_path / "device"
+    first = install_bundle(a, dev).release
+    marker = tmp_path / "copied"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_INSTALL, str(b), str(dev), str(marker)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()
+    assert any(p.name.startswith(".") for p in (dev / "releases").iterdir())  # the temporary copy is there now
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "InstallInterrupted" in out, (out, err)
+    assert [p.name for p in (dev / "releases").iterdir()] == [first.name]  # removed, not left for the next install
+    assert (dev / "current").resolve() == first.resolve()
+
+
+def test_a_key_id_with_terminal_escapes_is_printed_escaped(two_bundles, tmp_path):
+    from edgefg.trust.signing import SIG_NAME, generate_keypair
+
+    a, _ = two_bundles
+    _, pub = generate_keypair(tmp_path / "keys")
+    evil = "\x1b[2K\r\x1b[32mVERIFIED OK\x1b[0m \u202e"
+    (a / SIG_NAME).write_text(json.dumps({"format": "edgefg-signature-v1", "signatures": [{"algorithm": "ed25519", "key_id": evil, "signature": "AAAA", "signed": "x"}]}))
+    r = subprocess.run([*EDGEFG, "install", str(a), "--into", str(tmp_path / "dev"), "--trust", str(pub)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ")
+    assert "\x1b" not in r.stderr and "\r" not in r.stderr and "\u202e" not in r.stderr
+    assert "\\x1b[2K\\x0d\\x1b[32mVERIFIED OK" in r.stderr and "\\u202e" in r.stderr
