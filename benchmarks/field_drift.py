@@ -19,7 +19,6 @@ Prints a table with the CPU model; writes benchmarks/out/field_drift.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -29,13 +28,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-MODEL = DATA / "models" / "mobilenetv2_cub100"
-TRAIN, TEST = DATA / "cub100" / "train", DATA / "cub100" / "test"
-WORK = REPO / "runs" / "field-drift"
-OUT = REPO / "benchmarks" / "out" / "field_drift.json"
+if not __package__:  # python benchmarks/field_drift.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import DATA, MODEL, OUT as OUT_DIR, REPO, RUNS, TEST, TRAIN, machine_info, write_block, write_json
+
+WORK = RUNS / "field-drift"
+OUT = OUT_DIR / "field_drift.json"
 SIGNALS = ("class", "confidence", "margin", "luminance", "sharpness")
 
 
@@ -228,7 +226,6 @@ def main() -> None:
     args = ap.parse_args()
     if not TEST.is_dir():
         raise SystemExit(f"no cub100 at {DATA} (set EDGEFG_DATA)")
-    from edgefg.runtime.bench import machine_info
     from edgefg.runtime.drift_profile import PROFILE_NAME, load_profile
     from edgefg.runtime.model import LoadedBundle
 
@@ -270,20 +267,14 @@ def main() -> None:
               "stream_images": len(stream), "prefix": args.prefix, "after": args.after, "window": args.window, "every": args.every,
               "ten_classes": sorted(ten), "scenarios": scenarios, "train_reference": train_run, "fps": fps, "shadow": shadow}
     result["signal_ms"] = signal_cost(order[0])
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(args.json, result)
     print(table(result))
     if args.docs:
         write_docs(result)
 
 
 def write_docs(result: dict) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from readme_block import write_block
-
-    docs = REPO / "docs" / "field-loop.md"
-    if write_block("field-drift", table(result) + "\n", docs):
-        print(f"wrote the block field-drift of {docs.relative_to(REPO)}")
+    write_block("field-drift", table(result) + "\n")
 
 
 def table(r: dict) -> str:

@@ -34,18 +34,12 @@ import time
 from array import array
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # python benchmarks/mqtt_throughput.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import OUT, cpu_model, write_block, write_json
 
 CAMERAS = ("north", "south")
 SEQ = re.compile(rb'"seq":(\d+)')
-
-
-def cpu_model() -> str:
-    """The CPU model, as every edgefg timing reports it (edgefg.runtime.bench.machine_info)."""
-    from edgefg.runtime.bench import machine_info
-
-    return str(machine_info().get("cpu"))
 
 
 def sighting(i: int, cam: str) -> dict:
@@ -290,7 +284,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="steady-load duration per rate (600 for the docs figure)")
     ap.add_argument("--drain-s", type=float, default=5.0, help="close() drain limit after the steady load")
     ap.add_argument("--persist", action="store_true", help="use the test fixture's broker config (persistence saved on every change)")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "mqtt_throughput.json")
+    ap.add_argument("--json", type=Path, default=OUT / "mqtt_throughput.json")
     ap.add_argument("--no-docs", action="store_true", help="do not write the table into docs/field-loop.md")
     args = ap.parse_args()
 
@@ -333,18 +327,10 @@ def main() -> None:
             sub = s["subscriber"]
             dm = f"{s['depth_min']}/{s['depth_max']}/{s['depth_last']}"
             print(f"{'':<36}{s['rate']:>7.0f}{s['seconds']:>6.0f}{s['produced']:>10}{dm:>20}{s['left_in_spool']:>6}{s['drained']:>8}{sub['lost']:>6}{sub['duplicates']:>6}{str(sub['in_order_per_camera']):>10}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.json, out, indent=1)
     print(f"\nwrote {args.json}")
     if not args.no_docs:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from readme_block import write_block
-
-        if write_block("mqtt-throughput", markdown(out), DOCS):
-            print(f"wrote the block mqtt-throughput of {DOCS.relative_to(ROOT)}")
-
-
-DOCS = ROOT / "docs" / "field-loop.md"
+        write_block("mqtt-throughput", markdown(out))
 
 
 def markdown(out: dict) -> str:

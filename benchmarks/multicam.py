@@ -13,14 +13,13 @@ soak     N cameras (N-1 looped files + the RTSP test server) for --soak-frames f
          mosquitto broker that is killed and restarted once, and the RTSP server stopped and restarted once;
          a subscriber counts the sighting events: lost = spool seqs never received. RSS growth reported.
 
-Writes JSON and, with --readme, the README block ``multicam``. Figures are measured, never typed.
+Writes JSON and, with --readme, the result block ``multicam``. Figures are measured, never typed.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -32,14 +31,15 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).parent))
-EDGEFG = [sys.executable, "-m", "edgefg"]
+if not __package__:  # python benchmarks/multicam.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import REPO as ROOT, RESULTS, cpu_model, edgefg_command, edgefg_env, usable_cores, write_block, write_json
+
+EDGEFG = edgefg_command()
 
 
 def clips(work: Path, n: int, frames: int) -> list[Path]:
-    from soak import test_frames, write_video
+    from benchmarks.soak import test_frames, write_video
 
     base = test_frames(60)
     seq = [base[i % len(base)] for i in range(frames)]
@@ -88,7 +88,7 @@ def run_layout(cmds: list[list[str]], outputs: list[Path], env: dict) -> dict:
 
 def compare(bundle: Path, n: int, frames: int, fps: float, threads: int | None, work: Path, preprocess_in: str = "auto") -> dict:
     files = clips(work, n, frames)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = edgefg_env()
     common = ["--preprocess-in", preprocess_in] + (["--threads", str(threads)] if threads else [])
     if fps:
         cfg = work / "cams.toml"
@@ -125,7 +125,7 @@ def soak(bundle: Path, n: int, frames: int, work: Path) -> dict:
     spool = work / "spool.sqlite"
     cmd = [*EDGEFG, "run", str(bundle), "--config", str(cfg), "--smooth", "ema:0.5", "--mqtt", broker.url, "--mqtt-spool", str(spool),
            "--max-frames", str(n * frames), "--stats-every", "10", "--output", os.devnull]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=edgefg_env(), cwd=ROOT)
     ps = psutil.Process(proc.pid)
     rss: list[tuple[float, float]] = []
     stderr: list[str] = []
@@ -203,7 +203,7 @@ def main() -> int:
     ap.add_argument("--soak", action="store_true")
     ap.add_argument("--soak-frames", type=int, default=10_000, help="frames per camera (soak)")
     ap.add_argument("--no-compare", action="store_true")
-    ap.add_argument("--json", type=Path, default=ROOT / "results" / "multicam.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "multicam.json")
     ap.add_argument("--readme", action="store_true")
     ap.add_argument("--from-json", type=Path, help="re-render a saved result (no measuring)")
     args = ap.parse_args()
@@ -212,18 +212,11 @@ def main() -> int:
         text = render(r)
         print(text)
         if args.readme:
-            from readme_block import write_block
-
             write_block("multicam", text)
         return 0
-    r: dict = {"bundle": str(args.bundle), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": len(os.sched_getaffinity(0)),
-               "cpu": platform.processor() or platform.machine(),
+    r: dict = {"bundle": str(args.bundle), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": usable_cores(),
+               "cpu": cpu_model(),
                "command": "python benchmarks/multicam.py " + " ".join("BUNDLE" if a == str(args.bundle) else a for a in sys.argv[1:] if a != "--readme")}
-    try:
-        with open("/proc/cpuinfo") as f:
-            r["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     with tempfile.TemporaryDirectory(prefix="edgefg-multicam-") as tmp:
         work = Path(tmp)
         if not args.no_compare:
@@ -232,13 +225,9 @@ def main() -> int:
             r["soak"] = soak(args.bundle, args.cameras, args.soak_frames, work)
     text = render(r)
     print(text)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(r, indent=2))
+    write_json(args.json, r)
     if args.readme:
-        from readme_block import write_block
-
-        if not write_block("multicam", text):
-            print("README has no <!-- multicam:start --> block; not written", file=sys.stderr)
+        write_block("multicam", text)
     return 0
 
 

@@ -17,15 +17,13 @@ worst class's drop in images with its paired sign-test p against the family's FP
 scores are cached under ``runs/pareto/scores/`` keyed by the file's sha256 and the data, so a
 re-run only re-times. Speed: ALL models are timed in ONE interleaved loop (OpenVINO CPU, same
 threads): batch-1 latency (LATENCY hint, sync calls) and throughput (THROUGHPUT hint, async queue),
-medians over rounds. Writes results/pareto.{json,md,png} and the README ``pareto`` block.
+medians over rounds. Writes results/pareto.{json,md,png} and the result block ``pareto``.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -34,10 +32,11 @@ from typing import Sequence
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "results"
-RUNS = REPO / "runs"
+if not __package__:  # python benchmarks/pareto.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import (COMPRESS_RUNS, DATA, MODEL, REPO, RESULTS as OUT, RUNS, TEST, TRAIN, machine_info, machine_line, run_edgefg,
+                               write_block, write_json)
+
 SCORES = RUNS / "pareto" / "scores"
 THREADS = 2
 _TEST_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -202,18 +201,9 @@ def time_interleaved(models: dict[str, Path], input_size: Sequence[int] | None, 
 # -- the two families -------------------------------------------------------------------------
 
 
-def _edgefg_compress(args: list[str]) -> None:
-    exe = str(Path(sys.executable).with_name("edgefg"))
-    print("$ edgefg compress " + " ".join(a.replace(str(REPO) + "/", "") for a in args), flush=True)
-    proc = subprocess.run([exe, "compress", *args], cwd=REPO, text=True, capture_output=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"edgefg compress failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-
-
 def mobilenet_family() -> tuple[dict[str, Path], Path]:
-    model = DATA / "models" / "mobilenetv2_cub100"
-    train = DATA / "cub100" / "train"
-    pruned = RUNS / "compress" / "mnv2-prune"
+    model, train = MODEL, TRAIN
+    pruned = COMPRESS_RUNS / "mnv2-prune"
     has_pruned = (pruned / "manifest.json").is_file()
     if not has_pruned:  # the GPU-recovered pruning curves come in through recovery_families()
         print(f"note: {pruned.relative_to(REPO)} missing: the CPU-recovered 30 % pruning of `compress_figures.py prune` is left out", flush=True)
@@ -234,7 +224,7 @@ def mobilenet_family() -> tuple[dict[str, Path], Path]:
         want = hashlib.sha256(json.dumps([_sha256(src / "model.onnx") if name == "mnv2-prune-int8" else _sha256(src / "model.safetensors"),
                                           args, library_versions()], default=str).encode()).hexdigest()
         if not (made / name / "manifest.json").is_file() or not stamp.is_file() or stamp.read_text() != want:
-            _edgefg_compress(args)
+            run_edgefg("compress", *args, echo=True)
             stamp.write_text(want)
     files = {
         "FP32": made / "mnv2-fp32" / "model.onnx",
@@ -247,11 +237,11 @@ def mobilenet_family() -> tuple[dict[str, Path], Path]:
 
 
 def vit_family() -> dict[str, Path]:
-    listing = RUNS / "compress" / "vit-hybrid" / "variants.json"
+    listing = COMPRESS_RUNS / "vit-hybrid" / "variants.json"
     if not listing.is_file():
         raise SystemExit(f"missing {listing.relative_to(REPO)}: run `python benchmarks/compress_figures.py vit` first (make bench does)")
     files = {name: REPO / rel for name, rel in json.loads(listing.read_text()).items()}
-    accuracy_aware = RUNS / "compress" / "vit-int8" / "variants.json"  # benchmarks/compress_figures.py vit-int8, when run
+    accuracy_aware = COMPRESS_RUNS / "vit-int8" / "variants.json"  # benchmarks/compress_figures.py vit-int8, when run
     if accuracy_aware.is_file():
         files.update({name: REPO / rel for name, rel in json.loads(accuracy_aware.read_text()).items() if (REPO / rel).is_file()})
     return files
@@ -333,10 +323,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args()
-    if not (DATA / "cub100" / "test").is_dir():
+    if not TEST.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set EDGEFG_DATA)")
-    sys.path.insert(0, str(Path(__file__).parent))
-    from edgefg.runtime.bench import machine_info
     from edgefg.models.loader import load_model
     from edgefg.models.stats import onnx_stats
 
@@ -350,7 +338,7 @@ def main() -> int:
         for v, f in files.items():
             m = load_model(REPO / f["model"] if not Path(f["model"]).is_absolute() else f["model"])
             specs[f"{fam}: {v}"] = (m.labels, m.preprocess)
-    test = DATA / "cub100" / "test"
+    test = TEST
     all_files = {f"{fam}: {v}": p for fam, files in families.items() for v, p in files.items()}
     timing = time_interleaved(all_files, None, rounds=args.rounds)  # each model at its own input size
     out: dict[str, list[dict]] = {}
@@ -369,18 +357,15 @@ def main() -> int:
         out[fam] = rows
     info = machine_info()
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if f in set(info.get("flags", []))]
-    result = {"machine": f"{info.get('cpu')} ({info.get('cores')} cores; {', '.join(isa) or 'no AVX2'})", "method": timing["_method"], "data": "cub100/test, 2,903 images", "families": out}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "pareto.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    result = {"machine": machine_line(extra=", ".join(isa) or "no AVX2"), "method": timing["_method"], "data": "cub100/test, 2,903 images", "families": out}
+    write_json(OUT / "pareto.json", result)
     md = render(result)
     (OUT / "pareto.md").write_text(md, encoding="utf-8")
     plot(result, OUT / "pareto.png")
     print(md)
     if not args.no_readme:
-        from readme_block import write_block
-
         cmd = "`python benchmarks/pareto.py` (part of `make bench`)"
-        print("README block 'pareto' updated" if write_block("pareto", f"Written by {cmd}.\n\n{md}") else "README has no 'pareto' block")
+        write_block("pareto", f"Written by {cmd}.\n\n{md}")
     return 0
 
 

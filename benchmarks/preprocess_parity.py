@@ -1,6 +1,6 @@
 """Preprocessing fidelity on real data: edgefg's preprocessing vs timm's own evaluation.
 
-    python benchmarks/preprocess_parity.py            # writes results/preprocess_parity.json + README block
+    python benchmarks/preprocess_parity.py            # writes results/preprocess_parity.json + result block
 
 The same model (its FP32 ONNX export, run by ONNX Runtime) scores cub100/test three ways, so only the preprocessing differs:
 timm's own eval transform (PIL decode, ``resolve_data_config`` + ``create_transform``), edgefg's
@@ -12,9 +12,7 @@ evaluation vs edgefg honouring squash vs the old centre-crop treatment.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -22,19 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "results"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+if not __package__:  # python benchmarks/preprocess_parity.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import DATA, MODEL, RESULTS as OUT, RUNS, TEST, cpu_model, write_block, write_json
 
 
 def evaluate(session, samples, batch_fn, batch: int = 64) -> np.ndarray:
@@ -68,7 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-images", type=int, help="first N test images per run (quick check)")
     ap.add_argument("--no-readme", action="store_true")
-    ap.add_argument("--speed", action="store_true", help="only time the two resizers per frame (README block preprocess-speed)")
+    ap.add_argument("--speed", action="store_true", help="only time the two resizers per frame (result block preprocess-speed)")
     args = ap.parse_args()
     if args.speed:
         return speed(args.no_readme)
@@ -80,7 +68,7 @@ def main() -> int:
     from edgefg.runtime.preprocess import preprocess, read_image
     from edgefg.validate.preprocess_check import reference_batch
 
-    model_dir, test = DATA / "models" / "mobilenetv2_cub100", DATA / "cub100" / "test"
+    model_dir, test = MODEL, TEST
     if not model_dir.is_dir():
         print(f"real data not found at {DATA} (set EDGEFG_DATA)", file=sys.stderr)
         return 2
@@ -90,7 +78,7 @@ def main() -> int:
 
     from edgefg.converters.torch_to_onnx import export_onnx
 
-    onnx_path = export_onnx(model.module, model.preprocess.input_size, REPO / "runs" / "preprocess-parity" / "model.onnx")
+    onnx_path = export_onnx(model.module, model.preprocess.input_size, RUNS / "preprocess-parity" / "model.onnx")
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
@@ -122,7 +110,7 @@ def main() -> int:
     run("edgefg, resize opencv", samples, edgefg_batch(cv))
 
     squash_cfg = {**cfg, "crop_mode": "squash", "crop_pct": 1.0}
-    work = REPO / "runs" / "preprocess-parity" / "stretched"
+    work = RUNS / "preprocess-parity" / "stretched"
     stretched = stretched_copy(samples, work)
     squash = preprocess_from_cfg(squash_cfg)
     centre = dataclasses.replace(squash, crop_mode="center")
@@ -147,15 +135,11 @@ def main() -> int:
         "wall_s": round(time.time() - t0, 1),
         "stretched_size": [227, 302],
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "preprocess_parity.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(OUT / "preprocess_parity.json", result)
     md = markdown(result)
     print(md)
     if not args.no_readme and args.max_images is None:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from readme_block import write_block
-
-        print("README block updated" if write_block("preprocess-parity", md) else "README has no 'preprocess-parity' block")
+        write_block("preprocess-parity", md)
     shutil.rmtree(work.parent, ignore_errors=True) if os.environ.get("EDGEFG_CLEAN") else None
     return 0
 
@@ -186,13 +170,9 @@ def speed(no_readme: bool, rounds: int = 7, iters: int = 20) -> int:
     md = (f"Written by `python benchmarks/preprocess_parity.py --speed` on {cpu_model()}: one thread, bicubic, crop_pct 0.875 → 224×224, "
           f"medians of {rounds} interleaved rounds of {iters} frames.\n\n| input | pil (exact) | opencv | pil / opencv |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
     print(md)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "preprocess_speed.json").write_text(json.dumps({"machine": cpu_model(), "ms": {f"{f} / {r}": v for (f, r), v in med.items()}}, indent=2) + "\n")
+    write_json(OUT / "preprocess_speed.json", {"machine": cpu_model(), "ms": {f"{f} / {r}": v for (f, r), v in med.items()}})
     if not no_readme:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from readme_block import write_block
-
-        print("README block updated" if write_block("preprocess-speed", md) else "README has no 'preprocess-speed' block")
+        write_block("preprocess-speed", md)
     return 0
 
 

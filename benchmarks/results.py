@@ -5,22 +5,20 @@
 mobilenetv2_cub100 (../shared/data/models) compressed with cub100/train (300 stratified calibration
 images) and validated on cub100/test (2,903 images); every bundle is validated against the FP32
 artifact and all bundles are benchmarked in ONE interleaved run (same threads), so ratios are
-comparable. Writes results/results.json, results/results.md and the README block between the
+comparable. Writes results/results.json, results/results.md and the result block between the
 ``results:start``/``results:end`` markers. Targets whose engine cannot run here (TensorRT) are run
 with a stand-in backend on this host, and the table says so.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "results"
+if not __package__:  # python benchmarks/results.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import DATA, MODEL, RESULTS as OUT, TEST, TRAIN, machine_info, write_block, write_json
 
 # (target, artifact recipe, precision, backend used here or None for the bundle's own, note)
 ROWS = [
@@ -40,7 +38,7 @@ def main() -> int:
     ap.add_argument("--max-images", type=int, default=None, help="validate on the first N test images only (quick check)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README block")
+    ap.add_argument("--no-readme", action="store_true", help="do not rewrite the result block")
     args = ap.parse_args()
     os.environ.setdefault("EDGEFG_QUIET", "1")
 
@@ -48,10 +46,10 @@ def main() -> int:
     from edgefg.deploy import deploy
     from edgefg.errors import EdgefgError
     from edgefg.models.loader import load_model
-    from edgefg.runtime.bench import BenchOptions, machine_info, run_bench
+    from edgefg.runtime.bench import BenchOptions, run_bench
     from edgefg.validate.api import validate
 
-    model_dir, train, test = DATA / "models" / "mobilenetv2_cub100", DATA / "cub100" / "train", DATA / "cub100" / "test"
+    model_dir, train, test = MODEL, TRAIN, TEST
     if not model_dir.is_dir():
         print(f"real data not found at {DATA} (set EDGEFG_DATA)", file=sys.stderr)
         return 2
@@ -104,14 +102,11 @@ def main() -> int:
         "timings": {**timings, "total_s": time.perf_counter() - t0},
         "rows": rows,
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(OUT / "results.json", result)
     md = render(result)
     (OUT / "results.md").write_text(md)
     print(md)
     if not args.no_readme:
-        from readme_block import write_block
-
         write_block("results", md)
     return 0
 

@@ -5,13 +5,12 @@ against the CPU's peak int8 MAC rate, and the wall time of compress + deploy.
 
 Everything is measured in one run on one machine and reported as ratios with medians over
 repeated, interleaved rounds (machines here are noisy). Writes benchmarks/out/bench.json and
-bench.md, and the README block between ``bench:start``/``bench:end``. Not a test: nothing here
+bench.md, and the result block between ``bench:start``/``bench:end``. Not a test: nothing here
 asserts; the targets (≥ 0.95× of the bare engine) are printed next to the measurements.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -24,9 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "benchmarks" / "out"
+if not __package__:  # python benchmarks/run.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import DATA, MODEL, OUT, TRAIN, machine_info, write_block, write_json
 
 
 def timed_rate(fn: Callable[[], object], seconds: float) -> float:
@@ -122,10 +121,10 @@ def build_bundles(work: Path) -> tuple[dict[str, Path], dict[str, float]]:
     from edgefg.errors import EdgefgError
     from edgefg.models.loader import load_model
 
-    train = DATA / "cub100" / "train"
+    train = TRAIN
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = load_model(DATA / "models" / "mobilenetv2_cub100")
+    model = load_model(MODEL)
     arts = {}
     for recipe in ("fp32", "int8"):
         t = time.perf_counter()
@@ -157,10 +156,10 @@ def main() -> int:
     from edgefg.manifest import load_manifest
     from edgefg.models.stats import onnx_stats
     from edgefg.runtime.backends.base import default_threads
-    from edgefg.runtime.bench import _input_for, machine_info
+    from edgefg.runtime.bench import _input_for  # noqa: PLC2701  (edgefg's bench input; no public name yet)
     from edgefg.runtime.model import LoadedBundle
 
-    if not (DATA / "models" / "mobilenetv2_cub100").is_dir():
+    if not MODEL.is_dir():
         print(f"real data not found at {DATA} (set EDGEFG_DATA)", file=sys.stderr)
         return 2
     work = OUT / "work"
@@ -205,14 +204,11 @@ def main() -> int:
     result = {"command": "python benchmarks/run.py " + " ".join(sys.argv[1:]), "machine": info, "threads": threads,
               "settings": {"rounds": args.rounds, "seconds": args.seconds, "batch": 1}, "wall_time": wall,
               "runtime_vs_bare": rows, "int8_peak": peak, "int8_efficiency": efficiency}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(OUT / "bench.json", result)
     md = render(result)
     (OUT / "bench.md").write_text(md)
     print(md)
     if not args.no_readme:
-        from readme_block import write_block
-
         write_block("bench", md)
     return 0
 

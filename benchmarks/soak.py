@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -38,6 +37,9 @@ import cv2
 import numpy as np
 import psutil
 
+if not __package__:  # python benchmarks/soak.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import TEST, machine_info, write_block, write_json
 from edgefg.errors import ChecksumError
 from edgefg.runtime.events import EventLog
 from edgefg.runtime.model import LoadedBundle
@@ -45,12 +47,11 @@ from edgefg.runtime.pipeline import Pipeline, RunOptions
 from edgefg.runtime.sinks import JsonlSink
 from edgefg.runtime.sources import ArraySource
 
-DATA = Path(os.environ.get("EDGEFG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def test_frames(n: int = 60, size=(320, 240)) -> list[np.ndarray]:
     """Real bird photos when the data is there (the classifier sees realistic input), else noise."""
-    paths = sorted((DATA / "cub100" / "test").rglob("*.jpg"))[:: max(1, len(sorted((DATA / "cub100" / "test").rglob("*.jpg"))) // n or 1)][:n]
+    paths = sorted(TEST.rglob("*.jpg"))[:: max(1, len(sorted(TEST.rglob("*.jpg"))) // n or 1)][:n]
     if paths:
         return [cv2.resize(cv2.imread(str(p)), size) for p in paths]
     rng = np.random.default_rng(0)
@@ -279,14 +280,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--only", nargs="*", choices=["frames", "kills", "faults", "overhead"])
     ap.add_argument("--json", type=Path, default=Path("soak.json"))
-    ap.add_argument("--readme", action="store_true", help="write the table into the README's 'soak' block (all checks must have run)")
+    ap.add_argument("--readme", action="store_true", help="write the table into the 'soak' result block (all checks must have run)")
     args = ap.parse_args()
     only = set(args.only or ["frames", "kills", "faults", "overhead"])
     work = Path(tempfile.mkdtemp(prefix="edgefg-soak-"))
     result: dict = {"bundle": str(args.bundle), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
-        from edgefg.runtime.bench import machine_info
-
         result["machine"] = machine_info()
         model = LoadedBundle(args.bundle, num_threads=args.threads)
         frames = test_frames()
@@ -302,18 +301,15 @@ def main() -> int:
         model.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(args.json, result)
     print_table(result)
     print(f"wrote {args.json}")
     if args.readme:
         if only != {"frames", "kills", "faults", "overhead"}:
-            print("--readme needs every check (no --only): README left alone", file=sys.stderr)
+            print("--readme needs every check (no --only): result block left alone", file=sys.stderr)
         else:
-            sys.path.insert(0, str(Path(__file__).parent))
-            from readme_block import write_block
-
             cmd = "python benchmarks/soak.py " + " ".join("BUNDLE" if a == str(args.bundle) else a for a in sys.argv[1:] if a != "--readme")
-            print("README block 'soak' updated" if write_block("soak", markdown_table(result, cmd)) else "README has no 'soak' block")
+            write_block("soak", markdown_table(result, cmd))
     checks = [v.get("passed") for k, v in result.items() if isinstance(v, dict) and "passed" in v]
     checks += [v["passed"] for v in result.get("faults", {}).values()]
     return 0 if all(checks) else 1

@@ -14,16 +14,17 @@ other scripts can call.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "results" / "tflite"
+if not __package__:  # python benchmarks/tflite_figures.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import DATA, MODEL, RESULTS, RUNS, TEST, TRAIN, machine_info, write_json
+
+OUT = RESULTS / "tflite"
 PRECISIONS = ("fp32", "fp16", "int8")
 ROUTE_ARCHS = ("mobilenetv2_100", "mobilenetv3_large_100", "resnet18", "efficientnet_b0", "deit_tiny_patch16_224", "vit_tiny_patch16_224")
 
@@ -85,12 +86,10 @@ def render_table(result: dict[str, Any]) -> str:
 def table(args: argparse.Namespace) -> dict[str, Any]:
     from importlib import metadata
 
-    from edgefg.runtime.bench import machine_info
-
-    model_dir, train, test = DATA / "models" / "mobilenetv2_cub100", DATA / "cub100" / "train", DATA / "cub100" / "test"
+    model_dir, train, test = MODEL, TRAIN, TEST
     if not model_dir.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set EDGEFG_DATA)")
-    work = REPO / "runs" / "tflite"
+    work = RUNS / "tflite"
     work.mkdir(parents=True, exist_ok=True)
     artifact = Path(args.artifact) if args.artifact else None
     if artifact is None:
@@ -205,7 +204,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     result = table(args) if args.what == "table" else routes(args)
     md = render_table(result) if args.what == "table" else render_routes(result)
-    (OUT / f"{args.what}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(OUT / f"{args.what}.json", result)
     (OUT / f"{args.what}.md").write_text(md)
     print(md)
     return 0

@@ -7,40 +7,39 @@ without gradients, :func:`~edgefg.compress.train.kd_loss`, backward, AdamW), on 
 image decoding and augmentation are left out, being the same for every mode. The modes are interleaved
 round by round so background load hits them alike; prints the CPU, a table (median seconds per step,
 the speed-up over float32 NCHW, images per second, the minutes one cub100/train epoch of 2,999 images
-would take) and writes ``results/train_speed.json`` (``--readme``: also the README block ``train-speed``).
+would take) and writes ``results/train_speed.json`` (``--readme``: also the result block ``train-speed``).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
-import json
 import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # python benchmarks/train_speed.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import RESULTS, machine_info, write_block, write_json
 
 MODES = {"fp32 NCHW": (False, False), "fp32 channels-last": (False, True), "bf16 autocast, channels-last": (True, True)}
 
 
 def main() -> int:
-    import torch
-
-    import timm
-    from edgefg.compress.train import cpu_has_native_bf16, kd_loss
-    from edgefg.runtime.bench import machine_info
-    from edgefg.runtime.timing import interleaved_rounds, time_calls
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="tf_efficientnet_lite0")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--out", default=str(REPO / "results" / "train_speed.json"))
-    ap.add_argument("--readme", action="store_true", help="also write the README block 'train-speed'")
+    ap.add_argument("--out", default=str(RESULTS / "train_speed.json"))
+    ap.add_argument("--readme", action="store_true", help="also write the result block 'train-speed'")
     args = ap.parse_args()
+    import timm
+    import torch
+
+    from edgefg.compress.train import cpu_has_native_bf16, kd_loss
+    from edgefg.runtime.timing import interleaved_rounds, time_calls
+
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = dict(MODES)
@@ -89,20 +88,16 @@ def main() -> int:
     print(f"{'mode':32} {'s/step':>8} {'speed-up':>9} {'img/s':>7} {'epoch (min)':>12}")
     for r in rows:
         print(f"{r['mode']:32} {r['s_per_step']:8.2f} {r['speedup']:8.2f}× {r['images_per_s']:7.1f} {r['epoch_min_cub100_train']:12.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"arch": args.arch, "batch": args.batch, "rounds": args.rounds, "threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "machine": info, "rows": rows, "times_s": times}, indent=1) + "\n")
+    out = write_json(Path(args.out), {"arch": args.arch, "batch": args.batch, "rounds": args.rounds, "threads": torch.get_num_threads(),
+                                      "torch": torch.__version__, "machine": info, "rows": rows, "times_s": times}, indent=1)
     print(f"\nwrote {out}")
     if args.readme:
-        from readme_block import write_block  # beside this file
-
         md = [f"Written by `python benchmarks/train_speed.py --readme`: {args.arch}, batch {args.batch}, {torch.get_num_threads()} threads, "
               f"torch {torch.__version__}, CPU {info.get('cpu')} ({info.get('cores')} cores; {' '.join(info.get('flags', []))}); one distillation "
               f"step (student + teacher forward, backward, AdamW) on random inputs, median of {args.rounds} interleaved rounds.", "",
               "| mode | s / step | speed-up | images/s | one cub100/train epoch (2,999 images) |", "|---|---|---|---|---|"]
         md += [f"| {r['mode']} | {r['s_per_step']:.2f} | {r['speedup']:.2f}× | {r['images_per_s']:.1f} | {r['epoch_min_cub100_train']:.1f} min |" for r in rows]
-        print("README block 'train-speed' updated" if write_block("train-speed", "\n".join(md) + "\n\n") else "README has no 'train-speed' block")
+        write_block("train-speed", "\n".join(md) + "\n\n")
     return 0
 
 

@@ -11,30 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_sweep import DOCS, MODEL, OUT, TEST, TRAIN  # noqa: E402
+if not __package__:  # python benchmarks/tune_agreement.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import MODEL, RESULTS as OUT, RUNS as ALL_RUNS, TEST, TRAIN, machine_info, run_edgefg, write_block, write_json
 
-RUNS = REPO / "runs" / "tune-agreement"
+RUNS = ALL_RUNS / "tune-agreement"
 SPACE = '[space]\nprecision = ["fp32", "int8"]\nresolution = ["none", 160]\n'
 
 
 def sweep(name: str, frames: Path, args) -> dict:
     out = RUNS / name
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgefg", "tune", MODEL, "--data", TRAIN, "--val-data", TEST, "--target", "intel-cpu", "--space", RUNS / "space.toml",
+    cmd = ["tune", MODEL, "--data", TRAIN, "--val-data", TEST, "--target", "intel-cpu", "--space", RUNS / "space.toml",
            "--val-size", args.val_size, "--agreement-data", frames, "--agreement-size", args.frames, "--bench-iters", 10, "-o", out]
-    r = subprocess.run([str(c) for c in cmd], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
-    if r.returncode not in (0, 1):
-        raise SystemExit(f"tune failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    run_edgefg(*cmd, ok=(0, 1))  # 1: no configuration within the budget
     return json.loads((out / "tune.json").read_text())
 
 
@@ -46,8 +41,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.report_only:
         return write(json.loads((OUT / "tune_agreement.json").read_text()))
-    from edgefg.runtime.bench import machine_info
-
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "space.toml").write_text(SPACE)
     runs = {}
@@ -60,14 +53,11 @@ def main() -> None:
     info = machine_info()
     result = {"created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": " ".join(sys.argv[1:]), "cpu": info.get("cpu"),
               "cores": info.get("cores"), "runs": runs}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "tune_agreement.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(OUT / "tune_agreement.json", result)
     write(result)
 
 
 def write(result: dict) -> None:
-    from readme_block import write_block
-
     lines = [f"`python benchmarks/tune_agreement.py {result['argv']}` on {result['cpu']} ({result['cores']} cores), {result['created']}: MobileNetV2 "
              "cub100, intel-cpu; top-1 drop on 600 labelled cub100/test images (6 a class); agreement with FP32 on the frames, 95 % Wilson interval.", "",
              "| frames | config | agreement with FP32 [95 %] | frames that disagree | labelled top-1 drop pt |", "|---|---|---|---|---|"]
@@ -84,8 +74,7 @@ def write(result: dict) -> None:
     text = "\n".join(lines) + "\n"
     (OUT / "tune_agreement.md").write_text(text)
     print(text)
-    if not write_block("tune-agreement", text, DOCS):
-        print(f"{DOCS} has no tune-agreement block")
+    write_block("tune-agreement", text)
 
 
 if __name__ == "__main__":

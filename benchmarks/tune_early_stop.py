@@ -15,17 +15,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_sweep import DOCS, MODEL, OUT, TEST, TRAIN  # noqa: E402  (the same model, data and docs page as the sweep)
+if not __package__:  # python benchmarks/tune_early_stop.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import MODEL, RESULTS as OUT, RUNS as ALL_RUNS, TEST, TRAIN, machine_info, run_edgefg, write_block, write_json
 
-RUNS = REPO / "runs" / "tune-early-stop"
+RUNS = ALL_RUNS / "tune-early-stop"
 
 
 def subset(src: Path, dst: Path, per_class: int) -> Path:
@@ -44,14 +42,10 @@ def subset(src: Path, dst: Path, per_class: int) -> Path:
 
 def run(out: Path, train: Path, space: Path, extra: list[str]) -> tuple[dict, float]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgefg", "tune", MODEL, "--data", train, "--val-data", TEST, "--target", "intel-cpu", "--space", space,
+    cmd = ["tune", MODEL, "--data", train, "--val-data", TEST, "--target", "intel-cpu", "--space", space,
            "--max-drop", 1.0, "--val-size", 600, "--bench-iters", 10, "-o", out, *extra]
-    t0 = time.perf_counter()
-    r = subprocess.run([str(c) for c in cmd], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if r.returncode not in (0, 1):
-        raise SystemExit(f"tune failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return json.loads((out / "tune.json").read_text()), wall
+    run = run_edgefg(*cmd, ok=(0, 1))  # 1: no configuration within the budget
+    return json.loads((out / "tune.json").read_text()), run.seconds
 
 
 def kd_history(tune_dir: Path, trial: dict) -> dict:
@@ -69,8 +63,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.report_only:
         return write(json.loads((OUT / "tune_early_stop.json").read_text()))
-    from edgefg.runtime.bench import machine_info
-
     RUNS.mkdir(parents=True, exist_ok=True)
     train = subset(TRAIN, RUNS / f"train-{args.per_class}", args.per_class)
     space = RUNS / "space.toml"
@@ -87,14 +79,11 @@ def main() -> None:
     info = machine_info()
     result = {"created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": " ".join(sys.argv[1:]), "cpu": info.get("cpu"),
               "cores": info.get("cores"), "per_class": args.per_class, "epochs": args.epochs, "prune": args.prune, "rows": rows}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "tune_early_stop.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(OUT / "tune_early_stop.json", result)
     write(result)
 
 
 def write(result: dict) -> None:
-    from readme_block import write_block
-
     a, b = result["rows"]
     lines = [f"`python benchmarks/tune_early_stop.py {result['argv']}` on {result['cpu']} ({result['cores']} cores, shared), {result['created']}: "
              f"MobileNetV2 cub100, training data {result['per_class']} images a class, space fp32 × prune {{0, {result['prune']}}} + KD "
@@ -114,8 +103,7 @@ def write(result: dict) -> None:
     text = "\n".join(lines)
     (OUT / "tune_early_stop.md").write_text(text)
     print(text)
-    if not write_block("tune-early-stop", text, DOCS):
-        print(f"{DOCS} has no tune-early-stop block")
+    write_block("tune-early-stop", text)
 
 
 if __name__ == "__main__":

@@ -25,20 +25,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-MODEL = DATA / "models" / "mobilenetv2_cub100"
-TRAIN, TEST = DATA / "cub100" / "train", DATA / "cub100" / "test"
-RUNS = REPO / "runs" / "tune-sweep"
-OUT = REPO / "results"
-DOCS = REPO / "docs" / "tune.md"  # the measured tables live in the docs, not in the README
+if not __package__:  # python benchmarks/tune_sweep.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import MODEL, RESULTS as OUT, RUNS as ALL_RUNS, TEST, TRAIN, machine_info, run_edgefg, write_block, write_json
+
+RUNS = ALL_RUNS / "tune-sweep"
 TARGETS = ["intel-cpu", "onnxruntime-cpu", "rpi5"]
 SPACE = """[space]
 precision = ["fp32", "int8"]
@@ -46,16 +41,6 @@ resolution = ["none", 192, 160]
 prune = [0.0, 0.1]
 kd_epochs = [1]
 """
-
-
-def edgefg(*args: object) -> tuple[int, float, str]:
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "edgefg", *map(str, args)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                       capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if r.returncode not in (0, 1):
-        raise SystemExit(f"edgefg {' '.join(map(str, args[:2]))} failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return r.returncode, wall, r.stdout + r.stderr
 
 
 def sweep(out: Path, targets: list[str], trials: int, args, extra: list[str], resume: bool = False) -> tuple[dict, float, int]:
@@ -71,8 +56,8 @@ def sweep(out: Path, targets: list[str], trials: int, args, extra: list[str], re
         cmd += ["--val-size", args.val_size]
     if args.max_latency_ms:
         cmd += ["--max-latency-ms", args.max_latency_ms]
-    rc, wall, _ = edgefg(*cmd)
-    return json.loads((out / "tune.json").read_text()), wall, rc
+    run = run_edgefg(*cmd, ok=(0, 1))  # 1: no configuration within the budget
+    return json.loads((out / "tune.json").read_text()), run.seconds, run.returncode
 
 
 def validation_throughput(bundle: Path) -> list[dict]:
@@ -156,7 +141,7 @@ def main() -> None:
     ap.add_argument("--engine-trials", type=int, default=3, help="configurations in the in-process vs --ray local comparison (0: skip)")
     ap.add_argument("--skip-validation-throughput", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="start the main sweep over (default: resume it when interrupted)")
-    ap.add_argument("--report-only", action="store_true", help="rewrite results/tune_sweep.md and the README block from results/tune_sweep.json")
+    ap.add_argument("--report-only", action="store_true", help="rewrite results/tune_sweep.md and the result block from results/tune_sweep.json")
     args = ap.parse_args()
     if args.report_only:
         return write_outputs(json.loads((OUT / f"tune_sweep{_tag(args)}.json").read_text()), _tag(args))
@@ -164,8 +149,6 @@ def main() -> None:
         raise SystemExit(f"{args.model} not found (set EDGEFG_DATA, or train it: see --model)")
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "space.toml").write_text(SPACE)
-    from edgefg.runtime.bench import machine_info
-
     info = machine_info()
     result: dict = {"created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "settings": {"argv": " ".join(sys.argv[1:]), "cpu": info.get("cpu"), "cores": info.get("cores"), "val_size": args.val_size,
@@ -187,8 +170,7 @@ def main() -> None:
     best = sw["best"]["intel-cpu"]
     if not args.skip_validation_throughput and best.get("trial"):
         result["validation"] = validation_throughput(RUNS / f"sweep{_tag(args)}" / "best" / "intel-cpu")
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"tune_sweep{_tag(args)}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(OUT / f"tune_sweep{_tag(args)}.json", result)
     write_outputs(result, _tag(args))
 
 
@@ -200,10 +182,8 @@ def write_outputs(result: dict, tag: str = "") -> None:
     text = markdown(result)
     (OUT / f"tune_sweep{tag}.md").write_text(text)
     print(text)
-    from readme_block import write_block
-
-    if not write_block(f"tune-sweep{tag}", text, DOCS):
-        print(f"{DOCS} has no tune-sweep{tag} block; the table is in results/tune_sweep{tag}.md")
+    if not write_block(f"tune-sweep{tag}", text):
+        print(f"the table is in results/tune_sweep{tag}.md")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("EDGEFG_DATA", REPO.parent / "shared" / "data"))
-MODEL = DATA / "models" / "mobilenetv2_cub100"
-TRAIN, TEST = DATA / "cub100" / "train", DATA / "cub100" / "test"
-OUT = REPO / "results" / "validate_scale.json"
+if not __package__:  # python benchmarks/validate_scale.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import MODEL, RESULTS, RUNS, TEST, TRAIN, machine_info, write_json
+
+OUT = RESULTS / "validate_scale.json"
 WARMUP_IMAGES = 64
 
 
@@ -186,7 +185,7 @@ def parse_sizes(text: str) -> list[int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="2903,25000,100000", help="comma-separated image counts")
-    ap.add_argument("--work", type=Path, default=REPO / "runs" / "validate-scale", help="where the links and the bundle go (reused)")
+    ap.add_argument("--work", type=Path, default=RUNS / "validate-scale", help="where the links and the bundle go (reused)")
     ap.add_argument("--bundle", type=Path, help="an existing bundle (default: build mobilenetv2_cub100 intel-cpu FP32 in --work)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--ray", help="also run `validate --ray ADDRESS` ('local': a Ray of this machine) at every size")
@@ -213,7 +212,6 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle or build_bundle(args.work)
     from edgefg.manifest import load_manifest
-    from edgefg.runtime.bench import machine_info
 
     manifest = load_manifest(bundle)
     info = machine_info()
@@ -236,8 +234,7 @@ def main() -> None:
                 run["identical_to_in_process"] = run["report_sha256"] == local_sha
             result["runs"].append(run)
             print(f"  {run['images_per_s']:.0f} images/s, peak RSS {run['rss_peak_mb']:.0f} MB (base {run['rss_base_mb']:.0f} MB)", flush=True)
-            OUT.parent.mkdir(exist_ok=True)
-            OUT.write_text(json.dumps(result, indent=2) + "\n")  # after every run: a long one interrupted keeps what it measured
+            write_json(OUT, result)  # after every run: a long one interrupted keeps what it measured
     print()
     print(markdown(result))
 

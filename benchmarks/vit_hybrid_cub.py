@@ -29,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+if not __package__:  # python benchmarks/vit_hybrid_cub.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import COMPRESS_RESULTS as OUT, COMPRESS_RUNS as RUNS, MODEL, REPO, TEST, TRAIN, write_json
+
 SETTING = ("hybrid ViT: frozen mobilenetv2_cub100 stem (blocks 0-13, stride 16) → 196 tokens → 6 timm Blocks "
            "(width 192, 3 heads), 224 px; transformer trained on cub100/train with KD from mobilenetv2_cub100, "
            "on 2 shared CPU cores")
@@ -67,8 +70,7 @@ def run(args) -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from compress_figures import DATA, MODEL, OUT, RUNS, TEST, TRAIN
-    from pareto import score_onnx, time_interleaved
+    from benchmarks.pareto import score_onnx, time_interleaved
     from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
     from edgefg.compress.adapters import AdapterOptions, build_ila_vit, describe as ila_describe, trainable_prefixes
     from edgefg.compress.quantize import QuantOptions, quantize_onnx
@@ -172,14 +174,13 @@ def run(args) -> dict:
     }
     out_dir = folder if smoke else OUT
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vit.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(out_dir / "vit.json", result)
     # the exported models are usable as edgefg inputs (e.g. `edgefg compress variants/0.onnx --max-drop 0.5`)
     teacher_cfg = json.loads((MODEL / "config.json").read_text())
-    (work / "config.json").write_text(json.dumps({"label_names": labels, "pretrained_cfg": teacher_cfg["pretrained_cfg"]}, indent=1) + "\n")
-    (folder / "variants.json").write_text(json.dumps({r["variant"]: r["onnx"] for r in rows}, indent=1) + "\n", encoding="utf-8")
+    write_json(work / "config.json", {"label_names": labels, "pretrained_cfg": teacher_cfg["pretrained_cfg"]}, indent=1)
+    write_json(folder / "variants.json", {r["variant"]: r["onnx"] for r in rows}, indent=1)
     for row in rows:
         print(f"{row['variant']:<46} MACs {row['macs'] / 1e6:6.0f} M ({row['macs_ratio']:.2f}×)  {row['latency_ms_p50']:.2f} ms "
               f"(batch-1 speed-up ×{row['throughput_gain']:.2f})  top-1 {100 * row['top1']:.2f} % ({row['top1_change_pts']:+.2f} pt)  "
               f"worst class drop {row['worst_class_drop_images']} img (p={row['worst_class_p']:.3g})")
-    del DATA
     return result

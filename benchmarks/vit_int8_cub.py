@@ -27,7 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+if not __package__:  # python benchmarks/vit_int8_cub.py: benchmarks/_checkout.py makes the checkout importable
+    import _checkout  # noqa: F401
+from benchmarks.common import COMPRESS_RESULTS as OUT, COMPRESS_RUNS as RUNS, MODEL, REPO, TEST, TRAIN, compress_summary, write_json
+
 DEFAULT_VARIANTS = ("plain ViT", "EViT keep 0.5", "ToMe keep 0.5", "EViT keep 0.7", "ToMe keep 0.7", "EViT keep 0.5, 1 epoch KD")
 # plain INT8 files the 'vit' figure already made with the same quantizer settings and calibration images
 PLAIN_FROM_VIT_FIGURE = {"plain ViT": "INT8 (NNCF transformer, SmoothQuant default)", "EViT keep 0.5": "EViT keep 0.5 + INT8",
@@ -86,8 +89,7 @@ def _cached_cli(f: Path, command_args: list[str], src_sha: str, out_dir: Path):
 
 
 def run(args) -> dict[str, Any]:
-    from compress_figures import MODEL, OUT, RUNS, TEST, TRAIN, _edgefg
-    from pareto import THREADS, score_onnx, time_interleaved
+    from benchmarks.pareto import THREADS, score_onnx, time_interleaved
     from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
     from edgefg.compress.quantize import QuantOptions, float_layers, quantize_onnx
     from edgefg.manifest import sha256_file
@@ -143,7 +145,7 @@ def run(args) -> dict[str, Any]:
         src_sha = sha256_file(src)
         s = _cached_cli(cli_root / "vit-int8" / f"{key}.json", cli_args, src_sha, out_dir)
         if s is None:
-            s = _edgefg(cli_args, f"vit-int8/{key}", extra={"args": cli_args, "source_sha256": src_sha}, out=cli_root)
+            s = compress_summary(cli_args, f"vit-int8/{key}", extra={"args": cli_args, "source_sha256": src_sha}, out=cli_root)
         else:
             print(f"{name}: reusing the CLI result of {s['seconds'] / 60:.1f} min (same command, same ONNX file)", flush=True)
         rep = s["report"]
@@ -201,9 +203,9 @@ def run(args) -> dict[str, Any]:
         result["seconds_total"] = round(time.time() - t_start, 1)
         result["threads"] = THREADS
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")  # after every variant
+        write_json(out_file, result)  # after every variant
         listing = {f"{r['variant']} + INT8 (accuracy-aware)": r["int8_acc"]["onnx"] for r in result["rows"]}
-        (work / "variants.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")  # for benchmarks/pareto.py
+        write_json(work / "variants.json", listing, indent=1)  # for benchmarks/pareto.py
         a, p = row["int8_acc"], row["int8_plain"]
         print(f"{name:<28} FP32 {100 * row['fp32']['top1']:.2f} %  plain INT8 {_fmt_drop(p['top1_drop_pts'])} ×{p['speedup']:.2f}  "
               f"acc-aware INT8 {_fmt_drop(a['top1_drop_pts'])} ×{a['speedup']:.2f}  reverted {a['reverted_modules'] or 'none'}  "
@@ -216,7 +218,7 @@ def _fmt_drop(x: float) -> str:
 
 
 def render(v: dict[str, Any]) -> str:
-    """The README block ``compress-vit-int8`` from the JSON written by :func:`run`."""
+    """The result block ``compress-vit-int8`` from the JSON written by :func:`run`."""
     val = v["validation"]
     images = f"all {val['images']:,} cub100/test images" if not val.get("subset") else f"a stratified {val['images']:,} of the cub100/test images"
     lines = [
