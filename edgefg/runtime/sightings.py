@@ -4,8 +4,12 @@ A sighting starts when a camera's decided (smoothed, open-set) label becomes a c
 starts none) and ends when the decision changes or the camera stops. Each change is an event
 ``{"type": "new" | "update" | "end", "camera", "before", "after"}`` where ``before``/``after`` are the
 sighting before and after the change (for ``new`` both are the new sighting, as Frigate does).
-``update`` is sent when the best score rose by ``update_min_gain`` and at most every
-``update_every_s`` seconds, so a sighting lasting an hour is a handful of messages, not one per frame.
+A sighting's ``score`` is the smoothed score of its label now (``best_score`` the highest so far). The
+``new`` event fires on the frame the smoothed decision switched, so its score is low (an EMA just
+crossing); ``update`` is sent when the score or the best score moved by ``update_min_gain`` since the
+last message — the first one as soon as ``first_update_s`` after ``new``, later ones at most every
+``update_every_s`` seconds — so what MQTT and Home Assistant hold follows the smoothed score within
+seconds, and a sighting lasting an hour is still a handful of messages, not one per frame.
 """
 from __future__ import annotations
 
@@ -43,9 +47,11 @@ class Sighting:
 class SightingTracker:
     """Feed one camera's decisions; get the sighting events they cause."""
 
-    def __init__(self, camera: str, update_every_s: float = 5.0, update_min_gain: float = 0.05, clock: Any = time.time) -> None:
+    def __init__(self, camera: str, update_every_s: float = 5.0, update_min_gain: float = 0.05, clock: Any = time.time,
+                 first_update_s: float = 1.0) -> None:
         self.camera = camera
         self.update_every_s = update_every_s
+        self.first_update_s = min(first_update_s, update_every_s)
         self.update_min_gain = update_min_gain
         self.clock = clock
         self.current: Sighting | None = None
@@ -61,8 +67,11 @@ class SightingTracker:
             cur.score = score
             if score > cur.best_score:
                 cur.best_score = score
-            if (cur.best_score - self._last_sent["best_score"] >= self.update_min_gain  # type: ignore[index]
-                    and now - self._last_sent_at >= self.update_every_s):
+            sent = self._last_sent or {}
+            moved = (abs(cur.score - sent.get("score", cur.score)) >= self.update_min_gain
+                     or cur.best_score - sent.get("best_score", cur.best_score) >= self.update_min_gain)
+            wait = self.first_update_s if sent.get("_kind") == "new" else self.update_every_s
+            if moved and now - self._last_sent_at >= wait:
                 out.append(self._event("update", cur, now))
             return out
         if cur is not None:
@@ -81,8 +90,12 @@ class SightingTracker:
         self.current = None
         return [self._event("end", cur, cur.end_time)]
 
+    def live(self) -> dict[str, Any] | None:
+        """The open sighting as it is now (frames, smoothed score), between its events."""
+        return None if self.current is None else self.current.as_dict()
+
     def _event(self, kind: str, s: Sighting, now: float) -> dict[str, Any]:
         after = s.as_dict()
-        before = after if kind == "new" else self._last_sent
-        self._last_sent, self._last_sent_at = copy.deepcopy(after), now
+        before = after if kind == "new" else {k: v for k, v in (self._last_sent or {}).items() if k != "_kind"}
+        self._last_sent, self._last_sent_at = {**copy.deepcopy(after), "_kind": kind}, now
         return {"type": kind, "camera": self.camera, "before": before, "after": after}
