@@ -106,7 +106,7 @@ def source_module(manifest: Any) -> Any:
     if kind == "timm-hub":
         loaded = load_model(path)
     else:
-        loaded = load_model(path, arch=src.get("arch"), num_classes=len(manifest.labels), model_args=src.get("model_args") or {})
+        loaded = load_model(path, arch=src.get("arch"), num_classes=len(manifest.labels), labels=manifest.labels, model_args=src.get("model_args") or {})
     if loaded.num_classes != len(manifest.labels):
         raise ModelLoadError(f"the source model '{path}' has {loaded.num_classes} outputs, the artifact {len(manifest.labels)}", "re-run edgefg compress")
     return loaded.module.eval()

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import Preprocess
@@ -236,14 +236,15 @@ def load_model(
     path: str | Path,
     arch: str | None = None,
     num_classes: int | None = None,
-    labels: str | Path | None = None,
+    labels: str | Path | Sequence[str] | None = None,
     model_args: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load ``path`` (hub folder, checkpoint + ``arch``, or ``.onnx``)."""
+    """Load ``path`` (hub folder, checkpoint + ``arch``, or ``.onnx``). ``labels``: a labels file, or the
+    names themselves (e.g. an artifact's, when its source model is reloaded)."""
     path = Path(path)
     if not path.exists():
         raise InputPathError(f"model '{path}' does not exist", "pass a timm hub folder, a checkpoint with --arch, or an .onnx file")
-    label_list = read_labels(labels) if labels else None
+    label_list = (read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)) if labels else None
 
     if path.is_dir() and (path / "manifest.json").is_file() and not (path / "config.json").is_file():
         return _load_artifact(path, label_list)

@@ -100,8 +100,13 @@ def _torch_reference(reference: Path, bundle: LoadedBundle, samples, batch_size:
     import torch
 
     from edgefg.calibration.dataset import iter_batches
-    from edgefg.models.loader import load_model
+    from edgefg.models.loader import CHECKPOINT_SUFFIXES, load_model
 
+    if reference.is_file() and reference.suffix.lower() in CHECKPOINT_SUFFIXES:  # load_model's hint would name --arch, which validate has not
+        raise UnsupportedError(
+            f"--reference '{reference.name}' is a bare checkpoint: validate cannot tell its architecture or preprocessing",
+            f"make it an artifact first (edgefg compress {reference} --arch ARCH --num-classes N --recipe fp32 -o REF) and pass REF, "
+            "or pass a timm hub folder with its config.json")
     model = load_model(reference)
     if model.labels != bundle.labels:
         raise ClassMismatchError(f"reference model '{reference}' has different labels from the bundle")

@@ -52,3 +52,28 @@ def test_cli_exit_codes_and_reports(tiny_bundles, tiny_artifacts, image_folder, 
     assert usage.exit_code == 2
     missing = runner.invoke(cli, ["validate", bundle, "--data", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_a_bare_checkpoint_reference_says_how_to_make_it_one_validate_takes(tiny_bundles, image_folder, tmp_path):
+    ckpt = tmp_path / "weights.pth"
+    ckpt.write_bytes(b"not read: refused by its kind before loading")
+    r = CliRunner().invoke(cli, ["validate", str(tiny_bundles["int8-intel-cpu"]), "--data", str(image_folder), "--reference", str(ckpt)])
+    assert r.exit_code == 2 and "bare checkpoint" in r.output and "Traceback" not in r.output
+    hint = r.output.split("hint: ", 1)[1]
+    assert hint.startswith("make it an artifact first (edgefg compress") and "--arch ARCH" in hint
+    from tests.test_hints import command_options, flag_problems
+
+    assert flag_problems(r.output, command_options()) == []  # every flag it names is one of the command it names
+
+
+def test_load_model_takes_the_label_names_themselves(tmp_path, caplog):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    from edgefg.models.loader import load_model
+
+    model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=3)
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    with caplog.at_level("WARNING"):
+        loaded = load_model(tmp_path / "w.safetensors", arch="mobilenetv2_050", num_classes=3, labels=["a", "b", "c"])
+    assert loaded.labels == ["a", "b", "c"] and "no labels given" not in caplog.text  # the TFLite route reloads the source this way
