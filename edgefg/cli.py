@@ -105,7 +105,7 @@ def cli(verbose: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-from edgefg.compress.cli_options import INTERPOLATIONS, compress_options, preprocess_options  # noqa: E402  (click only)
+from edgefg.compress.cli_options import INTERPOLATIONS, CompressCommand, compress_options, preprocess_options  # noqa: E402  (click only)
 from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_paths  # noqa: E402  (click only)
 from edgefg.runtime.output import click_options as output_click_options  # noqa: E402  (click + stdlib only)
 
@@ -114,7 +114,7 @@ FRACTION = click.FloatRange(0, 1)
 THREADS = click.IntRange(1, 1024)
 
 
-@cli.command()
+@cli.command(cls=CompressCommand)  # the compression steps' own options come from their registry (edgefg/compress/steps.py)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="Calibration images (ImageFolder: one sub-folder per class).")
 @click.option("--val-data", type=click.Path(path_type=Path), help="Labelled images for the before/after report (default: --data).")

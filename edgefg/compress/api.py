@@ -16,15 +16,15 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_subset
 from edgefg.compress import steps as step_registry
+from edgefg.compress.options import CompressOptions
 from edgefg.compress.recipes import RECIPES, load_recipe, validate_steps
-from edgefg.compress.prune import prune_schedule
-from edgefg.compress.steps import ILA_DEFAULT_AT, StepContext
+from edgefg.compress.steps import StepContext
 from edgefg.compress.report import write_compress_report
 from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, export_onnx_cached
 from edgefg.errors import CheckFailed, DataError, UnsupportedError
@@ -37,6 +37,9 @@ from edgefg.runtime.timing import split_calls, time_interleaved
 from edgefg.validate.metrics import class_drops, class_gate_summary, classification, parity, significant_drop_count, strip_arrays, worst_class_drop
 from edgefg.versions import library_versions
 
+if TYPE_CHECKING:
+    from edgefg.compress.quantize import AccuracyBudget
+
 log = logging.getLogger(__name__)
 
 __all__ = ["CompressOptions", "CompressResult", "compress", "RECIPES"]
@@ -44,61 +47,6 @@ TRANSFORMER_ARCH = re.compile(r"vit|deit|beit|eva|swin|levit|cait|xcit|pit_|conv
 PARITY_SAMPLES = 32
 FALLBACK_VAL_SIZE = 1000  # stratified images of --data scored when no --val-data is given
 GRAPH_EDIT_STEPS = ("tokens", "ila")  # wrap the timm module: the artifact keeps the ViT's weights + the wrapper's options and tensors
-
-
-@dataclass
-class CompressOptions:
-    recipe: str = "int8"  # built-in name or a .toml/.yaml recipe file
-    data: Path | None = None  # calibration + training images (ImageFolder or flat)
-    val_data: Path | None = None  # evaluation images; defaults to ``data``
-    calib_size: int = 300
-    seed: int = 0
-    force: bool = False
-    latency_iters: int = 30
-    batch_size: int = 8  # evaluation batch
-    val_size: int | None = None  # evaluate on a stratified subset of this many validation images
-    eval_backend: str = "auto"  # auto (OpenVINO when installed) | onnxruntime | openvino
-    # INT8 and its budget (applied to the recipe's int8 step)
-    max_drop: float | None = None  # mean top-1 drop, points (NNCF accuracy control)
-    max_class_drop: float | None = None  # per-class drop, points, counted only when significant
-    class_alpha: float = 0.05  # Holm-corrected sign-test level for "significant"
-    class_gate: str = "evidence"  # evidence | points (every drop over max_class_drop fails)
-    early_stop_drop: float | None = None  # stop a distillation whose top-1 drop cannot come within this many points
-    smooth_quant: float | None = None
-    ignored: list[str] = field(default_factory=list)  # ONNX node names kept in float
-    # agreement-driven INT8: NNCF's accuracy control by top-1 agreement with FP32 on unlabelled images
-    agreement_data: Path | None = None
-    min_agreement: float | None = None  # default 0.99 when agreement_data is given
-    agreement_size: int | None = None  # images read from agreement_data (default 2000)
-    max_reverts: int | None = None  # most layers reverted to float (NNCF iterations; per-class loop)
-    bias_correction: str | None = None  # fast (default) | full | off
-    # input down-sampling (a smaller square input, distilled from the full-resolution model)
-    input_size: int | None = None
-    # structured pruning + distillation
-    prune: float | None = None
-    prune_rounds: int = 1  # prune in this many rounds, distilling after each (--epochs: the total over the rounds)
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.7
-    # ViT token reduction / CLCA
-    token_keep: float | None = None
-    token_method: str = "evit"
-    token_at: list[int] | None = None
-    clca: bool = False
-    # ILA adapters
-    adapters: str | None = None  # "ila"
-    adapter_at: list[int] = field(default_factory=lambda: list(ILA_DEFAULT_AT))
-    adapter_dim: int = 8
-    # training (overrides the recipe's step values when given)
-    epochs: int | None = None
-    lr: float | None = None
-    train_batch: int = 32
-    max_steps: int | None = None
-    optimizer: str = "adamw"
-    device: str = "cpu"  # where training and gradient-based pruning run: cpu | cuda | cuda:N (bf16 autocast on CUDA)
-    train_precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | bf16 (CUDA, or CPUs with AVX512-BF16/AMX) | fp32
-    checkpoint_dir: Path | None = None  # default: <out>.ckpt beside the output, removed on success
-    plot: bool = True
-    check_preprocess: bool = True  # compare edgefg's inputs with timm's own transform before any work
 
 
 @dataclass
@@ -123,67 +71,15 @@ def has_attention(onnx_path: Path) -> bool:
 
 
 def plan_steps(opts: CompressOptions) -> tuple[str, list[dict[str, Any]]]:
-    """The recipe's steps with the command-line options folded in."""
+    """The recipe's steps with the command-line options folded in: each registered step folds its own
+    options (``StepSpec.options``/``plan``), in registration order; then the training options go into
+    every step that trains."""
     name, steps = load_recipe(opts.recipe)
-    torch_steps = [s for s in steps if step_registry.spec(s["type"]).torch]
-    int8 = [s for s in steps if s["type"] == "int8"]  # the one ONNX-stage step
-    if opts.input_size is not None:
-        rs = next((s for s in torch_steps if s["type"] == "resize"), None)
-        if rs is None:
-            torch_steps.insert(0, {"type": "resize", "size": opts.input_size, "epochs": 1})
-        else:
-            rs["size"] = opts.input_size
-    scheduled: list[dict[str, Any]] = []  # distil steps whose epochs the prune schedule split (not overridden by --epochs below)
-    if opts.prune is not None:
-        pr = next((s for s in torch_steps if s["type"] == "prune"), None)
-        if pr is None:
-            rounds = prune_schedule(opts.prune, opts.prune_rounds, opts.epochs if opts.prune_rounds > 1 else None)
-            scheduled = [s for s in rounds if s["type"] == "distil"] if opts.prune_rounds > 1 else []
-            torch_steps += rounds
-        elif opts.prune_rounds > 1:
-            raise UnsupportedError(f"--prune-rounds needs a recipe without prune steps (recipe '{name}' has its own)",
-                                   "drop --prune-rounds, or use --recipe fp32 / int8 with --prune")
-        else:
-            pr["ratio"] = opts.prune
-    elif opts.prune_rounds > 1:
-        raise UnsupportedError("--prune-rounds needs --prune RATIO", "e.g. --prune 0.2 --prune-rounds 3 --epochs 40")
-    if opts.token_keep is not None:
-        st = {"type": "tokens", "keep": opts.token_keep, "method": opts.token_method, "clca": opts.clca}
-        if opts.token_at:
-            st["at"] = list(opts.token_at)
-        if opts.clca:
-            st["epochs"] = 1
-        torch_steps.append(st)
-    elif opts.clca:
-        raise UnsupportedError("--clca needs token reduction", "add --token-keep RATE (e.g. 0.5)")
-    if opts.adapters is not None:
-        if opts.adapters != "ila":
-            raise UnsupportedError(f"unknown adapter type '{opts.adapters}'", "supported: ila")
-        torch_steps.append({"type": "ila", "at": list(opts.adapter_at), "dim": opts.adapter_dim, "epochs": 1})
-    for s in torch_steps:
-        if step_registry.spec(s["type"]).trains(s):
-            if opts.epochs is not None and (s["type"] != "tokens" or s.get("clca")) and not any(s is d for d in scheduled):
-                s["epochs"] = opts.epochs
-            if opts.lr is not None:
-                s["lr"] = opts.lr
-            if opts.max_steps is not None:
-                s["max_steps"] = opts.max_steps
-    budget_flags = {"max_drop": opts.max_drop, "max_class_drop": opts.max_class_drop, "smooth_quant": opts.smooth_quant,
-                    "agreement_data": str(opts.agreement_data) if opts.agreement_data is not None else None, "min_agreement": opts.min_agreement,
-                    "agreement_size": opts.agreement_size, "max_reverts": opts.max_reverts, "bias_correction": opts.bias_correction}
-    if any(v is not None for v in budget_flags.values()) or opts.ignored:
-        if not int8:
-            flags = ", ".join("--" + k.replace("_", "-") for k, v in budget_flags.items() if v is not None) or "--ignore"
-            raise UnsupportedError(f"{flags} need(s) an int8 step; recipe '{name}' has none", "use --recipe int8")
-        for k, v in budget_flags.items():
-            if v is not None:
-                int8[0][k] = v
-        if opts.max_class_drop is not None:
-            int8[0]["class_alpha"] = opts.class_alpha
-            int8[0]["class_gate"] = opts.class_gate
-        if opts.ignored:
-            int8[0]["ignored"] = list(opts.ignored)
-    return name, validate_steps(torch_steps + int8, f"recipe '{name}'")
+    plan = step_registry.Plan(name, steps)
+    for spec in list(step_registry.STEPS.values()):
+        spec.plan_options(plan, opts)
+    step_registry.plan_training(plan, opts)
+    return name, validate_steps(plan.steps, f"recipe '{name}'")
 
 
 def _manifest_for(model: LoadedModel, name: str, precision: str, steps: list[dict]) -> Manifest:
@@ -285,12 +181,89 @@ def _early_stop(opts: CompressOptions, val: _Val | None, ref_m: dict | None):
     return EarlyStop(opts.early_stop_drop, ref_m["top1"], val.x, val.y)
 
 
+@dataclass
+class _Inputs:
+    """The run's images, read before any work: calibration (whose labelled images the training steps use),
+    validation and agreement images; prepared again at a new input size (:meth:`prepare`)."""
+
+    seed: int
+    calib_samples: list
+    skipped: list[Path]  # unreadable calibration images
+    calib_x: np.ndarray | None
+    train_samples: list
+    val_set: ImageSet | None
+    val_size: int | None
+    val: _Val | None
+    pre_check: Any = None
+    agreement_min: float | None = None
+    agreement: Any = None  # read here, or by the int8 step at the input size a resize step gave
+
+    def prepare(self, model: LoadedModel) -> None:
+        """The validation and calibration arrays at the model's (new) input size."""
+        self.val = _preprocess_val(self.val_set, model, self.val_size, self.seed)
+        calib = [b.x for b in iter_batches(self.calib_samples, model.preprocess, 64)]
+        self.calib_x = np.concatenate(calib) if calib else None
+
+    def sample(self, model: LoadedModel) -> np.ndarray:
+        """One input to time the models on."""
+        return self.calib_x[0] if self.calib_x is not None else _dummy(model)
+
+
+@dataclass
+class _Run:
+    """A compress run in progress: the model as the steps leave it and what was measured so far."""
+
+    model: LoadedModel  # the input model, or the one a resize step gave
+    meter: _Meter
+    work: Path  # the steps' ONNX files, removed before the artifact is written
+    ref_scores: np.ndarray | None
+    ref_m: dict | None
+    rows: list[dict[str, Any]]
+    module: Any
+    current: Path  # the last exported ONNX
+    scores: np.ndarray | None  # its scores on the validation images (after int8: the INT8 model's)
+    descs: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"
+    passed: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> CompressResult:
     """Run the recipe and write the artifact. Raises :class:`CheckFailed` (after writing the
-    artifact and its report with the best result found) when an accuracy budget is not met."""
-    name_recipe, steps = plan_steps(opts)
+    artifact and its report with the best result found) when an accuracy budget is not met.
+
+    The phases: plan the steps, check what they need, read the images; then, in the output folder,
+    measure the input model, run the PyTorch steps, quantize and gate the ONNX, time every model and
+    write the report, manifest and artifact; last, fail when a gate or an early stop did."""
+    recipe, steps = plan_steps(opts)
+    _check_before_work(model, opts, recipe, steps)
+    inputs = _read_inputs(model, opts, steps)
+    out = Path(out)
+    ckpt_root = Path(opts.checkpoint_dir) if opts.checkpoint_dir else out.with_name(f".{out.name}.ckpt")
     torch_steps = [s for s in steps if step_registry.spec(s["type"]).torch]
     int8_step = next((s for s in steps if s["type"] == "int8"), None)
+    with atomic_output_dir(out, opts.force) as tmp:
+        run = _measure_reference(model, opts, inputs, tmp / ".steps")
+        if torch_steps:
+            _run_torch_steps(run, torch_steps, opts, inputs, ckpt_root)
+            _save_torch_weights(run.module, run.model, torch_steps, tmp / ARTIFACT_TORCH_DIR)
+        if int8_step is not None:
+            _run_int8(run, int8_step, opts, inputs, tmp / "model.onnx")
+        else:
+            shutil.copy2(run.current, tmp / "model.onnx")
+        _time_steps(run.meter.timed, run.rows, opts.latency_iters)
+        report, manifest = _report(run, recipe, steps, opts, inputs, out.name)
+        _write_artifact(tmp, run, report, manifest, opts, inputs)
+    if opts.checkpoint_dir is None and ckpt_root.is_dir():
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    result = CompressResult(out, manifest, report, run.passed)
+    _raise_if_failed(result)
+    return result
+
+
+def _check_before_work(model: LoadedModel, opts: CompressOptions, recipe: str, steps: list[dict[str, Any]]) -> None:
+    """What the planned steps need of the model, the machine and the options, refused before any work."""
+    torch_steps = [s for s in steps if step_registry.spec(s["type"]).torch]
     if torch_steps and model.module is None:
         raise UnsupportedError(
             f"steps {', '.join(s['type'] for s in torch_steps)} need a PyTorch model, not an ONNX file",
@@ -307,11 +280,16 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             resolve_device(opts.device)  # a missing GPU is an error before any work, not after the export
         training_precision(opts.train_precision, opts.device)  # bf16 on a CPU without it: refused before any work
     if steps and opts.data is None:
-        raise DataError(f"recipe '{name_recipe}' needs images", "pass --data DIR (an ImageFolder of your classes)")
+        raise DataError(f"recipe '{recipe}' needs images", "pass --data DIR (an ImageFolder of your classes)")
+
+
+def _read_inputs(model: LoadedModel, opts: CompressOptions, steps: list[dict[str, Any]]) -> _Inputs:
+    """Scan and read the calibration and validation images (and the agreement images), check edgefg's
+    preprocessing against timm's, and refuse what the steps' budgets need but the images do not give."""
+    torch_steps = [s for s in steps if step_registry.spec(s["type"]).torch]
+    int8_step = next((s for s in steps if s["type"] == "int8"), None)
     calib_set = scan(opts.data, model.labels) if opts.data else None
     val_set = scan(opts.val_data, model.labels) if opts.val_data else calib_set
-    backend = _resolve_backend(opts.eval_backend)
-
     calib_size = int(int8_step.get("subset_size", opts.calib_size)) if int8_step else opts.calib_size  # the recipe's subset_size wins
     calib_samples = stratified_subset(calib_set.samples, calib_size, opts.seed) if calib_set else []
     skipped: list[Path] = []
@@ -343,165 +321,180 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
                         "pass --val-data DIR with one sub-folder per class, or drop --early-stop-drop")
     if int8_step and (int8_step.get("max_drop") is not None or int8_step.get("max_class_drop") is not None) and val is None:
         raise DataError("an accuracy budget needs labelled validation images", "pass --val-data DIR with one sub-folder per class")
-    agreement_min = None
+    inputs = _Inputs(opts.seed, calib_samples, skipped, calib_x, train_samples, val_set, val_size, val, pre_check)
     if int8_step and int8_step.get("agreement_data") is not None:
         from edgefg.compress.agreement import DEFAULT_MIN_AGREEMENT, scan_unlabelled
 
         scan_unlabelled(int8_step["agreement_data"])  # a wrong path or an empty folder fails before any work
-        agreement_min = float(int8_step.get("min_agreement", DEFAULT_MIN_AGREEMENT))
-    agreement = None
-    if agreement_min is not None and not any(s["type"] == "resize" for s in torch_steps):  # else: read at the new input size, later
-        agreement = _load_agreement(int8_step, model, opts.seed)
+        inputs.agreement_min = float(int8_step.get("min_agreement", DEFAULT_MIN_AGREEMENT))
+        if not any(s["type"] == "resize" for s in torch_steps):  # else: read at the new input size, by the int8 step
+            inputs.agreement = _load_agreement(int8_step, model, opts.seed)
+    return inputs
 
-    out = Path(out)
-    name = out.name
-    ckpt_root = Path(opts.checkpoint_dir) if opts.checkpoint_dir else out.with_name(f".{out.name}.ckpt")
-    sample = calib_x[0] if calib_x is not None else _dummy(model)
-    meter = _Meter(model, backend, sample, opts.latency_iters, val, opts.batch_size)
-    passed = True
-    with atomic_output_dir(out, opts.force) as tmp:
-        work = tmp / ".steps"
-        (work / "ref").mkdir(parents=True)
-        ref_onnx = work / "ref" / "model.onnx"
-        if model.onnx_path is not None:
-            shutil.copy2(model.onnx_path, ref_onnx)
-        else:
-            export_onnx_cached(model.module, model.preprocess.input_size, ref_onnx)  # the unchanged input model: exported once
-        ref_stats, ref_lat, ref_scores = meter(ref_onnx, "fp32", "fp32 reference")
-        ref_m = classification(ref_scores, val.y, model.labels) if val is not None else None
-        rows = [_row("fp32 (reference)", ref_stats, ref_lat, ref_m, None)]
-        descs: list[dict[str, Any]] = []
 
-        module, current, cur_scores = model.module, ref_onnx, ref_scores
-        needs_teacher = any(step_registry.spec(s["type"]).distils(s) for s in torch_steps)
-        teacher = copy.deepcopy(model.module).eval() if needs_teacher else None
-        extra: dict[str, Any] = {}
-        for i, step in enumerate(torch_steps):
-            watch = _early_stop(opts, val, ref_m)
-            outcome = step_registry.apply(StepContext(i, module, teacher, model, train_samples, opts, ckpt_root, watch), step)
-            if watch is not None and watch.stopped:
-                passed = False
-                extra["stopped_early"] = {"step": step["type"], **watch.stopped}
-            module, desc = outcome.module, outcome.description
-            if outcome.model is not None:  # a new input size: every array after it is prepared again
-                model = outcome.model
-                val = _preprocess_val(val_set, model, val_size, opts.seed)
-                calib = [b.x for b in iter_batches(calib_samples, model.preprocess, 64)]
-                calib_x = np.concatenate(calib) if calib else None
-                meter = _Meter(model, backend, calib_x[0] if calib_x is not None else _dummy(model), opts.latency_iters, val, opts.batch_size, meter.timed)
-            module.eval()
-            (work / str(i)).mkdir()
-            current = export_onnx(module, model.preprocess.input_size, work / str(i) / "model.onnx")
-            if step["type"] in GRAPH_EDIT_STEPS:
-                from edgefg.compress.tokens import check_runtimes, graph_ops
+def _measure_reference(model: LoadedModel, opts: CompressOptions, inputs: _Inputs, work: Path) -> _Run:
+    """The input model as ONNX (copied, or exported once), measured: the reference every step is compared with."""
+    meter = _Meter(model, _resolve_backend(opts.eval_backend), inputs.sample(model), opts.latency_iters, inputs.val, opts.batch_size)
+    (work / "ref").mkdir(parents=True)
+    ref_onnx = work / "ref" / "model.onnx"
+    if model.onnx_path is not None:
+        shutil.copy2(model.onnx_path, ref_onnx)
+    else:
+        export_onnx_cached(model.module, model.preprocess.input_size, ref_onnx)  # the unchanged input model: exported once
+    ref_stats, ref_lat, ref_scores = meter(ref_onnx, "fp32", "fp32 reference")
+    ref_m = classification(ref_scores, inputs.val.y, model.labels) if inputs.val is not None else None
+    return _Run(model, meter, work, ref_scores, ref_m, [_row("fp32 (reference)", ref_stats, ref_lat, ref_m, None)], model.module, ref_onnx, ref_scores)
 
-                desc["graph"] = graph_ops(current)
-                desc["runtimes"] = check_runtimes(current, model.preprocess.input_size)
-            stats, lat, cur_scores = meter(current, "fp32", step["type"])
-            rows.append(_row(step_registry.label(step), stats, lat, classification(cur_scores, val.y, model.labels) if val is not None else None, ref_m, opts.class_alpha))
-            if step["type"] == "prune":  # one count in the whole report: the table's, on the exported ONNX (BatchNorm folded)
-                for k in ("params", "macs"):
-                    desc[f"{k}_before"], desc[f"{k}_after"] = rows[-2].get(k), rows[-1].get(k)
-                desc["counted_on"] = "the exported ONNX (BatchNorm folded into the convolutions), as in the table"
-            descs.append({"step": step["type"], **desc})
-        if torch_steps:
-            _save_torch_weights(module, model, torch_steps, tmp / ARTIFACT_TORCH_DIR)
 
-        if int8_step is not None:
-            from edgefg.compress.quantize import AccuracyBudget, QuantOptions, quantize_onnx, quantize_with_budget
+def _run_torch_steps(run: _Run, torch_steps: list[dict[str, Any]], opts: CompressOptions, inputs: _Inputs, ckpt_root: Path) -> None:
+    """Apply each PyTorch step in order (an early-stopping watch on each when asked), export the module
+    after it and measure it."""
+    needs_teacher = any(step_registry.spec(s["type"]).distils(s) for s in torch_steps)
+    teacher = copy.deepcopy(run.model.module).eval() if needs_teacher else None
+    for i, step in enumerate(torch_steps):
+        watch = _early_stop(opts, inputs.val, run.ref_m)
+        outcome = step_registry.apply(StepContext(i, run.module, teacher, run.model, inputs.train_samples, opts, ckpt_root, watch), step)
+        if watch is not None and watch.stopped:
+            run.passed = False
+            run.extra["stopped_early"] = {"step": step["type"], **watch.stopped}
+        run.module, desc = outcome.module, outcome.description
+        if outcome.model is not None:  # a new input size: every array after it is prepared again
+            run.model = outcome.model
+            inputs.prepare(run.model)
+            run.meter = _Meter(run.model, run.meter.backend, inputs.sample(run.model), opts.latency_iters, inputs.val, opts.batch_size, run.meter.timed)
+        run.module.eval()
+        (run.work / str(i)).mkdir()
+        run.current = export_onnx(run.module, run.model.preprocess.input_size, run.work / str(i) / "model.onnx")
+        if step["type"] in GRAPH_EDIT_STEPS:
+            from edgefg.compress.tokens import check_runtimes, graph_ops
 
-            if agreement_min is not None and agreement is None:
-                agreement = _load_agreement(int8_step, model, opts.seed)
+            desc["graph"] = graph_ops(run.current)
+            desc["runtimes"] = check_runtimes(run.current, run.model.preprocess.input_size)
+        stats, lat, run.scores = run.meter(run.current, "fp32", step["type"])
+        m = classification(run.scores, inputs.val.y, run.model.labels) if inputs.val is not None else None
+        run.rows.append(_row(step_registry.label(step), stats, lat, m, run.ref_m, opts.class_alpha))
+        if step["type"] == "prune":  # one count in the whole report: the table's, on the exported ONNX (BatchNorm folded)
+            for k in ("params", "macs"):
+                desc[f"{k}_before"], desc[f"{k}_after"] = run.rows[-2].get(k), run.rows[-1].get(k)
+            desc["counted_on"] = "the exported ONNX (BatchNorm folded into the convolutions), as in the table"
+        run.descs.append({"step": step["type"], **desc})
 
-            is_vit = bool(model.arch and TRANSFORMER_ARCH.search(model.arch)) if model.arch else has_attention(current)
-            qopts = QuantOptions(transformer=is_vit, smooth_quant=int8_step.get("smooth_quant"), ignored=list(int8_step.get("ignored", [])),
-                                 bias_correction=str(int8_step.get("bias_correction", "fast")))
-            budget = AccuracyBudget(int8_step.get("max_drop"), int8_step.get("max_class_drop"), float(int8_step.get("class_alpha", opts.class_alpha)),
-                                    max_reverts=int8_step.get("max_reverts"), min_agreement=agreement_min,
-                                    class_gate=str(int8_step.get("class_gate", opts.class_gate)))
-            if budget.active:
-                desc = quantize_with_budget(current, tmp / "model.onnx", calib_x, val.x if val else None, val.y if val else None, model.labels,
-                                            budget, qopts, engine=backend, agreement_x=agreement.x if agreement else None)
-                if agreement is not None:
-                    desc.update(agreement_data=str(agreement.root), agreement_images_found=agreement.found,
-                                agreement_skipped_corrupt=[str(p) for p in agreement.skipped], agreement_ignored_files=agreement.ignored)
-                passed = bool(desc["passed"])
-            else:
-                desc = quantize_onnx(current, tmp / "model.onnx", calib_x, options=qopts)
-            stats, lat, scores = meter(tmp / "model.onnx", "int8", "int8")
-            m_int8 = classification(scores, val.y, model.labels) if val is not None else None
-            row = _row(step_registry.label(int8_step), stats, lat, m_int8, ref_m, opts.class_alpha)
-            if m_int8 is not None:
-                m_in = classification(cur_scores, val.y, model.labels)
-                row["top1_drop_vs_input"] = 100.0 * (m_in["top1"] - m_int8["top1"])
-                if budget.active:  # the gate must also hold on the report's own measurement
-                    from edgefg.compress.quantize import class_failures
 
-                    fails = class_failures(class_drops(m_int8, m_in), budget.max_class_drop, budget.class_alpha, budget.class_gate)
-                    over = budget.max_drop is not None and row["top1_drop_vs_input"] > budget.max_drop + 1e-9
-                    desc["passed_on_report_backend"] = not (fails or over)
-                    if fails or over:
-                        passed = desc["passed"] = False
-                        known = {c["class"] for c in desc["classes_over_budget"]}
-                        desc["classes_over_budget"] += [{k: r.get(k) for k in ("class", "images", "drop_pts", "drop_images", "p_value", "p_adjusted")} for r in fails if r["class"] not in known]
-                        desc["top1_drop"] = max(desc["top1_drop"], row["top1_drop_vs_input"])
-            rows.append(row)
-            descs.append({"step": "int8", **desc})
-            precision, scores_final = "int8", scores
-        else:
-            shutil.copy2(current, tmp / "model.onnx")
-            precision, scores_final = "fp32", cur_scores
+def _run_int8(run: _Run, step: dict[str, Any], opts: CompressOptions, inputs: _Inputs, dest: Path) -> None:
+    """Quantize the last ONNX to INT8 at ``dest`` (with an accuracy budget: NNCF's accuracy control and the
+    per-class loop), measure it, and hold the budget on the report's own measurement too."""
+    from edgefg.compress.quantize import AccuracyBudget, QuantOptions, quantize_onnx, quantize_with_budget
 
-        _time_steps(meter.timed, rows, opts.latency_iters)
-        manifest = _manifest_for(model, name, precision, descs)
-        report: dict[str, Any] = {
-            "model": model.source,
-            "recipe": name_recipe,
-            "recipe_steps": steps,
-            "calibration": {"data": str(opts.data) if opts.data else None, "images": 0 if calib_x is None else int(len(calib_x)), "skipped_corrupt": [str(p) for p in skipped]},
-            "validation": {"data": str(val.root) if val else None, "images": int(len(val.y)) if val else 0,
-                           "held_out": bool(opts.val_data)},
-            "preprocess": {"manifest": dataclasses.asdict(model.preprocess), "overrides": model.source.get("preprocess_overrides", {}),
-                           "check": pre_check.to_dict() if pre_check is not None else None},
-            "latency_backend": f"{backend} (host CPU, batch 1)",
-            "latency_timing": "every step's model timed together in interleaved rounds ({} × {} calls each after warm-up); p50, spread as IQR".format(*split_calls(opts.latency_iters)),
-            "steps": rows,
-            "compression": descs,
-            "passed": passed,
-            **extra,
+    model, val = run.model, inputs.val
+    agreement = inputs.agreement
+    if inputs.agreement_min is not None and agreement is None:
+        agreement = _load_agreement(step, model, opts.seed)
+    is_vit = bool(model.arch and TRANSFORMER_ARCH.search(model.arch)) if model.arch else has_attention(run.current)
+    qopts = QuantOptions(transformer=is_vit, smooth_quant=step.get("smooth_quant"), ignored=list(step.get("ignored", [])),
+                         bias_correction=str(step.get("bias_correction", "fast")))
+    budget = AccuracyBudget(step.get("max_drop"), step.get("max_class_drop"), float(step.get("class_alpha", opts.class_alpha)),
+                            max_reverts=step.get("max_reverts"), min_agreement=inputs.agreement_min,
+                            class_gate=str(step.get("class_gate", opts.class_gate)))
+    if budget.active:
+        desc = quantize_with_budget(run.current, dest, inputs.calib_x, val.x if val else None, val.y if val else None, model.labels,
+                                    budget, qopts, engine=run.meter.backend, agreement_x=agreement.x if agreement else None)
+        if agreement is not None:
+            desc.update(agreement_data=str(agreement.root), agreement_images_found=agreement.found,
+                        agreement_skipped_corrupt=[str(p) for p in agreement.skipped], agreement_ignored_files=agreement.ignored)
+        run.passed = bool(desc["passed"])
+    else:
+        desc = quantize_onnx(run.current, dest, inputs.calib_x, options=qopts)
+    stats, lat, scores = run.meter(dest, "int8", "int8")
+    m_int8 = classification(scores, val.y, model.labels) if val is not None else None
+    row = _row(step_registry.label(step), stats, lat, m_int8, run.ref_m, opts.class_alpha)
+    if m_int8 is not None:
+        m_in = classification(run.scores, val.y, model.labels)
+        row["top1_drop_vs_input"] = 100.0 * (m_in["top1"] - m_int8["top1"])
+        if budget.active and not _gate_on_report(desc, budget, row, m_int8, m_in):
+            run.passed = False
+    run.rows.append(row)
+    run.descs.append({"step": "int8", **desc})
+    run.precision, run.scores = "int8", scores
+
+
+def _gate_on_report(desc: dict[str, Any], budget: "AccuracyBudget", row: dict[str, Any], m_int8: dict, m_in: dict) -> bool:
+    """The budget must also hold on the report's own measurement (its backend, its images): False (and
+    ``desc`` says so, with the classes over budget) when it does not."""
+    from edgefg.compress.quantize import class_failures
+
+    fails = class_failures(class_drops(m_int8, m_in), budget.max_class_drop, budget.class_alpha, budget.class_gate)
+    over = budget.max_drop is not None and row["top1_drop_vs_input"] > budget.max_drop + 1e-9
+    desc["passed_on_report_backend"] = not (fails or over)
+    if fails or over:
+        desc["passed"] = False
+        known = {c["class"] for c in desc["classes_over_budget"]}
+        desc["classes_over_budget"] += [{k: r.get(k) for k in ("class", "images", "drop_pts", "drop_images", "p_value", "p_adjusted")} for r in fails if r["class"] not in known]
+        desc["top1_drop"] = max(desc["top1_drop"], row["top1_drop_vs_input"])
+        return False
+    return True
+
+
+def _report(run: _Run, recipe: str, steps: list[dict[str, Any]], opts: CompressOptions, inputs: _Inputs, name: str) -> tuple[dict[str, Any], Manifest]:
+    """The report (every step's row, the compression descriptions, the final model against the reference)
+    and the artifact's manifest (with its accuracy when there were labelled validation images)."""
+    model, val, calib_x, pre_check = run.model, inputs.val, inputs.calib_x, inputs.pre_check
+    manifest = _manifest_for(model, name, run.precision, run.descs)
+    report: dict[str, Any] = {
+        "model": model.source,
+        "recipe": recipe,
+        "recipe_steps": steps,
+        "calibration": {"data": str(opts.data) if opts.data else None, "images": 0 if calib_x is None else int(len(calib_x)), "skipped_corrupt": [str(p) for p in inputs.skipped]},
+        "validation": {"data": str(val.root) if val else None, "images": int(len(val.y)) if val else 0,
+                       "held_out": bool(opts.val_data)},
+        "preprocess": {"manifest": dataclasses.asdict(model.preprocess), "overrides": model.source.get("preprocess_overrides", {}),
+                       "check": pre_check.to_dict() if pre_check is not None else None},
+        "latency_backend": f"{run.meter.backend} (host CPU, batch 1)",
+        "latency_timing": "every step's model timed together in interleaved rounds ({} × {} calls each after warm-up); p50, spread as IQR".format(*split_calls(opts.latency_iters)),
+        "steps": run.rows,
+        "compression": run.descs,
+        "passed": run.passed,
+        **run.extra,
+    }
+    if val is not None:
+        ref_m = run.ref_m
+        cand_m = classification(run.scores, val.y, model.labels)
+        drops = class_drops(cand_m, ref_m)
+        report["top1_drop"] = 100.0 * (ref_m["top1"] - cand_m["top1"])
+        report["worst_class_drop"] = worst_class_drop(drops)[0]
+        report["class_drops"] = drops
+        report["class_alpha"] = opts.class_alpha
+        report["class_gate"] = class_gate_summary(drops, opts.class_alpha, opts.class_gate)
+        report["agreement"] = parity(run.scores, run.ref_scores)["top1_agreement"]
+        report["validation"]["skipped_corrupt"] = [str(p) for p in val.skipped]
+        manifest.accuracy = {
+            "data": str(val.root),
+            **{k: v for k, v in strip_arrays(cand_m).items() if k != "per_class"},
+            "reference_top1": ref_m["top1"],
+            "top1_drop": report["top1_drop"],
+            "worst_class_drop": report["worst_class_drop"],
         }
-        if val is not None:
-            cand_m = classification(scores_final, val.y, model.labels)
-            drops = class_drops(cand_m, ref_m)
-            report["top1_drop"] = 100.0 * (ref_m["top1"] - cand_m["top1"])
-            report["worst_class_drop"] = worst_class_drop(drops)[0]
-            report["class_drops"] = drops
-            report["class_alpha"] = opts.class_alpha
-            report["class_gate"] = class_gate_summary(drops, opts.class_alpha, opts.class_gate)
-            report["agreement"] = parity(scores_final, ref_scores)["top1_agreement"]
-            report["validation"]["skipped_corrupt"] = [str(p) for p in val.skipped]
-            manifest.accuracy = {
-                "data": str(val.root),
-                **{k: v for k, v in strip_arrays(cand_m).items() if k != "per_class"},
-                "reference_top1": ref_m["top1"],
-                "top1_drop": report["top1_drop"],
-                "worst_class_drop": report["worst_class_drop"],
-            }
-        if calib_x is not None:
-            _save_parity_samples(tmp / PARITY_DIR, calib_samples, skipped)
-        shutil.rmtree(work)
-        write_compress_report(tmp, report, plot=opts.plot)
-        manifest.record_files(tmp)
-        manifest.save(tmp)
-    if opts.checkpoint_dir is None and ckpt_root.is_dir():
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-    result = CompressResult(out, manifest, report, passed)
+    return report, manifest
+
+
+def _write_artifact(tmp: Path, run: _Run, report: dict[str, Any], manifest: Manifest, opts: CompressOptions, inputs: _Inputs) -> None:
+    """Parity samples, the report (JSON, Markdown, plot) and the manifest beside the model; the steps' work files go."""
+    if inputs.calib_x is not None:
+        _save_parity_samples(tmp / PARITY_DIR, inputs.calib_samples, inputs.skipped)
+    shutil.rmtree(run.work)
+    write_compress_report(tmp, report, plot=opts.plot)
+    manifest.record_files(tmp)
+    manifest.save(tmp)
+
+
+def _raise_if_failed(result: CompressResult) -> None:
+    """After the artifact is written: an early stop or a budget not met is a failed check (exit 1)."""
+    report, out = result.report, result.directory
     if report.get("stopped_early"):
         s = report["stopped_early"]
         raise CheckFailed(f"{s['step']} stopped early: {s['reason']}; the model so far is written to {out}",
                           "raise --early-stop-drop (or drop it to train every epoch), prune less, or train longer")
-    if not passed:
-        q = descs[-1]
+    if not result.passed:
+        q = report["compression"][-1]
         over = ", ".join(f"{c['class']} −{c['drop_pts']:.1f} pt ({c['drop_images']} img, p={_p(c['p_value'])})" for c in q["classes_over_budget"][:3])
         parts = []
         if q.get("top1_drop") is not None:
@@ -514,7 +507,6 @@ def compress(model: LoadedModel, out: str | Path, opts: CompressOptions) -> Comp
             + f"; best result written to {out}",
             "raise --max-drop/--max-class-drop or --max-reverts, lower --min-agreement, add calibration images, or keep more layers in float (--ignore NODE)",
         )
-    return result
 
 
 def _save_torch_weights(module: Any, model: LoadedModel, torch_steps: list[dict], folder: Path) -> None:

@@ -1,6 +1,12 @@
-"""The compression options of ``edgefg compress`` (click only at import time; cli.py stays thin)."""
+"""The options of ``edgefg compress`` that belong to no one step (evaluation, training, the report), and the
+command class that adds each registered step's own options (``StepSpec.options``, edgefg/compress/steps.py).
+
+Click only at import time (cli.py stays thin): ``edgefg run`` imports this module and must load no
+compression code, so the step registry is read when ``compress`` is parsed or shown, not before.
+"""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -9,49 +15,44 @@ import click
 from edgefg.compress import ILA_DEFAULT_AT  # not .steps: `edgefg run` loads these options and must not load compression code
 
 
-def _ints(ctx, param, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise click.BadParameter("expected comma-separated block indices, e.g. 3,7") from None
+class CompressCommand(click.Command):
+    """``edgefg compress``: its own options, then every registered step's (read from the step registry
+    when the command is parsed or shown, and again after a step is registered or removed)."""
+
+    _own: list[click.Parameter]
+    _all: list[click.Parameter]
+    _steps_seen: tuple[int, ...] | None
+
+    @property  # type: ignore[override]
+    def params(self) -> list[click.Parameter]:
+        from edgefg.compress.steps import cli_params
+
+        step_params = cli_params()
+        seen = tuple(map(id, step_params))
+        if seen != self._steps_seen:  # the same list otherwise: click appends and pops its help option on it
+            own = {o for p in self._own for o in p.opts}
+            clash = [o for p in step_params for o in p.opts if o in own]
+            if clash:
+                raise ValueError(f"a compress step declares {', '.join(clash)}, an option of the command itself")
+            self._all[:] = [*self._own, *step_params]
+            self._steps_seen = seen
+        return self._all
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own, self._all, self._steps_seen = list(value), list(value), None
 
 
 OPTIONS = [
-    click.option("--max-drop", type=float, help="INT8 accuracy control: largest allowed top-1 drop in points (NNCF reverts layers to float)."),
-    click.option("--max-class-drop", type=float, help="Per-class budget in points; a class fails only if its drop is also significant (paired sign test, Holm-corrected over the classes)."),
     click.option("--class-alpha", type=float, default=0.05, show_default=True, help="Significance level for calling a class drop real (family-wise over the classes); the same rule as validate/tune --max-class-drop."),
     click.option("--early-stop-drop", type=click.FloatRange(0), help="Stop a distillation after an epoch when its top-1 drop (points, on the validation images) "
                  "cannot come within this budget even at the last epoch's rate of improvement; the model so far is written, exit 1."),
     click.option("--class-gate", type=click.Choice(["evidence", "points"]), default="evidence", show_default=True,
                  help="evidence: a class fails when over --max-class-drop AND significant; points: every drop over it fails (one image can decide)."),
-    click.option("--smooth-quant", type=float, help="SmoothQuant alpha for MatMul/Gemm: ViTs (default 0.95), CNNs their classifier head (default off); negative disables."),
-    click.option("--agreement-data", type=click.Path(path_type=Path),
-                 help="Unlabelled images (any folder, searched recursively) the model was not trained on, e.g. camera frames: NNCF's accuracy control then keeps top-1 agreement with the FP32 model on them (no labels needed)."),
-    click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True),
-                 help="With --agreement-data: smallest allowed top-1 agreement with FP32 (default 0.99); NNCF reverts layers to float until it holds."),
-    click.option("--agreement-size", type=click.IntRange(1), help="Read at most N agreement images (a seeded random subset; default 2000)."),
-    click.option("--max-reverts", type=click.IntRange(1), help="Accuracy control: most layers (quantizer groups) reverted to float, by NNCF and by the per-class budget each."),
-    click.option("--bias-correction", type=click.Choice(["fast", "full", "off"]),
-                 help="INT8 bias correction: fast (NNCF default), full (BiasCorrection, layer by layer: slower) or off."),
-    click.option("--ignore", "ignored", multiple=True, help="ONNX node name to keep in float (repeatable)."),
     click.option("--val-size", type=int, help="Evaluate on a stratified subset of N validation images."),
     click.option("--eval-backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True, help="Engine for the report's accuracy/latency (auto: OpenVINO when installed)."),
-    click.option("--input-size", type=click.IntRange(16, 4096), help="Input down-sampling: the model takes SIZE×SIZE (e.g. 192), distilled from the full-resolution model (CNNs)."),
-    click.option("--prune", type=float, help="Structured pruning ratio (e.g. 0.3), followed by distillation from the unpruned model."),
-    click.option("--prune-rounds", type=click.IntRange(1, 20), default=1, show_default=True,
-                 help="Prune in N rounds (ratios compounding to --prune), distilling after each; --epochs is then the total "
-                      "(a fifth after each intermediate round, the rest after the last)."),
     click.option("--kd-temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T."),
     click.option("--kd-alpha", type=float, default=0.7, show_default=True, help="Weight of the distillation term (1-alpha on cross-entropy)."),
-    click.option("--token-keep", type=float, help="ViT token keep rate at each reduction block (e.g. 0.5)."),
-    click.option("--token-method", type=click.Choice(["evit", "tome"]), default="evit", show_default=True),
-    click.option("--token-at", callback=_ints, help="0-based blocks that reduce tokens (default ≈ depth/4, /2, 3/4)."),
-    click.option("--clca", is_flag=True, help="Add the Cross-Layer Cache + Aggregation head (then fine-tune)."),
-    click.option("--adapters", type=click.Choice(["ila"]), help="Insert down-sampling inter-layer adapters (frozen backbone)."),
-    click.option("--adapter-at", callback=_ints, default=",".join(map(str, ILA_DEFAULT_AT)), show_default=True, help="0-based blocks followed by an adapter."),
-    click.option("--adapter-dim", type=int, default=8, show_default=True),
     click.option("--epochs", type=int, help="Training epochs for distillation / CLCA / ILA steps (default 1)."),
     click.option("--lr", type=float, help="Learning rate for training steps."),
     click.option("--train-batch", type=int, default=32, show_default=True),
@@ -86,16 +87,25 @@ def preprocess_options(fn: Callable) -> Callable:
 
 
 def compress_options(fn: Callable) -> Callable:
+    """The options above (a command of class :class:`CompressCommand` gets the steps' own)."""
     for opt in reversed(OPTIONS):
         fn = opt(fn)
     return fn
 
 
 def options_from_cli(**kw: Any):
-    from edgefg.compress.api import CompressOptions
+    """The run's CompressOptions from the command's values; the options of a step registered without a
+    field there go into ``flags``."""
+    from edgefg.compress.options import CompressOptions
+    from edgefg.compress.steps import cli_params
 
     kw["ignored"] = list(kw.get("ignored") or [])
     kw["plot"] = not kw.pop("no_plot", False)
     if kw.get("adapter_at") is None:
         kw["adapter_at"] = list(ILA_DEFAULT_AT)
-    return CompressOptions(**kw)
+    fields = {f.name for f in dataclasses.fields(CompressOptions)}
+    flags = {k: kw.pop(k) for k in [k for k in kw if k not in fields]}
+    unknown = set(flags) - {p.name for p in cli_params()}
+    if unknown:
+        raise TypeError(f"options_from_cli: unknown option(s) {', '.join(sorted(unknown))}")
+    return CompressOptions(**kw, flags=flags)

@@ -1,25 +1,30 @@
 """The compress-step registry: one :class:`StepSpec` per step type.
 
 Each step declares its recipe keys with their defaults, whether it trains (so ``--epochs/--lr/
---max-steps`` apply) and distils from the unchanged model, its report label, and — for the PyTorch
-steps — the function that applies it. Recipes (:mod:`edgefg.compress.recipes`), the CLI's option
-folding and the compress loop (:mod:`edgefg.compress.api`) all read this table; a new step is one
-``register(StepSpec(...))`` here.
+--max-steps`` apply) and distils from the unchanged model, its report label, its ``edgefg compress``
+options and how they fold into the recipe (``options``, ``plan``), and — for the PyTorch steps — the
+function that applies it. Recipes (:mod:`edgefg.compress.recipes`), the ``compress`` command's options
+(:class:`edgefg.compress.cli_options.CompressCommand`), ``plan_steps`` and the compress loop
+(:mod:`edgefg.compress.api`) all read this table; a new step, with its flags, is one
+``register(StepSpec(...))``, here or in the step's own module.
 
 The ``int8`` step is registered too (keys, label) but applied by the compress loop itself: it
 works on the exported ONNX, after every PyTorch step.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+import click
 
 from edgefg.errors import DataError, UnsupportedError
 
 if TYPE_CHECKING:
-    from edgefg.compress.api import CompressOptions
+    from edgefg.compress.options import CompressOptions
     from edgefg.compress.early_stop import EarlyStop
     from edgefg.models.loader import LoadedModel
 
@@ -58,6 +63,52 @@ class StepOutcome:
 
 
 @dataclass(frozen=True)
+class StepOption:
+    """An ``edgefg compress`` option that a step reads: the click option, and the recipe key its value sets
+    (``key``, by the default plan; None where the step's own ``plan`` reads the value), converted by ``to_step``."""
+
+    param: click.Option
+    key: str | None = None
+    to_step: Callable[[Any], Any] = lambda value: value
+
+    @property
+    def name(self) -> str:  # the CompressOptions field (or ``CompressOptions.flags`` key) holding the value
+        return str(self.param.name)
+
+    @property
+    def flag(self) -> str:
+        return self.param.opts[0]
+
+
+def option(*decls: str, key: str | None = None, to_step: Callable[[Any], Any] | None = None, **click_attrs: Any) -> StepOption:
+    """A step's command-line option: ``decls`` and ``click_attrs`` as for ``click.option``."""
+    return StepOption(click.Option(list(decls), **click_attrs), key, to_step or (lambda value: value))
+
+
+@dataclass
+class Plan:
+    """A recipe's steps while :func:`edgefg.compress.api.plan_steps` folds the command-line options into them."""
+
+    recipe: str
+    steps: list[dict[str, Any]]
+    epochs_fixed: list[dict[str, Any]] = field(default_factory=list)  # steps whose epochs a step's plan set: --epochs leaves them
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [s for s in self.steps if s["type"] == kind]
+
+    def add(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Add a step where its type goes: first (``position="first"``), after the other PyTorch steps, or last."""
+        s = spec(step["type"])
+        at = len(self.steps)
+        if s.position == "first":
+            at = 0
+        elif s.torch:
+            at = next((i for i, t in enumerate(self.steps) if not spec(t["type"]).torch), at)
+        self.steps.insert(at, step)
+        return step
+
+
+@dataclass(frozen=True)
 class StepSpec:
     name: str
     summary: str
@@ -68,6 +119,9 @@ class StepSpec:
     distils: Callable[[dict], bool] = lambda step: False
     check: Callable[[dict, str], None] | None = None  # extra validation of one step's values
     position: str = "any"  # any | first | last
+    options: tuple[StepOption, ...] = ()  # its `edgefg compress` options (the command lists them after its own)
+    plan: Callable[[Plan, "CompressOptions"], None] | None = None  # folds the options into the recipe; None: by their keys (plan_options)
+    epochs_flag: Callable[[dict], bool] = lambda step: True  # whether --epochs sets this step's epochs when it trains
 
     @property
     def torch(self) -> bool:
@@ -76,6 +130,17 @@ class StepSpec:
     def default(self, step: dict, key: str) -> Any:
         return step.get(key, self.keys.get(key))
 
+    def plan_options(self, plan: Plan, opts: "CompressOptions") -> None:
+        """Fold this step's options into the plan: its own ``plan``; else every given option with a ``key`` sets
+        that key on the recipe's steps of this type, and a recipe without one gets one (:meth:`Plan.add`)."""
+        if self.plan is not None:
+            self.plan(plan, opts)
+            return
+        values = {o.key: o.to_step(v) for o in self.options if o.key is not None and given(v := option_value(opts, o))}
+        if values:
+            for step in plan.of(self.name) or [plan.add({"type": self.name})]:
+                step.update(values)
+
 
 STEPS: dict[str, StepSpec] = {}
 
@@ -83,8 +148,17 @@ STEPS: dict[str, StepSpec] = {}
 def register(spec: StepSpec) -> StepSpec:
     if spec.name in STEPS:
         raise ValueError(f"compress step '{spec.name}' is registered twice")
+    taken = {o.name: s.name for s in STEPS.values() for o in s.options}
+    for o in spec.options:
+        if o.name in taken:
+            raise ValueError(f"compress step '{spec.name}': {o.flag} is already an option of step '{taken[o.name]}'")
     STEPS[spec.name] = spec
     return spec
+
+
+def unregister(name: str) -> StepSpec:
+    """Remove a step (and its command-line options) from the registry."""
+    return STEPS.pop(name)
 
 
 def spec(kind: str) -> StepSpec:
@@ -96,6 +170,50 @@ def spec(kind: str) -> StepSpec:
 
 def label(step: dict) -> str:
     return spec(step["type"]).label(step)
+
+
+# -- the steps' command-line options ---------------------------------------------------------------
+
+
+def cli_params() -> list[click.Option]:
+    """Every registered step's ``edgefg compress`` options, in registration order."""
+    return [o.param for s in STEPS.values() for o in s.options]
+
+
+def option_value(opts: "CompressOptions", opt: StepOption) -> Any:
+    """A step option's value in a run's options: its CompressOptions field, else ``opts.flags`` (where the
+    options of steps registered elsewhere go), else None (not given)."""
+    if opt.name in {f.name for f in dataclasses.fields(opts)}:
+        return getattr(opts, opt.name)
+    return opts.flags.get(opt.name)
+
+
+def given(value: Any) -> bool:
+    """An option counts as given unless it is None, False (a flag not set) or empty (a repeatable option)."""
+    return value is not None and value is not False and not (isinstance(value, (list, tuple)) and not value)
+
+
+def plan_training(plan: Plan, opts: "CompressOptions") -> None:
+    """The training options (--epochs, --lr, --max-steps) into every PyTorch step that trains."""
+    for step in plan.steps:
+        s = spec(step["type"])
+        if not (s.torch and s.trains(step)):
+            continue
+        if opts.epochs is not None and s.epochs_flag(step) and not any(step is d for d in plan.epochs_fixed):
+            step["epochs"] = opts.epochs
+        if opts.lr is not None:
+            step["lr"] = opts.lr
+        if opts.max_steps is not None:
+            step["max_steps"] = opts.max_steps
+
+
+def _ints(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated block indices, e.g. 3,7") from None
 
 
 # -- shared training plumbing ----------------------------------------------------------------------
@@ -194,6 +312,16 @@ def _apply_resize(ctx: StepContext, step: dict) -> StepOutcome:
     return StepOutcome(module, desc, with_input_size(model, size))
 
 
+def _plan_resize(plan: Plan, opts: "CompressOptions") -> None:
+    if opts.input_size is None:
+        return
+    existing = plan.of("resize")
+    if existing:
+        existing[0]["size"] = opts.input_size
+    else:
+        plan.add({"type": "resize", "size": opts.input_size, "epochs": 1})
+
+
 def _check_resize(step: dict, where: str) -> None:
     if not (isinstance(step.get("size"), int) and 16 <= step["size"] <= 4096):
         raise UnsupportedError(f"{where}: resize needs an integer 'size' in 16..4096 (got {step.get('size')!r})", "e.g. size = 192")
@@ -213,6 +341,29 @@ def _apply_prune(ctx: StepContext, step: dict) -> StepOutcome:
     finally:
         ctx.module.to("cpu")
     return StepOutcome(ctx.module, desc)
+
+
+def _plan_prune(plan: Plan, opts: "CompressOptions") -> None:
+    """--prune: the recipe's prune step gets the ratio; a recipe without one gets prune + distil, in
+    --prune-rounds rounds (whose distillations split --epochs among them)."""
+    from edgefg.compress.prune import prune_schedule
+
+    if opts.prune is None:
+        if opts.prune_rounds > 1:
+            raise UnsupportedError("--prune-rounds needs --prune RATIO", "e.g. --prune 0.2 --prune-rounds 3 --epochs 40")
+        return
+    existing = plan.of("prune")
+    if not existing:
+        rounds = prune_schedule(opts.prune, opts.prune_rounds, opts.epochs if opts.prune_rounds > 1 else None)
+        for step in rounds:
+            plan.add(step)
+        if opts.prune_rounds > 1:
+            plan.epochs_fixed += [s for s in rounds if s["type"] == "distil"]
+    elif opts.prune_rounds > 1:
+        raise UnsupportedError(f"--prune-rounds needs a recipe without prune steps (recipe '{plan.recipe}' has its own)",
+                               "drop --prune-rounds, or use --recipe fp32 / int8 with --prune")
+    else:
+        existing[0]["ratio"] = opts.prune
 
 
 def _check_prune(step: dict, where: str) -> None:
@@ -239,6 +390,19 @@ def _apply_train(ctx: StepContext, step: dict) -> StepOutcome:
     return StepOutcome(ctx.module, desc)
 
 
+def _plan_tokens(plan: Plan, opts: "CompressOptions") -> None:
+    if opts.token_keep is None:
+        if opts.clca:
+            raise UnsupportedError("--clca needs token reduction", "add --token-keep RATE (e.g. 0.5)")
+        return
+    step = {"type": "tokens", "keep": opts.token_keep, "method": opts.token_method, "clca": opts.clca}
+    if opts.token_at:
+        step["at"] = list(opts.token_at)
+    if opts.clca:
+        step["epochs"] = 1
+    plan.add(step)
+
+
 def _apply_tokens(ctx: StepContext, step: dict) -> StepOutcome:
     from edgefg.compress.tokens import TokenOptions, build_token_vit, describe
     from edgefg.compress.train import train
@@ -253,6 +417,14 @@ def _apply_tokens(ctx: StepContext, step: dict) -> StepOutcome:
         res = train(wrapped, ctx.train_samples, ctx.model.preprocess, cfg, teacher=ctx.teacher, description="token fine-tune")
         desc.update(train_description(cfg, res), teacher="the input model without token reduction")
     return StepOutcome(wrapped, desc)
+
+
+def _plan_ila(plan: Plan, opts: "CompressOptions") -> None:
+    if opts.adapters is None:
+        return
+    if opts.adapters != "ila":
+        raise UnsupportedError(f"unknown adapter type '{opts.adapters}'", "supported: ila")
+    plan.add({"type": "ila", "at": list(opts.adapter_at), "dim": opts.adapter_dim, "epochs": 1})
 
 
 def _apply_ila(ctx: StepContext, step: dict) -> StepOutcome:
@@ -274,6 +446,26 @@ def _int8_label(step: dict) -> str:
     if step.get("agreement_data") is not None:
         return "int8 (agreement-aware)"
     return "int8" + (" (accuracy-aware)" if step.get("max_drop") is not None or step.get("max_class_drop") is not None else "")
+
+
+def _plan_int8(plan: Plan, opts: "CompressOptions") -> None:
+    """The budget and quantizer options set their keys on the recipe's int8 step (the per-class budget's
+    --class-alpha/--class-gate with --max-class-drop); a recipe without one is refused."""
+    options = STEPS["int8"].options
+    values = {o.key: o.to_step(v) for o in options if given(v := option_value(opts, o))}
+    if not values:
+        return
+    int8 = plan.of("int8")
+    if not int8:
+        flags = ", ".join(o.flag for o in options if o.key in values and o.key != "ignored") or "--ignore"
+        raise UnsupportedError(f"{flags} need(s) an int8 step; recipe '{plan.recipe}' has none", "use --recipe int8")
+    ignored = values.pop("ignored", None)
+    int8[0].update(values)
+    if opts.max_class_drop is not None:
+        int8[0]["class_alpha"] = opts.class_alpha
+        int8[0]["class_gate"] = opts.class_gate
+    if ignored:
+        int8[0]["ignored"] = ignored
 
 
 def _number(v: Any) -> bool:
@@ -318,11 +510,19 @@ register(StepSpec(
     "resize", "input down-sampling to size×size, distilled from the full-resolution model (CNNs)",
     {"size": None, **TRAIN_KEYS, **KD_KEYS},
     label=lambda s: f"input {s['size']}px" + (" + KD" if s.get("epochs", 1) else ""),
-    apply=_apply_resize, trains=lambda s: True, distils=lambda s: bool(s.get("epochs", 1)), check=_check_resize, position="first"))
+    apply=_apply_resize, trains=lambda s: True, distils=lambda s: bool(s.get("epochs", 1)), check=_check_resize, position="first",
+    options=(option("--input-size", type=click.IntRange(16, 4096),
+                    help="Input down-sampling: the model takes SIZE×SIZE (e.g. 192), distilled from the full-resolution model (CNNs)."),),
+    plan=_plan_resize))
 register(StepSpec(
     "prune", "structured pruning (Torch-Pruning dependency groups; Taylor importance with data)",
     {"ratio": 0.3, "round_to": None, "importance": "auto", "global": False, "bn_recalibrate": True},
-    label=lambda s: f"prune {s.get('ratio', 0.3):g}", apply=_apply_prune, check=_check_prune))
+    label=lambda s: f"prune {s.get('ratio', 0.3):g}", apply=_apply_prune, check=_check_prune,
+    options=(option("--prune", type=float, help="Structured pruning ratio (e.g. 0.3), followed by distillation from the unpruned model."),
+             option("--prune-rounds", type=click.IntRange(1, 20), default=1, show_default=True,
+                    help="Prune in N rounds (ratios compounding to --prune), distilling after each; --epochs is then the total "
+                         "(a fifth after each intermediate round, the rest after the last).")),
+    plan=_plan_prune))
 register(StepSpec(
     "distil", "knowledge distillation from the unchanged input model",
     {**TRAIN_KEYS, **KD_KEYS}, label=lambda s: "distil", apply=_apply_train, trains=lambda s: True, distils=lambda s: True))
@@ -333,16 +533,45 @@ register(StepSpec(
     "tokens", "ViT token reduction (EViT / ToMe), optionally with CLCA and a fine-tune",
     {"keep": 0.5, "method": "evit", "at": None, "clca": False, "recovery": None, **{**TRAIN_KEYS, "epochs": 0}},
     label=lambda s: f"{s.get('method', 'evit')} keep {s.get('keep', 0.5):g}" + (" + CLCA" if s.get("clca") else ""),
-    apply=_apply_tokens, trains=lambda s: bool(s.get("epochs")), distils=lambda s: bool(s.get("epochs"))))
+    apply=_apply_tokens, trains=lambda s: bool(s.get("epochs")), distils=lambda s: bool(s.get("epochs")),
+    epochs_flag=lambda s: bool(s.get("clca")),  # --epochs is the CLCA head's fine-tune; a recipe's own token fine-tune keeps its epochs
+    options=(option("--token-keep", type=float, help="ViT token keep rate at each reduction block (e.g. 0.5)."),
+             option("--token-method", type=click.Choice(["evit", "tome"]), default="evit", show_default=True),
+             option("--token-at", callback=_ints, help="0-based blocks that reduce tokens (default ≈ depth/4, /2, 3/4)."),
+             option("--clca", is_flag=True, help="Add the Cross-Layer Cache + Aggregation head (then fine-tune).")),
+    plan=_plan_tokens))
 register(StepSpec(
     "ila", "ILA down-sampling inter-layer adapters on a frozen ViT",
     {"at": list(ILA_DEFAULT_AT), "dim": 8, **{**TRAIN_KEYS, "lr": 1e-3}},
-    label=lambda s: f"ILA @ {','.join(str(a) for a in s.get('at', ILA_DEFAULT_AT))}", apply=_apply_ila, trains=lambda s: True))
+    label=lambda s: f"ILA @ {','.join(str(a) for a in s.get('at', ILA_DEFAULT_AT))}", apply=_apply_ila, trains=lambda s: True,
+    options=(option("--adapters", type=click.Choice(["ila"]), help="Insert down-sampling inter-layer adapters (frozen backbone)."),
+             option("--adapter-at", callback=_ints, default=",".join(map(str, ILA_DEFAULT_AT)), show_default=True, help="0-based blocks followed by an adapter."),
+             option("--adapter-dim", type=int, default=8, show_default=True)),
+    plan=_plan_ila))
 register(StepSpec(
     "int8", "NNCF INT8 post-training quantization of the exported ONNX (accuracy-aware with a budget)",
     {"max_drop": None, "max_class_drop": None, "class_alpha": None, "class_gate": None, "smooth_quant": None, "ignored": None, "max_reverts": None,
      "agreement_data": None, "min_agreement": None, "agreement_size": None, "bias_correction": None, "subset_size": None},
-    label=_int8_label, check=check_int8_step, position="last"))
+    label=_int8_label, check=check_int8_step, position="last",
+    options=(  # in this order in the "need(s) an int8 step" error
+        option("--max-drop", type=float, key="max_drop",
+               help="INT8 accuracy control: largest allowed top-1 drop in points (NNCF reverts layers to float)."),
+        option("--max-class-drop", type=float, key="max_class_drop",
+               help="Per-class budget in points; a class fails only if its drop is also significant (paired sign test, Holm-corrected over the classes)."),
+        option("--smooth-quant", type=float, key="smooth_quant",
+               help="SmoothQuant alpha for MatMul/Gemm: ViTs (default 0.95), CNNs their classifier head (default off); negative disables."),
+        option("--agreement-data", type=click.Path(path_type=Path), key="agreement_data", to_step=str,
+               help="Unlabelled images (any folder, searched recursively) the model was not trained on, e.g. camera frames: NNCF's accuracy control then keeps top-1 agreement with the FP32 model on them (no labels needed)."),
+        option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), key="min_agreement",
+               help="With --agreement-data: smallest allowed top-1 agreement with FP32 (default 0.99); NNCF reverts layers to float until it holds."),
+        option("--agreement-size", type=click.IntRange(1), key="agreement_size", help="Read at most N agreement images (a seeded random subset; default 2000)."),
+        option("--max-reverts", type=click.IntRange(1), key="max_reverts",
+               help="Accuracy control: most layers (quantizer groups) reverted to float, by NNCF and by the per-class budget each."),
+        option("--bias-correction", type=click.Choice(["fast", "full", "off"]), key="bias_correction",
+               help="INT8 bias correction: fast (NNCF default), full (BiasCorrection, layer by layer: slower) or off."),
+        option("--ignore", "ignored", multiple=True, key="ignored", to_step=list, help="ONNX node name to keep in float (repeatable)."),
+    ),
+    plan=_plan_int8))
 
 
 def apply(ctx: StepContext, step: dict) -> StepOutcome:
