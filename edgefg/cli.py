@@ -298,60 +298,125 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
 
 
 # --------------------------------------------------------------------------------------------
+# -- edgefg run: its options in sections, each option declared once ---------------------------
+class RunSection:
+    """Some ``edgefg run`` options (as Polygraphy's argument groups): each option's parameter name is the
+    field it fills (of ``RunOptions``; of ``MqttOptions`` for mqtt; of the camera list for cameras), so
+    ``run`` takes a section's values as they are."""
+
+    def __init__(self, name: str, *options) -> None:
+        self.name = name
+        self.options = options
+
+        def probe() -> None:
+            pass
+
+        for option in options:
+            option(probe)
+        self.fields = tuple(p.name for p in probe.__click_params__)  # type: ignore[attr-defined]
+
+    def __call__(self, f):
+        for option in reversed(self.options):
+            f = option(f)
+        return f
+
+    def take(self, values: dict) -> dict:
+        """This section's values, removed from ``values``."""
+        return {name: values.pop(name) for name in self.fields}
+
+
+RUN_CAMERAS = RunSection(
+    "cameras",
+    click.option("--source", "sources", multiple=True,
+                 help="Camera index, /dev/videoN, RTSP/HTTP URL, video file, image file/folder/glob, or gst:PIPELINE; "
+                      "env:VAR or file:PATH reads it from there (keeps a password off the command line). "
+                      "Several cameras on one model: --source NAME=URI, repeated."),
+    click.option("--source-file", type=click.Path(path_type=Path), help="Read the source (e.g. an RTSP URL with credentials) from the first line of this file."),
+    click.option("--config", "config", type=click.Path(path_type=Path), help="Cameras TOML ([cameras.NAME] source, roi, smooth, min_confidence, fps, ...)."),
+)
+RUN_SOURCE = RunSection(
+    "source",
+    click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames (all cameras together)."),
+    click.option("--roi", help="Fixed crop x,y,w,h in pixels (or fractions 0-1) before preprocessing."),
+    click.option("--stall-timeout", "stall_timeout_s", default=10.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True),
+                 help="Seconds without a frame before a live source is reopened."),
+    click.option("--max-retries", type=click.IntRange(-1), help="Give up (exit 2) after N failed reopen attempts in a row; -1 = retry forever "
+                 "(the default, except for a camera on an interactive terminal: 3)."),
+    click.option("--loop", is_flag=True, help="Restart a video file/image folder at its end."),
+)
+RUN_BATCH = RunSection(
+    "batch",
+    click.option("--threads", "num_threads", type=THREADS, help="Inference threads (default: all cores, or $EDGEFG_NUM_THREADS)."),
+    click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1024), help="Micro-batch size (several cameras: default = the number of cameras)."),
+    click.option("--batch-wait-ms", type=click.FloatRange(0, 60000), help="Wait this long to fill a micro-batch [default: 0; 5 across cameras]."),
+    click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
+                 help="Thread that preprocesses: capture (pipelined; auto for files when a core is spare) or main."),
+)
+RUN_DECISION = RunSection(
+    "decision",
+    click.option("--topk", default=3, show_default=True, type=click.IntRange(1, 1000)),
+    click.option("--smooth", default="none", show_default=True, help="Temporal smoothing: ema:A (A = weight of the newest frame) | majority:N | none."),
+    click.option("--min-confidence", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when the top-1 probability is below this."),
+    click.option("--min-margin", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when top-1 minus top-2 probability is below this."),
+)
+RUN_JSONL = RunSection(
+    "jsonl",
+    click.option("--output", type=click.Path(path_type=Path), help="JSON lines file (default: stdout)."),
+    click.option("--rotate-mb", type=POSITIVE, help="Rotate --output when it passes this size (keeps --rotate-keep old files)."),
+    click.option("--rotate-keep", default=5, show_default=True, type=click.IntRange(0, 10000)),
+    click.option("--events", is_flag=True, help="Write a line only when the (smoothed) label changes."),
+)
+RUN_VIDEO = RunSection(
+    "video",
+    click.option("--save-video", type=click.Path(path_type=Path), help="Annotated video (.mkv FFV1, .avi MJPG, .mp4 mp4v; no H.264 here); one per camera (NAME added)."),
+)
+RUN_HTTP = RunSection(
+    "http",
+    click.option("--http", "http", help="Serve the live page, /stream.mjpg, /healthz, /latest, /metrics on HOST:PORT (e.g. 127.0.0.1:8080)."),
+    click.option("--http-token-file", type=click.Path(path_type=Path), help="File holding a bearer token required for every HTTP path but /healthz."),
+    click.option("--http-max-connections", default=32, show_default=True, type=click.IntRange(1, 10000), help="HTTP connections served at once (more get 503)."),
+    click.option("--http-timeout", "http_timeout_s", default=10.0, show_default=True, type=POSITIVE, help="Seconds an HTTP connection may sit idle before it is dropped."),
+)
+RUN_MQTT = RunSection(  # MqttOptions fields
+    "mqtt",
+    click.option("--mqtt", "url", help="Publish events/state to mqtt://HOST:PORT (mqtts:// for TLS). Needs edgefg[mqtt]."),
+    click.option("--mqtt-prefix", "prefix", default="edgefg", show_default=True, help="Topic prefix."),
+    click.option("--mqtt-auth", "auth_file", type=click.Path(path_type=Path),
+                 help="TOML file: username, password, ca_file, cert_file, key_file (or EDGEFG_MQTT_USERNAME/EDGEFG_MQTT_PASSWORD)."),
+    click.option("--mqtt-spool", "spool_path", type=click.Path(path_type=Path), help="SQLite spool for events while the broker is away [default: ~/.cache/edgefg/mqtt-HOST.sqlite]."),
+    click.option("--mqtt-spool-max", "spool_max", default=100_000, show_default=True, type=click.IntRange(1), help="Events the spool keeps; beyond, the oldest are dropped and counted."),
+    click.option("--mqtt-inflight", "inflight", default=256, show_default=True, type=click.IntRange(1), help="Events sent to the broker and not yet acknowledged, at most (1 = one at a time)."),
+    click.option("--mqtt-drain", "drain_s", default=5.0, show_default=True, type=click.FloatRange(0), help="At exit, keep sending spooled events this many seconds at most while connected."),
+    click.option("--mqtt-discovery-prefix", "discovery_prefix", default="homeassistant", show_default=True, help="Home Assistant discovery prefix ('none' to disable)."),
+)
+RUN_LOG = RunSection(
+    "log",
+    click.option("--stats-every", "stats_every_s", type=POSITIVE, help="Log throughput/latency/drops as a JSON line every N seconds."),
+)
+RUN_OPTIONS_SECTIONS = (RUN_SOURCE, RUN_BATCH, RUN_DECISION, RUN_JSONL, RUN_VIDEO, RUN_HTTP, RUN_LOG)  # their values are RunOptions fields
+RUN_SECTIONS = (RUN_CAMERAS, *RUN_OPTIONS_SECTIONS, RUN_MQTT)
+
+
+def run_sections(f):
+    """Decorate ``edgefg run`` with every section's options, in order."""
+    for section in reversed(RUN_SECTIONS):
+        f = section(f)
+    return f
+
+
 @cli.command(epilog="\b\nSources: 0 | /dev/video0 (V4L2) | rtsp://user:pw@cam/stream | http://host/stream.mjpg | clip.mp4 | photos/ | 'shots/*.jpg' | gst:PIPELINE\n"
              "Jetson CSI camera (needs an OpenCV built with GStreamer, e.g. JetPack's python3-opencv):\n"
              "  --source 'gst:nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1,format=NV12 "
              "! nvvidconv flip-method=0 ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false'\n"
              "  (edgefg run BUNDLE --print-gst-pipeline prints it for the bundle's target)")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--source", "sources", multiple=True,
-              help="Camera index, /dev/videoN, RTSP/HTTP URL, video file, image file/folder/glob, or gst:PIPELINE; "
-                   "env:VAR or file:PATH reads it from there (keeps a password off the command line). "
-                   "Several cameras on one model: --source NAME=URI, repeated.")
-@click.option("--source-file", type=click.Path(path_type=Path), help="Read the source (e.g. an RTSP URL with credentials) from the first line of this file.")
-@click.option("--config", "config", type=click.Path(path_type=Path), help="Cameras TOML ([cameras.NAME] source, roi, smooth, min_confidence, fps, ...).")
-@click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames (all cameras together).")
-@click.option("--output", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
-@click.option("--rotate-mb", type=POSITIVE, help="Rotate --output when it passes this size (keeps --rotate-keep old files).")
-@click.option("--rotate-keep", default=5, show_default=True, type=click.IntRange(0, 10000))
-@click.option("--topk", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--threads", type=THREADS, help="Inference threads (default: all cores, or $EDGEFG_NUM_THREADS).")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1024), help="Micro-batch size (several cameras: default = the number of cameras).")
-@click.option("--batch-wait-ms", type=click.FloatRange(0, 60000), help="Wait this long to fill a micro-batch [default: 0; 5 across cameras].")
-@click.option("--roi", help="Fixed crop x,y,w,h in pixels (or fractions 0-1) before preprocessing.")
-@click.option("--smooth", default="none", show_default=True, help="Temporal smoothing: ema:A (A = weight of the newest frame) | majority:N | none.")
-@click.option("--min-confidence", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when the top-1 probability is below this.")
-@click.option("--min-margin", default=0.0, show_default=True, type=FRACTION, help="Report 'unknown' when top-1 minus top-2 probability is below this.")
-@click.option("--events", is_flag=True, help="Write a line only when the (smoothed) label changes.")
-@click.option("--save-video", type=click.Path(path_type=Path), help="Annotated video (.mkv FFV1, .avi MJPG, .mp4 mp4v; no H.264 here); one per camera (NAME added).")
-@click.option("--http", "http_addr", help="Serve the live page, /stream.mjpg, /healthz, /latest, /metrics on HOST:PORT (e.g. 127.0.0.1:8080).")
-@click.option("--http-token-file", type=click.Path(path_type=Path), help="File holding a bearer token required for every HTTP path but /healthz.")
-@click.option("--http-max-connections", default=32, show_default=True, type=click.IntRange(1, 10000), help="HTTP connections served at once (more get 503).")
-@click.option("--http-timeout", default=10.0, show_default=True, type=POSITIVE, help="Seconds an HTTP connection may sit idle before it is dropped.")
-@click.option("--mqtt", "mqtt_url", help="Publish events/state to mqtt://HOST:PORT (mqtts:// for TLS). Needs edgefg[mqtt].")
-@click.option("--mqtt-prefix", default="edgefg", show_default=True, help="Topic prefix.")
-@click.option("--mqtt-auth", type=click.Path(path_type=Path), help="TOML file: username, password, ca_file, cert_file, key_file (or EDGEFG_MQTT_USERNAME/EDGEFG_MQTT_PASSWORD).")
-@click.option("--mqtt-spool", type=click.Path(path_type=Path), help="SQLite spool for events while the broker is away [default: ~/.cache/edgefg/mqtt-HOST.sqlite].")
-@click.option("--mqtt-spool-max", default=100_000, show_default=True, type=click.IntRange(1), help="Events the spool keeps; beyond, the oldest are dropped and counted.")
-@click.option("--mqtt-inflight", default=256, show_default=True, type=click.IntRange(1), help="Events sent to the broker and not yet acknowledged, at most (1 = one at a time).")
-@click.option("--mqtt-drain", default=5.0, show_default=True, type=click.FloatRange(0), help="At exit, keep sending spooled events this many seconds at most while connected.")
-@click.option("--mqtt-discovery-prefix", default="homeassistant", show_default=True, help="Home Assistant discovery prefix ('none' to disable).")
-@click.option("--stats-every", type=POSITIVE, help="Log throughput/latency/drops as a JSON line every N seconds.")
-@click.option("--stall-timeout", default=10.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True), help="Seconds without a frame before a live source is reopened.")
-@click.option("--max-retries", type=click.IntRange(-1), help="Give up (exit 2) after N failed reopen attempts in a row; -1 = retry forever "
-              "(the default, except for a camera on an interactive terminal: 3).")
-@click.option("--loop", is_flag=True, help="Restart a video file/image folder at its end.")
-@click.option("--preprocess-in", type=click.Choice(["auto", "capture", "main"]), default="auto", show_default=True,
-              help="Thread that preprocesses: capture (pipelined; auto for files when a core is spare) or main.")
+@run_sections
 @click.option("--print-gst-pipeline", is_flag=True, help="Print a GStreamer camera pipeline for the bundle's target and exit.")
 @output_click_options
 @trust_option
 @max_pixels_option
 @handle_errors
-def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rotate_keep, topk, threads, batch, batch_wait_ms, roi, smooth,
-        min_confidence, min_margin, events, save_video, http_addr, http_token_file, http_max_connections, http_timeout, mqtt_url, mqtt_prefix,
-        mqtt_auth, mqtt_spool, mqtt_spool_max, mqtt_inflight, mqtt_drain, mqtt_discovery_prefix, stats_every, stall_timeout, max_retries, loop, preprocess_in,
-        print_gst_pipeline, trust, **output_values) -> None:
+def run(bundle, print_gst_pipeline, trust, **values) -> None:
     """Run BUNDLE on one or more cameras, streams, videos or images; one JSON line per frame (events: on stderr)."""
     from edgefg.runtime.cameras import DEFAULT_NAME, load_cameras, parse_source_args
     from edgefg.runtime.output import options_from_cli
@@ -364,6 +429,9 @@ def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rot
         return
     from edgefg.trust.secrets import read_secret_file, resolve
 
+    sources, source_file, config = RUN_CAMERAS.take(values).values()
+    mqtt_values = RUN_MQTT.take(values)
+    run_values = {name: value for section in RUN_OPTIONS_SECTIONS for name, value in section.take(values).items()}  # the rest: field outputs
     if sources and source_file:
         raise click.UsageError("give --source or --source-file, not both")
     if source_file:
@@ -377,24 +445,20 @@ def run(bundle, sources, source_file, config, max_frames, output, rotate_mb, rot
         raise EdgefgError("with --config, name every --source: --source NAME=URI")
     # a person trying `--source 0` on a machine without a camera gets an answer in seconds; services retry forever
     single = cameras[0].source if len(cameras) == 1 and cameras[0].name == DEFAULT_NAME else None
+    max_retries = run_values["max_retries"]
     camera_on_terminal = max_retries is None and single is not None and _is_camera(single) and _interactive()
     max_retries = INTERACTIVE_CAMERA_RETRIES if camera_on_terminal else None if max_retries is not None and max_retries < 0 else max_retries
     mqtt = None
-    if mqtt_url:
+    if mqtt_values["url"]:
         from edgefg.runtime.mqtt import MqttOptions
 
-        mqtt = MqttOptions(mqtt_url, prefix=mqtt_prefix, auth_file=mqtt_auth, spool_path=mqtt_spool, spool_max=mqtt_spool_max, inflight=mqtt_inflight, drain_s=mqtt_drain,
-                           discovery_prefix=None if mqtt_discovery_prefix.lower() == "none" else mqtt_discovery_prefix)
-    opts = RunOptions(max_frames=max_frames, output=output, topk=topk, num_threads=threads, trust=trust_paths(trust), stall_timeout_s=stall_timeout,
-                      max_retries=max_retries,
-                      loop=loop, batch=batch, batch_wait_ms=batch_wait_ms, roi=roi, preprocess_in=preprocess_in, smooth=smooth,
-                      min_confidence=min_confidence, min_margin=min_margin, events=events, rotate_mb=rotate_mb, rotate_keep=rotate_keep,
-                      save_video=save_video, http=http_addr, http_token_file=http_token_file, http_max_connections=http_max_connections,
-                      http_timeout_s=http_timeout, mqtt=mqtt, stats_every_s=stats_every, event_stream=sys.stderr,
-                      outputs=options_from_cli(output_values))
+        discovery = mqtt_values.pop("discovery_prefix")
+        mqtt = MqttOptions(**mqtt_values, discovery_prefix=None if discovery.lower() == "none" else discovery)
+    opts = RunOptions(**{**run_values, "max_retries": max_retries}, trust=trust_paths(trust), mqtt=mqtt, event_stream=sys.stderr,
+                      outputs=options_from_cli(values))
     try:
-        if len(cameras) == 1 and cameras[0].name == DEFAULT_NAME:  # the classic single-source run
-            summary = run_pipeline(bundle, cameras[0].source, opts)
+        if single is not None:  # the classic single-source run
+            summary = run_pipeline(bundle, single, opts)
         else:
             summary = run_cameras(bundle, cameras, opts)
     except EdgefgError as exc:

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 from edgefg.errors import EdgefgError, InputPathError
 from edgefg.runtime.events import EventLog
+from edgefg.runtime.output import OutputBase
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -108,13 +109,14 @@ class _Server(ThreadingHTTPServer):
 
 
 class HealthServer:
-    """Serves snapshots taken by ``snapshot()`` (a dict; see ``Pipeline.snapshot`` /
-    ``MultiPipeline.snapshot``) and, given ``live`` (:class:`~edgefg.runtime.live.LiveOutputs`), the
-    page and the MJPEG streams."""
+    """Serves snapshots taken by ``snapshot()`` (a dict; see :meth:`edgefg.runtime.loop.CameraLoop.snapshot`)
+    and, given ``live`` (:class:`~edgefg.runtime.live.LiveOutputs`), the page and the MJPEG streams.
+    :class:`HttpOutput` is the server as a run output."""
 
     def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]], stale_after_s: float = 30.0, live: Any = None,
                  token: str | None = None, max_connections: int = 32, timeout_s: float = 10.0, events: EventLog | None = None,
-                 extra: Callable[[], dict[str, Any]] | None = None, stream_fps: float = 10.0, outputs: list[Any] | None = None) -> None:
+                 extra: Callable[[], dict[str, Any]] | None = None, stream_fps: float = 10.0, outputs: list[Any] | None = None,
+                 metric_outputs: list[Any] | None = None) -> None:
         host, port = parse_address(address)
         if max_connections < 1:
             raise EdgefgError(f"--http-max-connections must be ≥ 1, got {max_connections}")
@@ -126,6 +128,7 @@ class HealthServer:
         self.token = token
         self.extra = extra or (lambda: {})
         self.outputs = list(outputs or [])  # field outputs (edgefg.runtime.output): their routes, metrics and stats
+        self.metric_outputs = list(metric_outputs or [])  # other run outputs whose metrics are served (MQTT's)
         self.extra_routes: dict[str, Any] = {}
         for o in self.outputs:
             self.extra_routes.update(o.routes())
@@ -273,7 +276,7 @@ class HealthServer:
                 latest = snap.get("latest")
             return (200, json.dumps(latest), "application/json") if latest else (204, "", "application/json")
         if path == "/metrics":
-            metrics = [m for o in self.outputs for m in o.metrics()]
+            metrics = [m for o in (*self.outputs, *self.metric_outputs) for m in o.metrics()]
             return 200, prometheus_text({**self.snapshot(), **self.extra(), "http": self.stats()}, metrics), "text/plain; version=0.0.4; charset=utf-8"
         if path == "/api/state":
             return 200, json.dumps(self.state(), default=str), "application/json"
@@ -326,6 +329,36 @@ class HealthServer:
             self.httpd.shutdown()
             self._thread.join(2)
         self.httpd.server_close()
+
+
+class HttpOutput(OutputBase):
+    """``--http``: the :class:`HealthServer` as a run output; closed last, so it serves while the others close."""
+
+    name = "http"
+    close_order = 3
+
+    def __init__(self, server: HealthServer) -> None:
+        self.server = server
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def open_http(ctx: Any, live: Any = None, outputs: list[Any] | None = None, others: list[Any] | None = None) -> HttpOutput | None:
+    """The HTTP server, when ``--http`` is given: the loop's snapshot, the live state's page and streams,
+    ``outputs`` (the field outputs: their routes, metrics and page sections) and the metrics of ``others``
+    (the other run outputs: MQTT's)."""
+    opts = ctx.opts
+    if not opts.http:
+        return None
+    token = read_token(opts.http_token_file) if opts.http_token_file else None
+    mqtt = ctx.mqtt
+    server = HealthServer(opts.http, ctx.snapshot, stale_after_s=max(30.0, 3 * opts.stall_timeout_s), live=live, token=token,
+                          max_connections=opts.http_max_connections, timeout_s=opts.http_timeout_s, events=ctx.events,
+                          extra=(lambda: {"mqtt": mqtt.stats()}) if mqtt is not None else None, outputs=outputs, metric_outputs=others).start()
+    ctx.events.emit("http_listening", address=server.address, paths=["/", "/stream.mjpg", "/healthz", "/latest", "/metrics", *server.extra_routes],
+                    auth=token is not None)
+    return HttpOutput(server)
 
 
 def _labels(d: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
-"""What the live outputs share: each camera's newest frame + result (for the MJPEG stream and the
-web page), its sighting tracker, the last sightings, and the MQTT publisher when there is one.
+"""The live outputs: :class:`LiveOutputs` keeps each camera's newest frame + result (for the MJPEG stream
+and the web page), its sighting tracker and the last sightings, and sends sighting events to MQTT;
+:class:`MqttOutput` holds the MQTT connection (retained state per camera, the spooled events).
 
-The pipeline loop calls :meth:`LiveOutputs.on_result` for every classified frame; HTTP threads read
-:meth:`jpeg` and :meth:`sightings`. Frames are JPEG-encoded only when a stream asks for one.
+``serve`` calls :meth:`LiveOutputs.on_result` for every classified frame; HTTP threads read
+:meth:`~LiveOutputs.jpeg` and :meth:`~LiveOutputs.sightings`. Frames are JPEG-encoded only when a stream asks for one.
 """
 from __future__ import annotations
 
@@ -14,17 +15,25 @@ from typing import Any, Callable
 import numpy as np
 
 from edgefg.runtime.events import EventLog
+from edgefg.runtime.output import OutputBase
 from edgefg.runtime.sightings import SightingTracker
 
 RoiBox = Callable[[tuple[int, ...]], tuple[int, int, int, int]]
 
 
-class LiveOutputs:
+class LiveOutputs(OutputBase):
+    """The live state, a run output when ``--http`` or ``--mqtt`` is given; closes first: it ends the
+    open sightings, whose ``end`` events MQTT still has to send."""
+
+    name = "live"
+    close_order = 0
+
     def __init__(self, cameras: list[str], events: EventLog, mqtt: Any = None, keep_sightings: int = 50,
-                 update_every_s: float = 5.0) -> None:
+                 update_every_s: float = 5.0, rois: dict[str, RoiBox | None] | None = None) -> None:
         self.cameras = list(cameras)
         self.events = events
         self.mqtt = mqtt
+        self.rois = dict(rois or {})
         self.trackers = {c: SightingTracker(c, update_every_s=update_every_s) for c in cameras}
         self._recent: deque[dict[str, Any]] = deque(maxlen=keep_sightings)
         self._frames: dict[str, tuple[np.ndarray, dict[str, Any], tuple[int, int, int, int] | None, int]] = {}
@@ -33,7 +42,9 @@ class LiveOutputs:
         self._lock = threading.Lock()
         self._new_frame = threading.Condition(self._lock)
 
-    def on_result(self, camera: str, result: dict[str, Any], image: np.ndarray | None, roi: RoiBox | None = None) -> None:
+    def on_result(self, camera: str, result: dict[str, Any], frame: Any) -> None:
+        image = frame.image
+        roi = self.rois.get(camera)
         if image is not None:
             box = None
             if roi is not None:
@@ -47,8 +58,6 @@ class LiveOutputs:
                 self._new_frame.notify_all()
         for ev in self.trackers[camera].update(result["label"], result["score"]):
             self._sighting(camera, ev)
-        if self.mqtt is not None:
-            self.mqtt.state(camera, result)
 
     def camera_ended(self, camera: str) -> None:
         for ev in self.trackers[camera].end():
@@ -57,6 +66,9 @@ class LiveOutputs:
     def close(self) -> None:
         for cam in self.cameras:
             self.camera_ended(cam)
+
+    def abort(self) -> None:
+        pass  # a run that failed ends no sighting
 
     def _sighting(self, camera: str, ev: dict[str, Any]) -> None:
         with self._lock:
@@ -101,3 +113,51 @@ class LiveOutputs:
         with self._lock:
             self._jpeg[camera] = out
         return out
+
+
+class MqttOutput(OutputBase):
+    """``--mqtt``: the broker connection and its on-disk spool; each camera's decision as retained state.
+    (Sighting events reach it through :class:`LiveOutputs`.) Closes after every output that publishes
+    through it, draining the spool for ``--mqtt-drain`` seconds; after an error for 0.5 s."""
+
+    name = "mqtt"
+    close_order = 2
+
+    def __init__(self, publisher: Any) -> None:
+        self.publisher = publisher
+
+    def on_result(self, camera: str, result: dict[str, Any], frame: Any) -> None:
+        self.publisher.state(camera, result)
+
+    def close(self) -> dict[str, Any]:
+        self.publisher.close()
+        return self.publisher.stats()
+
+    def abort(self) -> None:
+        self.publisher.close(drain_s=0.5)
+
+    def stats(self) -> dict[str, Any]:
+        return self.publisher.stats()  # also the HTTP server's "mqtt" section: /api/state, the page's header, /metrics (httpd.prometheus_text)
+
+    def metrics(self) -> list[Any]:
+        """The client's health and spool metrics beyond those ``prometheus_text`` makes of :meth:`stats`."""
+        more = getattr(self.publisher, "metrics", None)
+        return more() if more is not None else []
+
+
+def open_mqtt(ctx: Any) -> MqttOutput | None:
+    """The MQTT output, when ``--mqtt`` is given; sets ``ctx.mqtt`` for the outputs that publish through it."""
+    if ctx.opts.mqtt is None:
+        return None
+    from edgefg import __version__
+    from edgefg.runtime.mqtt import MqttPublisher
+
+    ctx.mqtt = MqttPublisher(ctx.opts.mqtt, ctx.cameras, ctx.events, device={"model": ctx.info.get("name", "edgefg"), "sw_version": __version__}).start()
+    return MqttOutput(ctx.mqtt)
+
+
+def open_live(ctx: Any) -> LiveOutputs | None:
+    """The live state, when the page (``--http``) or MQTT needs it."""
+    if not ctx.opts.http and ctx.mqtt is None:
+        return None
+    return LiveOutputs(ctx.cameras, ctx.events, mqtt=ctx.mqtt, rois=ctx.rois)

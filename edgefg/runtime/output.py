@@ -1,7 +1,10 @@
-"""Field outputs: what ``serve`` drives besides the JSON lines, video and live sinks (collect, drift, …).
+"""Run outputs: everything ``serve`` drives besides the camera loop, under one :class:`Output` protocol.
 
-An output is registered once, in :data:`OUTPUT_MODULES` (name → module). Its module defines, at top
-level and importing only click and the standard library there (the CLI imports it at start-up):
+The built-in ones (JSON lines and video in :mod:`~edgefg.runtime.sinks`, the live state and MQTT in
+:mod:`~edgefg.runtime.live`, HTTP in :mod:`~edgefg.runtime.httpd`) are opened from ``RunOptions`` by
+:func:`edgefg.runtime.pipeline.open_run_outputs`; *field outputs* (collect, drift, …) are registered
+once, in :data:`OUTPUT_MODULES` (name → module). A field output's module defines, at top level and
+importing only click and the standard library there (the CLI imports it at start-up):
 
 ``OPTIONS``                    click option decorators it adds to ``edgefg run``
 ``options_from_cli(values)``   its options object (or ``None`` when not asked for) from those options'
@@ -10,17 +13,23 @@ level and importing only click and the standard library there (the CLI imports i
 
 The Python API passes ``RunOptions(outputs={"collect": CollectOptions(...)})``. ``serve`` calls
 ``on_result`` for every classified frame (the frame carries ``probabilities``), ``camera_ended`` when
-a camera's capture ends, ``close`` at the end (its dict goes into the run summary under the output's
-name), ``stats`` for ``/api/state`` and the live page (``{"summary": {key: scalar}, "cameras": {name:
-{key: scalar}}}``: the page shows the scalars under each camera and below the sightings), ``metrics`` for ``/metrics`` and ``routes`` for
-extra HTTP paths (served behind the bearer token like every path but ``/healthz``).
+a named camera's capture ends, ``close`` at the end (a dict goes into the run summary under the output's
+name; ``None``: nothing), ``stats`` for the periodic ``stats`` event, ``/api/state`` and the live page
+(a field output's: ``{"summary": {key: scalar}, "cameras": {name: {key: scalar}}}``: the page shows the
+scalars under each camera and below the sightings; MQTT's: its connection counters, in the page's header;
+``None``: nothing to show), ``metrics`` for ``/metrics`` and ``routes``
+for extra HTTP paths (served behind the bearer token like every path but ``/healthz``). Optional:
+``close_order`` (default 1; the live state 0: it ends the sightings whose events others publish; MQTT 2:
+it drains what the others published; HTTP 3) and ``abort()`` (the close after an error; default ``close``).
 
-An output must never stall or crash inference: an ``OSError`` from ``on_result`` is reported as one
-``sink_error`` event a minute and counted, and slow work (disk, a second model) belongs on its own thread.
+An output must never stall or crash inference: an ``OSError`` from ``on_result`` or ``camera_ended`` is
+reported as one ``sink_error`` event a minute (:class:`Outputs`), and slow work (disk, a second model)
+belongs on its own thread.
 """
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
@@ -49,8 +58,11 @@ class ServeContext:
     events: EventLog
     model: Any  # LoadedBundle (labels, manifest, directory, prepare, scores)
     rois: dict[str, RoiBox | None] = field(default_factory=dict)
-    mqtt: Any = None  # MqttPublisher, when --mqtt is given
+    mqtt: Any = None  # MqttPublisher, when --mqtt is given (set when the MQTT output opens, before the outputs that publish)
     info: dict[str, Any] = field(default_factory=dict)
+    snapshot: Callable[[], dict[str, Any]] | None = None  # the loop's counters (HTTP: /healthz, /metrics, the page)
+    fps: dict[str, float | None] = field(default_factory=dict)  # each camera's source frame rate, when it tells (video)
+    named: bool = True  # False: the classic single source (no camera name in file names)
 
     def crop(self, camera: str, image: Any) -> Any:
         """The part of ``image`` the model saw (the camera's ROI, else the whole frame)."""
@@ -69,13 +81,107 @@ class Output(Protocol):
 
     def camera_ended(self, camera: str) -> None: ...
 
-    def close(self) -> dict[str, Any]: ...
+    def close(self) -> dict[str, Any] | None: ...
 
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any] | None: ...
 
     def metrics(self) -> list[Metric]: ...
 
     def routes(self) -> dict[str, Route]: ...
+
+
+class OutputBase:
+    """Defaults for an :class:`Output` that needs only some of the calls (the built-in outputs subclass it)."""
+
+    name = "output"
+    close_order = 1  # the live state 0 (it ends the sightings others publish), MQTT 2 (it drains what they published), HTTP 3
+
+    def on_result(self, camera: str, result: dict[str, Any], frame: Frame) -> None:
+        pass
+
+    def camera_ended(self, camera: str) -> None:
+        pass
+
+    def close(self) -> dict[str, Any] | None:
+        return None
+
+    def abort(self) -> None:
+        """Close after an error: quickly, and without what only a clean end should do."""
+        self.close()
+
+    def stats(self) -> dict[str, Any] | None:
+        return None
+
+    def metrics(self) -> list[Metric]:
+        return []
+
+    def routes(self) -> dict[str, Route]:
+        return {}
+
+
+class Outputs:
+    """The run's outputs, driven together by ``serve`` (fed in the order given). An ``OSError`` from one
+    (a full disk, a vanished mount) is one ``sink_error`` event a minute for that output, and inference
+    goes on."""
+
+    def __init__(self, outputs: Sequence[Output], events: EventLog) -> None:
+        self.outputs = list(outputs)
+        self.events = events
+        self._open = sorted(self.outputs, key=lambda o: getattr(o, "close_order", 1))  # stable: ties close in the order they were opened
+        self._last_error: dict[str, float] = {}
+
+    def _failed(self, o: Output, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._last_error.get(o.name, -1e9) >= 60:
+            self._last_error[o.name] = now
+            self.events.emit("sink_error", sink=o.name, error=f"{exc.strerror or exc}")
+
+    def on_result(self, camera: str, result: dict[str, Any], frame: Frame) -> None:
+        for o in self.outputs:
+            try:
+                o.on_result(camera, result, frame)
+            except OSError as exc:  # keep classifying (and serving /latest)
+                self._failed(o, exc)
+
+    def camera_ended(self, camera: str) -> None:
+        for o in self.outputs:
+            try:
+                o.camera_ended(camera)
+            except OSError as exc:
+                self._failed(o, exc)
+
+    def stats(self) -> dict[str, Any]:
+        """``{name: stats}`` of the outputs that report any (the ``stats`` event)."""
+        return {o.name: s for o in self.outputs if (s := o.stats()) is not None}
+
+    def close(self) -> dict[str, Any]:
+        """Close every output by ``close_order`` (the live state first: it ends the open sightings; MQTT
+        next to last: it drains what the others published; HTTP last); ``{name: dict}`` for the summary."""
+        out: dict[str, Any] = {}
+        while self._open:
+            o = self._open.pop(0)
+            try:
+                result = o.close()
+            except Exception as exc:  # a full disk must not hide the summary
+                self.events.emit("sink_error", sink=o.name, error=str(exc))
+                continue
+            except BaseException:
+                if hasattr(o, "abort"):  # interrupted (a second signal): abort() finishes it
+                    self._open.insert(0, o)
+                raise
+            if result is not None:
+                out[o.name] = result
+        return out
+
+    def abort(self) -> None:
+        """After an error: close what is still open (``abort()`` where an output has one: MQTT drains 0.5 s,
+        the live state ends no sighting); never raises."""
+        while self._open:
+            o = self._open.pop(0)
+            try:
+                getattr(o, "abort", o.close)()
+            except Exception as exc:
+                self.events.emit("sink_error", sink=o.name, error=str(exc))
 
 
 def output_module(name: str) -> Any:

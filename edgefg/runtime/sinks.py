@@ -2,6 +2,7 @@
 
 (The HTTP endpoint is :mod:`edgefg.runtime.httpd`; the Python API is :func:`edgefg.runtime.stream`.)
 A sink has ``write(result, frame)`` and ``close()``; ``frame`` is the BGR image or None.
+:class:`JsonlOutput` and :class:`VideoOutput` are the sinks as run outputs (:mod:`edgefg.runtime.output`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from edgefg.errors import EdgefgError, OutputExistsError
+from edgefg.runtime.output import OutputBase
 
 # container suffix -> FourCC OpenCV's FFMPEG backend can write here (no H.264 encoder in the wheels)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
@@ -141,3 +143,67 @@ def annotate(frame: np.ndarray, result: dict[str, Any], roi: tuple[int, int, int
     color = (0, 165, 255) if label == "unknown" else (0, 255, 0)
     cv2.putText(out, text, (5, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
     return out
+
+
+# -- as run outputs (edgefg.runtime.output) ------------------------------------------------------
+class JsonlOutput(OutputBase):
+    """``--output`` (default: stdout): every result as a JSON line; with ``--events`` only label changes."""
+
+    name = "JsonlSink"  # what its sink_error events have always been called
+
+    def __init__(self, sink: JsonlSink, changes_only: bool = False) -> None:
+        self.sink = sink
+        self.changes_only = changes_only
+
+    def on_result(self, camera: str, result: dict[str, Any], frame: Any) -> None:
+        if self.changes_only and not result["changed"]:
+            return
+        self.sink.write(result, frame.image)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class VideoOutput(OutputBase):
+    """``--save-video out.mkv``: each camera's annotated frames (named cameras: ``out-NAME.mkv`` each)."""
+
+    name = "VideoSink"
+
+    def __init__(self, sinks: dict[str, VideoSink]) -> None:
+        self.sinks = sinks
+
+    def on_result(self, camera: str, result: dict[str, Any], frame: Any) -> None:
+        sink = self.sinks.get(camera)
+        if sink is not None:
+            sink.write(result, frame.image)
+
+    def close(self) -> None:
+        first: Exception | None = None
+        for sink in self.sinks.values():
+            try:
+                sink.close()
+            except Exception as exc:  # close the others all the same
+                first = first or exc
+        if first is not None:
+            raise first
+
+
+def open_jsonl(ctx: Any) -> JsonlOutput:
+    opts = ctx.opts
+    try:
+        sink = JsonlSink(opts.output, rotate_mb=opts.rotate_mb, keep=opts.rotate_keep)
+    except OSError as exc:
+        raise EdgefgError(f"cannot write --output '{opts.output}': {exc.strerror or exc}", "pick a writable path") from None
+    return JsonlOutput(sink, changes_only=opts.events)
+
+
+def open_video(ctx: Any) -> VideoOutput | None:
+    opts = ctx.opts
+    if not opts.save_video:
+        return None
+    base = Path(opts.save_video)
+    sinks = {}
+    for cam in ctx.cameras:
+        path = base.with_name(f"{base.stem}-{cam}{base.suffix}") if ctx.named else base
+        sinks[cam] = VideoSink(path, fps=opts.video_fps or ctx.fps.get(cam) or 10.0, roi=ctx.rois.get(cam))
+    return VideoOutput(sinks)

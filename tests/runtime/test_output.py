@@ -38,6 +38,8 @@ class Recorder:
 
     def close(self):
         self.closed += 1
+        if self.options.get("on_close"):
+            self.options["on_close"]()
         return {"seen": len(self.results)}
 
     def stats(self):
@@ -117,6 +119,24 @@ def test_cameras_end_and_http_routes_metrics_state_behind_the_token(tiny_bundles
     assert not t.is_alive()
     (rec,) = recorder
     assert box["s"]["recorder"]["seen"] == 400 and {c for c, _ in rec.results} == {"a", "b"}
+
+
+def test_outputs_close_after_the_live_state_and_before_the_http_server(tiny_bundles, image_folder, recorder):
+    addr, seen = {}, {}
+
+    def on_event(e):
+        if e["event"] == "http_listening":
+            addr["url"] = "http://" + e["address"]
+
+    def probe():  # while the recorder closes: the server still answers, and every sighting has ended
+        with urllib.request.urlopen(addr["url"] + "/api/state", timeout=5) as r:
+            seen["state"] = json.loads(r.read())
+
+    opts = RunOptions(max_frames=12, http="127.0.0.1:0", outputs={"recorder": {"on_close": probe}}, on_event=on_event)
+    summary = run_pipeline(tiny_bundles["fp32-onnxruntime-cpu"], str(image_folder), opts, handle_signals=False)
+    sightings = seen["state"]["sightings"]
+    assert sightings and all(s["end_time"] is not None for s in sightings)
+    assert summary["recorder"] == {"seen": 12}
 
 
 def test_cameras_that_end_are_told(tiny_bundles, image_folder, recorder):

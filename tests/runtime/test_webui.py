@@ -166,9 +166,7 @@ class LiveRun:
             self._ready.set()
 
     def _run(self):
-        rois = {n: None for n in self.pipe.cameras}
-        results = ((c.name, r, f) for c, r, f in self.pipe.results())
-        self.summary = serve(self.pipe, results, self.opts, rois, {}, handle_signals=False, single=False)
+        self.summary = serve(self.pipe, self.opts, handle_signals=False)
 
     def close(self):
         self.pipe.stop()
