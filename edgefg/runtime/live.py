@@ -83,8 +83,15 @@ class LiveOutputs(OutputBase):
             self.mqtt.event(camera, ev)
 
     def sightings(self) -> list[dict[str, Any]]:
+        """The recent sightings, newest first; an open one as it is now (frames, smoothed score), not as
+        its last event left it."""
+        open_now = {}
+        for tracker in self.trackers.values():
+            live = tracker.live()
+            if live is not None:
+                open_now[live["id"]] = live
         with self._lock:
-            return list(self._recent)
+            return [open_now.get(s["id"], s) for s in self._recent]
 
     def jpeg(self, camera: str, after_seq: int = 0, timeout: float = 5.0, quality: int = 75) -> tuple[int, bytes] | None:
         """The camera's newest annotated frame as JPEG, waiting up to ``timeout`` for one newer than ``after_seq``."""

@@ -1,4 +1,6 @@
 """Sighting events follow the smoothed score: the first update soon after `new`, later ones rate-limited."""
+from types import SimpleNamespace
+
 from edgefg.runtime.sightings import SightingTracker
 
 
@@ -43,3 +45,18 @@ def test_a_falling_score_is_an_update_too_and_updates_are_rate_limited():
     t[0] = 20.0
     assert tr.update("robin", 0.32) == []  # steady: no message however long it lasts
     assert tr.live()["frames"] == 6
+
+
+def test_the_page_lists_an_open_sighting_as_it_is_now():
+    from edgefg.runtime.events import EventLog
+    from edgefg.runtime.live import LiveOutputs
+
+    live = LiveOutputs(["cam"], EventLog(listener=lambda e: None))
+    frame = SimpleNamespace(image=None)
+    for s in (0.5, 0.7, 0.9, 0.95):
+        live.on_result("cam", {"label": "robin", "score": s}, frame)
+    (row,) = live.sightings()
+    assert row["frames"] == 4 and row["score"] == 0.95 and row["end_time"] is None  # not the `new` snapshot (1 frame, 0.5)
+    live.on_result("cam", {"label": "unknown", "score": 0.2}, frame)
+    (ended,) = live.sightings()
+    assert ended["frames"] == 4 and ended["end_time"] is not None
