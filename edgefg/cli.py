@@ -208,7 +208,7 @@ def deploy(artifact, target, engine, precision, data, labels, out, force, calib_
     m, p = result.manifest, result.manifest.parity
     console = _console()
     if signer is not None:
-        from edgefg.trust.signing import sign_bundle
+        from edgefg.trust.bundle_signing import sign_bundle
 
         console.print(f"signed {out} with key {sign_bundle(out, signer)}")
     if target not in (result.target.name, result.target.path):

@@ -25,16 +25,17 @@ from typing import Any, Iterator, Sequence
 
 from edgefg.errors import BundleError, ChecksumError, InputPathError, OutputExistsError
 
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+from edgefg.manifest_fields import (  # noqa: F401  (re-exported: the manifest's names, defined below the schema)
+    CROP_MODES,
+    MANIFEST_NAME,
+    OPENCV_INTERPOLATIONS,
+    PIL_INTERPOLATIONS,
+    RESIZERS,
+    SCHEMA_VERSION,
+)
+
 LABELS_NAME = "labels.txt"
 PARITY_DIR = "parity_samples"  # a few calibration images an artifact keeps for deploy's parity check
-
-
-CROP_MODES = ("center", "squash", "border")  # timm's eval crop modes
-RESIZERS = ("pil", "opencv")
-PIL_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
-OPENCV_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
 
 
 @dataclass

@@ -31,7 +31,7 @@ def keygen_cmd(out: Path, name: str, force: bool) -> None:
 @handle_errors
 def sign_cmd(bundle: Path, key: Path, only: bool) -> None:
     """Verify BUNDLE (schema, every checksum) and add this key's signature to its manifest.sig."""
-    from edgefg.trust.signing import sign_bundle
+    from edgefg.trust.bundle_signing import sign_bundle
 
     kid = sign_bundle(bundle, key, replace_all=only)
     click.echo(f"signed {bundle} with key {kid}")

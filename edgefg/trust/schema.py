@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 from edgefg.errors import BundleError
-from edgefg.manifest import CROP_MODES, OPENCV_INTERPOLATIONS, PIL_INTERPOLATIONS, RESIZERS
+from edgefg.manifest_fields import CROP_MODES, OPENCV_INTERPOLATIONS, PIL_INTERPOLATIONS, RESIZERS
 from edgefg.trust.paths import name_problem
 
 MAX_MANIFEST_BYTES = 16 << 20  # a 100k-label manifest is ~2 MB
@@ -80,8 +80,8 @@ _FREE = {"type": "object", "maxProperties": 10_000}  # free-form sections (repor
 @lru_cache(maxsize=1)
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12 + the ``finite`` keyword) of a ``manifest.json``."""
-    from edgefg.manifest import SCHEMA_VERSION
-    from edgefg.runtime.backends.base import BACKENDS
+    from edgefg.manifest_fields import SCHEMA_VERSION
+    from edgefg.formats import BACKENDS  # the table itself: the runtime backends are not imported
 
     tensor = {"type": "object", "properties": TENSOR_FIELDS, "required": ["name", "shape"], "additionalProperties": False}
     return {
@@ -169,7 +169,7 @@ def schema_errors(data: Any) -> Iterator[tuple[str, str]]:
 
 def check_manifest_data(data: Any) -> None:
     """Raise :class:`BundleError` (one line, naming the field) unless ``data`` is a valid manifest."""
-    from edgefg.manifest import SCHEMA_VERSION
+    from edgefg.manifest_fields import SCHEMA_VERSION
 
     if not isinstance(data, dict):
         raise _fail("(top level)", f"a manifest is a JSON object, not {type(data).__name__}")

@@ -20,7 +20,6 @@ import binascii
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -62,7 +61,7 @@ def key_id(raw_public: bytes) -> str:
     return hashlib.sha256(raw_public).hexdigest()[:16]
 
 
-def _raw(public_key: Any) -> bytes:
+def raw_public_bytes(public_key: Any) -> bytes:
     serialization, _ = _crypto()
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -124,7 +123,7 @@ def load_public_key(path: str | Path) -> PublicKey:
         raise InputPathError(f"'{path}' is not a PEM public key", "use the .pub written by edgefg keygen") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise InputPathError(f"'{path}' is not an Ed25519 public key", "make one with: edgefg keygen -o DIR")
-    return PublicKey(key_id(_raw(key)), key, str(path))
+    return PublicKey(key_id(raw_public_bytes(key)), key, str(path))
 
 
 def load_trusted(paths: Iterable[str | Path | PublicKey]) -> list[PublicKey]:
@@ -132,7 +131,7 @@ def load_trusted(paths: Iterable[str | Path | PublicKey]) -> list[PublicKey]:
 
 
 # -- signatures --------------------------------------------------------------------------------
-def _message(manifest_bytes: bytes) -> bytes:
+def signed_message(manifest_bytes: bytes) -> bytes:
     return DOMAIN + manifest_bytes
 
 
@@ -149,7 +148,7 @@ def read_bundle_file(bundle: Path, name: str, limit: int) -> bytes | None:
     return data
 
 
-def _parse_signatures(sig_bytes: bytes, where: str) -> list[dict[str, str]]:
+def parse_signatures(sig_bytes: bytes, where: str) -> list[dict[str, str]]:
     try:
         doc = json.loads(sig_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -171,7 +170,7 @@ def verify_manifest_bytes(manifest_bytes: bytes, sig_bytes: bytes | None, truste
         raise SignatureError("no trusted public key given")
     if sig_bytes is None:
         raise SignatureError(f"'{where}' is not signed (no {SIG_NAME}) and --trust was given", "sign it with: edgefg sign BUNDLE --key PRIVATE")
-    sigs = _parse_signatures(sig_bytes, f"{where}/{SIG_NAME}")
+    sigs = parse_signatures(sig_bytes, f"{where}/{SIG_NAME}")
     by_id = {k.key_id: k for k in trusted}
     mismatched = []
     for s in sigs:
@@ -180,7 +179,7 @@ def verify_manifest_bytes(manifest_bytes: bytes, sig_bytes: bytes | None, truste
             continue
         try:
             signature = base64.b64decode(s["signature"], validate=True)
-            key.key.verify(signature, _message(manifest_bytes))
+            key.key.verify(signature, signed_message(manifest_bytes))
             return key
         except (InvalidSignature, binascii.Error, ValueError):
             mismatched.append(s["key_id"])
@@ -204,7 +203,7 @@ def verify_manifest_signature(bundle: str | Path, manifest_bytes: bytes, trusted
 
 def verify_bundle(bundle: str | Path, trusted: Iterable[str | Path | PublicKey]) -> PublicKey:
     """Check ``bundle``'s signature against ``trusted`` keys (manifest bytes only; see load_manifest for all)."""
-    from edgefg.manifest import MANIFEST_NAME
+    from edgefg.manifest_fields import MANIFEST_NAME
     from edgefg.trust.schema import MAX_MANIFEST_BYTES
 
     bundle = Path(bundle)
@@ -213,31 +212,3 @@ def verify_bundle(bundle: str | Path, trusted: Iterable[str | Path | PublicKey])
     if manifest is None:
         raise BundleError(f"'{bundle}' has no {MANIFEST_NAME}")
     return verify_manifest_bytes(manifest, read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES), keys, str(bundle))
-
-
-def sign_bundle(bundle: str | Path, private_key: str | Path | Any, replace_all: bool = False) -> str:
-    """Verify ``bundle`` (schema + every checksum), then add (or refresh) this key's signature.
-
-    ``replace_all`` drops the signatures of other keys (the last step of a key rotation). Returns the key id.
-    """
-    from edgefg.manifest import MANIFEST_NAME, load_manifest
-
-    bundle = Path(bundle)
-    key = private_key if not isinstance(private_key, (str, Path)) else load_private_key(private_key)
-    load_manifest(bundle, verify=True)  # never sign a bundle that does not verify
-    manifest = read_bundle_file(bundle, MANIFEST_NAME, 1 << 30)
-    assert manifest is not None
-    kid = key_id(_raw(key.public_key()))
-    sigs: list[dict[str, str]] = []
-    existing = read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES)
-    if existing is not None and not replace_all:
-        try:
-            sigs = [s for s in _parse_signatures(existing, str(bundle / SIG_NAME)) if s["key_id"] != kid]
-        except SignatureError:
-            sigs = []  # an unreadable old file is replaced
-    sigs.append({"algorithm": "ed25519", "key_id": kid, "signature": base64.b64encode(key.sign(_message(manifest))).decode(),
-                 "signed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    tmp = bundle / f".{SIG_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"format": SIG_FORMAT, "signatures": sigs}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, bundle / SIG_NAME)
-    return kid

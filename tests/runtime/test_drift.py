@@ -65,7 +65,8 @@ def drift_run(bundle, frames, reference=None, events=None, **kw):
 
 # -- the profile ---------------------------------------------------------------------------------
 def test_deploy_writes_the_profile_inside_the_checksums_and_signature(tiny_bundles, tmp_path):
-    from edgefg.trust.signing import generate_keypair, sign_bundle
+    from edgefg.trust.bundle_signing import sign_bundle
+    from edgefg.trust.signing import generate_keypair
 
     bundle = tiny_bundles["fp32-intel-cpu"]
     m = load_manifest(bundle)

@@ -102,7 +102,8 @@ def test_deploy_stamps_its_own_time_and_release(tiny_bundles):
 
 
 def test_a_signed_older_bundle_is_refused_unless_allowed(two_bundles, tmp_path):
-    from edgefg.trust.signing import generate_keypair, sign_bundle
+    from edgefg.trust.bundle_signing import sign_bundle
+    from edgefg.trust.signing import generate_keypair
 
     a, b = two_bundles
     set_release(a, 200)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgefg.trust.signing import sign_bundle
+from edgefg.trust.bundle_signing import sign_bundle
 from tests.trust.conftest import make_bundle
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "field_camera_service"

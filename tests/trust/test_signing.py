@@ -12,7 +12,8 @@ import pytest
 from edgefg.errors import BundleError, ChecksumError
 from edgefg.manifest import load_manifest
 from edgefg.runtime.install import install_bundle
-from edgefg.trust.signing import SIG_NAME, SignatureError, sign_bundle, verify_bundle
+from edgefg.trust.bundle_signing import sign_bundle
+from edgefg.trust.signing import SIG_NAME, SignatureError, verify_bundle
 from tests.trust.conftest import edgefg, one_line_error, write_onnx
 
 
