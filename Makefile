@@ -48,5 +48,20 @@ bench: $(STAMP) $(VIT)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/pareto.py
 
+# The documentation site (mkdocs.yml, pages in docs/) into site/. It needs only the packages of the docs extra
+# (read from pyproject.toml), not edgefg itself or the dev install, so a fresh machine gets just those.
+# --strict: a broken link or anchor, or a page left out of the nav, fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+DOCS_DEPS = $(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))'
+.PHONY: docs
+
+$(DOCS_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $$($(DOCS_DEPS))
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

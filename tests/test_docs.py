@@ -1,7 +1,8 @@
-"""The README and the example scripts, run as written on a small slice of the real data.
+"""The README, the documentation pages and the example scripts, run as written on a small slice of the real data.
 
-Every fenced ``bash``/``python`` block of README.md runs in a fresh folder where the placeholders a
-reader replaces exist as real paths (``MODEL``, ``DATA/train``, ``train/``, ``models/…``, ``cub/…``
+Every fenced ``bash``/``python`` block of README.md and of every page under docs/ (README first, then
+the pages in the order of mkdocs.yml's nav, then any page the nav lacks) runs in a fresh folder where
+the placeholders a reader replaces exist as real paths (``MODEL``, ``DATA/train``, ``train/``, ``models/…``, ``cub/…``
 link to a slice of ``EDGEFG_DATA``; ``BUNDLE`` to the bundle an earlier block wrote), with ``edgefg``
 on the PATH. A comment right before a block may say::
 
@@ -11,9 +12,16 @@ on the PATH. A comment right before a block may say::
 ``toml`` blocks are loaded as compression recipes. The example scripts run with only the overrides
 they document (EDGEFG_DATA, OUT, EDGEFG). After each run, every file or folder the text names as
 an output (``-o``, ``--output``, ``--json``, ``--junit``, ``--markdown``) must exist.
+
+Without the data: the site builds with ``mkdocs build --strict`` (broken links fail), every result
+block's markers (``<!-- NAME:start -->`` … ``<!-- NAME:end -->``) appear once across README.md and
+docs/, the README stays a summary (≤ 300 lines, the two commands first, links that resolve), every
+figure its results table quotes is still in the block it names, and every flag an ``edgefg CMD`` line of
+the pages shows is an option of CMD.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -32,18 +40,30 @@ REPLACE = re.compile(r'"([^"]*)" "([^"]*)"')
 OUTPUT_FLAGS = ("-o", "--output", "--json", "--junit", "--markdown")
 SLICE_CLASSES, SLICE_TRAIN, SLICE_TEST = 3, 4, 3  # images per class: enough to calibrate, validate and run
 MODEL_NAME = "mobilenetv2_cub100"
+README_MAX_LINES = 300
+NAV_PAGE = re.compile(r"^\s*-\s+(?:[^\n]*?:\s+)?([\w./-]+\.md)\s*$", re.M)  # `- Title: page.md` or `- page.md`
+RESULT_BLOCK = re.compile(r"<!-- ([\w-]+):(start|end) -->")
 
-pytestmark = pytest.mark.realdata
+
+def doc_pages() -> list[Path]:
+    """README.md, then docs/ pages in mkdocs.yml's nav order, then any docs page the nav lacks (sorted)."""
+    config = REPO / "mkdocs.yml"
+    nav = [REPO / "docs" / p for p in NAV_PAGE.findall(config.read_text(encoding="utf-8"))] if config.is_file() else []
+    pages = [p for p in dict.fromkeys(nav) if p.is_file()]
+    rest = sorted(set((REPO / "docs").rglob("*.md")) - set(pages))
+    return [REPO / "README.md", *pages, *rest]
 
 
-def readme_blocks() -> list[tuple[str, str, str, list[tuple[str, str]]]]:
-    """(id, language, body, markers) of every fenced block of README.md, in order."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def doc_blocks() -> list[tuple[str, str, str, list[tuple[str, str]]]]:
+    """(id, language, body, markers) of every fenced block of README.md and the docs pages, in order."""
     out = []
-    for m in BLOCK.finditer(text):
-        markers = MARKER.findall(m.group(1))
-        line = text.count("\n", 0, m.start(2)) + 1
-        out.append((f"README.md:{line}-{m.group(2)}", m.group(2), m.group(3), markers))
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        rel = page.relative_to(REPO).as_posix()
+        for m in BLOCK.finditer(text):
+            markers = MARKER.findall(m.group(1))
+            line = text.count("\n", 0, m.start(2)) + 1
+            out.append((f"{rel}:{line}-{m.group(2)}", m.group(2), m.group(3), markers))
     return out
 
 
@@ -120,10 +140,10 @@ def _apply(body: str, markers) -> str:
     return body
 
 
-BLOCKS = readme_blocks()
+BLOCKS = doc_blocks()
 
 
-def test_every_readme_block_is_run_or_says_why_not():
+def test_every_doc_block_is_run_or_says_why_not():
     for block_id, lang, body, markers in BLOCKS:
         kinds = [k for k, _ in markers]
         assert lang in ("bash", "python", "toml") or "skip" in kinds, f"{block_id}: a {lang} block the docs test cannot run (add a skip marker)"
@@ -132,12 +152,13 @@ def test_every_readme_block_is_run_or_says_why_not():
                 assert re.fullmatch(r"\(.{10,}\)", arg), f"{block_id}: a skip needs a reason in brackets: {arg!r}"
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("block", BLOCKS, ids=[b[0] for b in BLOCKS])
-def test_readme_block(block, sandbox):
+def test_doc_block(block, sandbox):
     block_id, lang, body, markers = block
     skip = [arg for kind, arg in markers if kind == "skip"]
     if skip:
-        pytest.skip(f"README says: {skip[0].strip('()')}")
+        pytest.skip(f"{block_id.split(':')[0]} says: {skip[0].strip('()')}")
     body = _apply(body, markers)
     if lang == "toml":
         from edgefg.compress.recipes import load_recipe
@@ -145,7 +166,7 @@ def test_readme_block(block, sandbox):
         path = sandbox["root"] / "recipe.toml"
         path.write_text(body)
         _, steps = load_recipe(str(path))
-        assert steps, "the README's recipe has no steps"
+        assert steps, f"{block_id}: the recipe has no steps"
         return
     wd = _workdir(sandbox, block_id)
     if lang == "python":
@@ -171,6 +192,7 @@ def _script_defaults(text: str) -> dict[str, str]:
     return dict(re.findall(r"^(\w+)=\$\{\w+:-([^}$]*)\}$", text, re.M))
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("script", EXAMPLES)
 def test_example_script(script, sandbox):
     text = (REPO / script).read_text(encoding="utf-8")
@@ -185,3 +207,125 @@ def test_example_script(script, sandbox):
     assert named, f"{script}: no outputs found to check"
     for path in named:
         assert Path(path).exists(), f"{script}: the script says it writes '{path}', which is not there"
+
+
+# --- the site and the README as a summary (no data needed) ---------------------------------------------
+
+def test_result_blocks_are_unique_and_closed():
+    """A benchmark rewrites its block wherever it is: its two markers must exist once, start before end."""
+    seen: dict[str, list[tuple[str, str, int]]] = {}
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        for m in RESULT_BLOCK.finditer(text):
+            seen.setdefault(m.group(1), []).append((m.group(2), page.relative_to(REPO).as_posix(), m.start()))
+    problems = []
+    for name, marks in sorted(seen.items()):
+        kinds = [k for k, _, _ in marks]
+        files = sorted({f for _, f, _ in marks})
+        if kinds != ["start", "end"] or len(files) != 1:
+            problems.append(f"block '{name}': markers {kinds} in {files} (want one start, then one end, in one file)")
+    assert not problems, "\n".join(problems)
+    assert seen, "no result blocks found in README.md or docs/"
+
+
+def test_readme_is_a_summary_that_starts_with_the_two_commands():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    n = text.count("\n")
+    assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}: move detail into a page under docs/)"
+    first = BLOCK.search(text)
+    assert first and first.start() < 400, "README.md must open with the block of its two commands"
+    commands = [ln.split("#")[0].strip() for ln in first.group(3).splitlines()]
+    assert commands[:2] == ["make demo", "make test"], commands
+    ci = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines() if ln.strip().startswith("make ")]
+    assert ci and all(c in commands for c in ci), f".ci/run runs {ci}; the README's test command is {commands[1:2]}"
+
+
+def test_readme_links_resolve():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert targets, "README.md links no pages"
+    missing = [t for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")
+               and not (REPO / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+    linked = {t.split("#")[0] for t in targets}
+    nav = {f"docs/{p}" for p in NAV_PAGE.findall((REPO / "mkdocs.yml").read_text(encoding="utf-8"))}
+    assert not nav - linked, f"pages of the site the README does not link: {sorted(nav - linked)}"
+
+
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def readme_result_rows() -> list[tuple[str, str, str, str, str]]:
+    """(result, figures, block, page, command) of each row of the README's results table."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) != 3 or cells[0] == "result" or set(cells[0]) <= {"-"}:
+            continue
+        block, page, cmd = (re.search(p, cells[2]) for p in (r"^`([\w-]+)`", r"\]\((docs/[^)#]+)", r"`(python [^`]+)`"))
+        assert block and page and cmd, f"README results row needs `block`, [page](docs/…) and `python …` command: {line}"
+        rows.append((cells[0], cells[1], block.group(1), page.group(1), cmd.group(1)))
+    return rows
+
+
+def test_readme_results_quote_their_blocks():
+    """Every number the README's summary quotes is in the named block, in the named page, with that command."""
+    blocks = {}
+    for page in doc_pages():
+        for m in re.finditer(r"<!-- ([\w-]+):start -->\n(.*?)<!-- \1:end -->", page.read_text(encoding="utf-8"), re.S):
+            blocks[m.group(1)] = (page.relative_to(REPO).as_posix(), m.group(2))
+    rows = readme_result_rows()
+    assert rows, "README.md has no results table under '## Results'"
+    problems = []
+    for result, figures, block, page, cmd in rows:
+        if block not in blocks:
+            problems.append(f"{result}: no block '{block}'")
+            continue
+        where, body = blocks[block]
+        if where != page:
+            problems.append(f"{result}: block '{block}' is in {where}, the README says {page}")
+        if cmd not in body:
+            problems.append(f"{result}: block '{block}' was not written by `{cmd}`")
+        for n in NUMBER.findall(re.sub(r"`[^`]*`", "", figures)):
+            if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", body):
+                problems.append(f"{result}: {n} is not in block '{block}' (re-read the figure from {where})")
+    assert not problems, "the README's results summary no longer matches its blocks:\n" + "\n".join(problems)
+
+
+def test_docs_site_builds_strict(tmp_path):
+    """`mkdocs build --strict`, as `make docs` runs it: a broken link or anchor, or a page left out of the nav, fails."""
+    missing = [m for m in ("mkdocs", "material") if importlib.util.find_spec(m) is None]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI: {' and '.join(missing)} not installed (the dev extra includes the docs extra)")
+        pytest.skip(f"{' and '.join(missing)} not installed here (pip install -e '.[docs]', or make docs); in CI this test runs")
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(REPO / "mkdocs.yml"),
+                        "--site-dir", str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"mkdocs build --strict exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+def doc_command_lines() -> list[tuple[str, str]]:
+    """(page, text) of every edgefg command line the pages show: lines of bash blocks, and `edgefg …` code spans."""
+    out = []
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        rel = page.relative_to(REPO).as_posix()
+        for m in BLOCK.finditer(text):
+            if m.group(2) == "bash":
+                out += [(rel, ln.split(" #")[0]) for ln in m.group(3).replace("\\\n", " ").splitlines() if "edgefg " in ln]
+        out += [(rel, s) for s in re.findall(r"`(edgefg [^`]+)`", text)]
+    return out
+
+
+def test_doc_commands_use_real_options():
+    """A flag right after `edgefg CMD` in a page is an option of CMD (the checker of tests/test_hints.py)."""
+    from tests.test_hints import command_options, flag_problems
+
+    options = command_options()
+    lines = doc_command_lines()
+    assert len(lines) > 20, f"found only {len(lines)} edgefg command lines in README.md and docs/"
+    bad = [f"{page}: {p}  ({text[:120]})" for page, text in lines for p in flag_problems(text, options)]
+    assert not bad, "\n".join(bad)
