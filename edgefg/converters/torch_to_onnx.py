@@ -91,11 +91,78 @@ def export_key(module, input_size: tuple[int, int], opset: int = OPSET) -> str:
     return h.hexdigest()
 
 
+PARITY_INPUTS = 2  # seeded inputs a cached export must reproduce torch's outputs on before it is reused
+PARITY_TOL = 1e-3  # × max(1, |torch output|): fp32 exports agree to ~1e-5
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def export_parity(module, input_size: tuple[int, int], onnx_bytes: bytes) -> str | None:
+    """None when the ONNX model gives ``module``'s outputs on :data:`PARITY_INPUTS` seeded inputs,
+    else what differs (also when it cannot be run). Skipped (None) without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import numpy as np
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(PARITY_INPUTS, 3, *input_size, generator=g)
+    with torch.no_grad():
+        want = module.eval()(x).detach().cpu().numpy()
+    try:
+        sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    except Exception as exc:
+        return f"it cannot be run ({str(exc).splitlines()[0][:160]})"
+    if got.shape != want.shape:
+        return f"its output shape {tuple(got.shape)} is not the model's {tuple(want.shape)}"
+    diff = float(np.abs(got - want).max())
+    if not diff <= PARITY_TOL * max(1.0, float(np.abs(want).max())):
+        return f"its outputs differ from the model's by up to {diff:.3g}"
+    return None
+
+
+def _cached_entry(module, input_size: tuple[int, int], cached: Path) -> bytes | None:
+    """The bytes of a trustworthy cache entry, or None (an entry that fails a check is deleted with
+    a warning): the sha256 recorded when it was stored must match, and the export must reproduce
+    the model's outputs."""
+    import json
+
+    meta = cached.with_suffix(".json")
+    try:
+        data = cached.read_bytes()
+        recorded = json.loads(meta.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError) as exc:
+        why = f"its sha256 record is missing or unreadable ({exc.__class__.__name__})"
+    else:
+        why = None if recorded == _sha256(data) else "it does not match the sha256 recorded when it was stored (modified or damaged)"
+        if why is None:
+            why = export_parity(module, input_size, data)
+            if why is None:
+                return data
+            why = "it does not match the model: " + why
+    log.warning("discarding the cached ONNX export %s: %s; exporting again", cached, why)
+    for f in (cached, meta):
+        try:
+            f.unlink()
+        except OSError:
+            pass
+    return None
+
+
 def export_onnx_cached(module, input_size: tuple[int, int], path: str | Path, opset: int = OPSET) -> Path:
     """:func:`export_onnx`, reusing an earlier export of the very same model (an input model is
     exported once, however many recipes/budgets are tried on it; the dynamo export is most of a
-    short compress run)."""
-    import shutil
+    short compress run). An entry is keyed by :func:`export_key`, stored with its sha256 beside it
+    (``<key>.json``) and reused only when that hash and a parity check against torch
+    (:func:`export_parity`) pass; otherwise it is discarded with a warning and exported again."""
+    import json
 
     from edgefg.outputs import write_bytes
 
@@ -103,14 +170,19 @@ def export_onnx_cached(module, input_size: tuple[int, int], path: str | Path, op
     root = cache_dir()
     if root is None:
         return export_onnx(module, input_size, path, opset)
-    cached = root / "onnx" / f"{export_key(module, input_size, opset)}.onnx"
-    if cached.is_file():
-        shutil.copyfile(cached, path)
-        log.info("reusing the ONNX export of this model from %s (EDGEFG_CACHE=off to export again)", cached)
-        return path
+    key = export_key(module, input_size, opset)
+    cached = root / "onnx" / f"{key}.onnx"
+    if cached.is_file() or cached.with_suffix(".json").is_file():
+        data = _cached_entry(module, input_size, cached)
+        if data is not None:
+            write_bytes(path, data)
+            log.info("reusing the ONNX export of this model from %s (sha256 and outputs checked; EDGEFG_CACHE=off to export again)", cached)
+            return path
     export_onnx(module, input_size, path, opset)
     try:
-        write_bytes(cached, path.read_bytes())
+        data = path.read_bytes()
+        write_bytes(cached, data)
+        write_bytes(cached.with_suffix(".json"), json.dumps({"key": key, "sha256": _sha256(data), "size": len(data)}).encode())
     except Exception as exc:  # a read-only home must not fail the export
         log.info("could not cache the ONNX export in %s: %s", cached.parent, exc)
     return path

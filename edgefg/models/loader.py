@@ -177,6 +177,40 @@ def _require_torch():
     return torch, timm
 
 
+# model_args (config.json) reach timm.create_model: only architecture and shape settings pass. Keys
+# that load files or weights (checkpoint_path, pretrained, pretrained_cfg(_overlay), cache_dir …) or
+# change what the model returns (features_only, out_indices, scriptable …) are refused.
+MODEL_ARGS_ALLOWED = frozenset({
+    # every timm model
+    "in_chans", "drop_rate", "drop_path_rate", "global_pool",
+    # convolutional nets (timm efficientnet/mobilenet/resnet/convnext builders)
+    "channel_multiplier", "depth_multiplier", "fix_stem", "head_bias", "bn_eps", "bn_momentum", "output_stride",
+    "stem_size", "round_chs_fn", "num_features", "head_hidden_size",
+    # vision transformers and friends
+    "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "qk_norm", "init_values",
+    "class_token", "no_embed_class", "reg_tokens", "pre_norm", "fc_norm", "dynamic_img_size", "dynamic_img_pad",
+    "attn_drop_rate", "proj_drop_rate", "pos_drop_rate", "patch_drop_rate", "window_size",
+})
+
+
+def check_model_args(model_args: Any, where: str = "config.json") -> dict[str, Any]:
+    """``model_args`` if it is a mapping of allowed keys (:data:`MODEL_ARGS_ALLOWED`) to plain JSON values;
+    else :class:`ModelLoadError` naming the rejected key."""
+    if not isinstance(model_args, dict):
+        raise ModelLoadError(f"model_args in {where} must be an object of timm settings, got {type(model_args).__name__}")
+    for key, value in model_args.items():
+        if key not in MODEL_ARGS_ALLOWED:
+            shown = "".join(c if c.isprintable() else "?" for c in str(key))[:60]
+            raise ModelLoadError(
+                f"model_args key '{shown}' in {where} is not allowed (only architecture/shape settings reach timm)",
+                "remove it; allowed: " + ", ".join(sorted(MODEL_ARGS_ALLOWED)),
+            )
+        if not (value is None or isinstance(value, (bool, int, float, str)) or
+                (isinstance(value, list) and all(isinstance(v, (bool, int, float, str)) for v in value))):
+            raise ModelLoadError(f"model_args '{key}' in {where} must be a number, string, boolean or list of them, got {type(value).__name__}")
+    return dict(model_args)
+
+
 def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights: Path, pruned_shapes: dict[str, list[int]] | None = None,
                 input_size: list[int] | None = None):
     """``pruned_shapes`` (config.json key, from :func:`edgefg.compress.prune.pruned_shapes`): the
@@ -185,13 +219,15 @@ def _build_timm(arch: str, num_classes: int, model_args: dict[str, Any], weights
     the model is run once on it, so a model that cannot take it fails here in one line."""
     torch, timm = _require_torch()
 
+    model_args = check_model_args(model_args)
     if not timm.is_model(arch):
         raise UnsupportedError(f"'{arch}' is not a timm architecture", "see timm.list_models() for names")
     try:
         with exportable_layers():
             model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **model_args)
-    except TypeError as exc:
-        raise ModelLoadError(f"cannot build {arch} with {model_args}: {exc}") from None
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot build {arch} with model_args {model_args}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
+                             "check model_args in config.json") from None
     if pruned_shapes:
         from edgefg.compress.prune import apply_shapes
 
@@ -394,7 +430,7 @@ def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
     # what timm.create_model('local-dir:FOLDER', pretrained=True) + resolve_data_config would use
     own_cfg = cfg.get("pretrained_cfg") or {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode") if k in cfg}
     size = own_cfg.get("test_input_size") or own_cfg.get("input_size")
-    model = _build_timm(arch, n, dict(cfg.get("model_args") or {}), weights, cfg.get("pruned_shapes"), list(size) if size else None)
+    model = _build_timm(arch, n, cfg.get("model_args") or {}, weights, cfg.get("pruned_shapes"), list(size) if size else None)
     _, timm = _require_torch()
     data_config = _json_safe(timm.data.resolve_data_config({}, pretrained_cfg=own_cfg or None, model=model, use_test_size=True))
     return LoadedModel(

@@ -43,6 +43,7 @@ PROFILE_NAME = "drift_reference.json"
 FORMAT = "edgefg-drift-reference"
 VERSION = 1
 SIGNAL_SIDE = 128
+SIGNAL_MAX_ASPECT = 8  # a longer side is cropped to 8 × the short one (memory: a 2×16000 image would scale to 128×1 024 000)
 # name -> (lo, hi, bins); values outside [lo, hi) go into the end bins
 BINS: dict[str, tuple[float, float, int]] = {
     "confidence": (0.0, 1.0, 100),
@@ -74,6 +75,11 @@ def signal_image(image: np.ndarray) -> np.ndarray:
         g = cv2.resize(g[:h, :w], (w // f, h // f), interpolation=cv2.INTER_AREA)
         h, w = g.shape[:2]
     s = SIGNAL_SIDE / max(1, min(h, w))
+    long_max = max(1, int(SIGNAL_MAX_ASPECT * min(h, w)))  # a thin strip: its centre only, so the scaled image stays small
+    if h > long_max or w > long_max:
+        y, x = (h - min(h, long_max)) // 2, (w - min(w, long_max)) // 2
+        g = g[y : y + min(h, long_max), x : x + min(w, long_max)]
+        h, w = g.shape[:2]
     if s != 1.0:
         g = cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     return g

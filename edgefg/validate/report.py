@@ -25,9 +25,22 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def md_text(value: Any) -> str:
+    """Text read from data (class names, paths, messages) made inert for one Markdown line: line
+    breaks become spaces, ``<``/``>`` entities (no raw HTML)."""
+    text = " ".join(str(value).splitlines())
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_cell(value: Any) -> str:
+    """:func:`md_text` for a table cell: ``|`` escaped as ``\\|`` too (a class named ``a|b`` stays one cell)."""
+    return md_text(value).replace("|", "\\|")
+
+
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    """A GitHub Markdown table; every cell goes through :func:`md_cell` (all report tables are built here)."""
+    out = ["| " + " | ".join(md_cell(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
     return out
 
 
@@ -54,7 +67,7 @@ def validation_markdown(result: dict[str, Any]) -> str:
                                 [[c["name"], format_value(c["name"], c["value"]), format_limit(c["name"], c["limit"]), fmt(c["passed"])] for c in checks])
         failed = [c for c in checks if not c["passed"]]
         if failed:
-            lines += [""] + [f"- **failed**: {c.get('message') or check_message(c['name'], c['value'], c['limit'], False)}" for c in failed]
+            lines += [""] + [f"- **failed**: {md_text(c.get('message') or check_message(c['name'], c['value'], c['limit'], False))}" for c in failed]
     if result.get("preprocess_check"):
         from edgefg.validate.preprocess_check import PreprocessCheck
 
