@@ -55,6 +55,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "collect": "edgefg.runtime.collect_cli:collect_group",
     "compare": "edgefg.validate.compare_cli:compare_cmd",
     "doctor": "edgefg.tensorrt.cli:doctor_cmd",
+    "enroll": "edgefg.enroll:enroll_cmd",
     "keygen": "edgefg.trust.cli:keygen_cmd",
     "sign": "edgefg.trust.cli:sign_cmd",
     "verify": "edgefg.trust.cli:verify_cmd",
@@ -181,10 +182,11 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
 @click.option("--release", type=click.IntRange(0, 2**63 - 1),
               help="The bundle's release number (e.g. a CI build number); default: the deploy time in seconds. "
                    "edgefg install refuses a lower one than the installed bundle's.")
+@click.option("--embedding", is_flag=True, help="Also export the classifier's input features as a second output (parity-checked), for edgefg enroll.")
 @max_pixels_option
 @handle_errors
 def deploy(artifact, target, engine, precision, data, labels, out, force, calib_size, embed_preprocess, mean, std, input_size, interpolation, crop_pct,
-           crop_mode, resize, output_activation, layout, sign_key, drift_samples, release) -> None:
+           crop_mode, resize, output_activation, layout, sign_key, drift_samples, release, embedding=False) -> None:
     """Convert ARTIFACT (from compress, or a .tflite/.onnx/.xml model) for a target device."""
     from edgefg.deploy import deploy as run_deploy
 
@@ -204,7 +206,7 @@ def deploy(artifact, target, engine, precision, data, labels, out, force, calib_
         target_arg = target
     result = run_deploy(artifact, target_arg, out, precision=precision, force=force, data=data, labels=labels, calib_size=calib_size,
                         wrap_options={k: v for k, v in wrap.items() if v}, options={"embed_preprocess": True} if embed_preprocess else None,
-                        drift_samples=drift_samples, release=release)
+                        drift_samples=drift_samples, release=release, embedding=embedding)
     m, p = result.manifest, result.manifest.parity
     console = _console()
     if signer is not None:

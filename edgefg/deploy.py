@@ -9,14 +9,17 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
 from edgefg.converters import ConvertRequest, find_converter
-from edgefg.errors import DataError, TargetError
-from edgefg.manifest import PARITY_DIR, Manifest, atomic_output_dir, load_manifest
+from edgefg.errors import DataError, TargetError, UnsupportedError
+from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir, load_manifest
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.preprocess import convert_batch
 from edgefg.shared_types import DeployResult
@@ -26,6 +29,7 @@ from edgefg.versions import library_versions
 from edgefg.wrap import wrap_model
 
 log = logging.getLogger(__name__)
+EMBEDDING_FORMATS = ("onnx", "openvino", "tensorrt-onnx")  # deploy --embedding: formats that carry the second output (not yet tflite)
 
 
 def _parity_samples(artifact: Path, manifest: Manifest, data: Path | None, n: int) -> tuple[list | None, str]:
@@ -84,6 +88,40 @@ def check_ops(model: Path, target: Target) -> None:
         )
 
 
+@contextmanager
+def _embedding_source(artifact: Path, src: Manifest, tgt: Target, embedding: bool) -> Iterator[tuple[Path, Manifest]]:
+    """The directory and manifest the converter and the parity reference read: the artifact itself, or
+    (``embedding``) a temporary copy of its ONNX with the classifier input as a second output."""
+    if not embedding:
+        yield artifact, src
+        return
+    if tgt.format not in EMBEDDING_FORMATS:
+        raise UnsupportedError(
+            f"--embedding is not yet supported for {tgt.format} targets (target '{tgt.name}')",
+            f"deploy with --embedding for a target of format {' or '.join(EMBEDDING_FORMATS)}",
+        )
+    from edgefg.converters.embedding import add_embedding_output
+
+    with tempfile.TemporaryDirectory(prefix="edgefg-embedding-") as d:
+        path = Path(d) / src.model_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name, width = add_embedding_output(artifact / src.model_file, path)
+        ref = copy.deepcopy(src)
+        batch = src.outputs[0].shape[0] if src.outputs[0].shape else "batch"
+        ref.outputs = [ref.outputs[0], TensorSpec(name, [batch, width if width else "features"], "float32", role="embedding")]
+        log.info("embedding output '%s' (width %s) added after the classifier's input", name, width)
+        yield Path(d), ref
+
+
+def embedding_parity(cand: np.ndarray, ref: np.ndarray) -> dict:
+    """Cosine (min, mean) and max abs difference of the deployed embedding against the artifact's."""
+    c, r = cand.astype(np.float64), ref.astype(np.float64)
+    denom = np.linalg.norm(c, axis=1) * np.linalg.norm(r, axis=1)
+    cos = np.where(denom > 0, (c * r).sum(axis=1) / np.where(denom > 0, denom, 1), 1.0)
+    return {"samples": int(len(c)), "width": int(c.shape[1]), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+            "max_abs": float(np.abs(c - r).max()) if c.size else 0.0}
+
+
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -114,11 +152,16 @@ def deploy(
     wrap_options: dict | None = None,
     drift_samples: int = 500,
     release: int | None = None,
+    embedding: bool = False,
 ) -> DeployResult:
     """``drift_samples``: images (from ``data``, stratified; else the artifact's parity images) for the
     bundle's drift reference profile (``drift_reference.json``, :mod:`edgefg.runtime.drift_profile`); 0: none.
-    ``release``: the bundle's release number (default: now in seconds); install refuses a lower one."""
+    ``release``: the bundle's release number (default: now in seconds); install refuses a lower one.
+    ``embedding``: also export the classifier's input features as a second output (role "embedding",
+    parity-checked), which ``edgefg enroll`` needs (:mod:`edgefg.converters.embedding`)."""
     artifact = Path(artifact)
+    if artifact.is_file() and embedding:
+        raise UnsupportedError("--embedding needs an artifact directory (from edgefg compress), not a model file")
     if artifact.is_file():  # an already-converted model (.tflite/.onnx/.xml): wrap it into a bundle
         return wrap_model(artifact, target, out, labels=labels, precision=precision, force=force, data=data, release=release, **(wrap_options or {}))
     src = load_manifest(artifact)
@@ -138,8 +181,8 @@ def deploy(
         calib = _prepare(calib_samples, src.preprocess, src, calib_size)
     options = {"samples_source": calib_source, **(options or {})}
 
-    with atomic_output_dir(out, force) as tmp:
-        result = converter.fn(ConvertRequest(artifact / src.model_file, tmp, precision, tgt, src, samples=calib, options=dict(options)))
+    with atomic_output_dir(out, force) as tmp, _embedding_source(artifact, src, tgt, embedding) as (ref_dir, ref_manifest):
+        result = converter.fn(ConvertRequest(ref_dir / src.model_file, tmp, precision, tgt, ref_manifest, samples=calib, options=dict(options)))
         shutil.copy2(tgt.path, tmp / "target.toml")
 
         manifest = copy.deepcopy(src)
@@ -151,7 +194,7 @@ def deploy(
         manifest.target = tgt.name
         manifest.backend_options = result.backend_options
         manifest.inputs = result.inputs or manifest.inputs
-        manifest.outputs = result.outputs or manifest.outputs
+        manifest.outputs = result.outputs or copy.deepcopy(ref_manifest.outputs)
         manifest.preprocess = result.preprocess or manifest.preprocess
         manifest.versions = library_versions()
         manifest.stamp_release(release)  # the bundle's own time and release, not the artifact's
@@ -160,13 +203,21 @@ def deploy(
         ]
         # the target's engine runs only on the device (or its device is absent here): check the file with the host's engine defaults
         host = manifest.with_backend(result.host_backend) if result.host_backend else manifest
-        with LoadedBundle(tmp, verify=False, manifest=host) as cand, LoadedBundle(artifact, verify=False, manifest=src) as ref:
+        with LoadedBundle(tmp, verify=False, manifest=host) as cand, LoadedBundle(ref_dir, verify=False, manifest=ref_manifest) as ref:
+            xc = _candidate_inputs(x, samples, src, host)
             manifest.parity = {
                 "reference": f"artifact '{artifact.name}' ({src.precision}, onnxruntime)",
                 "inputs": parity_source,
                 **({"candidate_runtime": f"{host.backend} on the deploying host, as a stand-in for {tgt.backend}"} if result.host_backend else {}),
-                **parity(cand.scores(_candidate_inputs(x, samples, src, host)), ref.scores(x), src.output_activation),
+                **parity(cand.scores(xc), ref.scores(x), src.output_activation),
             }
+            if embedding:  # the second output is checked like the first: cosine and abs error per image
+                head, emb = cand.scores_and_embedding(xc)
+                manifest.parity["embedding"] = embedding_parity(emb, ref.scores_and_embedding(x)[1])
+                if samples is not None:  # trained-class examples for enroll's calibration (numeric arrays, checksummed)
+                    from edgefg.runtime.prototypes import REFERENCE_FILE, write_arrays
+
+                    write_arrays(tmp / REFERENCE_FILE, embeddings=emb.astype(np.float32), head_scores=head.astype(np.float32))
             if drift_samples and samples is not None:  # before the checksums: the profile is covered by them (and the signature)
                 _drift_reference(tmp, cand, manifest, src, Path(data) if data else None, samples, parity_source, drift_samples)
         manifest.record_files(tmp)

@@ -93,6 +93,7 @@ class TensorSpec:
     dtype: str = "float32"
     quant_scale: float | None = None
     quant_zero_point: int | None = None
+    role: str | None = None  # outputs: None = the scores; "embedding" = the classifier's input features (deploy --embedding)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
@@ -133,6 +134,9 @@ class Manifest:
     # lower than the installed bundle's (no signed downgrade). Deploy sets it: --release N, default the
     # deploy time in seconds since 1970 (older bundles without it: their ``created`` time stands in)
     release: int | None = None
+    # classes enrolled from a few images (``edgefg enroll``, :mod:`edgefg.enroll`): their prototype file,
+    # calibration and the trained head's labels; labels = head labels less "removed" + "classes". {}: none
+    prototypes: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def stamp_release(self, release: int | None = None) -> None:
@@ -153,6 +157,10 @@ class Manifest:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def output_index(self, role: str) -> int | None:
+        """The index of the output with ``role`` (e.g. "embedding"), None when the model has none."""
+        return next((i for i, o in enumerate(self.outputs) if o.role == role), None)
 
     def with_backend(self, backend: str, **changes: Any) -> "Manifest":
         """A copy whose model file runs in ``backend`` (with that backend's defaults: the options are

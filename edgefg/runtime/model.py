@@ -36,6 +36,11 @@ class LoadedBundle:
         if backend and backend != self.manifest.backend:
             self.manifest = self.manifest.with_backend(backend)
         self.backend: Backend = open_backend(self.directory, self.manifest, **backend_options)
+        self.head = None  # enrolled classes (edgefg enroll): a prototype head beside the trained one
+        if self.manifest.prototypes:
+            from edgefg.runtime.prototypes import PrototypeHead
+
+            self.head = PrototypeHead(self.directory, self.manifest)
 
     @property
     def labels(self) -> list[str]:
@@ -45,8 +50,28 @@ class LoadedBundle:
         return preprocess(image_bgr, self.manifest.preprocess)
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed batch → float32 scores (logits, or probabilities for softmax models)."""
-        return self.backend.infer(batch)
+        """Preprocessed batch → float32 scores (logits, or probabilities for softmax models), one per
+        label: with enrolled classes, the trained head's kept classes then the calibrated prototype
+        scores, from one engine call."""
+        if self.head is None:
+            return self.backend.infer(batch)
+        if not self.head.needs_embedding:
+            return self.head.combine(self.backend.infer(batch), None)
+        outs = self.backend.infer_outputs(batch)
+        return self.head.combine(outs[0], outs[self.head.embedding_index])
+
+    def scores_and_embedding(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The trained head's raw scores and the embedding output (deploy --embedding), one engine call."""
+        index = self.manifest.output_index("embedding")
+        if index is None:
+            from edgefg.errors import BundleError
+
+            raise BundleError(
+                f"bundle '{self.directory}' has no embedding output",
+                "re-deploy it with: edgefg deploy ARTIFACT --target T --embedding -o BUNDLE",
+            )
+        outs = self.backend.infer_outputs(batch)
+        return outs[0], outs[index]
 
     def classify(self, images_bgr: list[np.ndarray]) -> np.ndarray:
         return self.scores(preprocess_batch(images_bgr, self.manifest.preprocess))

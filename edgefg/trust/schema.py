@@ -72,9 +72,27 @@ TENSOR_FIELDS: dict[str, dict[str, Any]] = {
     "dtype": {"enum": ["float32", "float16", "bfloat16", "float64", "uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool"]},
     "quant_scale": _NULLABLE_SCALE,
     "quant_zero_point": _NULLABLE_ZERO,
+    "role": {"enum": [None, "scores", "embedding"]},
 }
 
 _FREE = {"type": "object", "maxProperties": 10_000}  # free-form sections (reports, versions, options)
+_LABEL = {"type": "string", "minLength": 1, "maxLength": 512}
+# enrolled classes (edgefg enroll): {} or every key below; labels = head_labels less removed, then classes
+PROTOTYPES_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "object", "maxProperties": 0}, {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "embedding_output": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "head_labels": {"type": "array", "minItems": 1, "maxItems": MAX_LABELS, "items": _LABEL},
+        "removed": {"type": "array", "maxItems": MAX_LABELS, "items": _LABEL},
+        "classes": {"type": "array", "maxItems": MAX_LABELS, "items": _LABEL},
+        "temperature": _finite(0, 1e6, exclusive_lo=True),
+        "bias": _finite(-1e6, 1e6),
+        "fit": _FREE,
+    },
+    "required": ["file", "embedding_output", "head_labels", "removed", "classes", "temperature", "bias"],
+    "additionalProperties": False,
+}]}
 
 
 @lru_cache(maxsize=1)
@@ -111,6 +129,7 @@ def manifest_schema() -> dict[str, Any]:
             "files": {"type": "object", "maxProperties": MAX_FILES, "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
             "created": {"type": "string", "maxLength": 64},
             "release": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**63 - 1},
+            "prototypes": PROTOTYPES_SCHEMA,
         },
         "required": ["schema_version", "name", "kind", "model_file", "format", "backend", "precision", "labels", "preprocess", "inputs", "outputs"],
         "additionalProperties": False,
@@ -199,8 +218,13 @@ def cross_checks(data: dict[str, Any]) -> None:
     if data.get("files") and data["model_file"] not in data["files"]:
         raise _fail("model_file", f"'{data['model_file'][:80]}' has no checksum in 'files'")
     width = data["outputs"][0]["shape"][-1] if data["outputs"][0]["shape"] else None
-    if isinstance(width, int) and width > 0 and width != len(data["labels"]):
-        raise _fail("labels", f"{len(data['labels'])} labels for a model output of width {width} (outputs[0].shape[-1])")
+    protos = data.get("prototypes") or {}
+    head = protos.get("head_labels", data["labels"])  # with enrolled classes the trained head's labels set the width
+    if isinstance(width, int) and width > 0 and width != len(head):
+        field = "prototypes.head_labels" if protos else "labels"
+        raise _fail(field, f"{len(head)} labels for a model output of width {width} (outputs[0].shape[-1])")
+    if protos:
+        _prototype_checks(data, protos)
     in_shape, out_shape = data["inputs"][0]["shape"], data["outputs"][0]["shape"]
     if len(in_shape) != 4:
         raise _fail("inputs[0].shape", f"{in_shape} is not an image input (N, C, H, W) or (N, H, W, C)")
@@ -217,3 +241,23 @@ def cross_checks(data: dict[str, Any]) -> None:
         hw = (shape[2], shape[3]) if pre["layout"] == "NCHW" else (shape[1], shape[2])
         if all(isinstance(d, int) and d > 0 for d in hw) and list(hw) != list(pre["input_size"]):
             raise _fail("preprocess.input_size", f"{list(pre['input_size'])} differs from the model input's {pre['layout']} size {list(hw)} (inputs[0].shape)")
+
+
+def _prototype_checks(data: dict[str, Any], protos: dict[str, Any]) -> None:
+    """Enrolled classes: labels = head labels less the removed ones, then the enrolled classes; the
+    prototype file is one of the bundle's checksummed files; the embedding output exists."""
+    problem = name_problem(protos["file"])
+    if problem:
+        raise _fail("prototypes.file", f"{protos['file'][:80]!r} {problem}")
+    if data.get("files") and protos["file"] not in data["files"]:
+        raise _fail("prototypes.file", f"'{protos['file'][:80]}' has no checksum in 'files'")
+    removed = set(protos["removed"])
+    if not removed <= set(protos["head_labels"]):
+        raise _fail("prototypes.removed", "names a class the trained head does not have")
+    expected = [lab for lab in protos["head_labels"] if lab not in removed] + list(protos["classes"])
+    if list(data["labels"]) != expected:
+        raise _fail("labels", "differ from prototypes.head_labels less prototypes.removed, then prototypes.classes")
+    if len(set(expected)) != len(expected):
+        raise _fail("prototypes.classes", "an enrolled class has the name of another class")
+    if protos["classes"] and protos["embedding_output"] not in {o["name"] for o in data["outputs"][1:]}:
+        raise _fail("prototypes.embedding_output", f"'{protos['embedding_output'][:80]}' is not one of the model's outputs")

@@ -79,6 +79,29 @@ class Backend(ABC):
         self.last_infer_ms = (time.perf_counter() - t0) * 1e3
         return scores
 
+    def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Like :meth:`infer`, but every output the manifest lists (scores, then e.g. the embedding),
+        each float32 (N, -1) and dequantized by its own spec — one engine call for all of them."""
+        self.check_feed(batch)
+        t0 = time.perf_counter()
+        static = self.static_batch
+        if static is not None and batch.shape[0] != static:
+            if static != 1:
+                raise UnsupportedError(f"model has a static batch of {static}, got {batch.shape[0]}")
+            parts = [self._run_all(batch[i : i + 1]) for i in range(batch.shape[0])]
+            raw = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+        else:
+            raw = self._run_all(batch)
+        outs = [self._dequantize(r, spec) for r, spec in zip(raw, self.manifest.outputs)]
+        self.last_infer_ms = (time.perf_counter() - t0) * 1e3
+        return outs
+
+    def _run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the manifest, in its order. Backends that run multi-output models override it."""
+        if len(self.manifest.outputs) == 1:
+            return [self._run(batch)]
+        raise UnsupportedError(f"the {self.name} backend runs only the first output of a model", "deploy without --embedding for this engine")
+
     def check_feed(self, batch: np.ndarray) -> None:
         """A one-line error, not an engine's traceback, for a batch the model does not take."""
         spec = self.input_spec
@@ -98,8 +121,8 @@ class Backend(ABC):
         pass
 
     # -- helpers -----------------------------------------------------------------------------
-    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
-        out = self.manifest.outputs[0]
+    def _dequantize(self, raw: np.ndarray, spec: TensorSpec | None = None) -> np.ndarray:
+        out = spec or self.manifest.outputs[0]
         raw = raw.reshape(raw.shape[0], -1)
         if out.quant_scale is not None and np.issubdtype(raw.dtype, np.integer):
             return (raw.astype(np.float32) - (out.quant_zero_point or 0)) * out.quant_scale

@@ -39,5 +39,10 @@ class OnnxRuntimeBackend(Backend):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self._output], {self._input: batch})[0]
 
+    def _run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        wanted = [o.name if o.name in names else names[i] for i, o in enumerate(self.manifest.outputs)]
+        return self.session.run(wanted, {self._input: batch})
+
     def close(self) -> None:
         self.session = None

@@ -59,6 +59,13 @@ class OpenVINOBackend(Backend):
         self.request.infer()
         return self.request.get_output_tensor(0).data.copy()
 
+    def _run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.request.set_input_tensor(ov.Tensor(np.ascontiguousarray(batch), shared_memory=True))
+        self.request.infer()
+        index = {name: i for i, port in enumerate(self.compiled.outputs) for name in port.get_names()}
+        picks = [index.get(o.name, i) for i, o in enumerate(self.manifest.outputs)]
+        return [self.request.get_output_tensor(i).data.copy() for i in picks]
+
     def close(self) -> None:
         self.request = None
         self.compiled = None
