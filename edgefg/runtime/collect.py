@@ -57,9 +57,10 @@ import tarfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import click
 
@@ -453,7 +454,10 @@ class Collector:
                     self._prepare()
                 self._write(job)
             except Exception as exc:  # a full disk, a vanished mount, an unencodable crop: count it, carry on
-                self._error(exc, job.camera)
+                try:
+                    self._error(exc, job.camera)
+                except Exception:  # counting must not end the writer thread either (later frames would pile up as busy)
+                    pass
             finally:
                 self._queue.task_done()
 
@@ -484,8 +488,11 @@ class Collector:
                 self._last_error_event = now
             errors = self.errors
         if emit:
-            self.events.emit("collect_error", directory=str(self.root), error=message, errors=errors,
-                             hint="make the --collect folder writable (or free space): frames are counted as dropped until then, the camera goes on")
+            try:
+                self.events.emit("collect_error", directory=str(self.root), error=message, errors=errors,
+                                 hint="make the --collect folder writable (or free space): frames are counted as dropped until then, the camera goes on")
+            except Exception:  # a broken event log (or its listener) must not stop the writer
+                pass
 
     def _write(self, job: _Job) -> None:
         import cv2

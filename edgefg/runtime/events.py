@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from edgefg.trust.secrets import mask
 
 log = logging.getLogger("edgefg.runtime.events")
-WARN_EVENTS = {"source_lost", "source_open_failed", "source_stalled", "source_gave_up", "corrupt_frame", "sink_error", "http_insecure", "mqtt_disconnected", "mqtt_refused", "collect_error"}
+WARN_EVENTS = {"source_lost", "source_open_failed", "source_stalled", "source_gave_up", "corrupt_frame", "sink_error", "http_insecure", "mqtt_disconnected", "mqtt_refused", "collect_error",
+               "mqtt_spool_error", "mqtt_spool_damaged", "mqtt_client_failed", "mqtt_bad_topic"}
 
 
 class EventLog:

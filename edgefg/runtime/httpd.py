@@ -22,9 +22,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from edgefg.errors import EdgefgError, InputPathError
@@ -154,7 +155,7 @@ class HealthServer:
                         self.stream(params.get("camera"))
                         return
                     code, body, ctype = server.route(path, params)
-                except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                except (TimeoutError, BrokenPipeError, ConnectionResetError):
                     return
                 except Exception as exc:  # never let a request kill the thread
                     code, body, ctype = 500, json.dumps({"error": f"{type(exc).__name__}: {exc}"}), "application/json"
@@ -232,7 +233,7 @@ class HealthServer:
                         hint="add --http-token-file FILE, or bind 127.0.0.1")
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="edgefg-http", daemon=True)
 
-    def start(self) -> "HealthServer":
+    def start(self) -> HealthServer:
         self._thread.start()
         return self
 
@@ -317,6 +318,11 @@ class HealthServer:
                 "uptime_s": round(now - snap["started"], 3), "cameras": per}
         if len(per) == 1:
             body["last_frame_age_s"] = next(iter(per.values()))["last_frame_age_s"]
+        mqtt = self.extra().get("mqtt")
+        if mqtt:  # cameras fine but nothing can be published (a dead client thread, a spool disk error): degraded
+            body["mqtt"] = {k: mqtt.get(k) for k in ("healthy", "connected", "spool_ok") if k in mqtt}
+            if status == "ok" and (mqtt.get("healthy") is False or mqtt.get("spool_ok") is False):
+                body["status"] = status = "degraded"
         return (503 if status == "unhealthy" else 200), body
 
     def health(self) -> tuple[int, str, str]:
@@ -415,7 +421,7 @@ def prometheus_text(snap: dict[str, Any], extra: list[Any] | None = None) -> str
     if mqtt:
         metric("mqtt_connected", "gauge", "1 while connected to the MQTT broker.", [({}, 1 if mqtt["connected"] else 0)])
         metric("mqtt_spool_messages", "gauge", "Events waiting in the on-disk spool for the broker.", [({}, mqtt["spool_depth"])])
-        metric("mqtt_spool_dropped_total", "counter", "Events dropped because the spool was full (oldest first).", [({}, mqtt["spool_dropped"])])
+        metric("mqtt_spool_dropped_total", "counter", "Events dropped: the spool was full (oldest first) or its disk failed (by reason: mqtt_spool_dropped_events_total).", [({}, mqtt["spool_dropped"])])
         metric("mqtt_published_total", "counter", "Events the broker acknowledged (this run).", [({}, mqtt["published"])])
         metric("mqtt_inflight_messages", "gauge", "Events sent to the broker and not yet acknowledged.", [({}, mqtt.get("inflight", 0))])
     http = snap.get("http")

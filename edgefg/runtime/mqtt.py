@@ -31,6 +31,14 @@ sending, for at most ``drain_s`` seconds; ``stats()`` then reports ``drained``, 
 
 State is latest-value (not spooled): it is re-published on every (re)connect. Credentials and TLS
 come from a file or environment variables, never from the command line.
+
+Nothing here stops the camera. Topic options are checked against the MQTT rules when
+:class:`MqttOptions` is made (a bad one is an :class:`~edgefg.errors.EdgefgError`: one line, exit 2).
+A disk error in the spool drops the event and counts it (see :mod:`edgefg.runtime.spool`). An
+exception in paho's network thread (raised by paho or by one of the callbacks) is reported as an
+``mqtt_client_failed`` event, ``stats()`` says ``healthy: false`` and ``connected: false``, and the
+connection is started again after 1 s (doubling to 30 s while it keeps failing); so is an exception in
+the sender thread. ``healthy`` is true again after the next successful connect.
 """
 from __future__ import annotations
 
@@ -41,6 +49,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +67,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOPIC_LEVEL = re.compile(r"^[^#+/\x00]+(/[^#+/\x00]+)*$")
+NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # Home Assistant's rule for a discovery node id
+MAX_TOPIC_BYTES = 65535  # MQTT 3.1.1/5: a topic is a UTF-8 string of at most 65,535 bytes (also a client id)
+TOPIC_ROOM = 512  # bytes a prefix leaves for what edgefg adds: "/<camera>/<name>", "/<component>/<node>_<camera>/<object>/config"
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0  # restarting a failed network or sender thread: after this long, doubling
+FAIL_EVENT_EVERY_S = 60.0  # at most one mqtt_client_failed event a minute per thread (each failure is counted)
 ENV_USERNAME, ENV_PASSWORD, ENV_AUTH_FILE = "EDGEFG_MQTT_USERNAME", "EDGEFG_MQTT_PASSWORD", "EDGEFG_MQTT_AUTH_FILE"
 
 
@@ -94,12 +108,100 @@ class MqttOptions:
         except ValueError:
             raise EdgefgError(f"bad port in --mqtt URL '{self.url}'") from None
         self.host = parts.hostname
-        if not TOPIC_LEVEL.match(self.prefix):
-            raise EdgefgError(f"bad --mqtt-prefix '{self.prefix}'", "use topic levels without '+', '#' or empty levels, e.g. edgefg or farm/edgefg")
+        check_prefix(self.prefix, "--mqtt-prefix", "e.g. edgefg or farm/edgefg")
+        if self.discovery_prefix is not None:
+            check_prefix(self.discovery_prefix, "--mqtt-discovery-prefix", "e.g. homeassistant (or 'none' for no discovery)")
+        if not NODE_ID.match(self.node_id or ""):
+            raise EdgefgError(f"bad MQTT node id '{shown(self.node_id)}'", "use letters, digits, '_' or '-' (it becomes a Home Assistant discovery topic level)")
+        if self.client_id is not None:
+            why = text_problem(self.client_id)
+            if why:
+                raise EdgefgError(f"bad MQTT client id '{shown(self.client_id)}': {why}", "use letters, digits, '_' or '-'")
 
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme in ("mqtts", "ssl")
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """``value`` for an error line: shortened, control characters escaped."""
+    cut = value if len(value) <= limit else value[: limit - 3] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` is not an MQTT UTF-8 string a broker accepts (MQTT 5 §1.5.4; mosquitto disconnects a
+    client that sends one), or None: at most 65,535 bytes, no NUL, control characters, surrogates or
+    non-characters."""
+    if not text:
+        return "it is empty"
+    try:
+        n = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8"
+    if n > MAX_TOPIC_BYTES:
+        return f"it is {n:,} UTF-8 bytes, MQTT allows {MAX_TOPIC_BYTES:,}"
+    for c in text:
+        o = ord(c)
+        if o == 0:
+            return "it holds a NUL character"
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            return f"it holds the control character U+{o:04X}"
+        if 0xFDD0 <= o <= 0xFDEF or (o & 0xFFFF) >= 0xFFFE:
+            return f"it holds the non-character U+{o:04X}"
+    return None
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be published to (an MQTT topic name: no wildcards, see :func:`text_problem`), or None."""
+    why = text_problem(topic)
+    if why:
+        return why
+    if "+" in topic or "#" in topic:
+        return "it holds the wildcard '+' or '#' (only a subscription may)"
+    return None
+
+
+def check_prefix(prefix: str, flag: str, example: str) -> None:
+    """A topic prefix: a valid topic name without empty levels, not starting with '$' (the broker's own
+    topics, e.g. $SYS), short enough to leave room for what edgefg adds. An EdgefgError if not."""
+    why = topic_problem(prefix)
+    if why is None:
+        n = len(prefix.encode("utf-8"))
+        if prefix.startswith("$"):
+            why = "a topic starting with '$' is the broker's (e.g. $SYS): subscribers to '#' never see it"
+        elif not TOPIC_LEVEL.match(prefix):
+            why = "it has an empty level (a leading, trailing or double '/')"
+        elif n > MAX_TOPIC_BYTES - TOPIC_ROOM:
+            why = f"it is {n:,} UTF-8 bytes: with the levels edgefg adds, a topic must stay within MQTT's {MAX_TOPIC_BYTES:,}"
+    if why:
+        raise EdgefgError(f"bad {flag} '{shown(prefix)}': {why}", f"use topic levels without '+', '#', '$' or empty levels, {example}")
+
+
+_GUARDED: dict[Any, Any] = {}
+
+
+def guarded_client_class(mqtt: Any) -> Any:
+    """paho's ``Client`` whose network loop hands an exception (raised in paho or in one of the
+    callbacks, which paho re-raises) to ``on_loop_error`` and ends, instead of dying with a traceback on
+    stderr while the rest of the run looks healthy."""
+    cls = _GUARDED.get(mqtt.Client)
+    if cls is None:
+        class GuardedClient(mqtt.Client):  # type: ignore[misc, valid-type]
+            on_loop_error: Any = None
+
+            def loop_forever(self, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return super().loop_forever(*args, **kwargs)
+                except Exception as exc:
+                    handler = self.on_loop_error
+                    if handler is None:
+                        raise
+                    handler(exc)
+                    return mqtt.MQTT_ERR_UNKNOWN
+
+        cls = _GUARDED[mqtt.Client] = GuardedClient
+    return cls
 
 
 def read_auth(opts: MqttOptions) -> dict[str, Any]:
@@ -146,10 +248,16 @@ class MqttPublisher:
         self.device = device or {}
         self.prefix = opts.prefix.rstrip("/")
         spool = opts.spool_path or Path.home() / ".cache" / "edgefg" / f"mqtt-{opts.node_id}.sqlite"
-        self.spool = Spool(spool, opts.spool_max)
+        for cam in self.cameras:  # what the options allowed, with the camera names: every topic within the MQTT rules
+            for t in (self.topic("available"), self.topic(cam, "events"), self.topic(cam, "state"),
+                      *([self._discovery_topic(cam)] if opts.discovery_prefix else [])):
+                why = topic_problem(t)
+                if why:
+                    raise EdgefgError(f"bad MQTT topic '{shown(t)}' (camera '{shown(cam)}'): {why}", "check --mqtt-prefix, --mqtt-discovery-prefix and the camera names")
         auth = read_auth(opts)
+        self.spool = Spool(spool, opts.spool_max, events=self.events)
         self._mqtt = mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=opts.client_id or f"edgefg-{opts.node_id}", clean_session=True)
+        self.client = guarded_client_class(mqtt)(mqtt.CallbackAPIVersion.VERSION2, client_id=opts.client_id or f"edgefg-{opts.node_id}", clean_session=True)
         if auth.get("username"):
             self.client.username_pw_set(str(auth["username"]), str(auth.get("password", "")) or None)
         if opts.tls or auth.get("ca_file") or auth.get("cert_file"):
@@ -169,6 +277,7 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_loop_error = self._on_loop_error
         # Never call into paho while holding _cond: paho calls on_publish with its own lock held.
         self._cond = threading.Condition()
         self._acked: deque[int] = deque()  # mids from on_publish, consumed by the sender
@@ -181,6 +290,16 @@ class MqttPublisher:
         self._state_sent: dict[str, float] = {}
         self.published = 0
         self.connects = 0
+        self.client_errors = 0  # exceptions in paho's network thread, the callbacks or the sender (this run)
+        self.restarts = 0  # network loop restarts after such an exception
+        self.last_error: str | None = None
+        self._problems: dict[str, str] = {}  # thread → what is wrong with it now ("network", "sender")
+        self._fail_event_at: dict[str, float] = {}
+        self._net_dead = False
+        self._net_backoff = RETRY_MIN_S
+        self._net_restart_at = 0.0
+        self._started = False
+        self._bad_topics: set[str] = set()
         self._final: dict[str, Any] | None = None
         self._sender = threading.Thread(target=self._send_loop, name="edgefg-mqtt", daemon=True)
 
@@ -188,9 +307,10 @@ class MqttPublisher:
         return "/".join((self.prefix, *levels))
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "MqttPublisher":
+    def start(self) -> MqttPublisher:
         self.client.connect_async(self.opts.host, self.opts.port, keepalive=self.opts.keepalive_s)
         self.client.loop_start()
+        self._started = True
         self._sender.start()
         return self
 
@@ -226,6 +346,60 @@ class MqttPublisher:
         self._final = {**self.stats(), **drain}
         self.spool.close()
 
+    # -- a failed thread: surfaced, then started again ---------------------------------------------
+    def _fail(self, thread: str, exc: BaseException, action: str) -> None:
+        """Count an exception in one of the client's threads, mark the publisher unhealthy, say so (an
+        event at most once a minute per thread)."""
+        where = ""
+        tb = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+        if tb:
+            where = f" (in {tb[-1].name})"
+        message = f"{type(exc).__name__}: {exc}{where}"
+        now = time.monotonic()
+        with self._cond:
+            self.client_errors += 1
+            self.last_error = f"{thread}: {message}"
+            self._problems[thread] = message
+            emit = now - self._fail_event_at.get(thread, -1e18) >= FAIL_EVENT_EVERY_S
+            if emit:
+                self._fail_event_at[thread] = now
+            errors = self.client_errors
+        if emit:
+            try:
+                self.events.emit("mqtt_client_failed", thread=thread, error=message, errors=errors, action=action,
+                                 broker=f"{self.opts.host}:{self.opts.port}")
+            except Exception:
+                pass
+
+    def _on_loop_error(self, exc: BaseException) -> None:
+        """paho's network thread is ending on an exception: nothing is sent until it is started again."""
+        with self._cond:
+            self._connected = False
+            self._hold = True  # after the restart, paho's resends first (as after a reconnect)
+            self._net_dead = True
+            backoff = self._net_backoff
+            self._net_backoff = min(RETRY_MAX_S, backoff * 2)
+            self._net_restart_at = time.monotonic() + backoff
+            self._cond.notify_all()
+        self._fail("network", exc, f"reconnecting in {backoff:g} s; events stay spooled")
+
+    def _restart_network(self) -> None:
+        """(sender thread) Start paho's network thread again, on a fresh connection."""
+        with self._cond:
+            self._net_dead = False
+        try:
+            self.client.reconnect()  # a fresh connection: the callback that failed runs again
+        except Exception:  # the broker is away (or it fails again): the network loop retries
+            pass
+        if self._stop.is_set():
+            return
+        if self.client.loop_start() != self._mqtt.MQTT_ERR_SUCCESS:  # the old thread has not quite ended yet
+            with self._cond:
+                self._net_dead = True
+                self._net_restart_at = time.monotonic() + 0.05
+            return
+        self.restarts += 1
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self.events.emit("mqtt_refused", broker=f"{self.opts.host}:{self.opts.port}", reason=str(reason_code))
@@ -243,6 +417,8 @@ class MqttPublisher:
             self._connected = True
             if self.connects > 1:
                 self._hold = True
+            self._problems.pop("network", None)
+            self._net_backoff = RETRY_MIN_S
             self._cond.notify_all()
         self.events.emit("mqtt_connected", broker=f"{self.opts.host}:{self.opts.port}", spooled=self.spool.depth)
 
@@ -262,9 +438,10 @@ class MqttPublisher:
             self._cond.notify_all()
 
     # -- what the pipeline calls ----------------------------------------------------------------
-    def event(self, camera: str, event: dict[str, Any]) -> int:
-        """Spool a sighting event for ``<prefix>/<camera>/events``; returns its seq."""
-        seq = self.spool.put(self.topic(camera, "events"), json.dumps(event, separators=(",", ":")).encode())
+    def event(self, camera: str, event: dict[str, Any]) -> int | None:
+        """Spool a sighting event for ``<prefix>/<camera>/events``; returns its seq (None: a disk error
+        dropped it, counted in the spool's stats)."""
+        seq = self.spool.put(self.topic(camera, "events"), json.dumps(event, separators=(",", ":"), default=str).encode())
         with self._cond:
             self._cond.notify_all()
         return seq
@@ -280,17 +457,60 @@ class MqttPublisher:
         self._states[camera] = payload
         self._state_sent[camera] = now
         if self._connected:
-            self.client.publish(self.topic(camera, "state"), payload, qos=1, retain=True)
+            self._publish_now(self.topic(camera, "state"), payload)
+
+    def _publish_now(self, topic: str, payload: bytes) -> None:
+        """A retained latest value, from the pipeline's thread: an exception here is surfaced, never raised."""
+        if topic in self._bad_topics:
+            return
+        why = topic_problem(topic)
+        if why:
+            self._bad_topics.add(topic)
+            self.events.emit("mqtt_bad_topic", topic=shown(topic, 200), error=why, action="not published")
+            return
+        try:
+            self.client.publish(topic, payload, qos=1, retain=True)
+        except Exception as exc:
+            self._fail("publish", exc, "this value is sent again on the next reconnect")
 
     @property
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def healthy(self) -> bool:
+        """False while a thread of the client failed (an exception in paho's network loop, a callback or
+        the sender) and has not worked again since; a broker that is away is not unhealthy."""
+        with self._cond:
+            problems = bool(self._problems) or self._net_dead
+        return not problems and (not self._started or self._sender.is_alive() or self._stop.is_set())
+
     def stats(self) -> dict[str, Any]:
+        """``connected``, ``healthy``, the spool (depth, ``spool_dropped`` = full-spool drops + disk-error
+        drops, and the spool's own counters, see :meth:`Spool.stats`), ``published``, ``connects``,
+        ``inflight``, ``client_errors``, ``restarts`` (and ``last_error``)."""
         if self._final is not None:
             return self._final
-        return {"connected": self._connected, "spool_depth": self.spool.depth, "spool_dropped": self.spool.dropped,
-                "published": self.published, "connects": self.connects, "inflight": self._inflight_n}
+        s = {"connected": self._connected, "healthy": self.healthy, "spool_depth": self.spool.depth, "spool_dropped": self.spool.dropped,
+             "published": self.published, "connects": self.connects, "inflight": self._inflight_n, "client_errors": self.client_errors,
+             "restarts": self.restarts, **self.spool.stats()}
+        if self.last_error:
+            s["last_error"] = self.last_error
+        return s
+
+    def metrics(self) -> list[tuple[str, str, str, list[tuple[dict[str, Any], float]]]]:
+        """Prometheus metrics beyond the ones ``httpd.prometheus_text`` makes of ``stats()`` (connected,
+        spool depth and drops, published, in flight), in the field outputs' form (edgefg.runtime.output.Metric)."""
+        st = self.stats()
+        return [
+            ("mqtt_healthy", "gauge", "0 while a thread of the MQTT client failed (network loop, callback, sender) and has not recovered.", [({}, 1 if st["healthy"] else 0)]),
+            ("mqtt_client_errors_total", "counter", "Exceptions in the MQTT client's threads (each one restarts that thread).", [({}, st["client_errors"])]),
+            ("mqtt_spool_ok", "gauge", "0 from a spool disk error until a write works again.", [({}, 1 if st["spool_ok"] else 0)]),
+            ("mqtt_spool_dropped_events_total", "counter", "Events the spool dropped: full (oldest first) or a disk error.",
+             [({"reason": "full"}, st["spool_dropped_full"]), ({"reason": "disk_error"}, st["spool_dropped_disk"])]),
+            ("mqtt_spool_errors_total", "counter", "Failed spool operations (a full or failing disk).", [({}, st["spool_errors"])]),
+            ("mqtt_spool_damaged_total", "counter", "Damaged spool files set aside and recreated.", [({}, st["spool_damaged"])]),
+        ]
 
     # -- store-and-forward ------------------------------------------------------------------------
     @staticmethod
@@ -311,13 +531,16 @@ class MqttPublisher:
         refill_at = max(1, window // 8)  # read ahead when this many slots are free (fewer, larger spool reads)
         inflight: dict[int, int] = {}  # paho mid -> spool seq, this thread only
         last = 0  # the highest seq handed to paho
-        acks: list[int] = []
+        acks: list[int] = []  # acknowledged by the broker, not yet deleted from the spool
         first_ack = 0.0
+        ack_retry_at = 0.0  # after a disk error the spool kept them: try again from then
+        backoff = RETRY_MIN_S
         mqtt = self._mqtt
-        try:
-            while True:
+        while True:
+            try:
                 with self._cond:
                     mids = [self._acked.popleft() for _ in range(len(self._acked))]
+                    restart = self._net_dead and time.monotonic() >= self._net_restart_at
                 stopping = self._stop.is_set()
                 for mid in mids:
                     seq = inflight.pop(mid, None)
@@ -325,15 +548,20 @@ class MqttPublisher:
                         if not acks:
                             first_ack = time.monotonic()
                         acks.append(seq)
-                if acks and (stopping or not inflight or len(acks) >= self.ACK_BATCH or time.monotonic() - first_ack >= self.ACK_FLUSH_S):
-                    self.spool.ack_many(acks)  # rows the full-spool trimming already dropped are not counted again
-                    self.published += len(acks)  # what the broker acknowledged
-                    acks.clear()
-                    with self._cond:
-                        self._cond.notify_all()  # close() waits on the depth
+                        self.published += 1  # what the broker acknowledged
+                now = time.monotonic()
+                if acks and now >= ack_retry_at and (stopping or not inflight or len(acks) >= self.ACK_BATCH or now - first_ack >= self.ACK_FLUSH_S):
+                    if self.spool.ack_many(acks) is None:  # a disk error: the rows stay (sent again after a restart at worst)
+                        ack_retry_at = now + 0.5
+                    else:  # rows the full-spool trimming already dropped are not counted again
+                        acks.clear()
+                        with self._cond:
+                            self._cond.notify_all()  # close() waits on the depth
                 self._inflight_n = len(inflight)
                 if stopping:
                     return  # what is not acknowledged stays in the spool for next time
+                if restart:
+                    self._restart_network()
                 with self._cond:
                     if self._hold and not inflight:
                         self._hold = False  # paho's resends are all acknowledged: go on with newer rows
@@ -344,7 +572,7 @@ class MqttPublisher:
                     for seq, topic, payload, retain in self.spool.peek(free, after=last):
                         try:
                             info = self.client.publish(topic, self._with_seq(payload, seq), qos=1, retain=retain)
-                        except (ValueError, RuntimeError) as exc:  # a bad topic in an old spool: give it up
+                        except (ValueError, RuntimeError, UnicodeError) as exc:  # a bad topic in an old spool: give it up
                             self.events.emit("mqtt_bad_message", seq=seq, error=str(exc))
                             self.spool.ack_many([seq])
                             last = seq
@@ -355,6 +583,10 @@ class MqttPublisher:
                         last = seq
                         sent += 1
                     self._inflight_n = len(inflight)
+                if self._problems.get("sender"):
+                    with self._cond:
+                        self._problems.pop("sender", None)  # a whole round without an exception
+                    backoff = RETRY_MIN_S
                 with self._cond:
                     if self._acked or self._stop.is_set():
                         continue
@@ -362,11 +594,15 @@ class MqttPublisher:
                         continue  # the spool may hold more
                     timeout = 0.5
                     if acks:
-                        timeout = max(0.0, self.ACK_FLUSH_S - (time.monotonic() - first_ack))
+                        timeout = max(0.0, max(first_ack + self.ACK_FLUSH_S, ack_retry_at) - time.monotonic())
+                    if self._net_dead:
+                        timeout = min(timeout, max(0.0, self._net_restart_at - time.monotonic()))
                     self._cond.wait(timeout)
-        except Exception as exc:  # e.g. the spool's disk failed: say so rather than die silently
-            self.events.emit("mqtt_sender_failed", error=f"{type(exc).__name__}: {exc}")
-            raise
+            except Exception as exc:  # a bug or an unforeseen failure: say so, wait, go on (never die silently)
+                self._fail("sender", exc, f"sending again in {backoff:g} s; events stay spooled")
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(RETRY_MAX_S, backoff * 2)
 
     # -- Home Assistant discovery ----------------------------------------------------------------
     def _discovery_topic(self, camera: str) -> str:
@@ -400,9 +636,12 @@ class MqttPublisher:
         else:
             data = json.dumps(payload, separators=(",", ":"), default=str).encode()
         topic = self.topic(camera, name)
+        if topic_problem(topic):
+            self._publish_now(topic, data)  # reported once, never stored (every reconnect would fail on it)
+            return
         self._extra_retained[topic] = data
         if self._connected:
-            self.client.publish(topic, data, qos=1, retain=True)
+            self._publish_now(topic, data)
 
     def add_discovery(self, component: str, camera: str, object_id: str, config: dict[str, Any]) -> None:
         """Home Assistant discovery of one more entity of the camera's device (``component``: sensor,
@@ -418,6 +657,9 @@ class MqttPublisher:
                 **config, "device": base["device"]}
         topic = f"{self.opts.discovery_prefix}/{component}/{node}_{camera}/{object_id}/config"
         data = json.dumps(full).encode()
+        if topic_problem(topic):
+            self._publish_now(topic, data)  # reported once, never stored
+            return
         self._extra_retained[topic] = data
         if self._connected:
-            self.client.publish(topic, data, qos=1, retain=True)
+            self._publish_now(topic, data)

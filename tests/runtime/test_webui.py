@@ -22,9 +22,9 @@ from edgefg.runtime.httpd import HealthServer, read_token
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.multicam import MultiPipeline
 from edgefg.runtime.pipeline import serve
-from tests.runtime.fakes import FakeSource, write_video
-from tests.runtime.real_parts import chromium_paths, free_port, require
 from tests.conftest import EDGEFG
+from tests.runtime.fakes import FakeSource, write_video
+from tests.runtime.real_parts import chromium_paths, require
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-0123456789"
@@ -101,6 +101,25 @@ def test_health_per_camera():
         cams["a"]["last_frame_time"] = now - 100
         assert get(base + "/healthz")[0] == 503
         cams["a"]["last_frame_time"] = cams["b"]["last_frame_time"] = time.time()
+        assert json.loads(get(base + "/healthz")[1])["status"] == "ok"
+    finally:
+        server.close()
+
+
+def test_health_is_degraded_while_mqtt_cannot_publish():
+    now = time.time()
+    snapshot = {"running": True, "started": now, "frames": 1, "last_frame_time": now, "latest": {}, "info": {}}
+    mqtt = {"connected": True, "healthy": True, "spool_ok": True}
+    server = HealthServer("127.0.0.1:0", lambda: snapshot, extra=lambda: {"mqtt": dict(mqtt)}).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert json.loads(get(base + "/healthz")[1])["status"] == "ok"
+        for key in ("healthy", "spool_ok"):  # a dead client thread; a spool whose disk fails
+            mqtt[key] = False
+            code, body = get(base + "/healthz")
+            assert code == 200 and json.loads(body)["status"] == "degraded" and json.loads(body)["mqtt"][key] is False
+            mqtt[key] = True
+        mqtt["connected"] = False  # a broker that is down: the spool holds the events, the camera is healthy
         assert json.loads(get(base + "/healthz")[1])["status"] == "ok"
     finally:
         server.close()
