@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-deps results bench figures clean venv
+.PHONY: demo test test-deps lint results bench figures clean venv
 
 # Compression figures (long: training on CPU). Built once, reused by `make bench` (runs/ is not committed).
 PRUNED := runs/compress/mnv2-prune/manifest.json
@@ -24,8 +24,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgefg demo
 
-test: $(STAMP) test-deps
+test: $(STAMP) test-deps lint
 	$(PY) -m pytest -q
+
+# ruff (lint + import order; [tool.ruff] in pyproject.toml) and mypy on the package against
+# .ci/mypy-baseline.txt: a new finding fails, and so does a fixed one still listed (the baseline only shrinks)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+	$(PY) .ci/typecheck.py
 
 # Debian packages the runtime tests drive as real processes (mosquitto, GStreamer RTSP server, chromium); fast when present
 test-deps:

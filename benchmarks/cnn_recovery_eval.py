@@ -22,7 +22,9 @@ from typing import Any
 
 if not __package__:  # python benchmarks/cnn_recovery_eval.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import DATA, EFFNET_MODEL as EFF_DIR, REPO, RESULTS, RUNS as ALL_RUNS, machine_line, run_edgefg, write_block, write_json
+from benchmarks.common import DATA, REPO, RESULTS, machine_line, run_edgefg, write_block, write_json
+from benchmarks.common import EFFNET_MODEL as EFF_DIR
+from benchmarks.common import RUNS as ALL_RUNS
 
 RUNS = ALL_RUNS / "cnn-recovery"
 FAMILIES = {"efficientnet_lite0": "EfficientNet-Lite0 (cub100, real BatchNorm)", "mobilenetv2_cub100": "MobileNetV2 (cub100, BN-folded)"}

@@ -21,8 +21,11 @@ import sys
 
 if not __package__:  # python benchmarks/compress_figures.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import (COMPRESS_RESULTS as OUT, COMPRESS_RUNS as RUNS, DATA, EFFNET_MODEL as EFFNET, MODEL, REPO, RUNS as ALL_RUNS, TEST,
-                               TRAIN, compress_summary, write_block, write_json)
+from benchmarks.common import COMPRESS_RESULTS as OUT
+from benchmarks.common import COMPRESS_RUNS as RUNS
+from benchmarks.common import DATA, MODEL, REPO, TEST, TRAIN, compress_summary, write_block, write_json
+from benchmarks.common import EFFNET_MODEL as EFFNET
+from benchmarks.common import RUNS as ALL_RUNS
 
 
 def _pct(x: float) -> str:

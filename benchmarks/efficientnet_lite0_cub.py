@@ -23,7 +23,8 @@ import numpy as np
 
 if not __package__:  # python benchmarks/efficientnet_lite0_cub.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import DATA, EFFNET_MODEL as OUT, RESULTS, TEST, TRAIN, write_json
+from benchmarks.common import DATA, RESULTS, TEST, TRAIN, write_json
+from benchmarks.common import EFFNET_MODEL as OUT
 
 ARCH = "tf_efficientnet_lite0"
 BIRDS = set(range(7, 25)) | set(range(80, 101)) | set(range(127, 147))  # ImageNet-1k bird classes

@@ -43,7 +43,9 @@ import numpy as np
 if not __package__:  # python benchmarks/field_collect.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
 from benchmarks.agreement_int8 import evaluate, interleaved_latency, run_compress, score, split, test_arrays  # the agreement benchmark's helpers
-from benchmarks.common import CUB, MODEL, OUT as OUT_DIR, REPO, RUNS as RUNS_DIR, machine_line, rel, usable_cores, write_block, write_json
+from benchmarks.common import CUB, MODEL, REPO, machine_line, rel, usable_cores, write_block, write_json
+from benchmarks.common import OUT as OUT_DIR
+from benchmarks.common import RUNS as RUNS_DIR
 
 RUNS = RUNS_DIR / "field-collect"
 OUT = OUT_DIR / "field_collect.json"

@@ -30,7 +30,8 @@ import numpy as np
 
 if not __package__:  # python benchmarks/field_drift.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import DATA, MODEL, OUT as OUT_DIR, REPO, RUNS, TEST, TRAIN, machine_info, write_block, write_json
+from benchmarks.common import DATA, MODEL, REPO, RUNS, TEST, TRAIN, machine_info, write_block, write_json
+from benchmarks.common import OUT as OUT_DIR
 
 WORK = RUNS / "field-drift"
 OUT = OUT_DIR / "field_drift.json"
@@ -287,7 +288,7 @@ def table(r: dict) -> str:
         cells = [f"{s['in_distribution_max_score_over_level'][k]:.2f} / {s['delay_frames'][k] if s['delay_frames'][k] is not None else '–'}" for k in SIGNALS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['alert_delay_frames'] if s['alert_delay_frames'] is not None else 'none'} | {len(s['false_alarms'])} |")
     t = r["train_reference"]
-    lines.append(f"| reference = 1,000 cub100/train images, no switch | " + " | ".join(f"{t['in_distribution_max_score_over_level'][k]:.2f} / –" for k in SIGNALS)
+    lines.append("| reference = 1,000 cub100/train images, no switch | " + " | ".join(f"{t['in_distribution_max_score_over_level'][k]:.2f} / –" for k in SIGNALS)
                  + f" | – | {len(t['false_alarms'])} ({', '.join(sorted({s for s, _ in t['false_alarms']})) or '-'}) |")
     f = r["fps"]
     lines += ["", f"Cost ({f['frames']} pre-decoded frames, median of runs alternated): without drift {f['without']['fps']} FPS "

@@ -33,7 +33,8 @@ import psutil
 
 if not __package__:  # python benchmarks/multicam.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import REPO as ROOT, RESULTS, cpu_model, edgefg_command, edgefg_env, usable_cores, write_block, write_json
+from benchmarks.common import REPO as ROOT
+from benchmarks.common import RESULTS, cpu_model, edgefg_command, edgefg_env, usable_cores, write_block, write_json
 
 EDGEFG = edgefg_command()
 

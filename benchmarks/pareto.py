@@ -26,16 +26,16 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 if not __package__:  # python benchmarks/pareto.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import (COMPRESS_RUNS, DATA, MODEL, REPO, RESULTS as OUT, RUNS, TEST, TRAIN, machine_info, machine_line, run_edgefg,
-                               write_block, write_json)
+from benchmarks.common import COMPRESS_RUNS, DATA, MODEL, REPO, RUNS, TEST, TRAIN, machine_info, machine_line, run_edgefg, write_block, write_json
+from benchmarks.common import RESULTS as OUT
 
 SCORES = RUNS / "pareto" / "scores"
 THREADS = 2
@@ -60,7 +60,7 @@ class Scores:
         np.put_along_axis(scores, self.top5.astype(np.int64), np.arange(5, 0, -1, dtype=np.float32)[None], axis=1)
         return classification(scores, self.labels, self.names)
 
-    def summary(self, reference: "Scores") -> dict:
+    def summary(self, reference: Scores) -> dict:
         from edgefg.validate.metrics import class_drops
 
         m, r = self.metrics(), reference.metrics()

@@ -22,7 +22,8 @@ import numpy as np
 
 if not __package__:  # python benchmarks/preprocess_parity.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import DATA, MODEL, RESULTS as OUT, RUNS, TEST, cpu_model, write_block, write_json
+from benchmarks.common import DATA, MODEL, RUNS, TEST, cpu_model, write_block, write_json
+from benchmarks.common import RESULTS as OUT
 
 
 def evaluate(session, samples, batch_fn, batch: int = 64) -> np.ndarray:

@@ -18,7 +18,8 @@ import time
 
 if not __package__:  # python benchmarks/results.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import DATA, MODEL, RESULTS as OUT, TEST, TRAIN, machine_info, write_block, write_json
+from benchmarks.common import DATA, MODEL, TEST, TRAIN, machine_info, write_block, write_json
+from benchmarks.common import RESULTS as OUT
 
 # (target, artifact recipe, precision, backend used here or None for the bundle's own, note)
 ROWS = [
@@ -85,7 +86,7 @@ def main() -> int:
         print(f"{target} {precision}: " + (f"top-1 {row['top1']:.4f}" if "top1" in row else f"not available: {row['error']}"), file=sys.stderr)
 
     bench = run_bench([b for b, _, _ in bundles], BenchOptions(rounds=args.rounds, iters=args.iters, warmup=10), [be for _, be, _ in bundles])
-    for (bundle, _, row), r in zip(bundles, bench["results"]):
+    for (_bundle, _, row), r in zip(bundles, bench["results"]):
         row.update({"p50_ms": r["latency_ms"]["p50"], "p90_ms": r["latency_ms"]["p90"], "size_mb": r["size_mb"], "peak_rss_mb": r["peak_rss_mb"]})
     for row in rows:  # INT8/FP32 speed ratio within the same target, same run
         fp32 = next((r for r in rows if r["target"] == row["target"] and r["precision"] == "fp32" and "p50_ms" in r), None)

@@ -48,7 +48,6 @@ from edgefg.runtime.sinks import JsonlSink
 from edgefg.runtime.sources import ArraySource
 
 
-
 def test_frames(n: int = 60, size=(320, 240)) -> list[np.ndarray]:
     """Real bird photos when the data is there (the classifier sees realistic input), else noise."""
     paths = sorted(TEST.rglob("*.jpg"))[:: max(1, len(sorted(TEST.rglob("*.jpg"))) // n or 1)][:n]

@@ -31,7 +31,9 @@ from pathlib import Path
 
 if not __package__:  # python benchmarks/tune_sweep.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import MODEL, RESULTS as OUT, RUNS as ALL_RUNS, TEST, TRAIN, machine_info, run_edgefg, write_block, write_json
+from benchmarks.common import MODEL, TEST, TRAIN, machine_info, run_edgefg, write_block, write_json
+from benchmarks.common import RESULTS as OUT
+from benchmarks.common import RUNS as ALL_RUNS
 
 RUNS = ALL_RUNS / "tune-sweep"
 TARGETS = ["intel-cpu", "onnxruntime-cpu", "rpi5"]

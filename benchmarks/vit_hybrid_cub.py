@@ -31,7 +31,9 @@ import numpy as np
 
 if not __package__:  # python benchmarks/vit_hybrid_cub.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import COMPRESS_RESULTS as OUT, COMPRESS_RUNS as RUNS, MODEL, REPO, TEST, TRAIN, write_json
+from benchmarks.common import COMPRESS_RESULTS as OUT
+from benchmarks.common import COMPRESS_RUNS as RUNS
+from benchmarks.common import MODEL, REPO, TEST, TRAIN, write_json
 
 SETTING = ("hybrid ViT: frozen mobilenetv2_cub100 stem (blocks 0-13, stride 16) → 196 tokens → 6 timm Blocks "
            "(width 192, 3 heads), 224 px; transformer trained on cub100/train with KD from mobilenetv2_cub100, "
@@ -72,7 +74,8 @@ def run(args) -> dict:
 
     from benchmarks.pareto import score_onnx, time_interleaved
     from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
-    from edgefg.compress.adapters import AdapterOptions, build_ila_vit, describe as ila_describe, trainable_prefixes
+    from edgefg.compress.adapters import AdapterOptions, build_ila_vit, trainable_prefixes
+    from edgefg.compress.adapters import describe as ila_describe
     from edgefg.compress.quantize import QuantOptions, quantize_onnx
     from edgefg.compress.tokens import TokenOptions, build_token_vit, check_runtimes, graph_ops
     from edgefg.compress.train import TrainConfig, train
@@ -137,7 +140,7 @@ def run(args) -> dict:
                                                                       **ila_describe(ila)}}
 
     # 3. export, INT8 of the plain ViT, score everything on cub100/test
-    for i, (name, v) in enumerate(variants.items()):
+    for i, v in enumerate(variants.values()):
         v["onnx"] = export_onnx(v.pop("module"), spec.input_size, work / f"{i}.onnx")
     calib = np.concatenate([b.x for b in iter_batches(stratified_subset(train_set.samples, 50 if smoke else 300, 0), spec, 50)])
     for label, sq in (("INT8 (NNCF transformer, SmoothQuant default)", None), ("INT8 (NNCF transformer, SmoothQuant off)", -1.0)):

@@ -29,7 +29,9 @@ from typing import Any
 
 if not __package__:  # python benchmarks/vit_int8_cub.py: benchmarks/_checkout.py makes the checkout importable
     import _checkout  # noqa: F401
-from benchmarks.common import COMPRESS_RESULTS as OUT, COMPRESS_RUNS as RUNS, MODEL, REPO, TEST, TRAIN, compress_summary, write_json
+from benchmarks.common import COMPRESS_RESULTS as OUT
+from benchmarks.common import COMPRESS_RUNS as RUNS
+from benchmarks.common import MODEL, REPO, TEST, TRAIN, compress_summary, write_json
 
 DEFAULT_VARIANTS = ("plain ViT", "EViT keep 0.5", "ToMe keep 0.5", "EViT keep 0.7", "ToMe keep 0.7", "EViT keep 0.5, 1 epoch KD")
 # plain INT8 files the 'vit' figure already made with the same quantizer settings and calibration images
@@ -89,14 +91,14 @@ def _cached_cli(f: Path, command_args: list[str], src_sha: str, out_dir: Path):
 
 
 def run(args) -> dict[str, Any]:
+    import numpy as np
+    import onnx
+
     from benchmarks.pareto import THREADS, score_onnx, time_interleaved
     from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
     from edgefg.compress.quantize import QuantOptions, float_layers, quantize_onnx
     from edgefg.manifest import sha256_file
     from edgefg.models.loader import load_model
-
-    import numpy as np
-    import onnx
 
     t_start = time.time()
     smoke = bool(getattr(args, "vit_smoke", False))

@@ -107,8 +107,8 @@ def cli(verbose: int) -> None:
 
 # --------------------------------------------------------------------------------------------
 from edgefg.compress.cli_options import INTERPOLATIONS, CompressCommand, compress_options, preprocess_options  # noqa: E402  (click only)
-from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_paths  # noqa: E402  (click only)
 from edgefg.runtime.output import click_options as output_click_options  # noqa: E402  (click + stdlib only)
+from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_paths  # noqa: E402  (click only)
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 FRACTION = click.FloatRange(0, 1)
@@ -266,9 +266,9 @@ def deploy(artifact, target, engine, precision, data, labels, out, force, calib_
 def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, class_gate, min_top1, min_agreement, max_images, json_out, junit, markdown,
              check_preprocess, check_images, ray_address, workers, chunk_images, drift_reference, trust) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
+    from edgefg.outputs import prepare_parent, write_text
     from edgefg.validate.api import Thresholds
     from edgefg.validate.api import validate as run_validate
-    from edgefg.outputs import prepare_parent, write_text
     from edgefg.validate.report import validation_markdown, write_json, write_junit
 
     for path in (json_out, junit, markdown, drift_reference):  # a report path that cannot be written fails now, not after scoring

@@ -11,6 +11,7 @@ class EdgefgError(Exception):
     """Base class: a problem the user can fix. ``hint`` says how."""
 
     exit_code = 2
+    summary: dict | None = None  # a run that ended on this error: what it did before (``edgefg run`` prints it)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -57,7 +58,7 @@ class MissingDependencyError(EdgefgError):
     """An optional backend that is not installed."""
 
     @classmethod
-    def for_module(cls, module: str, extra: str) -> "MissingDependencyError":
+    def for_module(cls, module: str, extra: str) -> MissingDependencyError:
         return cls(
             f"the optional dependency '{module}' is not installed",
             f"install it with: pip install 'edgefg[{extra}]'",

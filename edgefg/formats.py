@@ -11,8 +11,9 @@ Adding a backend = one row in ``BACKENDS`` (+ its module); a new file format = o
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass(frozen=True)

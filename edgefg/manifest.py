@@ -18,13 +18,13 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from edgefg.errors import BundleError, ChecksumError, InputPathError, OutputExistsError
-
 from edgefg.manifest_fields import (  # noqa: F401  (re-exported: the manifest's names, defined below the schema)
     CROP_MODES,
     MANIFEST_NAME,
@@ -72,7 +72,7 @@ class Preprocess:
         return tuple(math.floor(x / self.crop_pct + 1e-9) for x in self.input_size)  # type: ignore[return-value]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         d = dict(d)
         if "resize_shorter" in d and "crop_pct" not in d:  # manifests written before crop modes
             shorter, crop = d.pop("resize_shorter"), d.pop("crop", "center")
@@ -96,7 +96,7 @@ class TensorSpec:
     role: str | None = None  # outputs: None = the scores; "embedding" = the classifier's input features (deploy --embedding)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -162,7 +162,7 @@ class Manifest:
         """The index of the output with ``role`` (e.g. "embedding"), None when the model has none."""
         return next((i for i, o in enumerate(self.outputs) if o.role == role), None)
 
-    def with_backend(self, backend: str, **changes: Any) -> "Manifest":
+    def with_backend(self, backend: str, **changes: Any) -> Manifest:
         """A copy whose model file runs in ``backend`` (with that backend's defaults: the options are
         dropped) — e.g. a TensorRT bundle's ONNX in ONNX Runtime on a host without the device."""
         return copy.deepcopy(dataclasses.replace(self, backend=backend, backend_options={}, **changes))  # deep: callers change nested specs
@@ -171,7 +171,7 @@ class Manifest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
         version = d.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(

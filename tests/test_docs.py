@@ -144,7 +144,7 @@ BLOCKS = doc_blocks()
 
 
 def test_every_doc_block_is_run_or_says_why_not():
-    for block_id, lang, body, markers in BLOCKS:
+    for block_id, lang, _body, markers in BLOCKS:
         kinds = [k for k, _ in markers]
         assert lang in ("bash", "python", "toml") or "skip" in kinds, f"{block_id}: a {lang} block the docs test cannot run (add a skip marker)"
         for kind, arg in markers:

@@ -16,8 +16,9 @@ are static and every BatchNorm folds at export.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from edgefg.compress import ILA_DEFAULT_AT
 from edgefg.compress.tokens import check_vit

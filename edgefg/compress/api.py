@@ -24,8 +24,8 @@ from edgefg.calibration.dataset import ImageSet, iter_batches, scan, stratified_
 from edgefg.compress import steps as step_registry
 from edgefg.compress.options import CompressOptions
 from edgefg.compress.recipes import RECIPES, load_recipe, validate_steps
-from edgefg.compress.steps import StepContext
 from edgefg.compress.report import write_compress_report
+from edgefg.compress.steps import StepContext
 from edgefg.converters.torch_to_onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, export_onnx_cached
 from edgefg.errors import CheckFailed, DataError, UnsupportedError
 from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir
@@ -417,7 +417,7 @@ def _run_int8(run: _Run, step: dict[str, Any], opts: CompressOptions, inputs: _I
     run.precision, run.scores = "int8", scores
 
 
-def _gate_on_report(desc: dict[str, Any], budget: "AccuracyBudget", row: dict[str, Any], m_int8: dict, m_in: dict) -> bool:
+def _gate_on_report(desc: dict[str, Any], budget: AccuracyBudget, row: dict[str, Any], m_int8: dict, m_in: dict) -> bool:
     """The budget must also hold on the report's own measurement (its backend, its images): False (and
     ``desc`` says so, with the classes over budget) when it does not."""
     from edgefg.compress.quantize import class_failures

@@ -7,8 +7,9 @@ compression code, so the step registry is read when ``compress`` is parsed or sh
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 

@@ -3,7 +3,7 @@ function for evaluation (so what is trained on is scored exactly as deployed).""
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

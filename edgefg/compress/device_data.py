@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from edgefg.errors import DataError
 from edgefg.manifest import Preprocess
 
 log = logging.getLogger(__name__)
-_MEMO: dict[tuple, "CachedImages"] = {}  # the last few decoded sets: pruning recovery trains many times on the same images
+_MEMO: dict[tuple, CachedImages] = {}  # the last few decoded sets: pruning recovery trains many times on the same images
 _MEMO_SIZE = 2
 
 
@@ -41,7 +42,7 @@ class CachedImages:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device) -> "CachedImages":
+    def to(self, device) -> CachedImages:
         if self.images.device == device:
             return self
         return CachedImages(self.images.to(device), self.labels.to(device), self.side)

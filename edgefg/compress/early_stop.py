@@ -9,8 +9,9 @@ is still improving fast is never stopped; one that has stalled far from the budg
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

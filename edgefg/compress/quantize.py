@@ -16,9 +16,10 @@ import hashlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -368,7 +369,7 @@ def _accuracy_control(nncf, onnx, reference, calib, n_items: int, validation_fn,
 class _LabelledTop1:
     """``validation_fn`` on labelled images: top-1 (per image 1/0). NNCF feeds it indices; batching is ours."""
 
-    def __init__(self, runner: "Runner", x: np.ndarray, y: np.ndarray):
+    def __init__(self, runner: Runner, x: np.ndarray, y: np.ndarray):
         self.runner, self.x, self.y, self.runs = runner, x, y, 0
         self.note: Callable[[str], None] = lambda s: None
 

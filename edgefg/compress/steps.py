@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgefg.errors import DataError, UnsupportedError
 
 if TYPE_CHECKING:
-    from edgefg.compress.options import CompressOptions
     from edgefg.compress.early_stop import EarlyStop
+    from edgefg.compress.options import CompressOptions
     from edgefg.models.loader import LoadedModel
 
 from edgefg.compress import ILA_DEFAULT_AT
+
 TRAIN_KEYS = {"epochs": 1, "lr": 5e-4, "batch_size": None, "optimizer": None, "max_steps": None}
 KD_KEYS = {"temperature": None, "alpha": None}
 
@@ -41,11 +43,11 @@ class StepContext:
     index: int
     module: Any
     teacher: Any
-    model: "LoadedModel"
+    model: LoadedModel
     train_samples: list
-    opts: "CompressOptions"
+    opts: CompressOptions
     checkpoint_root: Path
-    early_stop: "EarlyStop | None" = None  # stop a distillation that cannot reach its budget (compress/early_stop.py)
+    early_stop: EarlyStop | None = None  # stop a distillation that cannot reach its budget (compress/early_stop.py)
 
     def need_data(self, kind: str) -> None:
         if not self.train_samples:
@@ -59,7 +61,7 @@ class StepContext:
 class StepOutcome:
     module: Any
     description: dict[str, Any]
-    model: "LoadedModel | None" = None  # a new LoadedModel when the step changes preprocessing (resize)
+    model: LoadedModel | None = None  # a new LoadedModel when the step changes preprocessing (resize)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class StepSpec:
     check: Callable[[dict, str], None] | None = None  # extra validation of one step's values
     position: str = "any"  # any | first | last
     options: tuple[StepOption, ...] = ()  # its `edgefg compress` options (the command lists them after its own)
-    plan: Callable[[Plan, "CompressOptions"], None] | None = None  # folds the options into the recipe; None: by their keys (plan_options)
+    plan: Callable[[Plan, CompressOptions], None] | None = None  # folds the options into the recipe; None: by their keys (plan_options)
     epochs_flag: Callable[[dict], bool] = lambda step: True  # whether --epochs sets this step's epochs when it trains
 
     @property
@@ -130,7 +132,7 @@ class StepSpec:
     def default(self, step: dict, key: str) -> Any:
         return step.get(key, self.keys.get(key))
 
-    def plan_options(self, plan: Plan, opts: "CompressOptions") -> None:
+    def plan_options(self, plan: Plan, opts: CompressOptions) -> None:
         """Fold this step's options into the plan: its own ``plan``; else every given option with a ``key`` sets
         that key on the recipe's steps of this type, and a recipe without one gets one (:meth:`Plan.add`)."""
         if self.plan is not None:
@@ -180,7 +182,7 @@ def cli_params() -> list[click.Option]:
     return [o.param for s in STEPS.values() for o in s.options]
 
 
-def option_value(opts: "CompressOptions", opt: StepOption) -> Any:
+def option_value(opts: CompressOptions, opt: StepOption) -> Any:
     """A step option's value in a run's options: its CompressOptions field, else ``opts.flags`` (where the
     options of steps registered elsewhere go), else None (not given)."""
     if opt.name in {f.name for f in dataclasses.fields(opts)}:
@@ -193,7 +195,7 @@ def given(value: Any) -> bool:
     return value is not None and value is not False and not (isinstance(value, (list, tuple)) and not value)
 
 
-def plan_training(plan: Plan, opts: "CompressOptions") -> None:
+def plan_training(plan: Plan, opts: CompressOptions) -> None:
     """The training options (--epochs, --lr, --max-steps) into every PyTorch step that trains."""
     for step in plan.steps:
         s = spec(step["type"])
@@ -219,7 +221,7 @@ def _ints(ctx, param, value: str | None) -> list[int] | None:
 # -- shared training plumbing ----------------------------------------------------------------------
 
 
-def train_config(step: dict, opts: "CompressOptions", ckpt: Path | None):
+def train_config(step: dict, opts: CompressOptions, ckpt: Path | None):
     """The trainer's config for a training step: the step's keys, else the run's options."""
     from edgefg.compress.train import TrainConfig, training_precision
 
@@ -260,7 +262,7 @@ def train_description(cfg, res) -> dict[str, Any]:
     }
 
 
-def prune_batch(samples, model: "LoadedModel", seed: int, size: int = 128):
+def prune_batch(samples, model: LoadedModel, seed: int, size: int = 128):
     """A stratified batch of training images (edgefg preprocessing) for gradient-based importance."""
     import numpy as np
     import torch
@@ -312,7 +314,7 @@ def _apply_resize(ctx: StepContext, step: dict) -> StepOutcome:
     return StepOutcome(module, desc, with_input_size(model, size))
 
 
-def _plan_resize(plan: Plan, opts: "CompressOptions") -> None:
+def _plan_resize(plan: Plan, opts: CompressOptions) -> None:
     if opts.input_size is None:
         return
     existing = plan.of("resize")
@@ -343,7 +345,7 @@ def _apply_prune(ctx: StepContext, step: dict) -> StepOutcome:
     return StepOutcome(ctx.module, desc)
 
 
-def _plan_prune(plan: Plan, opts: "CompressOptions") -> None:
+def _plan_prune(plan: Plan, opts: CompressOptions) -> None:
     """--prune: the recipe's prune step gets the ratio; a recipe without one gets prune + distil, in
     --prune-rounds rounds (whose distillations split --epochs among them)."""
     from edgefg.compress.prune import prune_schedule
@@ -390,7 +392,7 @@ def _apply_train(ctx: StepContext, step: dict) -> StepOutcome:
     return StepOutcome(ctx.module, desc)
 
 
-def _plan_tokens(plan: Plan, opts: "CompressOptions") -> None:
+def _plan_tokens(plan: Plan, opts: CompressOptions) -> None:
     if opts.token_keep is None:
         if opts.clca:
             raise UnsupportedError("--clca needs token reduction", "add --token-keep RATE (e.g. 0.5)")
@@ -419,7 +421,7 @@ def _apply_tokens(ctx: StepContext, step: dict) -> StepOutcome:
     return StepOutcome(wrapped, desc)
 
 
-def _plan_ila(plan: Plan, opts: "CompressOptions") -> None:
+def _plan_ila(plan: Plan, opts: CompressOptions) -> None:
     if opts.adapters is None:
         return
     if opts.adapters != "ila":
@@ -448,7 +450,7 @@ def _int8_label(step: dict) -> str:
     return "int8" + (" (accuracy-aware)" if step.get("max_drop") is not None or step.get("max_class_drop") is not None else "")
 
 
-def _plan_int8(plan: Plan, opts: "CompressOptions") -> None:
+def _plan_int8(plan: Plan, opts: CompressOptions) -> None:
     """The budget and quantizer options set their keys on the recipe's int8 step (the per-class budget's
     --class-alpha/--class-gate with --max-class-drop); a recipe without one is refused."""
     options = STEPS["int8"].options

@@ -26,8 +26,9 @@ so EViT and ToMe graphs also convert to LiteRT).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from edgefg.errors import UnsupportedError
 

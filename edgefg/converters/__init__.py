@@ -8,9 +8,10 @@ gets by default come from the format table (:mod:`edgefg.formats`). Heavy librar
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edgefg.distributed.cluster import TIMING_RESOURCE, alive_nodes, connect, nodes_for_target, target_resource
 from edgefg.tune.engine import Sweep

@@ -10,9 +10,9 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 
 def pack_dir(directory: str | Path) -> bytes:
@@ -74,7 +74,7 @@ class PackedSamples:
     origins: list[str]  # the paths the images had where they were packed
 
     @classmethod
-    def from_samples(cls, samples: Sequence, first: int = 0) -> "PackedSamples":
+    def from_samples(cls, samples: Sequence, first: int = 0) -> PackedSamples:
         """Read ``samples`` into memory (a chunk, not a whole set); ``first``: the index of the first one in its set."""
         h = hashlib.sha256()
         names, blobs, labels, origins = [], [], [], []
@@ -151,7 +151,7 @@ class StreamedSamples:
     in_flight: int = 2
 
     @classmethod
-    def from_samples(cls, samples: Sequence, node: str, chunk_images: int = 256, in_flight: int = 2) -> "StreamedSamples":
+    def from_samples(cls, samples: Sequence, node: str, chunk_images: int = 256, in_flight: int = 2) -> StreamedSamples:
         if chunk_images < 1 or in_flight < 1:
             raise ValueError(f"chunk_images and in_flight must be ≥ 1, got {chunk_images} and {in_flight}")
         samples = list(samples)

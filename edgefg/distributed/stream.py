@@ -3,7 +3,8 @@ made (e.g. a chunk of images read and packed) only when a slot frees, so no more
 ``per_worker`` × workers items are ever in flight, whatever the size of the image set."""
 from __future__ import annotations
 
-from typing import Callable, Hashable, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 W = TypeVar("W")

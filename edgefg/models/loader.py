@@ -11,9 +11,10 @@ import dataclasses
 import importlib
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import Preprocess
@@ -88,7 +89,7 @@ def preprocess_from_cfg(cfg: dict[str, Any], resize: str = "pil") -> Preprocess:
     return pre
 
 
-def override_preprocess(model: "LoadedModel", **overrides: Any) -> "LoadedModel":
+def override_preprocess(model: LoadedModel, **overrides: Any) -> LoadedModel:
     """Apply command-line preprocessing overrides (crop_mode, crop_pct, interpolation, resize);
     ``None`` values are ignored. Recorded in ``model.source`` so reports say what was changed."""
     from edgefg.runtime.preprocess import check_supported
@@ -101,7 +102,7 @@ def override_preprocess(model: "LoadedModel", **overrides: Any) -> "LoadedModel"
     return model
 
 
-def with_input_size(model: "LoadedModel", size: int) -> "LoadedModel":
+def with_input_size(model: LoadedModel, size: int) -> LoadedModel:
     """``model`` taking a ``size``×``size`` input: the same crop (crop_pct kept, so the resize size
     follows), and its recorded timm data config says so too, as timm's own img_size override
     would (so the preprocessing check compares against timm at the new size)."""

@@ -11,7 +11,7 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 def onnx_stats(path: str | Path) -> dict[str, float]:
     """Parameter count (weights only, not Q/DQ scales), MACs per image for Conv/Gemm/MatMul, file size."""
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     path = Path(path)
     model = onnx.load(str(path))

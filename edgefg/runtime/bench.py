@@ -114,7 +114,7 @@ def run_bench(bundles: list[Path], opts: BenchOptions, backends: list[str | None
             proc.start()
             workers.append((proc, parent))
         infos = []
-        for (proc, conn), b in zip(workers, bundles):
+        for (_proc, conn), b in zip(workers, bundles):
             kind, payload = conn.recv()
             if kind == "error":
                 raise EdgefgError(f"bench worker for '{b}' failed: {payload}")
@@ -131,7 +131,7 @@ def run_bench(bundles: list[Path], opts: BenchOptions, backends: list[str | None
 
         times = interleaved_rounds([runner(i, conn) for i, (_, conn) in enumerate(workers)], opts.rounds, opts.iters)
         results = []
-        for i, (b, (proc, conn)) in enumerate(zip(bundles, workers)):
+        for i, (b, (_proc, conn)) in enumerate(zip(bundles, workers)):
             conn.send(("stop", None))
             _, rss = conn.recv()
             lat = latency_summary(times[i])

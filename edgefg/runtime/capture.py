@@ -17,8 +17,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -160,7 +161,7 @@ class Capture:
     # -- public ----------------------------------------------------------------------------
     READER_EXIT_S = 2.0  # how long stop waits for a reader mid-frame (a hung network read is left behind)
 
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         self._thread.start()
         return self
 

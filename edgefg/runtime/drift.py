@@ -127,7 +127,7 @@ def options_from_cli(values: dict[str, Any]) -> DriftOptions | None:
                         shadow=shadow, shadow_every=values.get("shadow_every") or 10, shadow_threads=values.get("shadow_threads") or 1)
 
 
-def open_output(ctx: Any, options: DriftOptions) -> "DriftOutput":
+def open_output(ctx: Any, options: DriftOptions) -> DriftOutput:
     return DriftOutput(ctx, options)
 
 

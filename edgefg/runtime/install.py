@@ -25,9 +25,10 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from edgefg.errors import BundleError, InputPathError
 from edgefg.manifest import MANIFEST_NAME, Manifest, load_manifest

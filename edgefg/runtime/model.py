@@ -4,8 +4,9 @@ This is what the on-device runtime, ``validate``, ``bench`` and ``compare`` use.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class LoadedBundle:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "LoadedBundle":
+    def __enter__(self) -> LoadedBundle:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,8 +7,9 @@ the model as one batch. Every result carries ``camera``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from edgefg.runtime.cameras import CameraConfig
 from edgefg.runtime.loop import DEFAULT_BATCH_WAIT_MS, Camera, CameraEvents, CameraLoop, RunOptions  # noqa: F401 (re-exported)

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # the CLI imports this module at start-up: no numpy/OpenCV here
     from edgefg.runtime.events import EventLog

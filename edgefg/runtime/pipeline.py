@@ -16,8 +16,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgefg.errors import SourceError
 from edgefg.runtime.cameras import DEFAULT_NAME, CameraConfig
@@ -182,7 +183,7 @@ def serve(loop: CameraLoop, opts: RunOptions | None = None, handle_signals: bool
         summary = loop.summary()
         summary.update(outputs.close())
         if error is not None:
-            error.summary = summary  # type: ignore[attr-defined]
+            error.summary = summary
             raise error
         return summary
     finally:

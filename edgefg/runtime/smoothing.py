@@ -25,7 +25,7 @@ class SmoothSpec:
     value: float = 0.0  # EMA weight of the newest frame, or the window length
 
     @classmethod
-    def parse(cls, text: str | None) -> "SmoothSpec":
+    def parse(cls, text: str | None) -> SmoothSpec:
         if not text or text.strip().lower() in ("none", "off"):
             return cls()
         kind, _, arg = text.strip().lower().partition(":")

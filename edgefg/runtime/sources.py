@@ -13,9 +13,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -73,7 +73,7 @@ class Source:
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
-    def reopen(self) -> "Source":
+    def reopen(self) -> Source:
         """A fresh source on the same spec (called after a failure or a stall)."""
         return open_source(self.spec)
 

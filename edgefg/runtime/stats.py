@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import random
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -51,7 +51,7 @@ class Target:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: str = ""
 
-    def with_engine(self, engine: str | None) -> "Target":
+    def with_engine(self, engine: str | None) -> Target:
         """This device with another engine from ``[engines.NAME]`` (None or the default backend: itself)."""
         if engine is None or engine == self.backend:
             return self
@@ -64,14 +64,14 @@ class Target:
     def available(self) -> bool:
         return self.status == "available"
 
-    def require_available(self) -> "Target":
+    def require_available(self) -> Target:
         """This target, or a one-line error when its profile is only planned."""
         if not self.available:
             raise TargetError(f"target '{self.name}' is not available yet: {self.status_note}", "see `edgefg targets` for the available ones")
         return self
 
     @classmethod
-    def from_file(cls, path: Path) -> "Target":
+    def from_file(cls, path: Path) -> Target:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -67,15 +67,15 @@ class EngineKey:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EngineKey":
+    def from_dict(cls, d: dict[str, Any]) -> EngineKey:
         return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name in d})
 
-    def same_device_and_model(self, other: "EngineKey") -> bool:
+    def same_device_and_model(self, other: EngineKey) -> bool:
         """Equal in everything but the build choices (precision flags, DLA core)."""
         a, b = self.to_dict(), other.to_dict()
         return all(a[k] == b[k] for k in a if k not in self.BUILD_FIELDS)
 
-    def differences(self, other: "EngineKey") -> list[str]:
+    def differences(self, other: EngineKey) -> list[str]:
         """Human-readable fields in which ``other`` (an existing engine) differs from this key."""
         names = {"tensorrt": "TensorRT", "compute_capability": "GPU compute capability", "l4t": "L4T/JetPack",
                  "model_sha256": "model sha256", "precision": "precision", "dla_core": "DLA core", "batch": "batch",

@@ -16,7 +16,6 @@ from edgefg.formats import ENGINE_DIR, FORMATS, stand_in
 from edgefg.tensorrt.builder import DLA_ONNX, DLA_RANGES
 
 
-
 def write_dla_int8(model, out_dir) -> dict[str, float]:
     """The implicit-INT8 form of a TensorRT-ready Q/DQ model for DLA builds (see strip_qdq_for_dla)."""
     import json

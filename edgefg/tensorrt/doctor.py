@@ -16,9 +16,10 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgefg.errors import EdgefgError, TargetError
 from edgefg.tensorrt.device import SystemPaths, cuda_toolkit_version, jetson_module, probe_gpu

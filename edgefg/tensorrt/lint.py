@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
         raise TargetError(f"TensorRT version '{text}' is not a version number", "write it as e.g. \"10.3\" in the target profile") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables() -> dict[str, dict[str, Any]]:
     return tomllib.loads(OPS_FILE.read_text(encoding="utf-8"))["versions"]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edgefg.tensorrt.lint import GraphIndex, default_opset, qdq_params, weight_axis
 from edgefg.errors import TargetError
+from edgefg.tensorrt.lint import GraphIndex, default_opset, qdq_params, weight_axis
 
 QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 

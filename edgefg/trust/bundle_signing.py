@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefg.manifest import MANIFEST_NAME, load_manifest
-from edgefg.trust.signing import MAX_SIG_BYTES, SIG_FORMAT, SIG_NAME, SignatureError, signed_message, parse_signatures, raw_public_bytes, key_id, load_private_key, read_bundle_file
+from edgefg.trust.signing import MAX_SIG_BYTES, SIG_FORMAT, SIG_NAME, SignatureError, key_id, load_private_key, parse_signatures, raw_public_bytes, read_bundle_file, signed_message
 
 
 def sign_bundle(bundle: str | Path, private_key: str | Path | Any, replace_all: bool = False) -> str:

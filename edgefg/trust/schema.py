@@ -15,8 +15,9 @@ legacy ``resize_shorter``/``crop`` kept so that old manifests still load.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 from edgefg.errors import BundleError
 from edgefg.manifest_fields import CROP_MODES, OPENCV_INTERPOLATIONS, PIL_INTERPOLATIONS, RESIZERS
@@ -98,8 +99,8 @@ PROTOTYPES_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "object", "maxProperties
 @lru_cache(maxsize=1)
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12 + the ``finite`` keyword) of a ``manifest.json``."""
-    from edgefg.manifest_fields import SCHEMA_VERSION
     from edgefg.formats import BACKENDS  # the table itself: the runtime backends are not imported
+    from edgefg.manifest_fields import SCHEMA_VERSION
 
     tensor = {"type": "object", "properties": TENSOR_FIELDS, "required": ["name", "shape"], "additionalProperties": False}
     return {

@@ -20,9 +20,10 @@ import binascii
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from edgefg.errors import BundleError, InputPathError, MissingDependencyError, OutputExistsError
 

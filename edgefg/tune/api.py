@@ -1,11 +1,11 @@
 """``tune()``: plan the sweep, run the pending trials on an engine, write the report."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
-import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from edgefg.tune.options import TuneOptions
 from edgefg.tune.space import TrialConfig

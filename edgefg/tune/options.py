@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 OBJECTIVES = ("latency", "size", "accuracy")
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from edgefg.tune.options import Budget
 from edgefg.tune.pareto import best_within, budget_violations, measured, pareto_front
-from edgefg.validate.metrics import min_detectable_drop, significant_drop_count
 from edgefg.tune.store import atomic_write_json
+from edgefg.validate.metrics import min_detectable_drop, significant_drop_count
 from edgefg.validate.report import fmt, markdown_table
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def summarize(trials: list[dict[str, Any]], targets: list[str], budgets: dict[st
     for t in targets:
         points = measured(trials, t)
         pareto[t] = pareto_front(points)
-        for tid, r in points:
+        for _tid, r in points:
             r["violations"] = budget_violations(r, budgets[t])
             r["within_budget"] = not r["violations"]
         best[t] = best_within(points, budgets[t], len(trials), objective)

@@ -14,8 +14,9 @@ import logging
 import platform
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgefg.errors import CheckFailed, EdgefgError, UnsupportedError
 from edgefg.formats import stand_in

@@ -6,9 +6,10 @@ a PyTorch model.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,7 @@ from edgefg.manifest import MANIFEST_NAME
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
 from edgefg.validate.limits import DIRECTIONS, check_message, holds
-from edgefg.validate.metrics import (class_drops, class_failures, class_gate_summary, classification, gate_p, parity, significant_worst_drop,
-                                     strip_arrays, worst_class_drop)
+from edgefg.validate.metrics import class_drops, class_failures, class_gate_summary, classification, gate_p, parity, significant_worst_drop, strip_arrays, worst_class_drop
 
 
 @dataclass

@@ -22,8 +22,8 @@ from edgefg.cli_support import handle_errors
 @handle_errors
 def compare_cmd(bundles, data, atol, rtol, min_cosine, min_agreement, max_images, stand_in, json_out) -> None:
     """Compare BUNDLES on DATA; the first is the reference (exit 1 when a tolerance fails)."""
-    from edgefg.validate.compare import Tolerances, compare, compare_markdown
     from edgefg.outputs import prepare_parent
+    from edgefg.validate.compare import Tolerances, compare, compare_markdown
     from edgefg.validate.report import write_json
 
     if json_out:

@@ -1,9 +1,9 @@
 """Run an opened model over a list of samples, collecting scores and labels."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -6,7 +6,7 @@ compare. numpy only. Accuracies are fractions 0–1; drops are percentage points
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def parity(candidate: np.ndarray, reference: np.ndarray, activation: str = "logi
         "max_rel_ref_scale": float(scale[at[0], 0]) if at is not None else 0.0,
         "max_rel_sizable": float(rel[sizable].max()) if sizable.any() else 0.0,
     }
-    return {**extra, 
+    return {**extra,
         "samples": int(len(cand)),
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "mean_abs": float(diff.mean()) if diff.size else 0.0,

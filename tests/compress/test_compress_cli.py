@@ -192,9 +192,9 @@ def test_attention_is_detected_in_onnx_inputs(tmp_path, tiny_model):
     with torch.no_grad():
         assert not has_attention(export_onnx(cnn.module, size, tmp_path / "cnn.onnx"))
     # a linear head whose weight reaches MatMul through a Transpose is still a constant operand
+    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    import numpy as np
 
     w = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
     nodes = [helper.make_node("Transpose", ["w"], ["wt"]), helper.make_node("MatMul", ["x", "wt"], ["y"])]

@@ -127,7 +127,7 @@ def test_every_step_flag_is_declared_once_by_its_step():
     registry.register(registry.StepSpec("seeded", "test", {}, label=lambda s: "seeded", options=(registry.option("--seed", type=int),)))
     try:
         with pytest.raises(ValueError, match="--seed, an option of the command itself"):
-            cli.commands["compress"].params
+            _ = cli.commands["compress"].params  # reading the params builds the step options
     finally:
         registry.unregister("seeded")
     assert "--prune" in {o for p in cli.commands["compress"].params for o in p.opts}

@@ -35,7 +35,7 @@ def test_keep_rate_one_equals_original(vit, x, method):
 def test_static_keep_counts(vit, x, method, keep):
     wrapped = build_token_vit(vit, TokenOptions(keep=keep, method=method, at=[1, 3]))
     n = 16  # 64 px / patch 16 → 4×4 patches
-    for b in (1, 3):
+    for _b in (1, 3):
         target = math.ceil(keep * n)
         n = target + 1 if method == "evit" else target  # EViT adds one fused token
     assert wrapped.final_tokens == n

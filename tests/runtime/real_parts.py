@@ -71,7 +71,7 @@ class Mosquitto:
         self.proc: subprocess.Popen | None = None
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         return self
@@ -100,13 +100,13 @@ class RtspServer:
         self.url = f"rtsp://127.0.0.1:{self.port}/test"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "RtspServer":
+    def start(self) -> RtspServer:
         self.proc = subprocess.Popen([self.python, str(self.SCRIPT), str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_port(self.port, 15)
         except TimeoutError:
             self.proc.kill()
-            raise AssertionError(f"the RTSP server did not start: {self.proc.communicate()[1][-2000:]}")
+            raise AssertionError(f"the RTSP server did not start: {self.proc.communicate()[1][-2000:]}") from None
         return self
 
     def stop(self) -> None:

@@ -1,5 +1,4 @@
 """Decoding: edgefg's ``read_image`` sees the pixels timm's loader (PIL ``convert('RGB')``) sees."""
-import io
 
 import numpy as np
 import pytest

@@ -16,7 +16,6 @@ from edgefg.runtime.model import LoadedBundle
 from tests.conftest import EDGEFG
 
 
-
 def flip_byte(bundle_dir):
     m = load_manifest(bundle_dir, verify=False)
     path = bundle_dir / m.model_file

@@ -14,9 +14,9 @@ import pytest
 from edgefg.errors import EdgefgError
 from edgefg.runtime.sightings import SightingTracker
 from edgefg.runtime.spool import Spool
-from tests.runtime.real_parts import Mosquitto, require
-from tests.runtime.fakes import write_video
 from tests.conftest import EDGEFG
+from tests.runtime.fakes import write_video
+from tests.runtime.real_parts import Mosquitto, require
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from edgefg.runtime.cameras import CameraConfig, load_cameras, parse_source_args
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.multicam import MultiPipeline
 from edgefg.runtime.pipeline import run_cameras
-from tests.runtime.fakes import FakeSource, synthetic_frame, write_video
 from tests.conftest import EDGEFG
+from tests.runtime.fakes import FakeSource, synthetic_frame, write_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ def test_stalled_and_dead_cameras_do_not_hold_up_the_others(model):
                          sources={"stall": stall, "good": good, "dead": dead})
     times: dict[str, list[float]] = {"stall": [], "good": []}
     t0 = time.monotonic()
-    for cam, r, _ in pipe.results():
+    for cam, _r, _ in pipe.results():
         times[cam.name].append(time.monotonic() - t0)
         if time.monotonic() - t0 > 3.0:
             pipe.stop()

@@ -14,8 +14,8 @@ from edgefg.errors import EdgefgError
 from edgefg.runtime import RunOptions, stream
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.pipeline import Pipeline, run_pipeline
-from tests.runtime.fakes import FakeSource, synthetic_frame, write_video
 from tests.conftest import EDGEFG
+from tests.runtime.fakes import FakeSource, synthetic_frame, write_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,7 +148,7 @@ def test_rss_flat_over_many_frames(bundle):
     proc = psutil.Process()
     pipe = Pipeline(bundle, FakeSource(n=3000, live=False, image=synthetic_frame(1)), RunOptions(smooth="ema:0.5"))
     rss = {}
-    for r, _ in pipe.results():
+    for _r, _ in pipe.results():
         n = pipe.frames
         if n in (600, 3000):
             rss[n] = proc.memory_info().rss

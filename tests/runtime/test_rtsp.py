@@ -25,7 +25,7 @@ def test_rtsp_server_restart_mid_stream(tiny_bundles):
     box = {}
 
     def loop():
-        for cam, r, _ in pipe.results():
+        for cam, _r, _ in pipe.results():
             times[cam.name].append(time.monotonic())
         box["done"] = True
 

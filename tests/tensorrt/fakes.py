@@ -543,7 +543,7 @@ def fake_tensorrt(version="10.3.0", fast_fp16=True, fast_int8=True, dla_cores=0,
 
 # -- pycuda -------------------------------------------------------------------------------------------
 class FakeMem:
-    registry: dict[int, "FakeMem"] = {}
+    registry: dict[int, FakeMem] = {}
 
     def __init__(self, cuda, nbytes):
         self.cuda, self.buf, self.freed = cuda, np.zeros(nbytes, np.uint8), False

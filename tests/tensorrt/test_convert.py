@@ -13,9 +13,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from edgefg.errors import TargetError  # noqa: E402
 from edgefg.tensorrt.lint import GraphIndex, lint, op_table, raise_on_errors  # noqa: E402
 from edgefg.tensorrt.qdq import downconvert_opset, fix_batch, symmetric_int8_qdq  # noqa: E402
-from edgefg.errors import TargetError  # noqa: E402
 
 
 def run(model, x):

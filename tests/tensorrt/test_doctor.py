@@ -10,8 +10,8 @@ import types
 from click.testing import CliRunner
 
 from edgefg.tensorrt.doctor import TINY_ONNX, format_report, run_doctor
-from tests.tensorrt.test_device import jetson_tree
 from tests.tensorrt.fakes import fake_pycuda, fake_tensorrt, install
+from tests.tensorrt.test_device import jetson_tree
 
 
 def test_doctor_here_says_what_is_missing(tmp_path):

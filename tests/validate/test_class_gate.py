@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from edgefg.validate.api import class_drop_check
-from edgefg.validate.metrics import (class_drops, class_failures, class_gate_summary, classes_tested, classification, holm_adjust,
-                                     min_detectable_drop, sign_test_p, significant_drop_count, wilson_interval)
+from edgefg.validate.metrics import class_drops, class_failures, class_gate_summary, classes_tested, classification, holm_adjust, min_detectable_drop, sign_test_p, significant_drop_count, wilson_interval
 
 
 def _drops(lost: dict[int, int], gained: dict[int, int] | None = None, classes: int = 10, images: int = 20) -> list[dict]:

@@ -32,8 +32,8 @@ def test_compare_bundles_side_by_side(tiny_bundles, image_folder):
     assert r1["parity"]["cosine_min"] > 0.9999 and r1["parity"]["top1_agreement"] == 1.0
     assert {"top1", "top5", "worst_class_accuracy"} <= set(r2["accuracy"]) and "worst_class_drop" in r2
     # the numbers are metrics.parity's, on the same images
-    from edgefg.runtime.model import LoadedBundle
     from edgefg.calibration.dataset import scan
+    from edgefg.runtime.model import LoadedBundle
     from edgefg.validate.evaluate import score_samples
 
     with LoadedBundle(ref) as a, LoadedBundle(int8) as b:

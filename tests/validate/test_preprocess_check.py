@@ -173,12 +173,11 @@ def test_border_model_through_openvino_embedded_preprocessing(tmp_path, image_fo
     """A border-mode model keeps its mean-colour padding when OpenVINO takes over normalisation."""
     import json
 
-    from tests.conftest import write_hub_folder
-
     from edgefg.compress.api import CompressOptions, compress
     from edgefg.deploy import deploy
     from edgefg.models.loader import load_model
     from edgefg.validate.api import validate
+    from tests.conftest import write_hub_folder
 
     folder = write_hub_folder(tmp_path / "border")
     cfg = json.loads((folder / "config.json").read_text())

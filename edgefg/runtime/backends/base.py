@@ -117,7 +117,7 @@ class Backend(ABC):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Run the engine on a batch it accepts as-is; return its first output."""
 
-    def close(self) -> None:  # engines free their memory when dropped; override if not
+    def close(self) -> None:  # noqa: B027  (an optional hook: engines free their memory when dropped; override if not)
         pass
 
     # -- helpers -----------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class Backend(ABC):
             return (raw.astype(np.float32) - (out.quant_zero_point or 0)) * out.quant_scale
         return raw.astype(np.float32, copy=False)
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefg.errors import ModelLoadError, MissingDependencyError
+from edgefg.errors import MissingDependencyError, ModelLoadError
 from edgefg.runtime.backends.base import Backend
 
 try:
