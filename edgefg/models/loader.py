@@ -186,7 +186,7 @@ MODEL_ARGS_ALLOWED = frozenset({
     "in_chans", "drop_rate", "drop_path_rate", "global_pool",
     # convolutional nets (timm efficientnet/mobilenet/resnet/convnext builders)
     "channel_multiplier", "depth_multiplier", "fix_stem", "head_bias", "bn_eps", "bn_momentum", "output_stride",
-    "stem_size", "round_chs_fn", "num_features", "head_hidden_size",
+    "stem_size", "round_chs_fn", "num_features", "head_hidden_size", "pad_type",  # pad_type: "same" = TF-ported weights (MobileNet, EfficientNet)
     # vision transformers and friends
     "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "qk_norm", "init_values",
     "class_token", "no_embed_class", "reg_tokens", "pre_norm", "fc_norm", "dynamic_img_size", "dynamic_img_pad",

@@ -333,6 +333,7 @@ def test_edgefg_run_goes_on_with_a_full_spool_disk(broker, tiny_bundles, image_f
 COLLECT = r'''
 import json, resource, signal, sys, time
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np
 from edgefg.runtime.collect import CollectOptions, Collector
 from edgefg.runtime.events import EventLog
