@@ -10,9 +10,14 @@
 ``/metrics``      Prometheus text format (``edgefg_`` names, base units, per ``camera`` label)
 
 Hardening: every connection has a socket timeout (a half-open client is dropped after ``timeout_s``),
-at most ``max_connections`` are served at once (more get a 503 at once), and with a token every path
-but ``/healthz`` needs ``Authorization: Bearer TOKEN`` (or ``?token=TOKEN``, which the page passes on
-to its streams). Binding a non-loopback address without a token is allowed but warned about.
+at most ``max_connections`` requests are served at once, with ``HEALTH_RESERVE`` more slots that answer
+only ``/healthz`` and ``/metrics`` (a watchdog is never starved into restarting a healthy camera), and
+MJPEG streams on slots of their own (``max_streams``, default a quarter of ``max_connections``, at
+least 2); over a cap, a 503 at once. With a token every path but ``/healthz`` needs
+``Authorization: Bearer TOKEN`` (or ``?token=TOKEN``, which the page passes on to its streams); without
+one, a request whose ``Host`` is not this machine (an IP, localhost, its names) is refused (DNS
+rebinding). Every answer says ``nosniff`` and ``no-referrer``. Binding a non-loopback address without a
+token is allowed but warned about.
 """
 from __future__ import annotations
 
@@ -70,43 +75,104 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+HEALTH_RESERVE = 4  # connections beyond the cap that may only ask /healthz or /metrics (a watchdog is never starved)
+HEALTH_PATHS = ("/healthz", "/metrics")
+BUSY = b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
 class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a cap on concurrent connections (over the cap: an immediate 503)."""
+    """ThreadingHTTPServer with three pools of connection slots: ``max_connections`` for requests,
+    ``HEALTH_RESERVE`` more that serve only :data:`HEALTH_PATHS`, and ``max_streams`` for MJPEG streams
+    (a stream hands its request slot back once it starts). Over every cap: an immediate 503."""
 
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int, max_streams: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._pools = {"request": threading.BoundedSemaphore(max_connections), "reserve": threading.BoundedSemaphore(HEALTH_RESERVE),
+                       "stream": threading.BoundedSemaphore(max_streams)}
+        self._held: dict[int, str] = {}  # id(request socket) -> the pool its slot came from
+        self._lock = threading.Lock()
         self.rejected = 0
         self.open_connections = 0
+        self.open_streams = 0
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.rejected += 1
-            try:
-                request.settimeout(1.0)
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
+        pool = next((name for name in ("request", "reserve") if self._pools[name].acquire(blocking=False)), None)
+        if pool is None:
+            self.reject(request)
             return
-        self.open_connections += 1
+        with self._lock:
+            self._held[id(request)] = pool
+            self.open_connections += 1
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.open_connections -= 1
-            self._slots.release()
+            self._release(request)
             raise
+
+    def reject(self, request: Any) -> None:
+        with self._lock:
+            self.rejected += 1
+        try:
+            request.settimeout(1.0)
+            request.sendall(BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def slot(self, request: Any) -> str | None:
+        with self._lock:
+            return self._held.get(id(request))
+
+    def to_stream(self, request: Any) -> bool:
+        """Move this connection onto a stream slot (its request slot is freed); False when every stream slot is taken."""
+        if not self._pools["stream"].acquire(blocking=False):
+            return False
+        with self._lock:
+            old = self._held.get(id(request))
+            self._held[id(request)] = "stream"
+            self.open_streams += 1
+        if old is not None:
+            self._pools[old].release()
+        return True
+
+    def _release(self, request: Any) -> None:
+        with self._lock:
+            pool = self._held.pop(id(request), None)
+            self.open_connections -= 1
+            if pool == "stream":
+                self.open_streams -= 1
+        if pool is not None:
+            self._pools[pool].release()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.open_connections -= 1
-            self._slots.release()
+            self._release(request)
+
+
+def host_allowed(host_header: str | None, bound: str) -> bool:
+    """A request's ``Host`` names this machine: an IP literal, localhost, this host's names or the bound
+    address. A tokenless server refuses other names: a web page whose domain was re-bound to this
+    machine's address (DNS rebinding) must not read its state or frames from a browser."""
+    if not host_header:
+        return True  # HTTP/1.0 clients (curl -0, watchdogs) send none; a browser always does
+    name = host_header.strip().lower()
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    names = {"localhost", bound.lower(), socket.gethostname().lower(), socket.getfqdn().lower()}
+    return name in names or name.endswith(".localhost")
 
 
 class HealthServer:
@@ -117,7 +183,7 @@ class HealthServer:
     def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]], stale_after_s: float = 30.0, live: Any = None,
                  token: str | None = None, max_connections: int = 32, timeout_s: float = 10.0, events: EventLog | None = None,
                  extra: Callable[[], dict[str, Any]] | None = None, stream_fps: float = 10.0, outputs: list[Any] | None = None,
-                 metric_outputs: list[Any] | None = None) -> None:
+                 metric_outputs: list[Any] | None = None, max_streams: int | None = None) -> None:
         host, port = parse_address(address)
         if max_connections < 1:
             raise EdgefgError(f"--http-max-connections must be ≥ 1, got {max_connections}")
@@ -146,6 +212,14 @@ class HealthServer:
                 path, _, query = self.path.partition("?")
                 path = path.rstrip("/") or "/"
                 params = {k: v[-1] for k, v in parse_qs(query).items()}
+                if server.httpd.slot(self.request) == "reserve" and path not in HEALTH_PATHS:
+                    self.reply(503, json.dumps({"error": "busy", "hint": f"every connection slot is taken; only {' and '.join(HEALTH_PATHS)} are answered now"}),
+                               "application/json", {"Retry-After": "5"})
+                    return
+                if server.token is None and path != "/healthz" and not host_allowed(self.headers.get("Host"), server.host):
+                    self.reply(403, json.dumps({"error": "unknown Host", "hint": "use this machine's address or name, or protect the server with --http-token-file"}),
+                               "application/json")
+                    return
                 if server.token is not None and path != "/healthz" and not server.authorized(self.headers.get("Authorization"), params.get("token")):
                     self.reply(401, json.dumps({"error": "unauthorized", "hint": "send Authorization: Bearer TOKEN"}), "application/json",
                                {"WWW-Authenticate": 'Bearer realm="edgefg"'})
@@ -172,18 +246,24 @@ class HealthServer:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
-                self.send_header("Cache-Control", "no-store")
+                self.common_headers()
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
                 if data:
                     self.wfile.write(data)
 
+            def common_headers(self) -> None:
+                """No caching, no MIME sniffing, no token leaking in a Referer."""
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.send_header("Referrer-Policy", "no-referrer")
+
             def send_chunks(self, code: int, chunks: Any, ctype: str) -> None:
                 """A streamed body (e.g. a tar of collected frames): no Content-Length, the connection closes at its end."""
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Cache-Control", "no-store")
+                self.common_headers()
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = True
@@ -202,9 +282,13 @@ class HealthServer:
                 if cam is None or server.live is None:
                     self.reply(404, json.dumps({"error": f"no camera '{camera}'", "cameras": server.camera_names()}), "application/json")
                     return
+                if not server.httpd.to_stream(self.request):  # streams have slots of their own: viewers never starve requests
+                    self.reply(503, json.dumps({"error": "too many streams", "hint": "close a viewer, or raise --http-max-connections"}),
+                               "application/json", {"Retry-After": "5"})
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=edgefgframe")
-                self.send_header("Cache-Control", "no-store")
+                self.common_headers()
                 self.end_headers()
                 seq, period = 0, 1.0 / max(0.1, server.stream_fps)
                 while not server.closing.is_set():
@@ -221,7 +305,7 @@ class HealthServer:
 
         self.closing = threading.Event()
         try:
-            self.httpd = _Server((host, port), Handler, max_connections)
+            self.httpd = _Server((host, port), Handler, max_connections, max_streams or max(2, max_connections // 4))
         except OSError as exc:
             raise EdgefgError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "pick another --http port or stop what holds it") from None
         self.address = f"{host}:{self.httpd.server_address[1]}"
@@ -293,7 +377,7 @@ class HealthServer:
                                                                  "/healthz", "/latest", "/metrics", *self.extra_routes]}), "application/json"
 
     def stats(self) -> dict[str, int]:
-        return {"rejected": self.httpd.rejected, "open": self.httpd.open_connections}
+        return {"rejected": self.httpd.rejected, "open": self.httpd.open_connections, "streams": self.httpd.open_streams}
 
     def state(self) -> dict[str, Any]:
         snap = self.snapshot()

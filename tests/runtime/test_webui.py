@@ -18,7 +18,7 @@ from edgefg.errors import EdgefgError
 from edgefg.runtime import RunOptions
 from edgefg.runtime.cameras import CameraConfig
 from edgefg.runtime.events import EventLog
-from edgefg.runtime.httpd import HealthServer, read_token
+from edgefg.runtime.httpd import HEALTH_RESERVE, HealthServer, host_allowed, read_token
 from edgefg.runtime.model import LoadedBundle
 from edgefg.runtime.multicam import MultiPipeline
 from edgefg.runtime.pipeline import serve
@@ -47,7 +47,7 @@ def snap():
 
 def test_token_timeout_and_connection_cap():
     events = []
-    timeout_s = 1.5  # long enough that a loaded 2-core CI machine accepts all three idle clients before any is dropped
+    timeout_s = 3.0  # long enough that a loaded 2-core CI machine accepts all the idle clients before any is dropped
     server = HealthServer("127.0.0.1:0", snap, token=TOKEN, max_connections=3, timeout_s=timeout_s, events=EventLog(listener=events.append)).start()
     base = f"http://127.0.0.1:{server.port}"
     try:
@@ -62,13 +62,27 @@ def test_token_timeout_and_connection_cap():
         while server.stats()["open"] > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.stats()["open"] == 0, server.stats()
-        # three half-open clients take every slot; the next one is refused at once
+        # three half-open clients take every request slot: /healthz and /metrics are still answered on the
+        # reserve, anything else is refused at once; with the reserve taken too, /healthz is refused as well
         opened = time.monotonic()
-        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
-        deadline = time.monotonic() + 5  # wait for the accept thread to take them (not a fixed sleep: CI is loaded)
-        while server.stats()["open"] < 3 and time.monotonic() < deadline:
+
+        def hold(n: int, total: int) -> list[socket.socket]:
+            socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(n)]
+            deadline = time.monotonic() + 5  # wait for the accept thread to take them (not a fixed sleep: CI is loaded)
+            while server.stats()["open"] < total and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert server.stats()["open"] == total, server.stats()
+            return socks
+
+        idle = hold(3, 3)
+        assert time.monotonic() - opened < timeout_s, "machine too loaded: the idle clients timed out before the check"
+        assert get(base + "/healthz")[0] == 200  # the watchdog is never starved into restarting a healthy camera
+        code, body = get(base + "/latest", {"Authorization": f"Bearer {TOKEN}"})
+        assert code == 503 and json.loads(body)["error"] == "busy"
+        deadline = time.monotonic() + 5
+        while server.stats()["open"] > 3 and time.monotonic() < deadline:  # the reserve handlers let go
             time.sleep(0.01)
-        assert server.stats()["open"] == 3, server.stats()
+        idle += hold(HEALTH_RESERVE, 3 + HEALTH_RESERVE)
         assert time.monotonic() - opened < timeout_s, "machine too loaded: the idle clients timed out before the check"
         t0 = time.monotonic()
         assert get(base + "/healthz")[0] == 503 and time.monotonic() - t0 < 1.0
@@ -86,6 +100,68 @@ def test_token_timeout_and_connection_cap():
     finally:
         server.close()
     assert not [e for e in events if e["event"] == "http_insecure"]
+
+
+class FakeLive:
+    """A live state with one camera whose frames never stop (what the MJPEG stream reads)."""
+
+    cameras = ["a"]
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def jpeg(self, camera, after_seq=0, timeout=5.0, quality=75):
+        time.sleep(0.02)
+        self.seq += 1
+        return self.seq, b"\xff\xd8fake\xff\xd9"
+
+    def sightings(self):
+        return []
+
+
+def test_streams_have_their_own_slots_and_never_starve_requests():
+    server = HealthServer("127.0.0.1:0", snap, live=FakeLive(), max_connections=2, max_streams=2, stream_fps=20).start()
+    try:
+        viewers = []
+        for _ in range(2):
+            c = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            c.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            assert c.recv(200).startswith(b"HTTP/1.0 200")
+            viewers.append(c)
+        deadline = time.monotonic() + 5
+        while server.stats()["streams"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.stats()["streams"] == 2
+        base = f"http://127.0.0.1:{server.port}"
+        for _ in range(3):  # both request slots are free for the page, /latest and /metrics
+            assert get(base + "/latest")[0] == 200 and get(base + "/metrics")[0] == 200
+        code, body = get(base + "/stream.mjpg")
+        assert code == 503 and json.loads(body)["error"] == "too many streams"
+        for c in viewers:
+            c.close()
+    finally:
+        server.close()
+
+
+def test_a_tokenless_server_refuses_foreign_host_names_and_says_nosniff():
+    server = HealthServer("127.0.0.1:0", snap).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        code, body = get(base + "/api/state", {"Host": "attacker.example:8080"})  # a page re-bound to 127.0.0.1
+        assert code == 403 and "Host" in json.loads(body)["error"]
+        assert get(base + "/latest", {"Host": "localhost:1234"})[0] == 200
+        assert get(base + "/healthz", {"Host": "attacker.example"})[0] == 200  # watchdogs: health only
+        with urllib.request.urlopen(base + "/latest", timeout=5) as r:
+            assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"] == "no-referrer"
+    finally:
+        server.close()
+    tok = HealthServer("127.0.0.1:0", snap, token=TOKEN).start()  # with a token the token is the check
+    try:
+        assert get(f"http://127.0.0.1:{tok.port}/latest", {"Host": "cam.example", "Authorization": f"Bearer {TOKEN}"})[0] == 200
+    finally:
+        tok.close()
+    assert host_allowed("[::1]:80", "0.0.0.0") and host_allowed("10.1.2.3", "0.0.0.0") and host_allowed(None, "0.0.0.0")
+    assert not host_allowed("evil.example", "0.0.0.0") and host_allowed("cam.localhost", "0.0.0.0")
 
 
 def test_health_per_camera():
