@@ -146,7 +146,8 @@ class Capture:
         self.skipped = 0  # undecodable frames (counted by sources) + frames whose prepare failed
         self.reconnects = 0
         self.stalls = 0
-        self.last_frame_time: float | None = None  # time.time() of the last frame read
+        self.last_frame_time: float | None = None  # time.time() of the last frame read (reported)
+        self.last_frame_mono: float | None = None  # time.monotonic() of it (ages: a clock step cannot hide a stall)
         self.spec = first.name if first is not None else "?"  # for events: credentials redacted
         self.fps = first.fps if first is not None else None
         self._lock = threading.Lock()
@@ -170,6 +171,10 @@ class Capture:
         self.buffer.close()
         if self._thread.ident is not None:  # started
             self._thread.join(timeout)
+
+    def last_frame_age_s(self) -> float | None:
+        """Seconds since the last frame, on the monotonic clock (None before the first)."""
+        return None if self.last_frame_mono is None else round(time.monotonic() - self.last_frame_mono, 3)
 
     @property
     def dropped(self) -> int:
@@ -290,7 +295,7 @@ class Capture:
                 if gen != self._generation:  # abandoned after a stall
                     return
                 self._reading_since = None
-                self.last_frame_time = time.time()
+                self.last_frame_time, self.last_frame_mono = time.time(), time.monotonic()
                 self.frames_read += 1
                 state["frames"] += 1
                 self.skipped += src.skipped - counted

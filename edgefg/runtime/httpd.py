@@ -388,18 +388,22 @@ class HealthServer:
 
     def _health(self, snap: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         now = time.time()
+        up = snap["running_s"] if "running_s" in snap else now - snap["started"]  # monotonic when the loop gives it
         running = snap.get("running", False)
         per: dict[str, Any] = {}
         for name, c in self.cameras(snap).items():
-            last = c.get("last_frame_time")
-            age = None if last is None else round(now - last, 3)
-            fresh = age is not None and age <= self.stale_after_s or age is None and now - snap["started"] <= self.stale_after_s
+            if "last_frame_age_s" in c:  # the loop's monotonic age: a wall-clock step cannot make a stalled camera look fresh
+                age = c["last_frame_age_s"]
+            else:
+                last = c.get("last_frame_time")
+                age = None if last is None else round(now - last, 3)
+            fresh = age is not None and age <= self.stale_after_s or age is None and up <= self.stale_after_s
             per[name] = {"ok": bool(fresh and c.get("running", True)), "last_frame_age_s": age, "frames": c.get("frames", 0),
                          "reconnects": c.get("reconnects", 0)}
         n_ok = sum(v["ok"] for v in per.values())
         status = "ok" if running and n_ok == len(per) else "degraded" if running and n_ok else "unhealthy"
         body = {"status": status, "running": running, "frames": snap.get("frames", 0), "source_reconnects": snap.get("reconnects", 0),
-                "uptime_s": round(now - snap["started"], 3), "cameras": per}
+                "uptime_s": round(up, 3), "cameras": per}
         if len(per) == 1:
             body["last_frame_age_s"] = next(iter(per.values()))["last_frame_age_s"]
         mqtt = self.extra().get("mqtt")

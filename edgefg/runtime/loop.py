@@ -192,7 +192,7 @@ class Camera:
         return {
             "source": cap.spec, "frames": self.frames, "dropped": cap.dropped, "skipped": self.skipped + cap.skipped,
             "frames_read": cap.frames_read, "reconnects": cap.reconnects, "stalls": cap.stalls, "label_changes": self.label_changes,
-            "unknown": self.unknown, "fps_recent": self.fps_recent(), "last_frame_time": cap.last_frame_time, "latest": self.latest,
+            "unknown": self.unknown, "fps_recent": self.fps_recent(), "last_frame_time": cap.last_frame_time, "last_frame_age_s": cap.last_frame_age_s(), "latest": self.latest,
             "running": not self.done, "error": cap.error.message if cap.error is not None else None,
             "stages_recent": self.stats.summary(recent=True), "histograms": self.stats.histograms(), "smooth": str(self.decider.spec),
             "fps_cap": self.config.fps,
@@ -311,10 +311,10 @@ class OneSource(Layout):
         cam = loop.only_camera
         cap = cam.capture
         return {
-            "info": loop.info, "running": loop.running, "started": loop.started, "frames": cam.frames,
+            "info": loop.info, "running": loop.running, "started": loop.started, "running_s": round(time.monotonic() - loop.started_mono, 3), "frames": cam.frames,
             "dropped": cap.dropped, "skipped": cam.skipped + cap.skipped, "reconnects": cap.reconnects, "stalls": cap.stalls,
             "label_changes": cam.label_changes, "unknown": cam.unknown, "fps_recent": cam.fps_recent(),
-            "last_frame_time": cap.last_frame_time, "latest": cam.latest, "stages_recent": cam.stats.summary(recent=True),
+            "last_frame_time": cap.last_frame_time, "last_frame_age_s": cap.last_frame_age_s(), "latest": cam.latest, "stages_recent": cam.stats.summary(recent=True),
             "histograms": cam.stats.histograms(), "source": cap.spec,
         }
 
@@ -400,7 +400,7 @@ class NamedCameras(Layout):
         newest = max((c for c in loop.cameras.values() if c.done_times), key=lambda c: c.done_times[-1], default=None)
         latest = newest.latest if newest is not None else None
         last_times = [c["last_frame_time"] for c in cams.values() if c["last_frame_time"]]
-        snap: dict[str, Any] = {"info": loop.info, "running": loop.running, "started": loop.started, "cameras": cams, "latest": latest,
+        snap: dict[str, Any] = {"info": loop.info, "running": loop.running, "started": loop.started, "running_s": round(time.monotonic() - loop.started_mono, 3), "cameras": cams, "latest": latest,
                                 "last_frame_time": min(last_times) if len(last_times) == len(cams) else None}
         for key in ("frames", "dropped", "skipped", "reconnects", "stalls", "label_changes", "unknown", "fps_recent"):
             snap[key] = sum(c[key] for c in cams.values())
@@ -476,6 +476,7 @@ class CameraLoop:
         self.stop_event = threading.Event()
         self.running = False
         self.started = time.time()
+        self.started_mono = time.monotonic()
         self._t0 = time.perf_counter()
         self._t_end: float | None = None
         self._activation = self.model.manifest.output_activation

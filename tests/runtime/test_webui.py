@@ -201,6 +201,21 @@ def test_health_is_degraded_while_mqtt_cannot_publish():
         server.close()
 
 
+def test_a_clock_step_cannot_hide_a_stalled_camera():
+    now = time.time()
+    # the wall clock says the last frame is fresh (someone stepped the clock back), the loop's monotonic age says 100 s
+    cams = {"a": {"last_frame_time": now, "last_frame_age_s": 100.0, "frames": 5}}
+    snapshot = {"running": True, "started": now, "running_s": 500.0, "frames": 5, "cameras": cams, "info": {}}
+    server = HealthServer("127.0.0.1:0", lambda: snapshot, stale_after_s=30).start()
+    try:
+        code, body = get(f"http://127.0.0.1:{server.port}/healthz")
+        assert code == 503 and json.loads(body)["cameras"]["a"]["last_frame_age_s"] == 100.0 and json.loads(body)["uptime_s"] == 500.0
+        cams["a"]["last_frame_age_s"] = 0.5
+        assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        server.close()
+
+
 def test_open_bind_without_token_warns_and_bad_tokens(tmp_path):
     events = []
     server = HealthServer("0.0.0.0:0", snap, events=EventLog(listener=events.append))
