@@ -52,6 +52,8 @@ class Item:
     prepared: np.ndarray | None = None
     prepare_ms: float = 0.0
     error: str | None = None  # why the frame cannot be used (corrupt), else None
+    ready: float = 0.0  # perf_counter when handed to the buffer (read and, in capture, preprocessed)
+    taken: float = 0.0  # perf_counter when the main loop took it: taken - ready is queueing
 
 
 class FrameBuffer:
@@ -320,6 +322,7 @@ class Capture:
                         except Exception as exc:
                             item.error = f"preprocessing failed: {type(exc).__name__}: {exc}"
                         item.prepare_ms = (time.perf_counter() - t1) * 1e3
+                item.ready = time.perf_counter()
                 if not self.buffer.put(item, self.stop_event):
                     return
         except EdgefgError as exc:

@@ -120,10 +120,16 @@ def _cores() -> int:
 
 # -- one frame's record -------------------------------------------------------------------------
 def stage_latency(it: Item, infer_ms: float, post_ms: float, now: float) -> dict[str, float]:
-    """One frame's per-stage times in ms (what the JSON lines, /stats and Prometheus report)."""
+    """One frame's per-stage times in ms (what the JSON lines, /stats and Prometheus report).
+
+    ``end_to_end`` is capture → result; ``queue`` the part of it the frame spent waiting in its camera's
+    buffer (held back by ``--fps`` pacing, or behind a busy model); ``processing`` = end_to_end − queue,
+    the latency the pipeline itself adds (what the page and the run summary call latency)."""
+    e2e = (now - it.captured) * 1e3
+    queue = max(0.0, (it.taken - it.ready) * 1e3) if it.taken and it.ready else 0.0
     return {"read": round(it.read_ms, 3), "preprocess": round(it.prepare_ms, 3), "infer": round(infer_ms, 3),
             "postprocess": round(post_ms, 3), "total": round(it.prepare_ms + infer_ms + post_ms, 3),
-            "end_to_end": round((now - it.captured) * 1e3, 3)}
+            "end_to_end": round(e2e, 3), "queue": round(queue, 3), "processing": round(max(0.0, e2e - queue), 3)}
 
 
 def frame_result(f: Frame, probs: np.ndarray, top: Sequence[int], d: Decision, lat: dict[str, float], labels: Sequence[str], batch: int) -> dict[str, Any]:
@@ -325,13 +331,13 @@ class OneSource(Layout):
         cam = loop.only_camera
         seconds = loop.seconds()
         stages = cam.stats.summary()
-        total = cam.stats.all["total"].array()
         cap = cam.capture
         return {
             "frames": cam.frames,
             "seconds": seconds,
             "fps": cam.frames / seconds if seconds > 0 else 0.0,
-            "latency_ms": percentiles(total),
+            "latency_ms": percentiles(cam.stats.all["processing"].array()),
+            "queue_ms": percentiles(cam.stats.all["queue"].array()),
             "stages_ms": stages,
             "skipped": cam.skipped + cap.skipped,
             "dropped": cap.dropped,
@@ -415,21 +421,25 @@ class NamedCameras(Layout):
     def summary(self, loop: CameraLoop) -> dict[str, Any]:
         seconds = loop.seconds()
         per_cam: dict[str, Any] = {}
-        totals = []
+        totals, queues = [], []
         for name, c in loop.cameras.items():
-            t = c.stats.all["total"].array()
+            t = c.stats.all["processing"].array()
+            q = c.stats.all["queue"].array()
             e2e = c.stats.all["end_to_end"].array()
             totals.append(t)
+            queues.append(q)
             cap = c.capture
             per_cam[name] = {"frames": c.frames, "fps": c.frames / seconds if seconds > 0 else 0.0, "latency_ms": percentiles(t),
-                             "end_to_end_ms": percentiles(e2e), "skipped": c.skipped + cap.skipped, "dropped": cap.dropped,
+                             "queue_ms": percentiles(q), "end_to_end_ms": percentiles(e2e), "skipped": c.skipped + cap.skipped, "dropped": cap.dropped,
                              "frames_read": cap.frames_read, "reconnects": cap.reconnects, "stalls": cap.stalls,
                              "label_changes": c.label_changes, "unknown": c.unknown,
                              **({"error": cap.error.message} if cap.error is not None else {})}
         allt = np.concatenate(totals) if totals else np.empty(0)
+        allq = np.concatenate(queues) if queues else np.empty(0)
         frames = loop.frames
         return {
             "frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0, "latency_ms": percentiles(allt),
+            "queue_ms": percentiles(allq),
             "stages_ms": {}, "cameras": per_cam, "batches": loop.batches,
             "mean_batch": round(loop.batched_frames / loop.batches, 3) if loop.batches else 0.0,
             **{k: sum(v[k] for v in per_cam.values()) for k in ("skipped", "dropped", "frames_read", "reconnects", "stalls", "label_changes", "unknown")},
@@ -552,6 +562,7 @@ class CameraLoop:
                         cam.done = True
                         self.layout.camera_ended(self, cam)
                     continue
+                items[0].taken = time.perf_counter()
                 ready.append((cam, items[0]))
                 progress = True
                 if cam.config.fps:

@@ -201,6 +201,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         return f"0 frames in {summary['seconds']:.2f} s" + "".join(f", {summary[k]} {k}" for k in ("skipped", "reconnects", "stalls") if summary.get(k))
     text = (f"{summary['frames']} frames in {summary['seconds']:.2f} s: {summary['fps']:.1f} FPS, "
             f"latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms")
+    queue = summary.get("queue_ms") or {}
+    if queue.get("p50", 0) >= 1.0:  # frames held back by --fps pacing or waiting for a busy model: not latency the pipeline adds
+        text += f" (+ queued p50 {queue['p50']:.1f} ms, p95 {queue['p95']:.1f} ms before processing)"
     st = summary.get("stages_ms", {})
     if st:
         text += " | " + ", ".join(f"{k} p50 {v['p50']:.2f}/p95 {v['p95']:.2f}" for k, v in st.items() if k in ("preprocess", "infer", "postprocess"))

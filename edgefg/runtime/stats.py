@@ -15,7 +15,7 @@ import numpy as np
 
 from edgefg.runtime.timing import percentiles
 
-STAGES = ("read", "preprocess", "infer", "postprocess", "total", "end_to_end")
+STAGES = ("read", "preprocess", "infer", "postprocess", "total", "end_to_end", "queue", "processing")
 # Prometheus histogram buckets for stage latencies, seconds (upper bounds; +Inf implied)
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

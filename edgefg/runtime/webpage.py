@@ -62,9 +62,9 @@ async function tick(){
     el.querySelector(".age").textContent=h.last_frame_age_s==null?"no frame yet":`${h.last_frame_age_s.toFixed(1)} s ago`;
     el.querySelector(".label").textContent=r?`${r.label} ${(r.score*100).toFixed(0)}%`:"waiting for frames";
     el.querySelector(".bars").innerHTML=r?r.top.map(t=>`<div><div class="t"><span>${esc(t.label)}</span><span>${(t.score*100).toFixed(1)}%</span></div><div class="b"><i style="width:${(t.score*100).toFixed(1)}%"></i></div></div>`).join(""):"";
-    const p=(c.stages_recent||{}).end_to_end||{};
+    const st=c.stages_recent||{},p=st.processing||{},q=st.queue||{};
     el.querySelector(".out").innerHTML=Object.entries(s.outputs||{}).map(([n,o])=>o.cameras&&o.cameras[name]?`<div data-output="${esc(n)}">${esc(n)}: ${kv(o.cameras[name])}</div>`:"").join("");
-    el.querySelector(".stats").textContent=`${c.fps_recent.toFixed(1)} FPS · latency p50 ${p.p50??"–"} ms p95 ${p.p95??"–"} ms · ${c.frames} frames · ${c.dropped} dropped · ${c.reconnects} reconnects`;
+    el.querySelector(".stats").textContent=`${c.fps_recent.toFixed(1)} FPS · latency p50 ${p.p50??"–"} ms p95 ${p.p95??"–"} ms${q.p50>=1?` (+ queued p50 ${q.p50} ms)`:""} · ${c.frames} frames · ${c.dropped} dropped · ${c.reconnects} reconnects`;
   }
   const rows=s.sightings.map(x=>`<tr><td>${esc(x.camera)}</td><td>${esc(x.label)}</td><td>${(x.best_score*100).toFixed(0)}%</td><td class="hide-s">${x.frames}</td><td>${fmtT(x.start_time)}</td><td>${x.end_time?fmtT(x.end_time):"now"}</td></tr>`);
   document.getElementById("outputs").innerHTML=Object.entries(s.outputs||{}).map(([n,o])=>`<div class="stats" data-output="${esc(n)}"><b>${esc(n)}</b> ${kv(o.summary)}</div>`).join("");

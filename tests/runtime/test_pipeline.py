@@ -226,3 +226,45 @@ def test_a_failing_sink_does_not_stop_the_camera(bundle, video, tmp_path, monkey
     summary = run_pipeline(bundle, video, RunOptions(output=tmp_path / "x.jsonl", on_event=seen.append), handle_signals=False)
     assert summary["frames"] == 30
     assert [e["event"] for e in seen].count("sink_error") == 1
+
+
+def test_latency_is_processing_and_fps_pacing_is_reported_as_queueing(bundle, video):
+    """A file read ahead and paced by --fps waits in its buffer: that wait is queueing, reported apart,
+    not latency the pipeline adds (the page and the summary said 'p50 312 ms' for a ~20 ms pipeline)."""
+    from edgefg.runtime.cameras import CameraConfig
+    from edgefg.runtime.loop import CameraLoop
+    from edgefg.runtime.pipeline import format_summary
+
+    fps = 25.0
+    loop = CameraLoop(bundle, [CameraConfig("cam", str(video), fps=fps)], RunOptions())
+    try:
+        results = [r for _, r, _ in loop.run()]
+        s = loop.summary()
+    finally:
+        loop.close()
+    assert len(results) == 30
+    for r in results:
+        lat = r["latency_ms"]
+        assert lat["queue"] >= 0 and lat["processing"] >= 0
+        assert abs(lat["queue"] + lat["processing"] - lat["end_to_end"]) < 0.01  # the two parts of capture → result
+    interval_ms = 1e3 / fps
+    # the reader fills the buffer at once, so paced frames wait about an interval or more: queueing
+    assert s["queue_ms"]["p50"] > 0.5 * interval_ms
+    cam = s["cameras"]["cam"]
+    assert cam["latency_ms"]["p50"] < cam["queue_ms"]["p50"]
+    assert cam["end_to_end_ms"]["p50"] > cam["latency_ms"]["p50"]
+    line = format_summary(s)
+    assert f"latency p50 {s['latency_ms']['p50']:.2f} ms" in line and "queued p50" in line
+
+
+def test_one_source_summary_reports_processing_latency_and_queueing_apart(bundle, video):
+    pipe = Pipeline(bundle, str(video), RunOptions())
+    try:
+        results = [r for r, _ in pipe.results()]
+        s = pipe.summary()
+    finally:
+        pipe.close()
+    assert len(results) == 30
+    assert s["latency_ms"]["p50"] <= s["stages_ms"]["end_to_end"]["p50"]
+    assert s["latency_ms"]["p50"] == pytest.approx(s["stages_ms"]["processing"]["p50"], abs=1e-3)
+    assert set(s["queue_ms"]) >= {"p50", "p95"}
