@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefg.outputs import write_text
+
 # -- paths ------------------------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,13 +160,8 @@ def machine_line(cores: int | None = None, extra: str = "") -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename: a stopped run leaves the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``text`` via edgefg's one atomic writer (temporary file beside ``path`` + rename): a stopped run leaves the old file or the new, never half."""
+    write_text(path, text)
 
 
 def write_json(path: Path, obj: Any, indent: int = 2) -> Path:

@@ -64,6 +64,8 @@ from typing import Any
 
 import click
 
+from edgefg.outputs import write_bytes
+
 POLICIES = ("uncertain", "flicker", "novel", "random")
 CROPS, FRAMES, META = "crops", ".frames", ".meta"
 DEFAULT_MAX_MB = 500.0
@@ -304,21 +306,6 @@ def scan_ring(root: Path, clean: bool = False) -> list[Entry]:
     return sorted(items.values(), key=lambda e: (e.time, e.id))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` via a hidden temporary file + rename: rsync, tar and scanners never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-
-
 def bundle_info(model: Any) -> dict[str, Any]:
     """Which bundle chose the frame: name, id (the model file's sha256, first 12 hex), target, precision, created."""
     m = getattr(model, "manifest", None)
@@ -535,7 +522,7 @@ class Collector:
             for rel, data in blobs:
                 path = self.root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(path, data)
+                write_bytes(path, data)  # hidden temporary + rename: rsync, tar and scanners never see half a file
                 written.append(path)
         except BaseException:
             for p in written:

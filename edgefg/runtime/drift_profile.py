@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgefg.errors import ClassMismatchError, DataError, EdgefgError
+from edgefg.outputs import write_text
 
 PROFILE_NAME = "drift_reference.json"
 FORMAT = "edgefg-drift-reference"
@@ -217,12 +218,7 @@ def build_profile(model: Any, paths: Iterable[str | Path], source: str, scores: 
 
 
 def write_profile(path: str | Path, profile: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(profile, separators=(",", ":")) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(profile, separators=(",", ":")) + "\n")
 
 
 # -- reading ----------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 
 from edgefg.errors import BundleError, InputPathError
 from edgefg.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edgefg.outputs import write_bytes
 from edgefg.trust.outputs import ordinary_modes, sweep_stale, temp_dir
 from edgefg.trust.paths import open_confined
 
@@ -122,9 +123,7 @@ def _refresh_signature(bundle: Path, dest: Path) -> None:
             data = fh.read(1 << 20)
     except FileNotFoundError:
         return
-    tmp = dest / f".{SIG_NAME}.tmp-{os.getpid()}"
-    tmp.write_bytes(data)
-    os.replace(tmp, dest / SIG_NAME)
+    write_bytes(dest / SIG_NAME, data)
 
 
 @contextlib.contextmanager

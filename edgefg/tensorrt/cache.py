@@ -19,6 +19,7 @@ from typing import Any
 from edgefg.errors import BundleError, TargetError
 from edgefg.formats import ENGINE_DIR
 from edgefg.manifest import Manifest, sha256_file
+from edgefg.outputs import write_bytes, write_text
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 KEY_VERSION = 2  # 2: + GPU model, SM count, CUDA version and the precision flags actually used
@@ -162,17 +163,12 @@ class EngineCache:
         return engine.is_file() and sidecar.is_file()
 
     def store(self, key: EngineKey, engine_bytes: bytes, build: dict[str, Any]) -> Path:
-        """Write the engine then its sidecar (each via a temporary file + rename)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Write the engine then its sidecar (each atomically: a temporary file + rename)."""
         engine, sidecar = self.paths(key)
-        tmp = engine.with_suffix(".engine.tmp")
-        tmp.write_bytes(engine_bytes)
-        os.replace(tmp, engine)
+        write_bytes(engine, engine_bytes)
         meta = {"key": key.to_dict(), "engine_sha256": sha256_file(engine), "engine_bytes": len(engine_bytes),
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "build": build}
-        tmp = sidecar.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, sidecar)
+        write_text(sidecar, json.dumps(meta, indent=2) + "\n")
         return engine
 
     def entries(self) -> list[tuple[EngineKey, Path]]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from edgefg.manifest import MANIFEST_NAME, load_manifest
+from edgefg.outputs import write_text
 from edgefg.trust.signing import MAX_SIG_BYTES, SIG_FORMAT, SIG_NAME, SignatureError, key_id, load_private_key, parse_signatures, raw_public_bytes, read_bundle_file, signed_message
 
 
@@ -35,7 +35,5 @@ def sign_bundle(bundle: str | Path, private_key: str | Path | Any, replace_all: 
             sigs = []  # an unreadable old file is replaced
     sigs.append({"algorithm": "ed25519", "key_id": kid, "signature": base64.b64encode(key.sign(signed_message(manifest))).decode(),
                  "signed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    tmp = bundle / f".{SIG_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"format": SIG_FORMAT, "signatures": sigs}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, bundle / SIG_NAME)
+    write_text(bundle / SIG_NAME, json.dumps({"format": SIG_FORMAT, "signatures": sigs}, indent=2) + "\n")
     return kid
