@@ -5,7 +5,6 @@ imported inside the commands, so ``run``, ``bench`` and ``validate`` work withou
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -17,6 +16,7 @@ from edgefg import __version__
 from edgefg.cli_support import console as _console
 from edgefg.cli_support import handle_errors, run_printing_report
 from edgefg.errors import EdgefgError
+from edgefg.lazy import resolve
 
 log = logging.getLogger("edgefg")
 NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch", "torch.onnx", "nncf", "torch._dynamo", "torch.export", "torchao", "absl", "tensorflow",
@@ -72,8 +72,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_COMMANDS and name not in self.commands:
-            module, attr = LAZY_COMMANDS[name].split(":")
-            self.add_command(getattr(importlib.import_module(module), attr), name)
+            self.add_command(resolve(LAZY_COMMANDS[name]), name)
         return super().get_command(ctx, name)
 
 

@@ -7,7 +7,6 @@ gets by default come from the format table (:mod:`edgefg.formats`). Heavy librar
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgefg.errors import TargetError, UnsupportedError
+from edgefg.lazy import resolve
 from edgefg.manifest import Manifest, Preprocess, TensorSpec  # standard library only: no circle
 from edgefg.targets import Target
 
@@ -87,7 +87,7 @@ def register(src: str, dst: str, description: str, calibrates: bool = False) -> 
 
 def registry() -> dict[tuple[str, str], Converter]:
     for name in CONVERTER_MODULES:
-        importlib.import_module(name)
+        resolve(name)
     return dict(_REGISTRY)
 
 

@@ -123,7 +123,7 @@ def stage_latency(it: Item, infer_ms: float, post_ms: float, now: float) -> dict
     """One frame's per-stage times in ms (what the JSON lines, /stats and Prometheus report).
 
     ``end_to_end`` is capture → result; ``queue`` the part of it the frame spent waiting in its camera's
-    buffer (held back by ``--fps`` pacing, or behind a busy model); ``processing`` = end_to_end − queue,
+    buffer (held back by its frame-rate cap, ``fps`` in a camera config, or behind a busy model); ``processing`` = end_to_end − queue,
     the latency the pipeline itself adds (what the page and the run summary call latency)."""
     e2e = (now - it.captured) * 1e3
     queue = max(0.0, (it.taken - it.ready) * 1e3) if it.taken and it.ready else 0.0

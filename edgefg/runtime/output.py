@@ -28,11 +28,12 @@ belongs on its own thread.
 """
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from edgefg.lazy import pick, resolve
 
 if TYPE_CHECKING:  # the CLI imports this module at start-up: no numpy/OpenCV here
     from edgefg.runtime.events import EventLog
@@ -186,7 +187,7 @@ class Outputs:
 
 
 def output_module(name: str) -> Any:
-    return importlib.import_module(OUTPUT_MODULES[name])
+    return resolve(pick(OUTPUT_MODULES, name, "run output"))
 
 
 def click_options(f: Callable[..., Any]) -> Callable[..., Any]:

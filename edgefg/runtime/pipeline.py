@@ -202,7 +202,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     text = (f"{summary['frames']} frames in {summary['seconds']:.2f} s: {summary['fps']:.1f} FPS, "
             f"latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms")
     queue = summary.get("queue_ms") or {}
-    if queue.get("p50", 0) >= 1.0:  # frames held back by --fps pacing or waiting for a busy model: not latency the pipeline adds
+    if queue.get("p50", 0) >= 1.0:  # frames held back by a frame-rate cap or waiting for a busy model: not latency the pipeline adds
         text += f" (+ queued p50 {queue['p50']:.1f} ms, p95 {queue['p95']:.1f} ms before processing)"
     st = summary.get("stages_ms", {})
     if st:

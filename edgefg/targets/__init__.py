@@ -120,11 +120,9 @@ def load_target(name_or_path: str | Path) -> Target:
     for t in targets:
         if text in t.aliases:
             return t
-    import difflib
+    from edgefg.lazy import did_you_mean
 
-    names = [t.name for t in targets] + [a for t in targets for a in t.aliases]
-    close = difflib.get_close_matches(text.lower(), names, n=1, cutoff=0.6)
-    guess = f"did you mean '{close[0]}'? " if close else ""
+    guess = did_you_mean(text, [t.name for t in targets] + [a for t in targets for a in t.aliases])
     raise TargetError(
         f"unknown target '{text}'",
         f"{guess}known targets: {', '.join(t.name for t in targets)} (see: edgefg targets), or pass a profile .toml",

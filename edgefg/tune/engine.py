@@ -6,12 +6,12 @@ new engine is one line.
 """
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edgefg.lazy import resolve
 from edgefg.tune.options import TuneOptions
 from edgefg.tune.space import TrialConfig
 from edgefg.tune.work import build_artifact, deploy_bundle, finish_trial, measure_bundle
@@ -65,5 +65,4 @@ def make_engine(ray: str | None) -> Engine:
     """No ``--ray``: in-process. ``--ray local`` or ``--ray ADDRESS``: the Ray engine."""
     if not ray:
         return InProcessEngine()
-    module, attr = ENGINES["ray"].split(":")
-    return getattr(importlib.import_module(module), attr)(ray)
+    return resolve(ENGINES["ray"])(ray)

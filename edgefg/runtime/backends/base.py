@@ -9,7 +9,6 @@ and times each call, so all backends do both alike. Adding a backend = one modul
 """
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from abc import ABC, abstractmethod
@@ -18,8 +17,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgefg.errors import MissingDependencyError, UnsupportedError
+from edgefg.errors import UnsupportedError
 from edgefg.formats import BACKENDS
+from edgefg.lazy import pick, resolve
 from edgefg.manifest import Manifest, TensorSpec
 
 
@@ -136,15 +136,8 @@ class Backend(ABC):
 
 
 def backend_class(name: str) -> type[Backend]:
-    if name not in BACKENDS:
-        raise UnsupportedError(f"unknown runtime backend '{name}'", f"known backends: {', '.join(sorted(BACKENDS))}")
-    info = BACKENDS[name]
-    module_name, cls_name = info.entry.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise MissingDependencyError.for_module(exc.name or name, info.extra) from None
-    return getattr(module, cls_name)
+    info = pick(BACKENDS, name, "runtime backend")
+    return resolve(info.entry, extra=info.extra)
 
 
 def open_backend(directory: str | Path, manifest: Manifest, **options: Any) -> Backend:
