@@ -15,19 +15,27 @@ A cameras file::
     [cameras.pond]
     source = "/dev/video0"
 
+Besides the source and ``fps``, a camera (or ``[defaults]``) sets the ``edgefg run`` options its sections
+mark per-camera (:mod:`edgefg.runtime.run_sections`: roi, stall_timeout, loop, smooth, min_confidence,
+min_margin), under the option's name and checked by the option's own type; the rest come from the run.
+
 Secrets in URLs (``rtsp://user:pw@…``) can be kept out of the file and the command line with
 ``source_env`` (an environment variable) or ``source_file`` (a file holding the URL).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
+
 from edgefg.errors import EdgefgError, InputPathError
+from edgefg.runtime.run_sections import camera_overridable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,17 +48,24 @@ DEFAULT_NAME = "default"
 
 @dataclass
 class CameraConfig:
-    """One camera: where frames come from and how its decisions are made."""
+    """One camera: a name, where its frames come from, its frame-rate cap, and the run options it sets for
+    itself (``overrides``: RunOptions fields a section marks per-camera — roi, smooth, min_confidence,
+    min_margin, stall_timeout_s, loop; the rest come from the run)."""
 
     name: str
     source: str
-    roi: str | None = None
-    smooth: str | None = None  # None = the run's --smooth
-    min_confidence: float | None = None  # None = the run's --min-confidence
-    min_margin: float | None = None
     fps: float | None = None  # frame-rate cap (None = as fast as the model allows)
-    stall_timeout: float | None = None  # None = the run's --stall-timeout
-    loop: bool | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        allowed = {f for f, _ in camera_overridable().values()}
+        unknown = set(self.overrides) - allowed
+        if unknown:
+            raise EdgefgError(f"camera '{self.name}' cannot set {', '.join(sorted(unknown))} for itself", f"a camera may set: {', '.join(sorted(allowed))}")
+
+    def options(self, run: Any) -> Any:
+        """The run's options (a ``RunOptions``) as this camera sees them: with its overrides."""
+        return dataclasses.replace(run, **self.overrides) if self.overrides else run
 
 
 def check_name(name: str) -> str:
@@ -84,11 +99,6 @@ def _unique(cams: list[CameraConfig]) -> None:
         seen.add(c.name)
 
 
-_FIELDS = {f.name for f in fields(CameraConfig)} - {"name"}
-_TYPES: dict[str, tuple[type, ...]] = {"source": (str,), "roi": (str, list), "smooth": (str,), "min_confidence": (int, float), "min_margin": (int, float),
-                                       "fps": (int, float), "stall_timeout": (int, float), "loop": (bool,)}
-
-
 def load_cameras(path: str | Path) -> list[CameraConfig]:
     """Read a cameras TOML file (see the module docstring); every mistake is a one-line error."""
     p = Path(path)
@@ -104,28 +114,48 @@ def load_cameras(path: str | Path) -> list[CameraConfig]:
         raise EdgefgError(f"camera config '{p}' has no [cameras.NAME] tables", "see `edgefg run --help` for an example")
     if not isinstance(defaults, dict):
         raise EdgefgError(f"camera config '{p}': [defaults] must be a table")
+    keys = camera_overridable()
+    known = ", ".join(sorted({*keys, "fps", "source", "source_env", "source_file"}))
     cams = []
     for name, table in cams_doc.items():
         if not isinstance(table, dict):
             raise EdgefgError(f"camera config '{p}': cameras.{name} must be a table")
         merged: dict[str, Any] = {**defaults, **table}
         src = _source_of(name, merged, p)
-        kw: dict[str, Any] = {}
+        fps = None
+        overrides: dict[str, Any] = {}
         for key, value in merged.items():
+            where = f"camera config '{p}': cameras.{name}.{key}"
             if key in ("source", "source_env", "source_file"):
                 continue
-            if key not in _FIELDS:
-                raise EdgefgError(f"camera config '{p}': unknown key '{key}' in cameras.{name}", f"known keys: {', '.join(sorted(_FIELDS | {'source_env', 'source_file'}))}")
-            if not isinstance(value, _TYPES[key]) or (isinstance(value, bool) and key != "loop"):
-                raise EdgefgError(f"camera config '{p}': cameras.{name}.{key} has the wrong type ({type(value).__name__})")
-            if key in ("fps", "stall_timeout") and value <= 0:
-                raise EdgefgError(f"camera config '{p}': cameras.{name}.{key} must be > 0, got {value}")
-            if key in ("min_confidence", "min_margin") and not 0 <= value <= 1:
-                raise EdgefgError(f"camera config '{p}': cameras.{name}.{key} must be within 0-1, got {value}")
-            kw[key] = ",".join(str(v) for v in value) if key == "roi" and isinstance(value, list) else value
-        cams.append(CameraConfig(check_name(str(name)), src, **kw))
+            if key == "fps":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise EdgefgError(f"{where} has the wrong type ({type(value).__name__})", "give frames per second as a number")
+                if value <= 0:
+                    raise EdgefgError(f"{where} must be > 0, got {value}")
+                fps = value
+                continue
+            if key not in keys:
+                raise EdgefgError(f"camera config '{p}': unknown key '{key}' in cameras.{name}", f"known keys: {known}")
+            field_name, param = keys[key]
+            overrides[field_name] = _convert(where, key, value, param)
+        cams.append(CameraConfig(check_name(str(name)), src, fps, overrides))
     _unique(cams)
     return cams
+
+
+def _convert(where: str, key: str, value: Any, param: click.Parameter) -> Any:
+    """A cameras-file value checked by the ``run`` option's own type (the range of --min-confidence, …)."""
+    if key == "roi" and isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    flag = getattr(param, "is_flag", False)
+    if flag != isinstance(value, bool) or (not flag and isinstance(value, str) != (param.type is click.STRING)):
+        raise EdgefgError(f"{where} has the wrong type ({type(value).__name__})",
+                          "true or false" if flag else "a string" if param.type is click.STRING else "a number")
+    try:
+        return param.type.convert(value, param, None)
+    except click.BadParameter as exc:
+        raise EdgefgError(f"{where}: {exc.message}") from None
 
 
 def _source_of(name: str, table: dict[str, Any], path: Path) -> str:

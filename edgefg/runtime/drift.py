@@ -454,7 +454,7 @@ class DriftOutput:
             off = sig.offset
             row = [top, off["confidence"] + bin_of("confidence", conf), off["margin"] + bin_of("margin", margin)]
             if sig.use_unknown:
-                run = self.ctx.opts
+                run = self.ctx.options(camera)  # the camera's own open-set thresholds
                 row.append(off["unknown"] + int(conf < run.min_confidence or margin < run.min_margin))
             row += [off["luminance"] + bin_of("luminance", lum), off["sharpness"] + bin_of("sharpness", sharp)]
             if cam.n == len(cam.ring):

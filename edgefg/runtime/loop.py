@@ -175,6 +175,7 @@ class Camera:
     roi: ROI | None
     prepare_in_capture: bool
     events: Any = None  # EventLog, or a CameraEvents view of it
+    opts: RunOptions | None = None  # the run's options with this camera's overrides (its thresholds, ROI, smoothing)
     stats: StageStats = field(default_factory=StageStats)
     frames: int = 0
     skipped: int = 0  # frames that reached the loop undecodable/malformed/unpreprocessable
@@ -467,8 +468,9 @@ class CameraLoop:
         if opts.preprocess_in not in ("auto", "capture", "main"):
             raise EdgefgError(f"bad preprocess_in '{opts.preprocess_in}'", "use auto, capture or main")
         # settings that can be wrong: checked before the model loads
-        rois = {c.name: parse_roi(c.roi if c.roi is not None else opts.roi) for c in cameras}
-        specs = {c.name: _smooth_spec(c.smooth if c.smooth is not None else opts.smooth) for c in cameras}
+        per_camera = {c.name: c.options(opts) for c in cameras}  # the run's options with each camera's overrides
+        rois = {n: parse_roi(o.roi) for n, o in per_camera.items()}
+        specs = {n: _smooth_spec(o.smooth) for n, o in per_camera.items()}
         self.events = events or EventLog(opts.event_stream, opts.on_event)
         self.batch = layout.batch(opts, len(cameras))
         self.batch_wait_s = layout.batch_wait_s(opts)
@@ -479,7 +481,7 @@ class CameraLoop:
         self.cameras: dict[str, Camera] = {}
         try:
             for cfg in cameras:
-                self.cameras[cfg.name] = self._camera(cfg, (sources or {}).get(cfg.name), rois[cfg.name], specs[cfg.name])
+                self.cameras[cfg.name] = self._camera(cfg, per_camera[cfg.name], (sources or {}).get(cfg.name), rois[cfg.name], specs[cfg.name])
         except BaseException:
             self.close()
             raise
@@ -496,8 +498,7 @@ class CameraLoop:
         m = self.model.manifest
         self.info = {"bundle": str(self.model.directory), "name": m.name, "backend": m.backend, "precision": m.precision, **layout.info(self)}
 
-    def _camera(self, cfg: CameraConfig, given: Source | Callable[[], Source] | None, roi: ROI | None, spec: SmoothSpec) -> Camera:
-        opts = self.opts
+    def _camera(self, cfg: CameraConfig, opts: RunOptions, given: Source | Callable[[], Source] | None, roi: ROI | None, spec: SmoothSpec) -> Camera:
         events = self.layout.events(self.events, cfg.name)
         if isinstance(given, Source):
             first, factory = given, given.reopen
@@ -505,17 +506,14 @@ class CameraLoop:
             first, factory = open_first(cfg.source, opts, events, given)
         live = first.live if first is not None else True
         in_capture = self.layout.in_capture(opts, live, self.model)
-        decider = Decider(self.model.labels, spec, opts.min_confidence if cfg.min_confidence is None else cfg.min_confidence,
-                          opts.min_margin if cfg.min_margin is None else cfg.min_margin)
-        stall = cfg.stall_timeout if cfg.stall_timeout is not None else opts.stall_timeout_s
-        policy = RetryPolicy(stall, opts.max_retries, opts.backoff_initial_s, opts.backoff_max_s)
-        loop = opts.loop if cfg.loop is None else cfg.loop
+        decider = Decider(self.model.labels, spec, opts.min_confidence, opts.min_margin)
+        policy = RetryPolicy(opts.stall_timeout_s, opts.max_retries, opts.backoff_initial_s, opts.backoff_max_s)
         prepare = (lambda image, _roi=roi: self.prepare(image, _roi)) if in_capture else None
-        cap = Capture(first, factory, policy, events, capacity=self.layout.capacity(self.batch, live), loop=loop, prepare=prepare)
+        cap = Capture(first, factory, policy, events, capacity=self.layout.capacity(self.batch, live), loop=opts.loop, prepare=prepare)
         cap.spec = first.name if first is not None else redact(cfg.source)
         cap.initial_failures = 0 if first is not None else 1
         cap.buffer.on_put = self._notify
-        return Camera(cfg, cap, decider, roi, in_capture, events)
+        return Camera(cfg, cap, decider, roi, in_capture, events, opts)
 
     # -- stages -----------------------------------------------------------------------------
     def prepare(self, image: np.ndarray, roi: ROI | None = None) -> np.ndarray:

@@ -65,6 +65,11 @@ class ServeContext:
     snapshot: Callable[[], dict[str, Any]] | None = None  # the loop's counters (HTTP: /healthz, /metrics, the page)
     fps: dict[str, float | None] = field(default_factory=dict)  # each camera's source frame rate, when it tells (video)
     named: bool = True  # False: the classic single source (no camera name in file names)
+    camera_opts: dict[str, Any] = field(default_factory=dict)  # RunOptions per camera (the run's with the camera's overrides)
+
+    def options(self, camera: str) -> Any:
+        """The options ``camera`` runs with (its own min_confidence, min_margin, roi, smooth…), else the run's."""
+        return self.camera_opts.get(camera, self.opts)
 
     def crop(self, camera: str, image: Any) -> Any:
         """The part of ``image`` the model saw (the camera's ROI, else the whole frame)."""

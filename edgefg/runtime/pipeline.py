@@ -150,7 +150,8 @@ def serve(loop: CameraLoop, opts: RunOptions | None = None, handle_signals: bool
     old_handlers: dict[int, Any] = {}
     try:
         ctx = ServeContext(opts, list(loop.cameras), events, loop.model, loop.rois(), info=loop.info, snapshot=loop.snapshot,
-                           fps={n: c.capture.fps for n, c in loop.cameras.items()}, named=loop.layout.named)
+                           fps={n: c.capture.fps for n, c in loop.cameras.items()}, named=loop.layout.named,
+                           camera_opts={n: c.opts for n, c in loop.cameras.items() if c.opts is not None})
         outputs = open_run_outputs(ctx)
         loop.on_camera_done = outputs.camera_ended
         if handle_signals and threading.current_thread() is threading.main_thread():

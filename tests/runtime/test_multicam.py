@@ -46,12 +46,20 @@ def test_source_args_and_config(tmp_path, monkeypatch):
     cfg.write_text('[defaults]\nsmooth = "ema:0.5"\n[cameras.feeder]\nsource = "0"\nroi = [0.1, 0.1, 0.5, 0.5]\nfps = 5\n'
                    '[cameras.pond]\nsource_env = "POND_URL"\nsmooth = "none"\nmin_confidence = 0.4\n')
     a, b = load_cameras(cfg)
-    assert (a.name, a.source, a.roi, a.fps, a.smooth) == ("feeder", "0", "0.1,0.1,0.5,0.5", 5, "ema:0.5")
-    assert (b.name, b.source, b.smooth, b.min_confidence) == ("pond", "rtsp://secret@pond/1", "none", 0.4)
+    assert (a.name, a.source, a.fps, a.overrides) == ("feeder", "0", 5, {"roi": "0.1,0.1,0.5,0.5", "smooth": "ema:0.5"})
+    assert (b.name, b.source, b.overrides) == ("pond", "rtsp://secret@pond/1", {"smooth": "none", "min_confidence": 0.4})
+    # keys are the run options' own names, checked by the options' own types (one declaration)
+    cfg.write_text('[cameras.x]\nsource = "0"\nstall_timeout = 3\nloop = true\nmin_margin = 0.2\n')
+    assert load_cameras(cfg)[0].overrides == {"stall_timeout_s": 3.0, "loop": True, "min_margin": 0.2}
     for bad, msg in [('[cameras.x]\nsource = "0"\nfsp = 3\n', "unknown key 'fsp'"), ('[cameras.x]\nsource = "0"\nfps = -1\n', "must be > 0"),
                      ('[cameras."a b"]\nsource = "0"\n', "bad camera name"), ("[cameras.x]\n", "exactly one of source"),
                      ("cameras = 3\n", "no \\[cameras.NAME\\]"), ("[cameras.x\n", "not valid TOML"),
-                     ('[cameras.x]\nsource = "0"\nfps = "fast"\n', "wrong type")]:
+                     ('[cameras.x]\nsource = "0"\nfps = "fast"\n', "wrong type"),
+                     ('[cameras.x]\nsource = "0"\nmin_confidence = 1.5\n', "min_confidence: 1.5 is not in the range"),
+                     ('[cameras.x]\nsource = "0"\nloop = "yes"\n', "loop has the wrong type"),
+                     ('[cameras.x]\nsource = "0"\nsmooth = 3\n', "smooth has the wrong type"),
+                     ('[cameras.x]\nsource = "0"\nstall_timeout = "3"\n', "stall_timeout has the wrong type"),
+                     ('[cameras.x]\nsource = "0"\nbatch = 4\n', "unknown key 'batch'")]:
         cfg.write_text(bad)
         with pytest.raises(EdgefgError, match=msg):
             load_cameras(cfg)
@@ -118,7 +126,7 @@ def test_fps_cap_per_camera(model):
 def test_per_camera_roi_and_thresholds(model):
     img = synthetic_frame(3, 200, 300)
     img[50:150, 100:200] = synthetic_frame(7, 100, 100)
-    cams = [CameraConfig("crop", "x", roi="100,50,100,100"), CameraConfig("strict", "y", min_confidence=1.01)]
+    cams = [CameraConfig("crop", "x", overrides={"roi": "100,50,100,100"}), CameraConfig("strict", "y", overrides={"min_confidence": 1.01})]
     pipe = MultiPipeline(model, cams, RunOptions(), sources={"crop": FakeSource(n=3, live=False, image=img), "strict": FakeSource(n=3, live=False, image=img)})
     out = {}
     for cam, r, _ in pipe.results():
@@ -158,3 +166,14 @@ def test_cli_several_sources_and_single_source_unchanged(bundle, video, tmp_path
     assert all("camera" not in json.loads(x) for x in single.read_text().splitlines())
     p = subprocess.run([*EDGEFG, "run", str(bundle), "--source", "a=0", "--source", video], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: --source") and "Traceback" not in p.stderr
+
+
+def test_a_camera_may_override_only_what_its_sections_mark_per_camera():
+    from edgefg.runtime.loop import RunOptions as Opts
+
+    with pytest.raises(EdgefgError, match="cannot set batch"):
+        CameraConfig("x", "0", overrides={"batch": 4})
+    cam = CameraConfig("x", "0", overrides={"min_confidence": 0.7})
+    run = Opts(min_confidence=0.2, min_margin=0.1)
+    assert (cam.options(run).min_confidence, cam.options(run).min_margin) == (0.7, 0.1)
+    assert run.min_confidence == 0.2  # the run's own options are not changed

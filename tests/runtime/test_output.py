@@ -91,7 +91,7 @@ def test_cameras_end_and_http_routes_metrics_state_behind_the_token(tiny_bundles
             addr["url"] = "http://" + e["address"]
             addr["paths"] = e["paths"]
 
-    cams = [CameraConfig("a", str(image_folder), loop=True), CameraConfig("b", str(image_folder), loop=True)]
+    cams = [CameraConfig("a", str(image_folder), overrides={"loop": True}), CameraConfig("b", str(image_folder), overrides={"loop": True})]
     opts = RunOptions(max_frames=400, http="127.0.0.1:0", http_token_file=token, outputs={"recorder": {}}, on_event=on_event)
     t = threading.Thread(target=lambda: box.setdefault("s", run_cameras(tiny_bundles["fp32-onnxruntime-cpu"], cams, opts, handle_signals=False)), daemon=True)
     t.start()
@@ -144,6 +144,15 @@ def test_cameras_that_end_are_told(tiny_bundles, image_folder, recorder):
     run_cameras(tiny_bundles["fp32-onnxruntime-cpu"], cams, RunOptions(outputs={"recorder": {}}), handle_signals=False)
     (rec,) = recorder
     assert sorted(rec.ended) == ["a", "b"] and rec.closed == 1
+
+
+def test_outputs_see_each_cameras_own_options(tiny_bundles, image_folder, recorder):
+    """A camera's overrides (its open-set thresholds, ROI…) reach the outputs (drift counts 'unknown' with them)."""
+    cams = [CameraConfig("strict", str(image_folder), overrides={"min_confidence": 0.9}), CameraConfig("plain", str(image_folder))]
+    run_cameras(tiny_bundles["fp32-onnxruntime-cpu"], cams, RunOptions(min_confidence=0.1, outputs={"recorder": {}}), handle_signals=False)
+    (rec,) = recorder
+    assert rec.ctx.options("strict").min_confidence == 0.9
+    assert rec.ctx.options("plain").min_confidence == 0.1 and rec.ctx.opts.min_confidence == 0.1
 
 
 def test_cli_options_of_registered_outputs(recorder):
