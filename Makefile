@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-deps lint results bench figures clean venv
+.PHONY: demo test test-deps lint results bench figures clean venv test-arm64
 
 # Compression figures (long: training on CPU). Built once, reused by `make bench` (runs/ is not committed).
 PRUNED := runs/compress/mnv2-prune/manifest.json
@@ -36,6 +36,11 @@ lint: $(STAMP)
 # Debian packages the runtime tests drive as real processes (mosquitto, GStreamer RTSP server, chromium); fast when present
 test-deps:
 	bash .ci/test-deps.sh
+
+# The Raspberry Pi path on ARM: a cached Debian bookworm arm64 root under qemu-user (.ci/arm64.py, as root),
+# edgefg pip-installed in it as on a device, an rpi5 INT8 bundle validated and run there (docs/arm64.md)
+test-arm64: $(STAMP) test-deps
+	$(PY) -m pytest -q tests/test_arm64.py
 
 results: $(STAMP)
 	$(PY) benchmarks/results.py
