@@ -29,7 +29,7 @@ from edgefg.versions import library_versions
 from edgefg.wrap import wrap_model
 
 log = logging.getLogger(__name__)
-EMBEDDING_FORMATS = ("onnx", "openvino", "tensorrt-onnx")  # deploy --embedding: formats that carry the second output (not yet tflite)
+EMBEDDING_FORMATS = ("onnx", "openvino", "tensorrt-onnx", "tflite")  # deploy --embedding: formats that carry the second output
 
 
 def _parity_samples(artifact: Path, manifest: Manifest, data: Path | None, n: int) -> tuple[list | None, str]:
@@ -101,11 +101,15 @@ def _embedding_source(artifact: Path, src: Manifest, tgt: Target, embedding: boo
             f"deploy with --embedding for a target of format {' or '.join(EMBEDDING_FORMATS)}",
         )
     from edgefg.converters.embedding import add_embedding_output
+    from edgefg.models.loader import ARTIFACT_TORCH_DIR
 
     with tempfile.TemporaryDirectory(prefix="edgefg-embedding-") as d:
         path = Path(d) / src.model_file
         path.parent.mkdir(parents=True, exist_ok=True)
         name, width = add_embedding_output(artifact / src.model_file, path)
+        torch_dir = artifact / ARTIFACT_TORCH_DIR  # the artifact's own PyTorch weights: the TFLite converter rebuilds from them
+        if tgt.format == "tflite" and torch_dir.is_dir():
+            shutil.copytree(torch_dir, Path(d) / ARTIFACT_TORCH_DIR)
         ref = copy.deepcopy(src)
         batch = src.outputs[0].shape[0] if src.outputs[0].shape else "batch"
         ref.outputs = [ref.outputs[0], TensorSpec(name, [batch, width if width else "features"], "float32", role="embedding")]

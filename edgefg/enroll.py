@@ -17,7 +17,8 @@ cross-entropy of the combined scores, half over the enrolment images (target: th
 over those reference images (target: the trained head's own top-1) — neither head dominates. Convex in
 (T, b): a log grid over T, a ternary search over b; then b is capped so that no reference image's
 top-1 changes, with half a standard deviation of their margins to spare (a guard for the trained classes:
-their predictions are what the bundle was validated on). Without reference images, b is the smallest offset
+their predictions are what the bundle was validated on; reference images whose top-1 is a masked class are left
+out of the fit and the guard). Without reference images, b is the smallest offset
 with which the own prototype outscores the trained head on 90 % of the enrolment images.
 
 The prototype file (``prototypes.npz``, numeric arrays only, read with ``allow_pickle=False``) also
@@ -27,7 +28,9 @@ again: its images are replaced) and ``--remove`` re-fit the calibration on every
 **``--remove``** drops an enrolled class; a *trained* class is masked: its column leaves the score
 vector and its name the labels (the model file is unchanged and the head's labels are kept in the
 manifest), and it may be enrolled again from images. The input bundle is never modified: a new
-bundle (new release) is written, re-signed only with ``--sign`` (an old signature is not copied).
+bundle (new release) is written, re-signed only with ``--sign`` (an old signature is not copied). The
+input's drift reference profile (``drift_reference.json``) describes the old label set and is left out
+(``edgefg validate NEW --data DIR --drift-reference FILE`` makes one for the new bundle).
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ class EnrollResult:
     replaced: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     fit: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _store(bundle: Path, m: Manifest) -> dict[str, np.ndarray]:
@@ -84,6 +88,18 @@ def _reference(bundle: Path, m: Manifest) -> dict[str, np.ndarray] | None:
     if "embeddings" not in arrays or "head_scores" not in arrays or len(arrays["embeddings"]) == 0:
         return None
     return arrays
+
+
+def _without_masked(reference: dict[str, np.ndarray] | None, head_labels: list[str], masked: list[str]) -> dict[str, np.ndarray] | None:
+    """The reference images less those the trained head calls a masked class: they are images of a class
+    being replaced (e.g. re-enrolled from images), which the guard must not keep for the trained head."""
+    if reference is None or not masked:
+        return reference
+    idx = [head_labels.index(name) for name in masked]
+    keep = ~np.isin(reference["head_scores"].argmax(1), idx)
+    if not keep.any():
+        return None
+    return {"embeddings": reference["embeddings"][keep], "head_scores": reference["head_scores"][keep]}
 
 
 def _embed(bundle: Path, m: Manifest, folder: Path, names: list[str], samples: list) -> tuple[np.ndarray, np.ndarray]:
@@ -263,6 +279,7 @@ def enroll(
         raise DataError("that would leave the bundle with no class", "keep at least one class")
     reference = _reference(bundle, m)
     centre = reference["embeddings"].astype(np.float64).mean(0) if reference is not None else None
+    reference = _without_masked(reference, head_labels, removed_trained)
     fit = fit_calibration(store["head_scores"], store["embeddings"], store["owner"], keep, m.output_activation, reference, centre) if classes else {}
     result.fit = fit
 
@@ -281,9 +298,14 @@ def enroll(
     new.stamp_release(release)
     new.compression = list(m.compression) + [{"method": "enroll", "added": result.added, "replaced": result.replaced, "removed": result.removed,
                                               "classes": len(classes), "from_release": m.release}]
+    from edgefg.runtime.drift_profile import PROFILE_NAME
+
+    if PROFILE_NAME in m.files:  # its class histogram and confidences describe the old label set
+        result.notes.append(f"the input's drift reference ({PROFILE_NAME}) describes its {len(m.labels)} classes and was left out; "
+                            f"make one for the new bundle: edgefg validate {out} --data DIR --drift-reference drift.json")
     with atomic_output_dir(out, force) as tmp:
         for rel in m.files:  # the listed (checksummed) files only: no old signature, no stray file
-            if rel in (LABELS_NAME, MANIFEST_NAME, PROTOTYPES_FILE):
+            if rel in (LABELS_NAME, MANIFEST_NAME, PROTOTYPES_FILE, PROFILE_NAME):
                 continue
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / rel, tmp / rel)
@@ -332,6 +354,8 @@ def enroll_cmd(bundle, images, out, remove, sign_key, release, force) -> None:
         if r.fit:
             c.print(f"calibration: temperature {r.fit['temperature']:.3g}, bias {r.fit['bias']:.3g}; "
                     f"leave-one-out top-1 on the {r.fit['images']} enrolment images {r.fit['loo_top1']:.3f}", highlight=False)
+        for note in r.notes:
+            c.print(f"note: {note}", highlight=False)
         c.print("signed" if sign_key else "unsigned (the input's signature does not carry over; sign with --sign KEY or edgefg sign)", highlight=False)
         c.print(f"next: edgefg validate {out} --data DIR   |   edgefg run {out} --source 0", highlight=False)
 

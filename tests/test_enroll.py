@@ -203,3 +203,25 @@ def test_softmax_head_combines_in_log_space():
     p = head.combine(np.array([[0.7, 0.2, 0.1]], np.float32), np.array([[1.0, 0.0]], np.float32))
     assert p.shape == (1, 3) and abs(p.sum() - 1) < 1e-5 and p.argmax() == 2
     del SimpleNamespace
+
+
+def test_drift_profile_of_the_old_labels_is_left_out(emb_bundles, enrol_dirs, tmp_path):
+    from edgefg.manifest import load_manifest
+    from edgefg.runtime.drift_profile import PROFILE_NAME
+
+    src = emb_bundles["fp32-onnxruntime-cpu"]
+    assert PROFILE_NAME in load_manifest(src).files
+    out = tmp_path / "out"
+    r = run("enroll", src, "--images", enrol_dirs["enrol"], "-o", out)
+    assert r.exit_code == 0 and "drift reference" in r.output, r.output
+    assert PROFILE_NAME not in load_manifest(out).files and not (out / PROFILE_NAME).exists()
+
+
+def test_reference_images_of_a_masked_class_leave_the_fit():
+    from edgefg.enroll import _without_masked
+
+    ref = {"embeddings": np.eye(4, dtype=np.float32), "head_scores": np.array([[3, 0, 0], [0, 3, 0], [0, 0, 3], [0, 3, 1]], np.float32)}
+    kept = _without_masked(ref, CLASSES, [CLASSES[1]])
+    assert kept is not None and kept["embeddings"].tolist() == [[1, 0, 0, 0], [0, 0, 1, 0]]
+    assert _without_masked(ref, CLASSES, []) is ref
+    assert _without_masked({k: v[1:2] for k, v in ref.items()}, CLASSES, [CLASSES[1]]) is None

@@ -21,6 +21,12 @@ litert-torch converts the CNNs and ViTs tried (see the README).
 
 For profiles with ``layout = "NHWC"`` the model is wrapped so that its input is N×H×W×C; the
 manifest's preprocessing records that and the input/output quantization read from the file.
+
+``deploy --embedding`` (the request's manifest lists an output of role "embedding"): the module's
+final linear classifier is split off — the body up to it, then the classifier — and the converted
+model returns (scores, classifier input), checked against the unsplit module first. In INT8 both
+outputs are int8 tensors with their own scale and zero point, recorded per output and used to
+dequantize; the file's signature order (``output_0``, ``output_1``) says which is which.
 """
 from __future__ import annotations
 
@@ -101,12 +107,14 @@ def source_module(manifest: Any) -> Any:
             f"the artifact's source model '{path}' is gone; litert-torch converts from the PyTorch model",
             "restore the model at that path, or re-run edgefg compress from where it is now",
         )
+    from edgefg.models.checkpoint import CheckpointSettings
     from edgefg.models.loader import load_model
 
     if kind == "timm-hub":
         loaded = load_model(path)
-    else:
-        loaded = load_model(path, arch=src.get("arch"), num_classes=len(manifest.labels), labels=manifest.labels, model_args=src.get("model_args") or {})
+    else:  # a bare checkpoint: rebuilt with the model args and input size its compress run recorded
+        loaded = load_model(path, arch=src.get("arch"), num_classes=len(manifest.labels), labels=manifest.labels, model_args=src.get("model_args") or {},
+                            checkpoint=CheckpointSettings.from_source(src))
     if loaded.num_classes != len(manifest.labels):
         raise ModelLoadError(f"the source model '{path}' has {loaded.num_classes} outputs, the artifact {len(manifest.labels)}", "re-run edgefg compress")
     return loaded.module.eval()
@@ -280,6 +288,58 @@ def _int8_model(litert_torch: Any, torch: Any, module: Any, example: Any, calib:
         return litert_torch.convert(converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
 
 
+def _classifier_path(module: Any, torch: Any, num_classes: int) -> str:
+    """The dotted name of the final linear classifier: timm's ``get_classifier()`` when it is a Linear,
+    else the last ``nn.Linear`` with ``num_classes`` outputs (e.g. inside a graph-edit wrapper)."""
+    names = {id(m): n for n, m in module.named_modules()}
+    get = getattr(module, "get_classifier", None)
+    head = get() if callable(get) else None
+    if isinstance(head, torch.nn.Linear) and id(head) in names and names[id(head)]:
+        return names[id(head)]
+    linear = [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_classes and n]
+    if not linear:
+        raise UnsupportedError("no final linear classifier (nn.Linear) in the PyTorch model: cannot export an embedding for LiteRT",
+                               "deploy without --embedding (enrolment needs a model whose last layer is a linear classifier)")
+    return linear[-1]
+
+
+def with_embedding(module: Any, torch: Any, num_classes: int, samples: np.ndarray) -> Any:
+    """A module returning (scores, embedding): ``module`` with its final linear classifier replaced by
+    Identity (the body), then that classifier. Refused when body + classifier is not ``module`` (an op
+    after the classifier, e.g. a softmax, or a classifier that is not the last layer)."""
+    path = _classifier_path(module, torch, num_classes)
+    body = copy.deepcopy(module)
+    parent_name, _, leaf = path.rpartition(".")
+    parent = body.get_submodule(parent_name) if parent_name else body
+    head = getattr(parent, leaf)
+    setattr(parent, leaf, torch.nn.Identity())
+
+    class WithEmbedding(torch.nn.Module):
+        def __init__(self, body: Any, head: Any) -> None:
+            super().__init__()
+            self.body, self.head = body, head
+
+        def forward(self, x):
+            e = self.body(x)
+            return self.head(e), e
+
+    split = WithEmbedding(body, head).eval()
+    x = torch.from_numpy(np.ascontiguousarray(samples[:CHECK_SAMPLES], dtype=np.float32))
+    with torch.no_grad():
+        try:
+            want = module(x).numpy()
+            got, emb = (t.numpy() for t in split(x))
+        except Exception as exc:
+            raise UnsupportedError(f"the PyTorch model cannot be split at its classifier '{path}': {_short(exc)}",
+                                   "deploy without --embedding") from None
+    err = float(np.abs(got - want).max()) / max(float(np.ptp(want)), 1e-6) if got.shape == want.shape else float("inf")
+    if err > SOURCE_TOLERANCE or emb.ndim != 2:
+        raise UnsupportedError(f"the classifier '{path}' is not the PyTorch model's last layer (body + classifier differ from the model "
+                               f"by {err:.2g}, embedding shape {list(emb.shape)}): cannot export an embedding for LiteRT",
+                               "deploy without --embedding")
+    return split
+
+
 def _fp16_bytes(fp32: bytes) -> bytes:
     from litert_torch.generative.quantize import quant_recipes
     from litert_torch.quantize import translate_recipe
@@ -305,6 +365,11 @@ def onnx_to_tflite(req: ConvertRequest) -> ConvertResult:
     err = _check_source(module, torch, origin.folder / origin.manifest.model_file, origin.manifest, req.samples, what)
     if origin.folder != req.src.parent:  # rebuilt from the artifact this one was compressed from: check against this one too
         _check_source(module, torch, req.src, req.manifest, req.samples, what)
+    embedding = next((o for o in req.manifest.outputs[1:] if o.role == "embedding"), None)
+    if embedding is not None:  # deploy --embedding: (scores, the classifier's input)
+        h, w = req.manifest.preprocess.input_size
+        check = req.samples if req.samples is not None else np.random.default_rng(0).standard_normal((2, 3, h, w)).astype(np.float32)
+        module = with_embedding(module, torch, len(req.manifest.labels), check)
     pre = copy.deepcopy(req.manifest.preprocess)
     h, w = pre.input_size
     nhwc = (req.target.layout or "NCHW").upper() == "NHWC"
@@ -337,11 +402,31 @@ def onnx_to_tflite(req: ConvertRequest) -> ConvertResult:
             "deploy to an ONNX Runtime or OpenVINO target instead, or report the model architecture",
         ) from None
 
-    info = inspect_tflite(str(out))
+    info = inspect_tflite(str(out), max_outputs=2 if embedding is not None else 1)
+    outputs = list(info.outputs)
+    if embedding is not None:
+        outputs = _embedding_outputs(info, embedding)
+        emb = outputs[1]
+        notes.append(f"embedding output '{emb.name}' (width {emb.shape[-1]}, {emb.dtype}"
+                     + (f", scale {emb.quant_scale:.4g}, zero point {emb.quant_zero_point}" if emb.quant_scale is not None else "") + ")")
     float_ops = info.ops.get("DEQUANTIZE", 0) if req.precision == "int8" else 0
     if float_ops:
         notes.append(f"{float_ops} tensors are dequantized to float between int8 ops (fine for XNNPACK; splits Edge TPU/NPU delegate graphs)")
     pre.layout = info.layout or ("NHWC" if nhwc else "NCHW")
     pre.dtype = info.input.dtype
     pre.quant_scale, pre.quant_zero_point = info.input.quant_scale, info.input.quant_zero_point
-    return ConvertResult(out.name, notes=notes, preprocess=pre, inputs=[info.input], outputs=[info.output])
+    return ConvertResult(out.name, notes=notes, preprocess=pre, inputs=[info.input], outputs=outputs)
+
+
+def _embedding_outputs(info: Any, embedding: Any) -> list[Any]:
+    """The converted file's (scores, embedding) specs, the second marked role "embedding"; its width
+    must be the ONNX embedding's."""
+    import dataclasses
+
+    if len(info.outputs) != 2:
+        raise UnsupportedError(f"the converted model has {len(info.outputs)} output(s), not (scores, embedding)", "deploy without --embedding")
+    scores, emb = info.outputs
+    width = embedding.shape[-1] if embedding.shape else None
+    if isinstance(width, int) and emb.shape[-1] != width:
+        raise UnsupportedError(f"the LiteRT embedding has width {emb.shape[-1]}, the ONNX one {width}", "deploy without --embedding")
+    return [scores, dataclasses.replace(emb, role="embedding")]

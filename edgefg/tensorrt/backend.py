@@ -283,6 +283,12 @@ class TensorRTBackend(Backend):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run({self._input.name: batch})[self._output]
 
+    def _run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output the manifest lists (scores, then e.g. the embedding of deploy --embedding), by
+        tensor name, from one engine run (the engine session binds and copies back all of them)."""
+        outs = self.session.run({self._input.name: batch})
+        return [outs[o.name] for o in self.manifest.outputs]
+
     def close(self) -> None:
         session = getattr(self, "session", None)
         if session is not None:

@@ -3,7 +3,8 @@
 The interpreter's default op resolver applies the XNNPACK delegate on CPU; ``num_threads`` sets
 its thread pool. Integer (int8/uint8) inputs arrive already quantized by the one preprocessing
 function (the manifest carries scale/zero point); integer outputs are dequantized by the base
-class from ``outputs[0].quant_*``.
+class from each output's own ``quant_*``. A model with a second output (``deploy --embedding``)
+returns its outputs by the names the manifest records (read from the file's signature).
 """
 from __future__ import annotations
 
@@ -50,11 +51,16 @@ class TFLiteInfo:
     """What a .tflite file says about itself (read from the file, never assumed)."""
 
     input: TensorSpec
-    output: TensorSpec
+    outputs: list[TensorSpec]  # in the signature's order (litert-torch: output_0, output_1, ...)
     layout: str | None  # NHWC | NCHW | None when the shape does not tell (e.g. 1×3×H×3)
     precision: str  # int8 (quantized tensors) | fp16 (float16 weights) | fp32
     ops: dict[str, int] = field(default_factory=dict)  # op name -> count, before delegation
-    output_op: str | None = None  # the op that produces the output (SOFTMAX → probabilities)
+    output_op: str | None = None  # the op that produces the first output (SOFTMAX → probabilities)
+
+    @property
+    def output(self) -> TensorSpec:
+        """The scores output (the first)."""
+        return self.outputs[0]
 
 
 def _spec(detail: dict[str, Any]) -> TensorSpec:
@@ -70,8 +76,30 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
     )
 
 
-def inspect_tflite(path: str) -> TFLiteInfo:
-    """Read I/O specs, quantization, layout, precision and the op list of a .tflite file."""
+def ordered_outputs(interpreter: Any) -> list[dict[str, Any]]:
+    """The output details in the order of the model's (first) signature — litert-torch names them
+    ``output_0``, ``output_1``… in the order the PyTorch module returns them, while
+    ``get_output_details()`` follows tensor indices; without a signature, the details' order."""
+    details = interpreter.get_output_details()
+    try:
+        signatures = interpreter.get_signature_list()
+    except (AttributeError, ValueError, RuntimeError):  # pragma: no cover - older runtimes
+        signatures = {}
+    if not signatures:
+        return details
+    key = next(iter(signatures))
+    by_name = interpreter.get_signature_runner(key).get_output_details()
+    names = [n for n in signatures[key].get("outputs", []) if n in by_name]
+    if len(names) != len(details):
+        return details
+    index = {d["index"]: d for d in details}
+    picked = [index[by_name[n]["index"]] for n in names if by_name[n]["index"] in index]
+    return picked if len(picked) == len(details) else details
+
+
+def inspect_tflite(path: str, max_outputs: int = 1) -> TFLiteInfo:
+    """Read I/O specs, quantization, layout, precision and the op list of a .tflite file; up to
+    ``max_outputs`` outputs (scores first; deploy --embedding writes two)."""
     try:
         from ai_edge_litert.interpreter import OpResolverType
 
@@ -84,13 +112,13 @@ def inspect_tflite(path: str) -> TFLiteInfo:
     except (ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelLoadError(f"'{path}' is not a readable .tflite model: {first}", "check the file (re-copy or re-convert it)") from None
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
+    inputs, outputs = interpreter.get_input_details(), ordered_outputs(interpreter)
+    if len(inputs) != 1 or not 1 <= len(outputs) <= max_outputs:
         raise UnsupportedError(
             f"'{path}' has {len(inputs)} inputs and {len(outputs)} outputs",
             "edgefg runs image classifiers with one image input and one score output",
         )
-    inp, out = _spec(inputs[0]), _spec(outputs[0])
+    inp, outs = _spec(inputs[0]), [_spec(o) for o in outputs]
     shape = inp.shape
     if len(shape) != 4:
         raise UnsupportedError(f"'{path}' input has shape {shape}; an image classifier takes N×H×W×C or N×C×H×W")
@@ -108,7 +136,7 @@ def inspect_tflite(path: str) -> TFLiteInfo:
                 output_op = op["op_name"]
     except AttributeError:  # pragma: no cover - older runtimes
         pass
-    return TFLiteInfo(inp, out, layout, precision, ops, output_op)
+    return TFLiteInfo(inp, outs, layout, precision, ops, output_op)
 
 
 class TFLiteBackend(Backend):
@@ -119,7 +147,14 @@ class TFLiteBackend(Backend):
         super().__init__(model_path, manifest, num_threads, **options)
         self.interpreter = open_interpreter(str(self.model_path), self.num_threads)
         self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
+        details = ordered_outputs(self.interpreter)
+        by_name = {d["name"]: d for d in details}  # the manifest's outputs by name, else by position
+        picked = [by_name.get(o.name, details[i] if i < len(details) else None) for i, o in enumerate(manifest.outputs)]
+        if not picked or any(d is None for d in picked):
+            raise ModelLoadError(f"'{self.model_path}' has {len(details)} output(s), the manifest lists {len(manifest.outputs)}",
+                                 "re-deploy the bundle (its model and manifest do not match)")
+        self._outs: list[dict[str, Any]] = [d for d in picked if d is not None]
+        self._out = self._outs[0]
         self._in_shape = tuple(int(d) for d in self._in["shape"])
 
     @property
@@ -128,7 +163,7 @@ class TFLiteBackend(Backend):
         # used because XNNPACK re-plans on every resize.
         return self._in_shape[0]
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _invoke(self, batch: np.ndarray) -> None:
         if tuple(batch.shape) != self._in_shape:
             raise UnsupportedError(
                 f"the model takes input of shape {list(self._in_shape)}, got {list(batch.shape)}",
@@ -136,7 +171,15 @@ class TFLiteBackend(Backend):
             )
         self.interpreter.set_tensor(self._in["index"], batch)
         self.interpreter.invoke()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self._invoke(batch)
         return self.interpreter.get_tensor(self._out["index"]).copy()
+
+    def _run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output the manifest lists (scores, embedding), by name, from one invoke."""
+        self._invoke(batch)
+        return [self.interpreter.get_tensor(d["index"]).copy() for d in self._outs]
 
     def close(self) -> None:
         self.interpreter = None
