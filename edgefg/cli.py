@@ -60,6 +60,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "sign": "edgefg.trust.cli:sign_cmd",
     "verify": "edgefg.trust.cli:verify_cmd",
     "tune": "edgefg.tune.cli:tune_cmd",
+    "train": "edgefg.train.cli:train_cmd",
     "worker": "edgefg.distributed.worker:worker_cmd",
 }
 
@@ -105,7 +106,7 @@ def cli(verbose: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-from edgefg.compress.cli_options import INTERPOLATIONS, CompressCommand, compress_options, preprocess_options  # noqa: E402  (click only)
+from edgefg.compress.cli_options import INTERPOLATIONS, CompressCommand, checkpoint_options, compress_options, preprocess_options  # noqa: E402  (click only)
 from edgefg.runtime.output import click_options as output_click_options  # noqa: E402  (click + stdlib only)
 from edgefg.runtime.run_sections import FRACTION, POSITIVE, RUN_CAMERAS, RUN_MQTT, RUN_OPTIONS_SECTIONS, RUN_SECTIONS, THREADS, RunSection  # noqa: E402, F401  (click only; RunSection re-exported)
 from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_paths  # noqa: E402  (click only)
@@ -117,19 +118,24 @@ from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_path
 @click.option("--val-data", type=click.Path(path_type=Path), help="Labelled images for the before/after report (default: --data).")
 @click.option("--recipe", default="int8", show_default=True, help="Built-in recipe (fp32, int8, int8-accuracy, prune-kd, prune-kd-int8, prune-iterative, evit, tome, ila) or a .toml/.yaml recipe file.")
 @click.option("--calib-size", default=300, show_default=True, type=click.IntRange(1), help="Calibration images, stratified over classes.")
-@click.option("--arch", help="timm architecture, for a bare checkpoint (.safetensors/.pth).")
-@click.option("--num-classes", type=int, help="Number of classes, for a bare checkpoint.")
+@click.option("--arch", help="Bare checkpoint (.safetensors/.pth): its timm architecture (or from --config).")
+@click.option("--num-classes", type=click.IntRange(1), help="Bare checkpoint: number of classes (or from --config / --labels).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file (one class name per line).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite the output directory.")
 @click.option("--seed", default=0, show_default=True)
+@checkpoint_options
 @preprocess_options
 @max_pixels_option
 @compress_options
 @handle_errors
-def compress(model, data, val_data, recipe, calib_size, arch, num_classes, labels, out, force, seed, crop_mode, crop_pct, interpolation, resize,
-             **extra) -> None:
-    """Compress MODEL (timm hub folder, checkpoint + --arch, or .onnx) into an artifact.
+def compress(model, data, val_data, recipe, calib_size, arch, num_classes, labels, out, force, seed, config, mean, std, model_input_size, pad_type,
+             timm_defaults, crop_mode, crop_pct, interpolation, resize, **extra) -> None:
+    """Compress MODEL (timm hub folder, bare checkpoint, or .onnx) into an artifact.
+
+    A bare checkpoint (weights only) needs what its weights do not say: --config config.json (its timm/HF hub
+    config), and/or --arch --num-classes --mean --std --crop-pct --interpolation --model-input-size --pad-type;
+    --timm-defaults accepts timm's defaults for the rest. An unknown one is refused, never guessed.
 
     \b
     edgefg compress M --data train/ --val-data test/ --max-drop 0.5 --max-class-drop 10 -o art
@@ -139,11 +145,14 @@ def compress(model, data, val_data, recipe, calib_size, arch, num_classes, label
     edgefg compress VIT --data train/ --recipe fp32 --adapters ila --adapter-at 3,7 --epochs 5 -o art
     """
     from edgefg.compress.api import compress as run_compress
-    from edgefg.compress.cli_options import options_from_cli
-    from edgefg.models.loader import load_model, override_preprocess
+    from edgefg.compress.cli_options import checkpoint_settings, options_from_cli
+    from edgefg.models.loader import is_bare_checkpoint, load_model, override_preprocess
 
-    loaded = override_preprocess(load_model(model, arch=arch, num_classes=num_classes, labels=labels),
-                                 crop_mode=crop_mode, crop_pct=crop_pct, interpolation=interpolation, resize=resize)
+    crop = {"crop_mode": crop_mode, "crop_pct": crop_pct, "interpolation": interpolation}
+    bare = is_bare_checkpoint(model)  # its crop settings are the model's own, recorded as given; any other model's are overrides
+    settings = checkpoint_settings(config, mean, std, model_input_size, pad_type, timm_defaults, **(crop if bare else {}))
+    loaded = override_preprocess(load_model(model, arch=arch, num_classes=num_classes, labels=labels, checkpoint=settings),
+                                 resize=resize, **({} if bare else crop))
     opts = options_from_cli(recipe=recipe, data=data, val_data=val_data, calib_size=calib_size, seed=seed, force=force, **extra)
     console = _console()
     run_printing_report(lambda: run_compress(loaded, out, opts), out / "report.md", console)
@@ -256,11 +265,13 @@ def deploy(artifact, target, engine, precision, data, labels, out, force, calib_
 @click.option("--chunk-images", type=click.IntRange(1), default=256, show_default=True, help="With --ray: images per task (rounded to the batch size).")
 @click.option("--drift-reference", type=click.Path(path_type=Path), help="Also write the bundle's drift reference profile on DATA to this JSON file "
               "(for edgefg run --drift-reference; DATA may be unlabelled frames from the camera, no --reference needed then).")
+@click.option("--stand-in", is_flag=True, help="A bundle whose engine runs only on the device (TensorRT): score its model file in the host "
+              "stand-in (ONNX Runtime) and gate on that; every report says it was a stand-in and which engine.")
 @trust_option
 @max_pixels_option
 @handle_errors
 def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha, class_gate, min_top1, min_agreement, max_images, json_out, junit, markdown,
-             check_preprocess, check_images, ray_address, workers, chunk_images, drift_reference, trust) -> None:
+             check_preprocess, check_images, ray_address, workers, chunk_images, drift_reference, stand_in, trust) -> None:
     """Check BUNDLE's accuracy on DATA against thresholds (exit 1 when one is exceeded)."""
     from edgefg.outputs import prepare_parent, write_text
     from edgefg.validate.api import Thresholds
@@ -280,7 +291,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
         raise click.UsageError("--workers needs --ray")
     try:
         result = run_validate(bundle, data, reference, thresholds, max_images=max_images, check_preprocess=check_images if check_preprocess else 0,
-                              trust=trust_paths(trust), scorer=scorer, drift_reference=drift_reference)
+                              trust=trust_paths(trust), scorer=scorer, drift_reference=drift_reference, stand_in=stand_in)
     finally:
         if scorer is not None:
             scorer.close()

@@ -73,11 +73,53 @@ OPTIONS = [
 
 INTERPOLATIONS = ["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "area"]
 PREPROCESS_OPTIONS = [
-    click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Override the model's eval crop mode (timm: center, squash, border)."),
-    click.option("--crop-pct", type=float, help="Override the model's crop fraction (resize to input/crop_pct, then crop; 1.0 = no crop)."),
-    click.option("--interpolation", type=click.Choice(INTERPOLATIONS), help="Override the resize interpolation (area: opencv only; box/hamming/lanczos: pil only)."),
+    click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Override the model's eval crop mode (timm: center, squash, border); "
+                 "a bare checkpoint's own (default center)."),
+    click.option("--crop-pct", type=float, help="Override the model's crop fraction (resize to input/crop_pct, then crop; 1.0 = no crop); a bare checkpoint's own."),
+    click.option("--interpolation", type=click.Choice(INTERPOLATIONS), help="Override the resize interpolation (area: opencv only; box/hamming/lanczos: pil only); "
+                 "a bare checkpoint's own."),
     click.option("--resize", type=click.Choice(["pil", "opencv"]), help="Resizer: pil reproduces timm exactly (default for timm models); opencv is faster and approximate."),
 ]
+
+
+PAD_TYPE_CHOICES = ["same", "valid", "symmetric"]  # edgefg.models.loader.PAD_TYPES (not imported: click only here)
+# what a bare checkpoint (weights only) does not say: compress and tune take the same options (--crop-pct,
+# --interpolation, --crop-mode too: compress has them above, tune from BARE_CROP_OPTIONS)
+CHECKPOINT_OPTIONS = [
+    click.option("--config", "config", type=click.Path(path_type=Path), help="Bare checkpoint: the model's timm/HF hub config.json (architecture, "
+                 "num_classes, label_names, pretrained_cfg with mean/std/crop_pct/interpolation/input_size, model_args such as pad_type)."),
+    click.option("--mean", type=float, nargs=3, help="Bare checkpoint: input mean on 0-1 pixels (R G B)."),
+    click.option("--std", type=click.FloatRange(0, min_open=True), nargs=3, help="Bare checkpoint: input std on 0-1 pixels (R G B)."),
+    click.option("--model-input-size", type=click.IntRange(1, 8192), nargs=2, help="Bare checkpoint: the input size the model was trained for, H W."),
+    click.option("--pad-type", type=click.Choice(PAD_TYPE_CHOICES),
+                 help="Bare checkpoint: timm's pad_type (same = TF-ported weights, e.g. MobileNet/EfficientNet from TF; symmetric = PyTorch's)."),
+    click.option("--timm-defaults", is_flag=True, help="Bare checkpoint: accept timm's defaults for --arch for every setting not given "
+                 "(otherwise an unknown one is refused)."),
+]
+BARE_CROP_OPTIONS = [
+    click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), help="Bare checkpoint: crop fraction (resize to input/crop_pct, then crop; 1.0 = no crop)."),
+    click.option("--interpolation", type=click.Choice(INTERPOLATIONS), help="Bare checkpoint: resize interpolation."),
+    click.option("--crop-mode", type=click.Choice(["center", "squash", "border"]), help="Bare checkpoint: timm eval crop mode (default center)."),
+]
+
+
+def checkpoint_options(fn: Callable, crop: bool = False) -> Callable:
+    """The bare-checkpoint options (``crop``: with --crop-pct/--interpolation/--crop-mode, for a command without
+    :data:`PREPROCESS_OPTIONS`)."""
+    for opt in reversed(CHECKPOINT_OPTIONS + (BARE_CROP_OPTIONS if crop else [])):
+        fn = opt(fn)
+    return fn
+
+
+def checkpoint_settings(config: Path | None = None, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                        model_input_size: tuple[int, ...] | None = None, pad_type: str | None = None, timm_defaults: bool = False,
+                        crop_pct: float | None = None, interpolation: str | None = None, crop_mode: str | None = None):
+    """The options' values as :class:`edgefg.models.loader.CheckpointSettings` (click gives () or None for an unset nargs option)."""
+    from edgefg.models.checkpoint import CheckpointSettings
+
+    return CheckpointSettings(config=config, mean=tuple(mean) if mean else None, std=tuple(std) if std else None,  # type: ignore[arg-type]
+                              input_size=tuple(model_input_size) if model_input_size else None,  # type: ignore[arg-type]
+                              crop_pct=crop_pct, interpolation=interpolation, crop_mode=crop_mode, pad_type=pad_type, timm_defaults=timm_defaults)
 
 
 def preprocess_options(fn: Callable) -> Callable:

@@ -2,7 +2,10 @@
 
 Checkpoints are read with safetensors or ``torch.load(weights_only=True)`` — never unpickled.
 Preprocessing comes from the model's config (timm ``pretrained_cfg``) and labels from the
-folder's config/labels file or ``--labels``.
+folder's config/labels file or ``--labels``. A bare checkpoint (weights only) says neither: its
+preprocessing and model settings come from what the user gives (:class:`CheckpointSettings`: a
+hub config.json and/or explicit values, or an explicit opt-in to timm's defaults) — or it is refused
+with the list of what is unknown, never filled in silently.
 """
 from __future__ import annotations
 
@@ -18,10 +21,10 @@ from typing import Any
 
 from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyError, ModelLoadError, UnsupportedError
 from edgefg.manifest import Preprocess
+from edgefg.models.checkpoint import BARE_PREPROCESS_KEYS, CHECKPOINT_SUFFIXES, PAD_TYPES, TIMM_DEFAULT, CheckpointSettings, _refuse_unknown, _takes_pad_type, flag_of, is_bare_checkpoint  # noqa: F401  (CHECKPOINT_SUFFIXES: also imported from here)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
 # inside a compress artifact: the compressed PyTorch model as a timm hub folder (config.json +
 # model.safetensors), written when PyTorch steps changed its weights (pruning, distillation ...)
 ARTIFACT_TORCH_DIR = "pytorch"
@@ -275,13 +278,20 @@ def load_model(
     num_classes: int | None = None,
     labels: str | Path | Sequence[str] | None = None,
     model_args: dict[str, Any] | None = None,
+    checkpoint: CheckpointSettings | None = None,
 ) -> LoadedModel:
-    """Load ``path`` (hub folder, checkpoint + ``arch``, or ``.onnx``). ``labels``: a labels file, or the
-    names themselves (e.g. an artifact's, when its source model is reloaded)."""
+    """Load ``path`` (hub folder, bare checkpoint, or ``.onnx``). ``labels``: a labels file, or the
+    names themselves (e.g. an artifact's, when its source model is reloaded). ``checkpoint``: what a bare
+    checkpoint does not say (refused for any other model, which carries its own)."""
     path = Path(path)
     if not path.exists():
-        raise InputPathError(f"model '{path}' does not exist", "pass a timm hub folder, a checkpoint with --arch, or an .onnx file")
+        raise InputPathError(f"model '{path}' does not exist", "pass a timm hub folder, a checkpoint with --config or --arch, or an .onnx file")
     label_list = (read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)) if labels else None
+    settings = checkpoint or CheckpointSettings()
+    if not is_bare_checkpoint(path) and settings.given():
+        flags = ", ".join(map(flag_of, settings.given()))
+        raise UnsupportedError(f"{flags} describe a bare checkpoint; '{path.name}' is not one (its config or manifest gives them)",
+                               "drop them; compress --crop-pct/--interpolation/--crop-mode override a model's own crop")
 
     if path.is_dir() and (path / "manifest.json").is_file() and not (path / "config.json").is_file():
         return _load_artifact(path, label_list)
@@ -291,25 +301,11 @@ def load_model(
         return _load_artifact(path.parent, label_list)
     if path.suffix.lower() == ".onnx":
         return _load_onnx(path, label_list)
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        if not arch:
-            raise UnsupportedError(f"'{path.name}' is a bare checkpoint", "pass --arch (a timm architecture name) and --num-classes")
-        _, timm = _require_torch()
-        n = num_classes or (len(label_list) if label_list else None)
-        if n is None:
-            raise UnsupportedError("the number of classes is unknown", "pass --num-classes or --labels")
-        model = _build_timm(arch, n, model_args or {}, path)
-        data_config = _json_safe(timm.data.resolve_data_config({}, model=model, use_test_size=True))
-        return LoadedModel(
-            labels=_labels_or_default(label_list, n),
-            preprocess=preprocess_from_cfg(data_config),
-            module=model,
-            arch=arch,
-            source={"type": "timm-checkpoint", "path": str(path), "arch": arch, "model_args": model_args or {}, "data_config": data_config},
-        )
+    if is_bare_checkpoint(path):
+        return load_bare_checkpoint(path, arch, num_classes, label_list, model_args, settings)
     raise UnsupportedError(
         f"unsupported model file '{path.name}'",
-        "pass a timm hub folder (config.json + model.safetensors), a .safetensors/.pth checkpoint with --arch, or an .onnx file",
+        "pass a timm hub folder (config.json + model.safetensors), a .safetensors/.pth checkpoint with --config or --arch, or an .onnx file",
     )
 
 
@@ -405,41 +401,76 @@ def load_graph_edit(base: Any, folder: Path) -> Any:
     return wrapped.eval()
 
 
+@dataclass(frozen=True)
+class HubConfig:
+    """A timm/HF hub config.json as edgefg reads it (a hub folder's, or ``--config`` for a bare checkpoint)."""
+
+    path: Path
+    arch: str | None
+    num_classes: int
+    labels: list[str] | None
+    model_args: dict[str, Any]
+    pretrained_cfg: dict[str, Any]  # the preprocessing it states (timm pretrained_cfg keys)
+    pruned_shapes: dict[str, list[int]] | None = None
+
+
+def read_hub_config(cfg_path: str | Path) -> HubConfig:
+    """Read a timm/HF hub ``config.json``: what ``timm.create_model('local-dir:FOLDER')`` would read from it."""
+    cfg_path = Path(cfg_path)
+    if not cfg_path.is_file():
+        raise InputPathError(f"config '{cfg_path}' does not exist", "pass the model's timm/HF hub config.json")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"'{cfg_path}' is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"'{cfg_path}' is not a timm config (a JSON object with architecture, num_classes, pretrained_cfg)")
+    own = cfg.get("pretrained_cfg") or {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode") if k in cfg}
+    if not isinstance(own, dict):
+        raise ModelLoadError(f"pretrained_cfg in '{cfg_path}' must be an object")
+    try:
+        n = int(cfg.get("num_classes") or own.get("num_classes") or 0)
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"num_classes in '{cfg_path}' is not a number") from None
+    names = cfg.get("label_names")
+    return HubConfig(cfg_path, cfg.get("architecture") or cfg.get("model_name"), n, [str(v) for v in names] if names else None,
+                     check_model_args(cfg.get("model_args") or {}, cfg_path.name), dict(own), cfg.get("pruned_shapes"))
+
+
 def _load_hub_folder(folder: Path, labels: list[str] | None) -> LoadedModel:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise ModelLoadError(f"'{folder}' has no config.json", "a timm hub folder holds config.json + model.safetensors")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"'{cfg_path}' is not valid JSON: {exc}") from None
-    arch = cfg.get("architecture") or cfg.get("model_name")
-    if not arch:
+    cfg = read_hub_config(cfg_path)
+    if not cfg.arch:
         raise ModelLoadError(f"'{cfg_path}' names no 'architecture'")
     weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None)
     if weights is None:
         raise ModelLoadError(f"'{folder}' has no model.safetensors (or pytorch_model.bin)")
-    n = int(cfg.get("num_classes") or cfg.get("pretrained_cfg", {}).get("num_classes") or 0)
     if labels is None:
-        if cfg.get("label_names"):
-            labels = list(cfg["label_names"])
-        elif (folder / "labels.txt").is_file():
-            labels = read_labels(folder / "labels.txt")
-    n = n or (len(labels) if labels else 0)
+        labels = cfg.labels or (read_labels(folder / "labels.txt") if (folder / "labels.txt").is_file() else None)
+    n = cfg.num_classes or (len(labels) if labels else 0)
     if not n:
         raise ModelLoadError(f"'{cfg_path}' gives no num_classes and no labels")
-    # what timm.create_model('local-dir:FOLDER', pretrained=True) + resolve_data_config would use
-    own_cfg = cfg.get("pretrained_cfg") or {k: cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode") if k in cfg}
-    size = own_cfg.get("test_input_size") or own_cfg.get("input_size")
-    model = _build_timm(arch, n, cfg.get("model_args") or {}, weights, cfg.get("pruned_shapes"), list(size) if size else None)
+    return _timm_model(weights, cfg.arch, n, labels, cfg.model_args, cfg.pretrained_cfg, cfg.pruned_shapes, {"type": "timm-hub", "path": str(folder)})
+
+
+def _timm_model(weights: Path, arch: str, n: int, labels: list[str] | None, model_args: dict[str, Any], pretrained_cfg: dict[str, Any],
+                pruned_shapes: dict[str, list[int]] | None, source: dict[str, Any], fill_from_arch: bool = False) -> LoadedModel:
+    """The timm model ``arch`` with ``weights``, its preprocessing what timm's ``resolve_data_config`` makes of
+    ``pretrained_cfg`` (as ``timm.create_model('local-dir:FOLDER', pretrained=True)`` would); ``fill_from_arch``:
+    keys it lacks from timm's defaults for ``arch`` (--timm-defaults)."""
+    size = pretrained_cfg.get("test_input_size") or pretrained_cfg.get("input_size")
+    model = _build_timm(arch, n, model_args, weights, pruned_shapes, list(size) if size else None)
     _, timm = _require_torch()
-    data_config = _json_safe(timm.data.resolve_data_config({}, pretrained_cfg=own_cfg or None, model=model, use_test_size=True))
+    own = {**dict(model.pretrained_cfg or {}), **pretrained_cfg} if fill_from_arch else pretrained_cfg
+    data_config = _json_safe(timm.data.resolve_data_config({}, pretrained_cfg=own or None, model=model, use_test_size=True))
     return LoadedModel(
         labels=_labels_or_default(labels, n),
         preprocess=preprocess_from_cfg(data_config),
         module=model,
         arch=arch,
-        source={"type": "timm-hub", "path": str(folder), "arch": arch, "model_args": cfg.get("model_args") or {}, "data_config": data_config},
+        source={**source, "arch": arch, "model_args": model_args, "data_config": data_config},
     )
 
 
@@ -505,3 +536,49 @@ def _load_onnx(path: Path, labels: list[str] | None, preprocess: Preprocess | No
         onnx_path=path,
         source={"type": "onnx", "path": str(path)},
     )
+
+
+def load_bare_checkpoint(path: Path, arch: str | None, num_classes: int | None, labels: list[str] | None, model_args: dict[str, Any] | None,
+                          settings: CheckpointSettings) -> LoadedModel:
+    """A weights file: architecture, classes, model args and preprocessing from ``settings`` (config, then explicit
+    values over it, then timm's defaults only when ``settings.timm_defaults``), each setting's origin recorded."""
+    cfg = read_hub_config(settings.config) if settings.config else None
+    if cfg and arch and cfg.arch and arch != cfg.arch:
+        raise ModelLoadError(f"--arch {arch} but '{cfg.path}' says architecture '{cfg.arch}'", "drop --arch, or pass this checkpoint's own config.json")
+    arch = arch or (cfg.arch if cfg else None)
+    if not arch:
+        raise UnsupportedError(f"'{path.name}' is a bare checkpoint: its architecture is unknown",
+                               "pass --config config.json (the model's timm/HF hub config), or --arch (a timm architecture name) and --num-classes")
+    labels = labels or (cfg.labels if cfg else None)
+    n = num_classes or (cfg.num_classes if cfg else 0) or (len(labels) if labels else None)
+    if not n:
+        raise UnsupportedError("the number of classes is unknown", "pass --num-classes or --labels (or a --config with num_classes)")
+    _, timm = _require_torch()
+    if not timm.is_model(arch):
+        raise UnsupportedError(f"'{arch}' is not a timm architecture", "see timm.list_models() for names")
+    args = {**(cfg.model_args if cfg else {}), **(model_args or {})}
+    origin: dict[str, str] = {}
+    if "pad_type" in args:
+        origin["pad_type"] = "model_args" if model_args and "pad_type" in model_args else "config"
+    if settings.pad_type is not None:
+        if settings.pad_type not in PAD_TYPES:
+            raise UnsupportedError(f"pad_type '{settings.pad_type}' is not one of {', '.join(PAD_TYPES)}", "pass --pad-type " + "|".join(PAD_TYPES))
+        args["pad_type"], origin["pad_type"] = PAD_TYPES[settings.pad_type], "--pad-type"
+    explicit = settings.explicit_cfg()
+    pre = dict(cfg.pretrained_cfg) if cfg else {}
+    for key in explicit:  # an explicit value wins over the config's (and over its test-time variant)
+        pre.pop({"input_size": "test_input_size", "crop_pct": "test_crop_pct"}.get(key, key), None)
+    pre.update(explicit)
+    for key in (*BARE_PREPROCESS_KEYS, "crop_mode"):
+        if key in explicit:
+            origin[key] = flag_of(key)
+        elif pre.get(key) is not None or pre.get("test_" + key) is not None:
+            origin[key] = "config"
+    # with a config, model_args are as it says (timm's convention: a key it lacks is the builder's default)
+    pad = cfg is None and "pad_type" not in origin and _takes_pad_type(timm, arch)
+    missing = [k for k in (*BARE_PREPROCESS_KEYS, "pad_type") if k not in origin and (k != "pad_type" or pad)]
+    if missing and not settings.timm_defaults:
+        raise _refuse_unknown(path, arch, missing, settings.config, timm, pad)
+    origin.update({k: TIMM_DEFAULT for k in missing})
+    source = {"type": "timm-checkpoint", "path": str(path), "config": str(settings.config) if settings.config else None, "settings": origin}
+    return _timm_model(path, arch, n, labels, args, pre, cfg.pruned_shapes if cfg else None, source, fill_from_arch=bool(missing))

@@ -28,7 +28,7 @@ def model_family(opts: TuneOptions) -> str:
     from edgefg.compress.api import TRANSFORMER_ARCH, has_attention
     from edgefg.models.loader import load_model
 
-    model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels)
+    model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels, checkpoint=opts.checkpoint)
     if model.arch:
         return "vit" if TRANSFORMER_ARCH.search(model.arch) else "cnn"
     return "vit" if model.onnx_path is not None and has_attention(model.onnx_path) else "cnn"
@@ -87,6 +87,8 @@ def _plan(opts: TuneOptions, configs: list[TrialConfig]) -> dict[str, Any]:
              "targets": list(opts.targets), "trials": [c.trial_id for c in configs], "val_size": opts.val_size, "seed": opts.seed}
     if opts.agreement_data is not None:  # the frames are scored inside each trial: part of the sweep's identity
         ident.update(agreement_data=str(Path(opts.agreement_data).resolve()), agreement_size=opts.agreement_size)
+    if opts.checkpoint is not None and opts.checkpoint.given():  # a bare checkpoint's settings make the model: a resume must not mix two
+        ident["checkpoint"] = "; ".join(f"{k}={getattr(opts.checkpoint, k)}" for k in opts.checkpoint.given())
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return {"key": key, **ident, "configs": [c.to_dict() for c in configs]}
 
@@ -193,15 +195,17 @@ def early_stopping_summary(trials: list[dict[str, Any]], opts: TuneOptions) -> d
 
 
 def interleaved_latency(out: Path, trials: list[dict[str, Any]], opts: TuneOptions) -> None:
-    """Re-time every host stand-in bundle of a target in ONE interleaved bench (A, B, C, A, B, C …),
+    """Re-time every bundle of a target measured on this host in ONE interleaved bench (A, B, C, A, B, C …),
     so the machine's drift between trials hits all of them alike and the Pareto front compares
     like with like. Each trial's own measurement stays as ``latency_ms_p50_alone``. Device-node
     measurements are left as the device measured them."""
     from edgefg.runtime.bench import BenchOptions, run_bench
+    from edgefg.tune.latency_source import source_of_row
     from edgefg.tune.work import stand_in_backend
 
     for target in opts.targets:
-        timed = [t for t in trials if not (t["targets"].get(target) or {}).get("error", True) and t["targets"][target].get("stand_in")]
+        timed = [t for t in trials if not (t["targets"].get(target) or {}).get("error", True)
+                 and source_of_row(t["targets"][target], target).kind != "device"]  # timed on this host
         if len(timed) < 2:
             continue
         rows = [t["targets"][target] for t in timed]

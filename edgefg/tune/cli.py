@@ -1,12 +1,14 @@
 """``edgefg tune`` (click only; the work is in :mod:`edgefg.tune.api`)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
 from edgefg.cli_support import console as _console
 from edgefg.cli_support import handle_errors, run_printing_report
+from edgefg.compress.cli_options import checkpoint_options
 
 
 @click.command("tune")
@@ -41,19 +43,21 @@ from edgefg.cli_support import handle_errors, run_printing_report
 @click.option("--train-max-steps", type=int, help="Cap optimizer steps of each training step (quick sweeps).")
 @click.option("--bench-iters", default=20, show_default=True, help="Timed inferences per round (3 rounds).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--arch", help="timm architecture, for a bare checkpoint.")
-@click.option("--num-classes", type=int, help="Number of classes, for a bare checkpoint.")
+@click.option("--arch", help="Bare checkpoint (.safetensors/.pth): its timm architecture (or from --config).")
+@click.option("--num-classes", type=click.IntRange(1), help="Bare checkpoint: number of classes (or from --config / --labels).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file.")
+@functools.partial(checkpoint_options, crop=True)  # the same bare-checkpoint options as compress: refused when unknown, never guessed
 @handle_errors
 def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb, max_drop, max_class_drop, class_alpha, class_gate, objective,
              agreement_data, min_agreement, no_early_stop, agreement_size, trials, ray_address, resume, out, val_size, train_max_steps, bench_iters, seed, arch,
-             num_classes, labels) -> None:
+             num_classes, labels, **checkpoint) -> None:
     """Pick each target's configuration (precision, pruning, resolution, tokens): by default the fastest one within its budget.
 
     \b
     edgefg tune M --data train/ --val-data test/ --target intel-cpu --target rpi5 --max-latency-ms 20 -o tune
     edgefg tune M --data train/ --val-data test/ --target jetson-orin-nano --ray HEAD:6379 -o tune
     """
+    from edgefg.compress.cli_options import checkpoint_settings
     from edgefg.tune.api import tune
     from edgefg.tune.options import Budget, TuneOptions
 
@@ -62,7 +66,7 @@ def tune_cmd(model, data, val_data, targets, space, max_latency_ms, max_size_mb,
                        budget=Budget(max_latency_ms, max_size_mb, max_drop, max_class_drop, min_agreement, class_alpha, class_gate),
                        trials=trials, ray=ray_address,
                        resume=resume, seed=seed, val_size=val_size, train_max_steps=train_max_steps, bench_iters=bench_iters,
-                       arch=arch, num_classes=num_classes, labels=labels)
+                       arch=arch, num_classes=num_classes, labels=labels, checkpoint=checkpoint_settings(**checkpoint))
     console = _console()
     run_printing_report(lambda: tune(opts), out / "tune.md", console)
     console.print(f"[green]wrote[/] {out / 'tune.json'}; best bundles in {out / 'best'}")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgefg.models.checkpoint import CheckpointSettings
 
 OBJECTIVES = ("latency", "size", "accuracy")
 
@@ -51,3 +55,4 @@ class TuneOptions:
     arch: str | None = None
     num_classes: int | None = None
     labels: Path | None = None
+    checkpoint: CheckpointSettings | None = None  # what a bare checkpoint MODEL does not say (config, preprocessing, pad_type)

@@ -16,17 +16,47 @@ def measured(trials: list[dict[str, Any]], target: str) -> list[tuple[str, dict[
     return out
 
 
-def pareto_front(points: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Ids not dominated in (higher top-1, lower p50 latency), fastest first."""
+def pareto_front(points: list[tuple[str, dict[str, Any]]], cost: str = "latency_ms_p50") -> list[str]:
+    """Ids not dominated in (higher top-1, lower ``cost``: p50 latency, or ``size_mb`` where the latency
+    is a stand-in's that cannot rank speed), cheapest first."""
     front = []
     for tid, r in points:
         dominated = any(
-            o["top1"] >= r["top1"] and o["latency_ms_p50"] <= r["latency_ms_p50"] and (o["top1"] > r["top1"] or o["latency_ms_p50"] < r["latency_ms_p50"])
+            o["top1"] >= r["top1"] and o[cost] <= r[cost] and (o["top1"] > r["top1"] or o[cost] < r[cost])
             for oid, o in points if oid != tid
         )
         if not dominated:
-            front.append((r["latency_ms_p50"], tid))
+            front.append((r[cost], tid))
     return [tid for _, tid in sorted(front)]
+
+
+def is_stand_in(r: dict[str, Any]) -> bool:
+    """A stand-in's latency (another engine, device or CPU than the target's): never judged against a latency budget."""
+    return r.get("latency_kind") == "stand-in"
+
+
+def speed_rankable(points: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Whether every measured latency of a target may order its configurations by speed."""
+    return all(r.get("latency_ranks_speed", True) for _, r in points)
+
+
+def effective_objective(points: list[tuple[str, dict[str, Any]]], objective: str) -> tuple[str, str | None]:
+    """The objective actually ranked on, and why it differs: ``latency`` on a stand-in whose speed order
+    does not transfer (another engine or compute device) ranks by ``size`` instead, which the device keeps."""
+    if objective != "latency" or speed_rankable(points):
+        return objective, None
+    engine = next(str(r.get("runtime") or "?").split(" ")[0] for _, r in points if not r.get("latency_ranks_speed", True))
+    return "size", (f"objective latency ranked by size instead: these latencies are a stand-in's ({engine} on this host), whose speed "
+                    "order says nothing of the device's; time the chosen bundle on the device (edgefg bench there, or tune with a device node)")
+
+
+def unjudged_note(points: list[tuple[str, dict[str, Any]]], budget: Budget) -> str | None:
+    """The limit no row could be judged on: a latency budget against a stand-in's milliseconds."""
+    n = sum(is_stand_in(r) for _, r in points)
+    if budget.max_latency_ms is None or not n:
+        return None
+    return (f"max latency {budget.max_latency_ms:g} ms not judged for {n} trial(s): their latency is a stand-in's, "
+            "not the device's (measure on the device: a Ray device node, or edgefg bench there)")
 
 
 def class_failures_of(r: dict[str, Any], budget: Budget) -> list[dict[str, Any]] | None:
@@ -40,7 +70,7 @@ def class_failures_of(r: dict[str, Any], budget: Budget) -> list[dict[str, Any]]
 
 def budget_violations(r: dict[str, Any], budget: Budget) -> list[str]:
     out = []
-    if budget.max_latency_ms is not None and r["latency_ms_p50"] > budget.max_latency_ms:
+    if budget.max_latency_ms is not None and not is_stand_in(r) and r["latency_ms_p50"] > budget.max_latency_ms:
         out.append(f"p50 {r['latency_ms_p50']:.2f} ms > {budget.max_latency_ms:g} ms")
     if budget.max_size_mb is not None and r["size_mb"] > budget.max_size_mb:
         out.append(f"size {r['size_mb']:.2f} MB > {budget.max_size_mb:g} MB")
@@ -78,18 +108,23 @@ def objective_key(r: dict[str, Any], objective: str) -> tuple:
 
 
 def _pick(tid: str, r: dict[str, Any]) -> dict[str, Any]:
-    return {"trial": tid, "top1": r["top1"], "latency_ms_p50": r["latency_ms_p50"], "size_mb": r["size_mb"]}
+    return {"trial": tid, "top1": r["top1"], "latency_ms_p50": r["latency_ms_p50"], "size_mb": r["size_mb"],
+            "stand_in": is_stand_in(r), "latency_source": r.get("latency_source")}
 
 
 def best_within(points: list[tuple[str, dict[str, Any]]], budget: Budget, n_trials: int, objective: str = "latency") -> dict[str, Any]:
-    """The best trial within ``budget`` by ``objective`` and the runner-up, or ``trial: None`` with the reason."""
+    """The best trial within ``budget`` by ``objective`` and the runner-up, or ``trial: None`` with the reason.
+    ``objective`` is what was asked; ``objective_note`` says when a stand-in's latency made it rank by another."""
+    asked = objective
+    objective, note = effective_objective(points, asked)
+    extra = {"objective_requested": asked, "objective_note": note, "unjudged": unjudged_note(points, budget)}
     ok = sorted(((tid, r) for tid, r in points if not budget_violations(r, budget)), key=lambda p: objective_key(p[1], objective))
     if ok:
         runner = _pick(*ok[1]) if len(ok) > 1 else None
-        return {**_pick(*ok[0]), "objective": objective, "within_budget": len(ok), "runner_up": runner, "reason": None}
+        return {**_pick(*ok[0]), "objective": objective, **extra, "within_budget": len(ok), "runner_up": runner, "reason": None}
     if not points:
-        return {"trial": None, "objective": objective, "reason": f"none of the {n_trials} trial(s) produced a measured bundle for this target"}
+        return {"trial": None, "objective": objective, **extra, "reason": f"none of the {n_trials} trial(s) produced a measured bundle for this target"}
     # closest: fewest limits broken; among those, the best by the objective
     closest = min(points, key=lambda p: (len(budget_violations(p[1], budget)), objective_key(p[1], objective)))
-    return {"trial": None, "objective": objective,
+    return {"trial": None, "objective": objective, **extra,
             "reason": f"no trial within the budget ({len(points)} measured); closest {closest[0]}: " + "; ".join(budget_violations(closest[1], budget))}

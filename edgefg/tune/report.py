@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edgefg.tune.latency_source import source_of_row
 from edgefg.tune.options import Budget
-from edgefg.tune.pareto import best_within, budget_violations, measured, pareto_front
+from edgefg.tune.pareto import best_within, budget_violations, is_stand_in, measured, pareto_front, speed_rankable
 from edgefg.tune.store import atomic_write_json
 from edgefg.validate.metrics import min_detectable_drop, significant_drop_count
 from edgefg.validate.report import fmt, markdown_table
@@ -20,7 +21,10 @@ def summarize(trials: list[dict[str, Any]], targets: list[str], budgets: dict[st
     pareto, best = {}, {}
     for t in targets:
         points = measured(trials, t)
-        pareto[t] = pareto_front(points)
+        for _tid, r in points:
+            if "latency_kind" not in r:  # a result recorded before latency sources were
+                r.update(source_of_row(r, t).fields())
+        pareto[t] = pareto_front(points, "latency_ms_p50" if speed_rankable(points) else "size_mb")
         for _tid, r in points:
             r["violations"] = budget_violations(r, budgets[t])
             r["within_budget"] = not r["violations"]
@@ -54,7 +58,8 @@ def _versus(r: dict[str, Any], base: dict[str, Any] | None, budget: Budget, brie
     parts = []
     if base is not None and base is not r:
         speed, size = base["latency_ms_p50"] / r["latency_ms_p50"], base["size_mb"] / r["size_mb"]
-        parts.append(f"{speed:.2f}× faster" if speed >= 1 else f"{1 / speed:.2f}× slower")
+        # a stand-in's speed ratio says whose it is: not the device's
+        parts.append((f"{speed:.2f}× faster" if speed >= 1 else f"{1 / speed:.2f}× slower") + (" on the stand-in" if is_stand_in(r) else ""))
         parts.append("the same size as FP32" if abs(size - 1) < 0.02 else f"{size:.2f}× smaller than FP32" if size > 1 else f"{1 / size:.2f}× larger than FP32")
     parts.append(f"{signed_pts(-r['top1_drop'])} top-1")
     losses = r.get("class_losses")
@@ -81,6 +86,10 @@ def verdict(trials: list[dict[str, Any]], target: str, best: dict[str, Any], bud
     if best.get("runner_up"):
         ru, rr = _row_of(trials, best["runner_up"]["trial"], target)
         text += f" Runner-up: {ru['label']} ({_versus(rr, base, budget, brief=True)})."
+    if r is not None and is_stand_in(r):
+        text += f" Latency is a stand-in's, not {target}'s: {str(r['latency_source']).removeprefix('stand-in: ')}."
+    if best.get("objective_note"):
+        text += f" Ranked by size, not latency: the stand-in's speed order says nothing of {target}'s."
     return text
 
 
@@ -94,6 +103,19 @@ def copy_best(out: Path, trials: list[dict[str, Any]], best: dict[str, Any]) -> 
             b["bundle"] = str(root / target)
 
 
+def plot_title(target: str, stand_in_sources: list[str], cost: str) -> str:
+    """The plot's title: a stand-in says so there, not only on an axis."""
+    import textwrap
+
+    title = f"edgefg tune — {target}"
+    if stand_in_sources:
+        more = f" (+{len(stand_in_sources) - 1} more)" if len(stand_in_sources) > 1 else ""
+        title += "\n" + textwrap.fill("STAND-IN latency, not the device's: " + stand_in_sources[0].removeprefix("stand-in: ") + more, 95)
+        if cost == "size_mb":
+            title += "\nits speed order says nothing of the device: front and choice by size"
+    return title
+
+
 def plot_pareto(out: Path, trials: list[dict[str, Any]], target: str, front: list[str], best: dict[str, Any], budget: Budget) -> Path | None:
     try:
         import matplotlib
@@ -105,27 +127,30 @@ def plot_pareto(out: Path, trials: list[dict[str, Any]], target: str, front: lis
         return None
     points = dict(measured(trials, target))
     labels = {t["id"]: t["label"] for t in trials}
+    # the x axis is what the front was built on: latency, or size where a stand-in's latency cannot rank speed
+    cost = "latency_ms_p50" if speed_rankable(list(points.items())) else "size_mb"
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [r["latency_ms_p50"] for r in points.values()]
+    xs = [r[cost] for r in points.values()]
     ys = [100 * r["top1"] for r in points.values()]
     inside = [r.get("within_budget", True) for r in points.values()]
     ax.scatter([x for x, k in zip(xs, inside) if k], [y for y, k in zip(ys, inside) if k], color="0.45", label="trial within budget")
     if not all(inside):
         ax.scatter([x for x, k in zip(xs, inside) if not k], [y for y, k in zip(ys, inside) if not k], color="0.6", marker="x", label="over budget")
-    fx = [points[i]["latency_ms_p50"] for i in front]
+    fx = [points[i][cost] for i in front]
     fy = [100 * points[i]["top1"] for i in front]
     ax.plot(fx, fy, "o-", color="tab:blue", label="Pareto front")
     for i, r in points.items():
-        ax.annotate(labels[i], (r["latency_ms_p50"], 100 * r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(labels[i], (r[cost], 100 * r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if best.get("trial"):
         r = points[best["trial"]]
-        ax.scatter([r["latency_ms_p50"]], [100 * r["top1"]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, label=f"chosen ({best.get('objective', 'latency')})")
-    if budget.max_latency_ms is not None:
-        ax.axvline(budget.max_latency_ms, color="tab:red", ls="--", lw=1, label=f"max latency {budget.max_latency_ms:g} ms")
-    stand_in = any(r.get("stand_in") for r in points.values())
-    ax.set_xlabel("p50 latency, batch 1 (ms)" + (" — host stand-in" if stand_in else ""))
+        ax.scatter([r[cost]], [100 * r["top1"]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, label=f"chosen ({best.get('objective', 'latency')})")
+    stand_in = sorted({r["latency_source"] for r in points.values() if is_stand_in(r)})
+    limit = budget.max_latency_ms if cost == "latency_ms_p50" else budget.max_size_mb
+    if limit is not None and not (stand_in and cost == "latency_ms_p50"):  # a device's latency budget is no line on a stand-in's axis
+        ax.axvline(limit, color="tab:red", ls="--", lw=1, label=f"max {'latency' if cost == 'latency_ms_p50' else 'size'} {limit:g} {'ms' if cost == 'latency_ms_p50' else 'MB'}")
+    ax.set_xlabel("p50 latency, batch 1 (ms)" + (" — STAND-IN, not the device" if stand_in else "") if cost == "latency_ms_p50" else "bundle size (MB)")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"edgefg tune — {target}")
+    ax.set_title(plot_title(target, stand_in, cost), fontsize=8 if stand_in else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -147,6 +172,22 @@ def _gate_text(budget: dict[str, Any]) -> str:
         return f"a class fails when it drops more than {budget['max_class_drop']:g} pt (raw points, --class-gate points)"
     return (f"a class fails when it drops more than {budget['max_class_drop']:g} pt **and** the drop is significant "
             f"(one-sided paired sign test, Holm-corrected over the classes, p < {budget.get('class_alpha', 0.05):g})")
+
+
+LATENCY_KIND_TEXT = {"device": "device", "host": "this host", "stand-in": "STAND-IN"}
+
+
+def _latency_lines(trials: list[dict[str, Any]], target: str, best: dict[str, Any]) -> list[str]:
+    """Where the target's latencies come from: loud when they are a stand-in's, with what that changed."""
+    rows = [r for t in trials if not (r := t["targets"].get(target) or {}).get("error") and r.get("latency_source")]
+    sources = sorted({r["latency_source"] for r in rows})
+    stand = sorted({r["latency_source"] for r in rows if is_stand_in(r)})
+    if not stand:
+        return [f"Latency: {'; '.join(sources)}.  "] if sources else []
+    out = [f"**Latency is a stand-in's, not {target}'s**: {'; '.join(s.removeprefix('stand-in: ') for s in stand)}. "
+           "Top-1 and class drops are that engine's on the same model file; the milliseconds are this host's, not the device's.  "]
+    out += [f"**{note[0].upper()}{note[1:]}.**  " for note in (best.get("objective_note"), best.get("unjudged")) if note]
+    return out
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -176,14 +217,17 @@ def markdown(result: dict[str, Any]) -> str:
         shown = {k: v for k, v in budget.items() if v is not None and k not in ("class_alpha", "class_gate")}
         limits = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in shown.items()) or "none"
         lines.append(f"Budget: {limits}; {_gate_text(budget)}.  ")
+        lines += _latency_lines(result["trials"], target, b)
         if b.get("trial"):
             lines.append(f"**Chosen: `{b['trial']}` — {b.get('verdict') or trials[b['trial']]['label']}** → `best/{target}/`")
         else:
             lines.append(f"**No trial within budget**: {b['reason']}")
         lines.append("")
         with_frames = any((t["targets"].get(target) or {}).get("frame_agreement") for t in result["trials"])
+        rows_here = [r for t in result["trials"] if not (r := t["targets"].get(target) or {}).get("error") and r.get("latency_ms_p50") is not None]
+        all_stand_in = bool(rows_here) and all(is_stand_in(r) for r in rows_here)
         cols = ["trial", "config", "top-1", "drop pt", "classes worse", "worst class pt"] + (["agreement [95 %]"] if with_frames else []) + \
-               ["p50 ms", "size MB", "node", "stand-in", "Pareto", "budget"]
+               ["p50 ms (STAND-IN)" if all_stand_in else "p50 ms", "size MB", "node", "latency from", "Pareto", "budget"]
         rows = []
         for t in result["trials"]:
             r = t["targets"].get(target) or {}
@@ -197,7 +241,7 @@ def markdown(result: dict[str, Any]) -> str:
             agree = [f"{a['agreement']:.4f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]" if a else "–"] if with_frames else []
             status = "ok" if r.get("within_budget") else "over: " + "; ".join(r.get("violations") or [])
             rows.append([t["id"], t["label"] + mark, fmt(r["top1"]), f"{r['top1_drop']:.2f}", fmt(worse), f"{r['worst_class_drop']:.1f}", *agree,
-                         f"{r['latency_ms_p50']:.2f}", f"{r['size_mb']:.2f}", str(r["node"])[:16], fmt(r["stand_in"]),
+                         f"{r['latency_ms_p50']:.2f}", f"{r['size_mb']:.2f}", str(r["node"])[:16], LATENCY_KIND_TEXT.get(r.get("latency_kind", ""), "?"),
                          "★" if t["id"] in result["pareto"][target] else "", status])
         lines += markdown_table(cols, rows)
         lines += ["", f"![Pareto {target}](pareto-{target}.png)", ""]

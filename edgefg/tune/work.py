@@ -21,6 +21,7 @@ from typing import Any
 from edgefg.errors import CheckFailed, EdgefgError, UnsupportedError
 from edgefg.formats import stand_in
 from edgefg.manifest import MANIFEST_NAME
+from edgefg.tune.latency_source import classify, measured_of
 from edgefg.tune.options import TuneOptions
 from edgefg.tune.space import TrialConfig
 
@@ -81,7 +82,7 @@ def build_artifact(opts: TuneOptions, cfg: TrialConfig) -> dict[str, Any]:
         from edgefg.compress.api import TRANSFORMER_ARCH, compress
         from edgefg.models.loader import load_model, with_input_size
 
-        model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels)
+        model = load_model(opts.model, arch=opts.arch, num_classes=opts.num_classes, labels=opts.labels, checkpoint=opts.checkpoint)
         if cfg.resolution and not cfg.resolution_kd:  # a plain down-scale; with KD, compress --input-size does it
             if model.module is None:
                 raise UnsupportedError("the resolution knob needs a PyTorch model (an ONNX file has a fixed input size)")
@@ -146,7 +147,8 @@ def measure_bundle(
     num_threads: int | None = None,
 ) -> dict[str, Any]:
     """Per-class accuracy vs the reference (validate's paired test) and latency/size (bench).
-    Off the target's own node the bundle runs in the host stand-in and says ``stand_in: true``."""
+    Off the target's own node a device-only engine runs in its host stand-in; ``latency_source`` says
+    where the latency comes from and ``stand_in`` whether it is a stand-in's (:mod:`edgefg.tune.latency_source`)."""
     from edgefg.manifest import load_manifest
     from edgefg.runtime.bench import BenchOptions, run_bench
     from edgefg.runtime.model import LoadedBundle
@@ -207,13 +209,14 @@ def measure_bundle(
             "threads": r["threads"],
             "precision": manifest.precision,
             "node": node or f"local:{platform.node()}",
-            "stand_in": not on_target,
+            # stand_in, latency_source, latency_kind, latency_ranks_speed: where this latency comes from
+            **classify(measured_of(manifest, backend, bench["machine"].get("cpu", "")), on_target, node or "").fields(),
             "measure_s": time.perf_counter() - t0,
             **({"engine_build_s": engine_s} if engine_s is not None else {}),
         }
     except Exception as exc:  # noqa: BLE001
         log.debug("measuring %s failed:\n%s", bundle, traceback.format_exc())
-        return {"error": f"measure: {one_line(exc)}", "node": node or f"local:{platform.node()}", "stand_in": not on_target}
+        return {"error": f"measure: {one_line(exc)}", "node": node or f"local:{platform.node()}"}
 
 
 def _split(scored):

@@ -20,6 +20,7 @@ from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
 from edgefg.validate.limits import DIRECTIONS, check_message, holds
 from edgefg.validate.metrics import class_drops, class_failures, class_gate_summary, classification, gate_p, parity, significant_worst_drop, strip_arrays, worst_class_drop
+from edgefg.validate.stand_in import open_bundle
 
 
 @dataclass
@@ -105,7 +106,8 @@ def _torch_reference(reference: Path, bundle: LoadedBundle, samples, batch_size:
     if reference.is_file() and reference.suffix.lower() in CHECKPOINT_SUFFIXES:  # load_model's hint would name --arch, which validate has not
         raise UnsupportedError(
             f"--reference '{reference.name}' is a bare checkpoint: validate cannot tell its architecture or preprocessing",
-            f"make it an artifact first (edgefg compress {reference} --arch ARCH --num-classes N --recipe fp32 -o REF) and pass REF, "
+            f"make it an artifact first (edgefg compress {reference} --config config.json --recipe fp32 -o REF, or --arch ARCH --num-classes N "
+            "with its --mean/--std/--crop-pct/--interpolation/--model-input-size instead of --config) and pass REF, "
             "or pass a timm hub folder with its config.json")
     model = load_model(reference)
     if model.labels != bundle.labels:
@@ -140,6 +142,7 @@ def validate(
     trust: Sequence[Any] | None = None,
     scorer: Scorer | None = None,
     drift_reference: str | Path | None = None,
+    stand_in: bool = False,
 ) -> dict[str, Any]:
     """Score ``bundle_dir`` on ``data`` (and ``reference`` on the same images); evaluate ``thresholds``.
     ``backend`` overrides the bundle's runtime backend (a host stand-in for a device engine);
@@ -148,7 +151,8 @@ def validate(
     which must have signed the bundle (the reference is not checked); ``scorer`` replaces in-process
     scoring (e.g. sharded over Ray actors) with the same results. ``drift_reference``: also write the
     drift reference profile of the bundle on these images there (:mod:`edgefg.runtime.drift_profile`;
-    an unlabelled folder needs no ``reference`` then)."""
+    an unlabelled folder needs no ``reference`` then). ``stand_in``: a bundle whose engine exists only on the
+    device (TensorRT) is scored in its host stand-in (:mod:`edgefg.validate.stand_in`) and the result says so."""
     score = scorer or score_samples
     thresholds = thresholds or Thresholds()
     missing = thresholds.needs_reference()
@@ -156,7 +160,8 @@ def validate(
         raise UnsupportedError(f"{', '.join('--' + m.replace('_', '-') for m in missing)} need(s) --reference", "pass the FP32 artifact or model as --reference")
     if reference is not None and not Path(reference).exists():  # before minutes of scoring, not after
         raise InputPathError(f"reference '{reference}' does not exist", "pass the FP32 artifact/bundle directory, an .onnx, or a PyTorch model")
-    with LoadedBundle(bundle_dir, backend=backend, trust=trust) as bundle:
+    opened, runtime, sub = open_bundle(bundle_dir, stand_in, "validate", trust=trust, backend=backend)
+    with opened as bundle:
         images = scan(data, bundle.labels)
         if not images.labelled and reference is None and drift_reference is None:
             raise DataError(f"'{data}' has no class folders, so only agreement can be checked", "pass --reference ARTIFACT|MODEL")
@@ -167,7 +172,8 @@ def validate(
             raise DataError(f"no readable images in '{data}'")
         result: dict[str, Any] = {
             "bundle": str(bundle_dir),
-            "backend": bundle.manifest.backend + (" (stand-in)" if backend else ""),
+            "backend": runtime,
+            "stand_in": sub.to_dict() if sub else None,
             "precision": bundle.manifest.precision,
             "target": bundle.manifest.target,
             "data": str(data),

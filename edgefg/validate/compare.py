@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 
 from edgefg.calibration.dataset import scan
-from edgefg.errors import ClassMismatchError, DataError, MissingDependencyError, UnsupportedError
-from edgefg.formats import stand_in as host_stand_in
-from edgefg.manifest import load_manifest
+from edgefg.errors import ClassMismatchError, DataError, UnsupportedError
 from edgefg.runtime.model import LoadedBundle
 from edgefg.validate.evaluate import score_samples
 from edgefg.validate.metrics import class_drops, classification, near_zero_note, parity, strip_arrays, worst_class_drop
 from edgefg.validate.report import fmt, markdown_table
+from edgefg.validate.stand_in import StandIn, open_bundle
 
 
 @dataclass
@@ -35,17 +34,8 @@ class Tolerances:
         return self.atol is not None or self.rtol is not None
 
 
-def _open(path: Path, stand_in: bool) -> tuple[LoadedBundle, str]:
-    manifest = load_manifest(path)
-    host = host_stand_in(manifest.backend)
-    if stand_in and host:
-        return LoadedBundle(path, manifest=manifest, backend=host), f"{host} (stand-in for {manifest.backend})"
-    try:
-        return LoadedBundle(path, manifest=manifest), manifest.backend
-    except MissingDependencyError as exc:
-        if host:
-            raise MissingDependencyError(exc.message, f"{exc.hint}; or compare on this host with --stand-in ({host} runs the same model file)") from None
-        raise
+def _open(path: Path, stand_in: bool) -> tuple[LoadedBundle, str, StandIn | None]:
+    return open_bundle(path, stand_in, "compare")
 
 
 def tolerance_check(cand: np.ndarray, ref: np.ndarray, tol: Tolerances) -> dict[str, Any]:
@@ -69,7 +59,7 @@ def compare(
         raise UnsupportedError("compare needs at least two bundles (the first is the reference)")
     tol = tol or Tolerances()
     paths = [Path(b) for b in bundles]
-    ref_bundle, ref_runtime = _open(paths[0], stand_in)
+    ref_bundle, ref_runtime, ref_sub = _open(paths[0], stand_in)
     rows: list[dict[str, Any]] = []
     with ref_bundle:
         images = scan(data, ref_bundle.labels)
@@ -79,11 +69,11 @@ def compare(
         ref_scored = score_samples(ref_bundle, samples, batch_size, f"scoring {paths[0].name}")
         ref_acc = classification(ref_scored.scores, ref_scored.labels, ref_bundle.labels) if images.labelled else None
         activation = ref_bundle.manifest.output_activation
-        rows.append(_row(paths[0], ref_bundle, ref_runtime, ref_acc, None, None, [], True))
+        rows.append(_row(paths[0], ref_bundle, ref_runtime, ref_sub, ref_acc, None, None, [], True))
         output_name = ref_bundle.manifest.outputs[0].name
         labels = ref_bundle.labels
     for path in paths[1:]:
-        bundle, runtime = _open(path, stand_in)
+        bundle, runtime, sub = _open(path, stand_in)
         with bundle:
             if bundle.labels != labels:
                 raise ClassMismatchError(
@@ -104,7 +94,7 @@ def compare(
                 checks.append({"name": "min cosine", "value": par["cosine_min"], "limit": tol.min_cosine, "passed": par["cosine_min"] >= tol.min_cosine})
             if tol.min_agreement is not None:
                 checks.append({"name": "top-1 agreement", "value": par["top1_agreement"], "limit": tol.min_agreement, "passed": par["top1_agreement"] >= tol.min_agreement})
-            rows.append(_row(path, bundle, runtime, acc, par, drops, checks, all(c["passed"] for c in checks)))
+            rows.append(_row(path, bundle, runtime, sub, acc, par, drops, checks, all(c["passed"] for c in checks)))
     return {
         "reference": str(paths[0]),
         "data": str(data),
@@ -117,9 +107,10 @@ def compare(
     }
 
 
-def _row(path, bundle: LoadedBundle, runtime: str, acc, par, drops, checks, passed) -> dict[str, Any]:
+def _row(path, bundle: LoadedBundle, runtime: str, sub: StandIn | None, acc, par, drops, checks, passed) -> dict[str, Any]:
     m = bundle.manifest
-    row: dict[str, Any] = {"bundle": str(path), "target": m.target, "format": m.format, "precision": m.precision, "runtime": runtime}
+    row: dict[str, Any] = {"bundle": str(path), "target": m.target, "format": m.format, "precision": m.precision, "runtime": runtime,
+                           "stand_in": sub.to_dict() if sub else None}
     if acc is not None:
         row["accuracy"] = {k: v for k, v in strip_arrays(acc).items() if k != "per_class"}
     if drops:
@@ -143,6 +134,9 @@ def compare_markdown(result: dict[str, Any]) -> str:
     lines += markdown_table(cols, rows)
     failed = [f"{Path(r['bundle']).name}: {c['name']} = {fmt(c['value'])} (limit {fmt(c['limit'])})" for r in result["bundles"] for c in r["checks"] if not c["passed"]]
     notes = [f"{Path(r['bundle']).name}: {n}" for r in result["bundles"] if (n := near_zero_note(r.get("parity") or {}))]
+    stand = [f"**Stand-in** — {Path(r['bundle']).name}: {r['stand_in']['text']}." for r in result["bundles"] if r.get("stand_in")]
+    if stand:
+        lines += [""] + stand
     if notes:
         lines += [""] + [f"Note — {n}" for n in notes]
     if failed:

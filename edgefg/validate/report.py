@@ -50,7 +50,11 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
 
 
 def validation_markdown(result: dict[str, Any]) -> str:
-    lines = [f"# edgefg validate — {'PASSED' if result['passed'] else 'FAILED'}", ""]
+    sub = result.get("stand_in")
+    where = f" on a stand-in ({sub['engine']} for {sub['for_backend']})" if sub else ""
+    lines = [f"# edgefg validate — {'PASSED' if result['passed'] else 'FAILED'}{where}", ""]
+    if sub:
+        lines += [f"**Stand-in**: {md_text(sub['text'])}.", ""]
     lines.append(f"Bundle: `{result['bundle']}` ({result.get('backend')}, {result.get('precision')})  ")
     lines.append(f"Data: `{result['data']}` — {result['images']} images, {result.get('skipped_corrupt', 0)} corrupt skipped  ")
     if result.get("reference"):
@@ -95,7 +99,10 @@ def write_junit(path: str | Path, result: dict[str, Any]) -> None:
     checks = result.get("checks", [])
     failures = sum(not c["passed"] for c in checks)
     suite = ET.Element("testsuite", name="edgefg.validate", tests=str(len(checks)), failures=str(failures), errors="0")
-    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="bundle", value=str(result["bundle"]))
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="bundle", value=str(result["bundle"]))
+    if result.get("stand_in"):
+        ET.SubElement(props, "property", name="stand_in", value=result["stand_in"]["text"])
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname="edgefg.validate", name=c["name"])
         if not c["passed"]:

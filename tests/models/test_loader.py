@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from edgefg.errors import ClassMismatchError, InputPathError, ModelLoadError, UnsupportedError
-from edgefg.models.loader import load_model
+from edgefg.models.loader import CheckpointSettings, load_model
 from tests.conftest import CLASSES
+
+TIMM_DEFAULTS = CheckpointSettings(timm_defaults=True)  # a bare checkpoint's settings, accepted from timm explicitly
 
 
 def test_hub_folder(tiny_model):
@@ -20,13 +22,13 @@ def test_arch_plus_checkpoint_safetensors_and_pth(tiny_model, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(CLASSES))
     ref = load_model(tiny_model).module
-    m = load_model(tiny_model / "model.safetensors", arch="test_efficientnet", labels=labels)
+    m = load_model(tiny_model / "model.safetensors", arch="test_efficientnet", labels=labels, checkpoint=TIMM_DEFAULTS)
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(m.module(x), ref(x))
     torch.save({"state_dict": ref.state_dict()}, tmp_path / "w.pth")
-    m2 = load_model(tmp_path / "w.pth", arch="test_efficientnet", num_classes=3)
+    m2 = load_model(tmp_path / "w.pth", arch="test_efficientnet", num_classes=3, checkpoint=CheckpointSettings(config=tiny_model / "config.json"))
     torch.testing.assert_close(m2.module(x), ref(x))
-    assert m2.labels == ["class_0", "class_1", "class_2"]
+    assert m2.labels == CLASSES and m2.preprocess == load_model(tiny_model).preprocess  # labels and preprocessing from --config
 
 
 class Evil:
@@ -39,7 +41,7 @@ def test_pickled_code_is_never_executed(tmp_path):
     with open(path, "wb") as fh:
         pickle.dump({"state_dict": Evil()}, fh)
     with pytest.raises(ModelLoadError, match="weights_only"):
-        load_model(path, arch="test_efficientnet", num_classes=3)
+        load_model(path, arch="test_efficientnet", num_classes=3, checkpoint=TIMM_DEFAULTS)
 
 
 def test_bad_models(tiny_model, tmp_path):
@@ -48,9 +50,9 @@ def test_bad_models(tiny_model, tmp_path):
     corrupt = tmp_path / "c.safetensors"
     corrupt.write_bytes(b"\x00\x01garbage")
     with pytest.raises(ModelLoadError, match="safetensors"):
-        load_model(corrupt, arch="test_efficientnet", num_classes=3)
+        load_model(corrupt, arch="test_efficientnet", num_classes=3, checkpoint=TIMM_DEFAULTS)
     with pytest.raises(ModelLoadError, match="do not fit"):
-        load_model(tiny_model / "model.safetensors", arch="test_efficientnet", num_classes=5)
+        load_model(tiny_model / "model.safetensors", arch="test_efficientnet", num_classes=5, checkpoint=TIMM_DEFAULTS)
     with pytest.raises(UnsupportedError, match="--arch"):
         load_model(tiny_model / "model.safetensors")
     with pytest.raises(UnsupportedError, match="not a timm architecture"):

@@ -23,7 +23,9 @@ def test_sweep_in_process_without_ray(inprocess_sweep):
     for t in res["trials"]:
         for target in ("intel-cpu", "onnxruntime-cpu"):
             r = t["targets"][target]
-            assert r["error"] is None and r["stand_in"] is True and r["node"].startswith("local:")
+            # the target's own engine on a CPU of its kind: this host's latency, not a stand-in's
+            assert r["error"] is None and r["stand_in"] is False and r["latency_kind"] == "host" and r["node"].startswith("local:")
+            assert r["latency_source"].startswith(f"this host: {r['runtime']} on this host (")
             assert r["images"] == 15 and 0.0 <= r["top1"] <= 1.0 and r["latency_ms_p50"] > 0 and r["size_mb"] > 0
             assert r["top1_drop"] == 100 * (r["reference_top1"] - r["top1"])
     assert fp32["targets"]["onnxruntime-cpu"]["top1_drop"] == 0.0 and fp32["targets"]["onnxruntime-cpu"]["agreement"] == 1.0
@@ -37,6 +39,7 @@ def test_sweep_in_process_without_ray(inprocess_sweep):
         assert (out / f"pareto-{target}.png").stat().st_size > 1000
     md = (out / "tune.md").read_text()
     assert "Chosen: `" in md and "Objective: **latency**" in md and "agreement [95 %]" in md
+    assert "Latency: this host: openvino on this host (" in md and "STAND-IN" not in md
     assert len(list((out / "results").glob("*.json"))) == 4
 
 

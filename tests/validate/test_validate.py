@@ -70,10 +70,10 @@ def test_load_model_takes_the_label_names_themselves(tmp_path, caplog):
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
 
-    from edgefg.models.loader import load_model
+    from edgefg.models.loader import CheckpointSettings, load_model
 
     model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=3)
     save_file(model.state_dict(), tmp_path / "w.safetensors")
     with caplog.at_level("WARNING"):
-        loaded = load_model(tmp_path / "w.safetensors", arch="mobilenetv2_050", num_classes=3, labels=["a", "b", "c"])
+        loaded = load_model(tmp_path / "w.safetensors", arch="mobilenetv2_050", num_classes=3, labels=["a", "b", "c"], checkpoint=CheckpointSettings(timm_defaults=True))
     assert loaded.labels == ["a", "b", "c"] and "no labels given" not in caplog.text  # the TFLite route reloads the source this way
