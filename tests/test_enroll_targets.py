@@ -12,7 +12,7 @@ import pytest
 
 from edgefg.manifest import load_manifest
 from tests.conftest import CLASSES
-from tests.test_enroll import NEW, predict, run, tree_hash, write_new
+from tests.test_enroll import check_enrolment, write_new
 
 
 @pytest.fixture(scope="module")
@@ -82,20 +82,7 @@ def test_litert_backend_returns_outputs_by_name_dequantized(rpi5_emb, image_fold
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_enrol_on_an_rpi5_bundle(rpi5_emb, enrol_sets, image_folder, tmp_path, precision):
-    src = rpi5_emb[precision]
-    before = tree_hash(src)
-    out = tmp_path / "enrolled"
-    r = run("enroll", src, "--images", enrol_sets["enrol"], "-o", out)
-    assert r.exit_code == 0, r.output
-    assert tree_hash(src) == before
-    for folder in (image_folder, enrol_sets["old_held"]):
-        old, _, _ = predict(src, folder)
-        new, labels, _ = predict(out, folder)
-        assert labels == CLASSES + NEW
-        assert (old == new).all(), (precision, folder.name, old, new)
-    pred, labels, samples = predict(out, enrol_sets["held"])
-    acc = float(np.mean([labels[p] == NEW[s.label] for p, s in zip(pred, samples)]))
-    assert acc > 2 / len(labels), (precision, acc)
+    check_enrolment(rpi5_emb[precision], enrol_sets, image_folder, tmp_path / "enrolled")
 
 
 # -- TensorRT ---------------------------------------------------------------------------------------
