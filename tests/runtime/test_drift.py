@@ -4,8 +4,10 @@ The reference profile is written by deploy (inside the checksums and the signatu
 --drift-reference; a run's PSI scores stay under their alert level on the reference's distribution and
 cross it when the stream is darkened or its class mix changes, once per crossing; gauges on /metrics,
 retained MQTT state + Home Assistant discovery on a real broker; fp32-vs-int8 shadow agreement."""
+
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -138,8 +140,7 @@ def test_bad_profiles_are_clear_errors(tiny_bundles, reference, tmp_path):
 
     from edgefg.cli import cli
 
-    r = CliRunner().invoke(cli, ["run", str(tiny_bundles["fp32-onnxruntime-cpu"]), "--source", str(reference.parent), "--max-frames", "3",
-                                 "--drift-reference", str(tmp_path / "other_labels.json")])
+    r = CliRunner().invoke(cli, ["run", str(tiny_bundles["fp32-onnxruntime-cpu"]), "--source", str(reference.parent), "--max-frames", "3", "--drift-reference", str(tmp_path / "other_labels.json")])
     assert r.exit_code == 2 and "another model" in r.output
 
 
@@ -156,8 +157,7 @@ def test_psi_noise_floor_holds_without_drift():
 
 
 def test_options_from_the_command_line():
-    base = {"drift": None, "drift_reference": None, "drift_window": 500, "drift_every": 25, "drift_warmup": None, "drift_threshold": 0.25,
-            "drift_clear": 0.1, "shadow": None, "shadow_every": 10, "shadow_threads": 1}
+    base = {"drift": None, "drift_reference": None, "drift_window": 500, "drift_every": 25, "drift_warmup": None, "drift_threshold": 0.25, "drift_clear": 0.1, "shadow": None, "shadow_every": 10, "shadow_threads": 1}
     o = options_from_cli(base)
     assert o.drift is None and o.window == 500 and o.warmup == 100  # on when the bundle has a profile
     assert options_from_cli({**base, "drift": False}) is None
@@ -172,7 +172,7 @@ def test_options_from_the_command_line():
 # -- the runtime ---------------------------------------------------------------------------------
 def test_scores_stay_low_on_the_reference_distribution_and_rise_on_drift(tiny_bundles, reference, streams):
     bundle = tiny_bundles["fp32-onnxruntime-cpu"]
-    summary, events = drift_run(bundle, streams["same"][:WINDOW + 40], reference)
+    summary, events = drift_run(bundle, streams["same"][: WINDOW + 40], reference)
     cam = summary["drift"]["cameras"]["default"]
     assert cam["window"] == WINDOW and cam["alerts"] == 0 and not [e for e in events if e["event"] == "drift"]
     assert all(cam["scores"][s] < cam["thresholds"][s] for s in cam["scores"]), cam
@@ -186,7 +186,6 @@ def test_scores_stay_low_on_the_reference_distribution_and_rise_on_drift(tiny_bu
     assert "luminance" in cam["alerting"] and cam["scores"]["luminance"] > 1.0
     lum = [e for e in events if e["event"] == "drift" and e["signal"] == "luminance"]
     assert len(lum) == 1 and lum[0]["window_mean"] < 0.5 * lum[0]["reference_mean"]
-
 
 
 def test_a_changed_class_mix_alerts(tiny_bundles, reference, streams, tmp_path):
@@ -242,6 +241,7 @@ def test_gauges_on_metrics_and_state_on_the_page(tiny_bundles, reference, stream
             addr["url"] = "http://" + e["address"]
 
     opts = RunOptions(http="127.0.0.1:0", on_event=on_event, outputs={"drift": DriftOptions(reference=reference, window=WINDOW, every=10, warmup=100)})
+
     def run():
         try:
             box["s"] = run_pipeline(tiny_bundles["fp32-onnxruntime-cpu"], ArraySource(frames()), opts, handle_signals=False)
@@ -274,8 +274,7 @@ def test_a_bundle_without_a_profile_says_how_to_get_one(tiny_artifacts, image_fo
     bundle = deploy(tiny_artifacts["fp32"], "onnxruntime-cpu", tmp_path / "noprof", drift_samples=0).directory
     assert PROFILE_NAME not in load_manifest(bundle).files
     events = []
-    summary = run_pipeline(bundle, str(image_folder), RunOptions(max_frames=5, outputs={"drift": DriftOptions()}, on_event=events.append),
-                           handle_signals=False)
+    summary = run_pipeline(bundle, str(image_folder), RunOptions(max_frames=5, outputs={"drift": DriftOptions()}, on_event=events.append), handle_signals=False)
     (off,) = [e for e in events if e["event"].startswith("drift")]
     assert off["event"] == "drift_off" and "--drift-reference" in off["hint"] and summary["drift"]["drift"].startswith("off")
     with pytest.raises(EdgefgError, match="no drift reference"):
@@ -287,13 +286,11 @@ def test_retained_drift_state_and_discovery_on_a_real_broker(broker, tiny_bundle
     from edgefg.runtime.mqtt import MqttOptions
     from tests.runtime.test_mqtt import Subscriber, wait_for
 
-    opts = RunOptions(mqtt=MqttOptions(broker.url, spool_path=tmp_path / "spool.sqlite", node_id="testnode"),
-                      outputs={"drift": DriftOptions(reference=reference, window=WINDOW, every=10, warmup=100)})
+    opts = RunOptions(mqtt=MqttOptions(broker.url, spool_path=tmp_path / "spool.sqlite", node_id="testnode"), outputs={"drift": DriftOptions(reference=reference, window=WINDOW, every=10, warmup=100)})
     run_pipeline(tiny_bundles["fp32-onnxruntime-cpu"], ArraySource(streams["dark"][:WINDOW]), opts, handle_signals=False)
     late = Subscriber(broker.port, "#", client_id="late-drift")  # after the run: only retained messages reach it
     try:
-        wait_for(lambda: {"edgefg/default/drift", "homeassistant/binary_sensor/testnode_default/drift/config"} <= {t for t, _, r in late.messages if r},
-                 what="retained drift state and discovery")
+        wait_for(lambda: {"edgefg/default/drift", "homeassistant/binary_sensor/testnode_default/drift/config"} <= {t for t, _, r in late.messages if r}, what="retained drift state and discovery")
         msgs = {t: json.loads(p) for t, p, r in list(late.messages) if r and (t.endswith("/drift") or "drift" in t)}
     finally:
         late.close()
@@ -321,19 +318,31 @@ def test_extra_retained_topics_are_published_again_after_a_reconnect(broker, tmp
         pub.publish_retained("cam", "drift", {"alert": True})  # the latest value replaces the remembered one
         sub = Subscriber(broker.port, "#", client_id="watch")
         wait_for(lambda: any(t == "edgefg/cam/drift" and json.loads(p) == {"alert": True} for t, p, _ in list(sub.messages)), what="drift state")
+        sub.close()
         cleaner = Subscriber(broker.port, "nothing/#", client_id="cleaner")
         for topic in ("edgefg/cam/drift", "homeassistant/binary_sensor/n1_cam/drift/config"):  # delete the retained copies
             cleaner.c.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         cleaner.close()
-        sub.messages.clear()
-        broker.kill()
+        broker.kill(signal.SIGTERM)  # a clean stop saves the broker's store: it restarts with no retained copy
         broker.start()  # edgefg reconnects and publishes both again
-        wait_for(lambda: {"edgefg/cam/drift", "homeassistant/binary_sensor/n1_cam/drift/config"} <= {t for t, p, _ in list(sub.messages) if p},
-                 timeout=30, what="re-published after the reconnect")
-        disc = next(json.loads(p) for t, p, _ in list(sub.messages) if t.endswith("/drift/config") and p)
-        assert disc["unique_id"] == "edgefg_n1_cam_drift" and disc["availability_topic"] == "edgefg/available"
-        assert json.loads(next(p for t, p, _ in list(sub.messages) if t == "edgefg/cam/drift" and p)) == {"alert": True}
-        sub.close()
+        wait_for(lambda: pub.connects >= 2 and pub.connected, timeout=30, what="the reconnect")
+        # a fresh subscriber reads what the broker retains now: only edgefg's re-publish can have put it there
+        # (after a SIGKILL mosquitto may restore an older copy from its last autosave, which proves nothing)
+        late = Subscriber(broker.port, "#", client_id="late-retained")
+        try:
+
+            def retained() -> dict[str, bytes]:
+                return {t: p for t, p, r in list(late.messages) if r and p}
+
+            wait_for(
+                lambda: retained().get("edgefg/cam/drift") == b'{"alert":true}' and "homeassistant/binary_sensor/n1_cam/drift/config" in retained(),
+                timeout=30,
+                what="the latest value and the discovery retained after the reconnect",
+            )
+            disc = json.loads(retained()["homeassistant/binary_sensor/n1_cam/drift/config"])
+            assert disc["unique_id"] == "edgefg_n1_cam_drift" and disc["availability_topic"] == "edgefg/available"
+        finally:
+            late.close()
     finally:
         pub.close(drain_s=0.5)
 
