@@ -34,6 +34,8 @@ if not __package__:  # python benchmarks/tune_sweep.py: benchmarks/_checkout.py 
 from benchmarks.common import MODEL, TEST, TRAIN, machine_info, run_edgefg, write_block, write_json
 from benchmarks.common import RESULTS as OUT
 from benchmarks.common import RUNS as ALL_RUNS
+from edgefg.tune.latency_source import source_of_row
+from edgefg.tune.report import fmt_iqr
 
 RUNS = ALL_RUNS / "tune-sweep"
 TARGETS = ["intel-cpu", "onnxruntime-cpu", "rpi5"]
@@ -93,7 +95,7 @@ def markdown(result: dict) -> str:
     s = result["settings"]
     lines = [f"`python benchmarks/tune_sweep.py {s['argv']}` on {s['cpu']} ({s['cores']} cores, shared), {result['created']}. "
              f"Model: {s.get('model', 'mobilenetv2_cub100')}. Validation: {result['sweep']['val_images']} cub100/test images"
-             f"{' (stratified subset)' if s['val_size'] else ''}; pruning + KD capped at {s['max_steps']} steps; latency = host stand-in, batch 1.",
+             f"{' (stratified subset)' if s['val_size'] else ''}; pruning + KD capped at {s['max_steps']} steps; latency at batch 1, from the source named under each target.",
              f"Objective: **{s.get('objective', 'latency')}** within the budget: top-1 drop ≤ {s['max_drop']} pt, a class over {s['max_class_drop']} pt "
              + ("in raw points" if s.get("class_gate") == "points" else "fails only when its drop is significant (paired sign test, Holm-corrected, p < 0.05)")
              + (f", p50 ≤ {s['max_latency_ms']} ms" if s["max_latency_ms"] else "") + ".", ""]
@@ -102,16 +104,18 @@ def markdown(result: dict) -> str:
     for target in sw["targets"]:
         best = sw["best"][target]
         chosen = f"**{best.get('verdict') or labels[best['trial']]}**" if best.get("trial") else f"none ({best['reason']})"
-        lines += [f"**{target}** — chosen: {chosen}", "", "| config | top-1 | drop pt | classes worse | worst class pt | p50 ms | MB | Pareto | budget |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        sources = sorted({source_of_row(r, target).text for t in sw["trials"] if not (r := t["targets"][target]).get("error")})
+        lines += [f"**{target}** — chosen: {chosen}", "", f"Latency: {'; '.join(sources) or 'source not recorded'}.", "",
+                  "| config | top-1 | drop pt | classes worse | worst class pt | p50 ms | IQR ms | MB | Pareto | budget |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for t in sorted(sw["trials"], key=lambda t: (t["targets"][target].get("latency_ms_p50") or 1e9)):
             r = t["targets"][target]
             if r.get("error"):
-                lines.append(f"| {t['label']} | error: {r['error'][:80]} | | | | | | | |")
+                lines.append(f"| {t['label']} | error: {r['error'][:80]} | | | | | | | | |")
                 continue
             worse = sum(1 for c in r.get("class_losses") or [] if (c.get("p_adjusted") if c.get("p_adjusted") is not None else 1.0) < 0.05)
             mark = " ◀" if t["id"] == best.get("trial") else ""
-            lines.append(f"| {t['label']}{mark} | {r['top1']:.4f} | {r['top1_drop']:.2f} | {worse} | {r['worst_class_drop']:.1f} | {r['latency_ms_p50']:.2f} | "
+            lines.append(f"| {t['label']}{mark} | {r['top1']:.4f} | {r['top1_drop']:.2f} | {worse} | {r['worst_class_drop']:.1f} | {r['latency_ms_p50']:.2f} | {fmt_iqr(r)} | "
                          f"{r['size_mb']:.2f} | {'★' if t['id'] in sw['pareto'][target] else ''} | "
                          f"{'ok' if r.get('within_budget') else 'over: ' + '; '.join(r.get('violations') or [])} |")
         lines.append("")

@@ -214,7 +214,7 @@ def interleaved_latency(out: Path, trials: list[dict[str, Any]], opts: TuneOptio
         bench = run_bench(bundles, BenchOptions(rounds=opts.bench_rounds + 2, iters=opts.bench_iters, warmup=5, backend=stand_in_backend(bundles[0])))
         for r, b in zip(rows, bench["results"]):
             r.setdefault("latency_ms_p50_alone", r["latency_ms_p50"])
-            r["latency_ms_p50"], r["latency_ms_p90"] = b["latency_ms"]["p50"], b["latency_ms"]["p90"]
+            r["latency_ms_p50"], r["latency_ms_p90"], r["latency_ms_iqr"] = b["latency_ms"]["p50"], b["latency_ms"]["p90"], b["latency_ms"].get("iqr")
             r["latency"] = f"interleaved with the other {len(bundles) - 1} {target} bundles"
 
 

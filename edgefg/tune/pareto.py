@@ -94,6 +94,30 @@ def budget_violations(r: dict[str, Any], budget: Budget) -> list[str]:
     return out
 
 
+def budget_excess(r: dict[str, Any], budget: Budget) -> float:
+    """How far ``r`` misses its budget: the sum over the limits it breaks of the overshoot relative to the
+    limit (a 2 ms trial against 1 ms adds 1.0; a 3 pt drop against 1 pt adds 2.0; drops below 1 pt are
+    measured against 1 pt so a 0.1 pt budget does not make any drop look huge). 0 within budget."""
+    def over(value: float, limit: float, floor: float = 0.0) -> float:
+        return max(0.0, value - limit) / max(limit, floor, 1e-9)
+
+    total = 0.0
+    if budget.max_latency_ms is not None and not is_stand_in(r):
+        total += over(r["latency_ms_p50"], budget.max_latency_ms)
+    if budget.max_size_mb is not None:
+        total += over(r["size_mb"], budget.max_size_mb)
+    if budget.max_drop is not None:
+        total += over(r["top1_drop"], budget.max_drop, 1.0)
+    if budget.max_class_drop is not None:
+        fails = class_failures_of(r, budget)
+        worst = r["worst_class_drop"] if fails is None else max((f["drop_pts"] for f in fails), default=0.0)
+        total += over(worst, budget.max_class_drop, 1.0)
+    if budget.min_agreement is not None:
+        a = r.get("frame_agreement")
+        total += 1.0 if a is None else max(0.0, budget.min_agreement - a["agreement"]) / max(1.0 - budget.min_agreement, 1e-3)
+    return total
+
+
 def objective_key(r: dict[str, Any], objective: str) -> tuple:
     """Sort key, best first: latency = fastest (ties: smaller, more accurate); size = smallest (ties:
     faster, more accurate); accuracy = most accurate (ties: faster, smaller)."""
@@ -124,7 +148,8 @@ def best_within(points: list[tuple[str, dict[str, Any]]], budget: Budget, n_tria
         return {**_pick(*ok[0]), "objective": objective, **extra, "within_budget": len(ok), "runner_up": runner, "reason": None}
     if not points:
         return {"trial": None, "objective": objective, **extra, "reason": f"none of the {n_trials} trial(s) produced a measured bundle for this target"}
-    # closest: fewest limits broken; among those, the best by the objective
-    closest = min(points, key=lambda p: (len(budget_violations(p[1], budget)), objective_key(p[1], objective)))
-    return {"trial": None, "objective": objective, **extra,
+    # closest: the smallest overshoot of its limits (relative to each limit), then the fewest limits broken,
+    # then the best by the objective — the trial a user would loosen the budget for
+    closest = min(points, key=lambda p: (round(budget_excess(p[1], budget), 9), len(budget_violations(p[1], budget)), objective_key(p[1], objective)))
+    return {"trial": None, "objective": objective, **extra, "closest": closest[0],
             "reason": f"no trial within the budget ({len(points)} measured); closest {closest[0]}: " + "; ".join(budget_violations(closest[1], budget))}

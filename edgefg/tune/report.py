@@ -133,14 +133,31 @@ def plot_pareto(out: Path, trials: list[dict[str, Any]], target: str, front: lis
     xs = [r[cost] for r in points.values()]
     ys = [100 * r["top1"] for r in points.values()]
     inside = [r.get("within_budget", True) for r in points.values()]
-    ax.scatter([x for x, k in zip(xs, inside) if k], [y for y, k in zip(ys, inside) if k], color="0.45", label="trial within budget")
+    # on a latency axis the marker's area shows the bundle's size (a size axis already does)
+    sizes = [marker_area(r["size_mb"], max(p["size_mb"] for p in points.values())) if cost == "latency_ms_p50" else 36.0 for r in points.values()]
+    if cost == "latency_ms_p50":  # the timed runs' spread: latencies inside each other's bars are not told apart
+        iqr = [r.get("latency_ms_iqr") or 0.0 for r in points.values()]
+        ax.errorbar(xs, ys, xerr=[[q / 2 for q in iqr], [q / 2 for q in iqr]], fmt="none", ecolor="0.7", lw=1, zorder=1)
+    ax.scatter([x for x, k in zip(xs, inside) if k], [y for y, k in zip(ys, inside) if k], s=[a for a, k in zip(sizes, inside) if k],
+               color="0.45", label="trial within budget" + (" (area ∝ size)" if cost == "latency_ms_p50" else ""), zorder=2)
     if not all(inside):
-        ax.scatter([x for x, k in zip(xs, inside) if not k], [y for y, k in zip(ys, inside) if not k], color="0.6", marker="x", label="over budget")
+        ax.scatter([x for x, k in zip(xs, inside) if not k], [y for y, k in zip(ys, inside) if not k], s=[a for a, k in zip(sizes, inside) if not k],
+                   color="tab:red", alpha=0.6, marker="x", label="over budget", zorder=2)
     fx = [points[i][cost] for i in front]
     fy = [100 * points[i]["top1"] for i in front]
-    ax.plot(fx, fy, "o-", color="tab:blue", label="Pareto front")
-    for i, r in points.items():
-        ax.annotate(labels[i], (r[cost], 100 * r["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.plot(fx, fy, "-", color="tab:blue", label="Pareto front", zorder=1.5)
+    images = max((int(r.get("images") or 0) for r in points.values()), default=0)
+    ax.set_ylim(*y_limits(ys, images))  # one image is not stretched to the plot's full height
+    if xs:
+        lo, hi = min(xs), max(xs)
+        pad = max(0.08 * (hi - lo), 0.05 * hi, 1e-3)
+        ax.set_xlim(lo - pad, hi + pad)
+    fig.canvas.draw()  # the axes' final scale, so labels can be kept apart in pixels
+    px_per_pt = fig.dpi / 72.0
+    at = [(float(a), float(b)) for a, b in (ax.transData.transform((x, y)) for x, y in zip(xs, ys))]
+    for i, (dx, dy) in zip(points, label_offsets(at, [labels[i] for i in points], font_px=7 * px_per_pt)):
+        ax.annotate(labels[i], (points[i][cost], 100 * points[i]["top1"]), fontsize=7, xytext=(dx / px_per_pt, dy / px_per_pt),
+                    textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5} if dy > 8 * px_per_pt else None)
     if best.get("trial"):
         r = points[best["trial"]]
         ax.scatter([r[cost]], [100 * r["top1"]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, label=f"chosen ({best.get('objective', 'latency')})")
@@ -158,6 +175,40 @@ def plot_pareto(out: Path, trials: list[dict[str, Any]], target: str, front: lis
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def marker_area(size_mb: float, largest_mb: float) -> float:
+    """Scatter marker area (pt²) for a bundle of ``size_mb``: 16-160, proportional to size."""
+    return 16.0 + 144.0 * (size_mb / largest_mb if largest_mb > 0 else 1.0)
+
+
+def y_limits(ys: list[float], images: int, min_span_pt: float = 2.0, min_span_images: int = 5) -> tuple[float, float]:
+    """Top-1 axis limits (percent) at least ``min_span_pt`` and ``min_span_images`` images wide, so a
+    one-image difference does not fill the plot's height; never above 100."""
+    if not ys:
+        return 0.0, 100.0
+    lo, hi = min(ys), max(ys)
+    span = max(hi - lo, min_span_pt, 100.0 * min_span_images / images if images else 0.0) * 1.15
+    mid = (lo + hi) / 2
+    top = min(100.0 + 0.02 * span, mid + span / 2)
+    return top - span, top
+
+
+def label_offsets(points_px: list[tuple[float, float]], texts: list[str], font_px: float = 7.0) -> list[tuple[float, float]]:
+    """Offsets (pixels) for labels at ``points_px`` (display pixels) so that no two overlap: each label
+    starts up-right of its point and moves up a line at a time past the labels already placed."""
+    height, gap = font_px * 1.3, 0.4 * font_px
+    placed: list[tuple[float, float, float]] = []  # left, baseline, width of the labels placed so far
+    offsets: dict[int, tuple[float, float]] = {}
+    for k in sorted(range(len(points_px)), key=lambda k: (points_px[k][1], points_px[k][0])):
+        left, y = points_px[k][0] + gap, points_px[k][1]
+        width = 0.6 * font_px * len(texts[k])
+        dy = gap
+        while any(left < pl + pw and pl < left + width and abs(y + dy - py) < height for pl, py, pw in placed):
+            dy += height
+        placed.append((left, y + dy, width))
+        offsets[k] = (gap, dy)
+    return [offsets[k] for k in range(len(points_px))]
 
 
 OBJECTIVE_TEXT = {"latency": "the fastest trial within every budget (ties: smaller, then more accurate)",
@@ -190,6 +241,12 @@ def _latency_lines(trials: list[dict[str, Any]], target: str, best: dict[str, An
     return out
 
 
+def fmt_iqr(r: dict[str, Any]) -> str:
+    """The timed runs' spread (p75 − p25), "–" for a row recorded before it was kept."""
+    iqr = r.get("latency_ms_iqr")
+    return "–" if iqr is None else f"{iqr:.2f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     objective = result.get("objective", "latency")
     lines = [f"# edgefg tune — {result['model']}", ""]
@@ -197,7 +254,9 @@ def markdown(result: dict[str, Any]) -> str:
                  f"engine: {result['engine']}; wall time {result['wall_s']:.0f} s.  ")
     lines.append(f"Objective: **{objective}** — {OBJECTIVE_TEXT.get(objective, objective)}.  ")
     lines.append("Drops are percentage points vs the FP32 reference on the same images; `classes worse` counts the classes whose "
-                 "drop is significant (Holm-corrected paired sign test); the worst class drop is the largest raw per-class drop.")
+                 "drop is significant (Holm-corrected paired sign test); the worst class drop is the largest raw per-class drop. "
+                 "`p50 ms` is the median of the timed runs and `IQR ms` their spread (p75 − p25): two trials whose p50s differ "
+                 "by less than their IQRs are not told apart by this machine.")
     frames = result.get("agreement_data")
     if frames:
         lines.append(f"Agreement: top-1 agreement with FP32 on {frames['used']} unlabelled frames from `{frames['data']}` (95 % Wilson interval). "
@@ -227,7 +286,7 @@ def markdown(result: dict[str, Any]) -> str:
         rows_here = [r for t in result["trials"] if not (r := t["targets"].get(target) or {}).get("error") and r.get("latency_ms_p50") is not None]
         all_stand_in = bool(rows_here) and all(is_stand_in(r) for r in rows_here)
         cols = ["trial", "config", "top-1", "drop pt", "classes worse", "worst class pt"] + (["agreement [95 %]"] if with_frames else []) + \
-               ["p50 ms (STAND-IN)" if all_stand_in else "p50 ms", "size MB", "node", "latency from", "Pareto", "budget"]
+               ["p50 ms (STAND-IN)" if all_stand_in else "p50 ms", "IQR ms", "size MB", "node", "latency from", "Pareto", "budget"]
         rows = []
         for t in result["trials"]:
             r = t["targets"].get(target) or {}
@@ -241,7 +300,7 @@ def markdown(result: dict[str, Any]) -> str:
             agree = [f"{a['agreement']:.4f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]" if a else "–"] if with_frames else []
             status = "ok" if r.get("within_budget") else "over: " + "; ".join(r.get("violations") or [])
             rows.append([t["id"], t["label"] + mark, fmt(r["top1"]), f"{r['top1_drop']:.2f}", fmt(worse), f"{r['worst_class_drop']:.1f}", *agree,
-                         f"{r['latency_ms_p50']:.2f}", f"{r['size_mb']:.2f}", str(r["node"])[:16], LATENCY_KIND_TEXT.get(r.get("latency_kind", ""), "?"),
+                         f"{r['latency_ms_p50']:.2f}", fmt_iqr(r), f"{r['size_mb']:.2f}", str(r["node"])[:16], LATENCY_KIND_TEXT.get(r.get("latency_kind", ""), "?"),
                          "★" if t["id"] in result["pareto"][target] else "", status])
         lines += markdown_table(cols, rows)
         lines += ["", f"![Pareto {target}](pareto-{target}.png)", ""]

@@ -204,6 +204,7 @@ def measure_bundle(
             "images": int(len(scored.labels)),
             "latency_ms_p50": r["latency_ms"]["p50"],
             "latency_ms_p90": r["latency_ms"]["p90"],
+            "latency_ms_iqr": r["latency_ms"].get("iqr"),  # spread of the timed runs (p75 − p25)
             "size_mb": r["size_mb"],
             "runtime": r["backend"] + (f" (stand-in for {manifest.backend})" if backend else ""),
             "threads": r["threads"],

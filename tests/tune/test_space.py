@@ -4,7 +4,7 @@ import pytest
 
 from edgefg.errors import DataError, InputPathError
 from edgefg.tune.options import Budget
-from edgefg.tune.pareto import best_within, budget_violations, pareto_front
+from edgefg.tune.pareto import best_within, budget_excess, budget_violations, pareto_front
 from edgefg.tune.space import SearchSpace, TrialConfig, builtin_space, load_space
 
 
@@ -107,6 +107,23 @@ def test_class_gate_needs_evidence_unless_points_are_asked_for():
     # the closest-trial hint names a trial that breaks the fewest limits (real breaks two), the best by the objective
     miss = best_within(pts, Budget(max_class_drop=5.0, max_latency_ms=0.5), 3)
     assert miss["trial"] is None and miss["reason"].endswith("closest noise: p50 2.00 ms > 0.5 ms")
+
+
+def test_closest_trial_is_the_one_that_misses_by_least():
+    # every trial breaks one limit; the old rule (fewest limits, then the fastest) named the INT8 trial
+    # 4.5 pt over a 0.5 pt drop budget, when the FP32 one misses a 10 ms latency budget by 0.2 ms
+    pts = [("int8", _r(0.85, 3.0, drop=5.0)), ("fp32", _r(0.90, 10.2)), ("pruned", _r(0.80, 2.0, drop=10.0))]
+    budget = Budget(max_latency_ms=10.0, max_drop=0.5)
+    assert budget_excess(pts[1][1], budget) == pytest.approx(0.02) and budget_excess(pts[0][1], budget) == pytest.approx(4.5)
+    miss = best_within(pts, budget, 3, "latency")
+    assert miss["trial"] is None and miss["closest"] == "fp32" and miss["reason"].endswith("closest fp32: p50 10.20 ms > 10 ms")
+    # two small misses beat one large one; within budget the excess is 0
+    two = _r(0.89, 10.5, size=2.1, drop=0.0)
+    assert budget_excess(two, Budget(max_latency_ms=10.0, max_size_mb=2.0)) == pytest.approx(0.1)
+    assert budget_excess(_r(0.9, 1.0), budget) == 0.0
+    # an agreement miss is measured against the room above the limit
+    a = _r(0.9, 1.0, frame_agreement={"agreement": 0.98, "images": 500, "agree": 490, "ci95": [0.96, 0.99]})
+    assert budget_excess(a, Budget(min_agreement=0.99)) == pytest.approx(1.0)
 
 
 def test_agreement_budget():
