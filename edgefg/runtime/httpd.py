@@ -2,7 +2,7 @@
 
 ``/``             the live page (self-contained; see :mod:`edgefg.runtime.webpage`)
 ``/stream.mjpg``  ``?camera=NAME``: the camera's annotated frames as MJPEG (``multipart/x-mixed-replace``)
-``/snapshot.jpg`` ``?camera=NAME``: the newest annotated frame
+``/snapshot.jpg`` ``?camera=NAME``: the newest annotated frame; ``?sighting=ID``: a recent sighting's best frame
 ``/api/state``    everything the page shows, as JSON
 ``/healthz``      200 ``{"status": "ok"|"degraded"}`` while frames arrive (degraded: some cameras are
                   stale), 503 when every camera has given no frame for ``stale_after_s`` (or the loop stopped)
@@ -365,6 +365,11 @@ class HealthServer:
             return 200, prometheus_text({**self.snapshot(), **self.extra(), "http": self.stats()}, metrics), "text/plain; version=0.0.4; charset=utf-8"
         if path == "/api/state":
             return 200, json.dumps(self.state(), default=str), "application/json"
+        if path == "/snapshot.jpg" and params.get("sighting") is not None:  # a recent sighting's best frame
+            shot = self.live.sighting_jpeg(params["sighting"]) if self.live is not None else None
+            if shot is None:
+                return 404, json.dumps({"error": f"no snapshot of sighting '{params['sighting']}' (unknown, or older than the last sightings kept)"}), "application/json"
+            return 200, shot, "image/jpeg"
         if path == "/snapshot.jpg":
             cam = self.camera_or_none(params.get("camera"))
             got = self.live.jpeg(cam, timeout=2.0) if cam is not None and self.live is not None else None
@@ -373,7 +378,7 @@ class HealthServer:
             return 200, got[1], "image/jpeg"
         if path in self.extra_routes:
             return self.extra_routes[path](params)
-        return 404, json.dumps({"error": "not found", "paths": ["/", "/stream.mjpg?camera=NAME", "/snapshot.jpg?camera=NAME", "/api/state",
+        return 404, json.dumps({"error": "not found", "paths": ["/", "/stream.mjpg?camera=NAME", "/snapshot.jpg?camera=NAME", "/snapshot.jpg?sighting=ID", "/api/state",
                                                                  "/healthz", "/latest", "/metrics", *self.extra_routes]}), "application/json"
 
     def stats(self) -> dict[str, int]:
@@ -383,7 +388,8 @@ class HealthServer:
         snap = self.snapshot()
         cams = {name: {k: v for k, v in c.items() if k != "histograms"} for name, c in self.cameras(snap).items()}
         return {"info": snap.get("info", {}), "running": snap.get("running", False), "cameras": cams, "health": self._health(snap)[1],
-                "sightings": self.live.sightings() if self.live is not None else [], "mqtt": self.extra().get("mqtt"),
+                "sightings": self.live.sightings() if self.live is not None else [], "counts": self.live.counts() if self.live is not None else {},
+                "mqtt": self.extra().get("mqtt"),
                 "outputs": {o.name: o.stats() for o in self.outputs}}
 
     def _health(self, snap: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from edgefg.runtime.events import EventLog
 from edgefg.runtime.output import OutputBase
+from edgefg.runtime.sighting_snapshots import SightingSnapshots
 from edgefg.runtime.sightings import SightingTracker
 
 RoiBox = Callable[[tuple[int, ...]], tuple[int, int, int, int]]
+
+
+def iso_utc(ts: float) -> str:
+    """A Unix time as ISO 8601 UTC (Home Assistant's timestamp sensors parse this)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}+00:00"
 
 
 class LiveOutputs(OutputBase):
@@ -42,12 +49,17 @@ class LiveOutputs(OutputBase):
         self._seq = 0
         self._lock = threading.Lock()
         self._new_frame = threading.Condition(self._lock)
+        self.snapshots = SightingSnapshots(keep=keep_sightings)
+        self._counts: dict[str, Counter[str]] = {c: Counter() for c in cameras}
+        if mqtt is not None:
+            for cam in cameras:
+                self._discovery(cam)
 
     def on_result(self, camera: str, result: dict[str, Any], frame: Any) -> None:
         image = frame.image
         roi = self.rois.get(camera)
+        box = None
         if image is not None:
-            box = None
             if roi is not None:
                 try:
                     box = roi(image.shape)
@@ -57,12 +69,19 @@ class LiveOutputs(OutputBase):
                 self._seq += 1
                 self._frames[camera] = (image, result, box, self._seq)
                 self._new_frame.notify_all()
-        for ev in self.trackers[camera].update(result["label"], result["score"]):
-            self._sighting(camera, ev)
+        tracker = self.trackers[camera]
+        events = tracker.update(result["label"], result["score"])
+        ended = self.snapshots.close(camera) if any(ev["type"] == "end" for ev in events) else None
+        if tracker.current is not None and image is not None:
+            self.snapshots.offer(camera, tracker.current.id, float(result["score"]), image, result, box)
+        for ev in events:
+            self._sighting(camera, ev, ended if ev["type"] == "end" else self.snapshots.take(camera))
 
     def camera_ended(self, camera: str) -> None:
-        for ev in self.trackers[camera].end():
-            self._sighting(camera, ev)
+        events = self.trackers[camera].end()
+        shot = self.snapshots.close(camera) if events else None
+        for ev in events:
+            self._sighting(camera, ev, shot)
 
     def close(self) -> None:
         for cam in self.cameras:
@@ -71,10 +90,11 @@ class LiveOutputs(OutputBase):
     def abort(self) -> None:
         pass  # a run that failed ends no sighting
 
-    def _sighting(self, camera: str, ev: dict[str, Any]) -> None:
+    def _sighting(self, camera: str, ev: dict[str, Any], shot: tuple[str, bytes] | None = None) -> None:
         with self._lock:
             if ev["type"] == "new":
                 self._recent.appendleft(ev["after"])
+                self._counts[camera][ev["after"]["label"]] += 1
             else:  # keep the newest view of the sighting in the list
                 for i, s in enumerate(self._recent):
                     if s["id"] == ev["after"]["id"]:
@@ -82,17 +102,48 @@ class LiveOutputs(OutputBase):
                         break
         if self.mqtt is not None:
             self.mqtt.event(camera, ev)
+            after = ev["after"]
+            seen = after["end_time"] if after.get("end_time") is not None else time.time()
+            self.mqtt.publish_retained(camera, "last_seen", {"label": after["label"], "time": iso_utc(seen), "sighting": after["id"],
+                                                             "best_score": after["best_score"]})
+            if ev["type"] == "new":
+                self.mqtt.publish_retained(camera, "counts", self.counts()[camera])
+            if shot is not None:
+                self.mqtt.publish_retained(camera, "snapshot", shot[1])
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Sightings per class and camera since the run started (``total``, ``by_class`` most seen first)."""
+        with self._lock:
+            return {cam: {"total": sum(c.values()), "by_class": dict(c.most_common())} for cam, c in self._counts.items()}
+
+    def sighting_jpeg(self, sighting: str) -> bytes | None:
+        """The best frame of a recent sighting (annotated JPEG), None when unknown or not kept any more."""
+        return self.snapshots.jpeg(sighting)
 
     def sightings(self) -> list[dict[str, Any]]:
         """The recent sightings, newest first; an open one as it is now (frames, smoothed score), not as
-        its last event left it."""
+        its last event left it. ``snapshot``: the path of its best frame, when one is kept."""
         open_now = {}
         for tracker in self.trackers.values():
             live = tracker.live()
             if live is not None:
                 open_now[live["id"]] = live
         with self._lock:
-            return [open_now.get(s["id"], s) for s in self._recent]
+            rows = [open_now.get(s["id"], s) for s in self._recent]
+        return [{**r, "snapshot": "/snapshot.jpg?sighting=" + quote(r["id"])} if self.snapshots.has(r["id"]) else r for r in rows]
+
+    def _discovery(self, camera: str) -> None:
+        """Home Assistant entities beside the species sensor: confidence, last seen, sightings, the best snapshot."""
+        m = self.mqtt
+        m.add_discovery("sensor", camera, "confidence", {"name": "Confidence", "state_topic": m.topic(camera, "state"), "unit_of_measurement": "%",
+                                                         "value_template": "{{ (value_json.score * 100) | round(1) }}", "state_class": "measurement",
+                                                         "icon": "mdi:gauge"})
+        m.add_discovery("sensor", camera, "last_seen", {"name": "Last seen", "state_topic": m.topic(camera, "last_seen"), "device_class": "timestamp",
+                                                        "value_template": "{{ value_json.time }}", "json_attributes_topic": m.topic(camera, "last_seen")})
+        m.add_discovery("sensor", camera, "sightings", {"name": "Sightings", "state_topic": m.topic(camera, "counts"), "state_class": "total_increasing",
+                                                        "value_template": "{{ value_json.total }}", "json_attributes_topic": m.topic(camera, "counts"),
+                                                        "json_attributes_template": "{{ value_json.by_class | tojson }}", "icon": "mdi:counter"})
+        m.add_discovery("image", camera, "snapshot", {"name": "Snapshot", "image_topic": m.topic(camera, "snapshot"), "content_type": "image/jpeg"})
 
     def jpeg(self, camera: str, after_seq: int = 0, timeout: float = 5.0, quality: int = 75) -> tuple[int, bytes] | None:
         """The camera's newest annotated frame as JPEG, waiting up to ``timeout`` for one newer than ``after_seq``."""

@@ -23,15 +23,15 @@ main{display:grid;gap:1em;padding:1em;grid-template-columns:repeat(auto-fill,min
 .bars .b{height:.5em;background:#263039;border-radius:4px;overflow:hidden}.bars .b i{display:block;height:100%;background:var(--bar)}
 .stats{color:var(--mut);font-size:.85em;margin-top:.4em}
 section{padding:0 1em 1.5em}table{width:100%;border-collapse:collapse;font-size:.9em}
-td,th{text-align:left;padding:.35em .4em;border-bottom:1px solid #263039}th{color:var(--mut);font-weight:500}
+img.snap{height:3em;border-radius:3px;display:block}td,th{text-align:left;padding:.35em .4em;border-bottom:1px solid #263039}th{color:var(--mut);font-weight:500}
 @media (max-width:520px){main{padding:.5em;gap:.6em}header{padding:.6em}.hide-s{display:none}}
 </style></head>
 <body>
 <header><h1>edgefg live</h1><span id="model"></span><span id="mqtt"></span><span id="health"></span></header>
 <main id="cams"></main>
 <section><h2 style="font-size:1em">Last sightings</h2>
-<table><thead><tr><th>camera</th><th>label</th><th>best</th><th class="hide-s">frames</th><th>started</th><th>ended</th></tr></thead>
-<tbody id="sightings"><tr><td colspan="6">none yet</td></tr></tbody></table></section>
+<table><thead><tr><th class="hide-s">best frame</th><th>camera</th><th>label</th><th>best</th><th class="hide-s">frames</th><th>started</th><th>ended</th></tr></thead>
+<tbody id="sightings"><tr><td colspan="7">none yet</td></tr></tbody></table><div class="stats" id="counts"></div></section>
 <section id="outputs"></section>
 <script>
 "use strict";
@@ -66,9 +66,10 @@ async function tick(){
     el.querySelector(".out").innerHTML=Object.entries(s.outputs||{}).map(([n,o])=>o.cameras&&o.cameras[name]?`<div data-output="${esc(n)}">${esc(n)}: ${kv(o.cameras[name])}</div>`:"").join("");
     el.querySelector(".stats").textContent=`${c.fps_recent.toFixed(1)} FPS · latency p50 ${p.p50??"–"} ms p95 ${p.p95??"–"} ms${q.p50>=1?` (+ queued p50 ${q.p50} ms)`:""} · ${c.frames} frames · ${c.dropped} dropped · ${c.reconnects} reconnects`;
   }
-  const rows=s.sightings.map(x=>`<tr><td>${esc(x.camera)}</td><td>${esc(x.label)}</td><td>${(x.best_score*100).toFixed(0)}%</td><td class="hide-s">${x.frames}</td><td>${fmtT(x.start_time)}</td><td>${x.end_time?fmtT(x.end_time):"now"}</td></tr>`);
+  const rows=s.sightings.map(x=>`<tr><td class="hide-s">${x.snapshot?`<a href="${q("/snapshot.jpg",{sighting:x.id})}"><img class="snap" alt="best frame of ${esc(x.label)}" loading="lazy" src="${q("/snapshot.jpg",{sighting:x.id,v:x.best_score})}"></a>`:""}</td><td>${esc(x.camera)}</td><td>${esc(x.label)}</td><td>${(x.best_score*100).toFixed(0)}%</td><td class="hide-s">${x.frames}</td><td>${fmtT(x.start_time)}</td><td>${x.end_time?fmtT(x.end_time):"now"}</td></tr>`);
   document.getElementById("outputs").innerHTML=Object.entries(s.outputs||{}).map(([n,o])=>`<div class="stats" data-output="${esc(n)}"><b>${esc(n)}</b> ${kv(o.summary)}</div>`).join("");
-  document.getElementById("sightings").innerHTML=rows.length?rows.join(""):'<tr><td colspan="6">none yet</td></tr>';
+  document.getElementById("sightings").innerHTML=rows.length?rows.join(""):'<tr><td colspan="7">none yet</td></tr>';
+  document.getElementById("counts").textContent=Object.entries(s.counts||{}).filter(([n,c])=>c.total).map(([n,c])=>`${n}: ${c.total} sightings (${Object.entries(c.by_class).slice(0,5).map(([k,v])=>`${k} ${v}`).join(", ")})`).join(" · ");
 }
 tick();setInterval(tick,1000);
 </script></body></html>
