@@ -35,6 +35,7 @@ class SightingSnapshots:
         self._jpeg: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.encoded = 0
+        self.failed = 0  # frames that could not be encoded (no snapshot for that sighting event)
 
     def offer(self, camera: str, sighting: str, score: float, image: np.ndarray, result: dict[str, Any],
               box: tuple[int, int, int, int] | None = None) -> None:
@@ -81,13 +82,17 @@ class SightingSnapshots:
 
         from edgefg.runtime.sinks import annotate
 
-        image = annotate(cur.image, cur.result, cur.box)
-        h, w = image.shape[:2]
-        if max(h, w) > self.max_side:
-            f = self.max_side / max(h, w)
-            image = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        try:  # runs on the pipeline's thread: a frame OpenCV cannot draw on or encode costs its snapshot, never the run
+            image = annotate(cur.image, cur.result, cur.box)
+            h, w = image.shape[:2]
+            if max(h, w) > self.max_side:
+                f = self.max_side / max(h, w)
+                image = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        except (cv2.error, ValueError, TypeError):
+            ok = False
         if not ok:
+            self.failed += 1
             return None
         self.encoded += 1
         return buf.tobytes()

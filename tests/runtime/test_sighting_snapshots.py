@@ -56,6 +56,15 @@ def test_the_best_frame_of_each_sighting_is_kept_encoded_only_at_events():
     assert snaps.jpeg("s1") is None and snaps.has("s3")  # only the last `keep` sightings
 
 
+def test_a_frame_opencv_cannot_encode_costs_its_snapshot_not_the_run():
+    snaps = SightingSnapshots()
+    snaps.offer("cam", "s1", 0.9, np.zeros((8, 8, 2), np.uint8), {"label": "robin", "score": 0.9})  # two channels: putText refuses
+    assert snaps.take("cam") is None and snaps.failed == 1 and not snaps.has("s1")
+    live = LiveOutputs(["cam"], EventLog(listener=lambda e: None))
+    live.on_result("cam", {"label": "robin", "score": 0.9, "top": []}, SimpleNamespace(image=np.zeros((8, 8, 2), np.uint8)))
+    assert [r["label"] for r in live.sightings()] == ["robin"] and "snapshot" not in live.sightings()[0]
+
+
 def test_live_outputs_snapshot_counts_and_http(tmp_path):
     from edgefg.runtime.httpd import HealthServer
 
