@@ -77,6 +77,23 @@ def _preprocess_lines(pre: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _checkpoint_lines(source: dict[str, Any]) -> list[str]:
+    """A bare checkpoint's settings and where each came from (its config, a flag, or timm's defaults)."""
+    origin = source.get("settings") or {}
+    if not origin:
+        return []
+    from edgefg.models.checkpoint import TIMM_DEFAULT
+
+    where = ", ".join(f"{k}: {v}" for k, v in origin.items())
+    config = f" (config `{source['config']}`)" if source.get("config") else ""
+    lines = [f"Checkpoint settings — where each came from{config}: {where}  "]
+    guessed = [k for k, v in origin.items() if v == TIMM_DEFAULT]
+    if guessed:
+        lines.append(f"**Taken from timm's defaults (--timm-defaults), not from the model**: {', '.join(guessed)} — "
+                     "if the model was trained with other values, its accuracy here is lower than it should be  ")
+    return lines
+
+
 def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = True) -> None:
     if plot and write_plot(directory / PLOT_NAME, report["steps"], report.get("latency_backend", "")):
         report["plot"] = PLOT_NAME
@@ -87,6 +104,7 @@ def write_compress_report(directory: Path, report: dict[str, Any], plot: bool = 
         lines += [f"> **Accuracy below is measured on training images** ({val.get('images')} of the `--data` images, which also calibrated"
                   " / trained the model), so it is optimistic. Pass `--val-data DIR` with held-out images for figures you can trust.", ""]
     lines.append(f"Model: `{report['model'].get('path')}`  ")
+    lines += _checkpoint_lines(report["model"])
     cal = report["calibration"]
     lines.append(f"Calibration: {cal['images']} images from `{cal['data']}` (stratified over classes)  ")
     if val.get("data"):

@@ -204,6 +204,10 @@ def test_compress_bare_with_config_or_flags_writes_the_hub_folders_artifact(bare
         assert manifest["source"]["settings"] == report["model"]["settings"] and set(BARE_PREPROCESS_KEYS) <= set(manifest["source"]["settings"])
     assert set(out["config"][0]["source"]["settings"].values()) == {"config"}
     assert out["flags"][0]["source"]["settings"]["pad_type"] == "--pad-type"
+    md = {name: (tmp_path / name / "report.md").read_text() for name in routes}
+    assert "Checkpoint settings" not in md["hub"]  # a hub folder's settings are its own
+    assert "mean: config" in md["config"] and "my-config.json" in md["config"]
+    assert "pad_type: --pad-type" in md["flags"] and "crop_pct: --crop-pct" in md["flags"] and "timm's defaults" not in md["flags"]
     from edgefg.converters.onnx_to_tflite import source_module
     from edgefg.manifest import load_manifest
 
@@ -224,3 +228,12 @@ def test_tune_loads_a_bare_checkpoint_with_its_settings(bare, image_folder, tmp_
     assert _plan(opts, [])["key"] != _plan(other, [])["key"]  # --resume with other settings is another sweep
     with pytest.raises(UnsupportedError, match="bare checkpoint"):
         model_family(dataclasses.replace(opts, checkpoint=None, arch=ARCH, num_classes=3))
+
+
+def test_report_md_says_which_settings_are_timms_defaults():
+    from edgefg.compress.report import _checkpoint_lines
+
+    lines = _checkpoint_lines({"path": "w.safetensors", "config": None, "settings": {"mean": "--mean", "std": TIMM_DEFAULT, "crop_pct": TIMM_DEFAULT}})
+    assert "mean: --mean" in lines[0] and "std: timm default" in lines[0]
+    assert len(lines) == 2 and "std, crop_pct" in lines[1] and "not from the model" in lines[1]
+    assert _checkpoint_lines({"path": "hub/", "type": "timm-hub"}) == []
