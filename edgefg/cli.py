@@ -434,18 +434,37 @@ def rollback(into) -> None:
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0, 100_000))
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--threads", type=THREADS, help="Inference threads for every bundle (default: all cores, or $EDGEFG_NUM_THREADS).")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Labelled ImageFolder: also score every bundle on it (the first is the reference) and name the fastest within --max-drop.")
+@click.option("--max-drop", default=1.0, show_default=True, type=click.FloatRange(0), help="With --data: top-1 points a bundle may lose against the first.")
+@click.option("--max-images", type=click.IntRange(1), help="With --data: use only the first N images.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write results as JSON.")
 @trust_option
 @handle_errors
-def bench(bundles, rounds, iters, warmup, batch, threads, json_out, trust) -> None:
-    """Latency, throughput, peak RSS and size of BUNDLES, side by side in one run."""
+def bench(bundles, rounds, iters, warmup, batch, threads, data, max_drop, max_images, json_out, trust) -> None:
+    """Latency, throughput, peak RSS and size of BUNDLES, side by side in one run; with --data, their
+    accuracy too and the fastest within tolerance of the first (as yolo benchmark answers)."""
     from edgefg.outputs import prepare_parent, write_json
     from edgefg.runtime.bench import BenchOptions, bench_table, run_bench
 
+    if data is not None and len(bundles) < 2:
+        raise click.UsageError("--data compares bundles with the first: give the reference bundle and at least one more")
+    if data is not None and not data.is_dir():
+        from edgefg.errors import InputPathError
+
+        raise InputPathError(f"--data '{data}' is not a folder", "pass a labelled ImageFolder (one sub-folder of images per class)")
     if json_out:
         prepare_parent(json_out)
-    result = run_bench(list(bundles), BenchOptions(rounds=rounds, iters=iters, warmup=warmup, batch=batch, num_threads=threads, trust=trust_paths(trust)))
+    opts = BenchOptions(rounds=rounds, iters=iters, warmup=warmup, batch=batch, num_threads=threads, trust=trust_paths(trust))
+    result = run_bench(list(bundles), opts)
+    if data is not None:
+        from edgefg.validate.compare import compare
+        from edgefg.validate.fastest import fastest_line, join_accuracy
+
+        result = join_accuracy(result, compare(list(bundles), data, max_images=max_images), max_drop)
     _console().print(bench_table(result))
+    if data is not None:
+        click.echo(fastest_line(result))
     if json_out:
         write_json(json_out, result)
 

@@ -161,17 +161,33 @@ def run_bench(bundles: list[Path], opts: BenchOptions, backends: list[str | None
 
 
 def bench_table(result: dict[str, Any]):
+    """The side-by-side table; with accuracy joined in (``bench --data``), top-1, its drop vs the first
+    bundle and whether it is within the tolerance, the fastest of those marked."""
     from rich.table import Table
 
     m = result["machine"]
-    table = Table(title=f"edgefg bench — {m.get('cpu', '?')}, {m.get('cores')} cores, batch {result['settings']['batch']}")
-    for col in ("bundle", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "IQR ms", "FPS", "vs first", "peak RSS MB", "size MB"):
-        table.add_column(col, justify="left" if col in ("bundle", "backend", "precision") else "right")
+    acc = result.get("accuracy")
+    title = f"edgefg bench — {m.get('cpu', '?')}, {m.get('cores')} cores, batch {result['settings']['batch']}"
+    if acc:
+        title += f"; top-1 on {acc['images']} images of {Path(acc['data']).name}, tolerance {acc['max_drop_pts']:g} pt"
+    table = Table(title=title)
+    cols = ["bundle", "backend", "precision"] + (["top-1 %", "Δ pt", "worst class Δ pt", "within"] if acc else [])
+    cols += ["p50 ms"] + ([] if acc else ["p90 ms", "p99 ms"]) + ["IQR ms", "FPS", "vs first", "peak RSS MB", "size MB"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("bundle", "backend", "precision", "within") else "right", no_wrap=col == "bundle")
     base = result["results"][0]["latency_ms"]["p50"] if result["results"] else 1.0
+    best = (result.get("fastest_within") or {}).get("bundle")
     for r in result["results"]:
         lat = r["latency_ms"]
-        table.add_row(
-            Path(r["bundle"]).name, r["backend"], r["precision"], f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat.get('iqr', float('nan')):.2f}",
-            f"{r['throughput_fps']:.1f}", f"{base / lat['p50']:.2f}×", f"{r['peak_rss_mb']:.0f}", f"{r['size_mb']:.2f}",
-        )
+        cells = [Path(r["bundle"]).name, r["backend"], r["precision"]]
+        if acc:
+            cells += [_num(r.get("top1"), 100.0), _num(r.get("top1_drop_pts")), _num(r.get("worst_class_drop")),
+                      ("yes, fastest" if r["bundle"] == best else "yes") if r.get("within") else "no"]
+        cells += [f"{lat['p50']:.2f}"] + ([] if acc else [f"{lat['p90']:.2f}", f"{lat['p99']:.2f}"]) + [f"{lat.get('iqr', float('nan')):.2f}",
+                  f"{r['throughput_fps']:.1f}", f"{base / lat['p50']:.2f}×", f"{r['peak_rss_mb']:.0f}", f"{r['size_mb']:.2f}"]
+        table.add_row(*cells)
     return table
+
+
+def _num(v: float | None, scale: float = 1.0) -> str:
+    return "–" if v is None else f"{scale * v + 0.0:.2f}"  # + 0.0: no "-0.00"
