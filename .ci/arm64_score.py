@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     import numpy as np
 
     from edgefg.calibration.dataset import scan
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.validate.evaluate import score_samples
 
     bundle_dir, data, out = Path(argv[0]), Path(argv[1]), Path(argv[2])

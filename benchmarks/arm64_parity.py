@@ -98,7 +98,7 @@ def main() -> int:
 def measure(args, arm64, scoring, cpus: list[str], commands: list[str], data: Path, out: Path, root, setup: dict, t0: float) -> dict:
     """validate + scores on x86 and in the root for each core; the comparison and both gates."""
 
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.validate.api import Thresholds, validate
     from edgefg.validate.evaluate import Scored
 

@@ -100,7 +100,7 @@ def main() -> int:
     from edgefg.calibration.dataset import scan
     from edgefg.compress.train import TrainConfig, train
     from edgefg.models.loader import preprocess_from_cfg
-    from edgefg.runtime.preprocess import preprocess, read_image
+    from edgefg.runtime.engine.preprocess import preprocess, read_image
 
     t0 = time.time()
     model = imagenet_model()

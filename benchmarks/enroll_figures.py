@@ -74,7 +74,7 @@ def bundle(arts: dict[str, Path], target: str, precision: str, fresh: bool) -> P
 def engine_outputs(folder: Path, samples: list) -> tuple[np.ndarray, np.ndarray]:
     """The bundle's trained-head scores and embeddings of ``samples`` (one pass; its own preprocessing)."""
     from edgefg.calibration.dataset import iter_batches
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     heads, embs = [], []
     with LoadedBundle(folder) as lb:
@@ -99,8 +99,8 @@ def evaluate(folder: Path, head: np.ndarray, emb: np.ndarray, truth: list[str], 
     """Top-1 of the enrolled bundle on the removed classes' and the other classes' test images."""
     from edgefg.calibration.dataset import iter_batches
     from edgefg.manifest import load_manifest
-    from edgefg.runtime.model import LoadedBundle
-    from edgefg.runtime.prototypes import PrototypeHead
+    from edgefg.runtime.engine.bundle import LoadedBundle
+    from edgefg.runtime.engine.prototypes import PrototypeHead
 
     m = load_manifest(folder)
     scores = PrototypeHead(folder, m).combine(head, emb)

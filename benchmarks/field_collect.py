@@ -94,9 +94,9 @@ def bundle(model: Path, val: Path) -> tuple[Path, Path, dict, dict]:
 
 
 def one_run(bun: Path, cams: dict[str, Path], out: Path, collect: Path | None, per_hour: float = 0) -> dict:
-    from edgefg.runtime.cameras import CameraConfig
-    from edgefg.runtime.collect import CollectOptions
-    from edgefg.runtime.pipeline import RunOptions, run_cameras
+    from edgefg.runtime.capture.cameras import CameraConfig
+    from edgefg.runtime.outputs.collect import CollectOptions
+    from edgefg.runtime.serve import RunOptions, run_cameras
 
     if collect is not None:
         shutil.rmtree(collect, ignore_errors=True)
@@ -235,7 +235,7 @@ def agreement(args, cams: dict[str, Path], data: Path, fp32: Path, fp32_run: dic
 
 def throughput(bun: Path, cams: dict[str, Path], rounds: int) -> dict:
     """The run without / with --collect (unlimited) / with --collect (defaults), interleaved round by round."""
-    from edgefg.runtime.collect import DEFAULT_PER_HOUR
+    from edgefg.runtime.outputs.collect import DEFAULT_PER_HOUR
 
     configs = [("without", None, 0), ("collect, no hourly limit", "unlimited", 0), (f"collect, defaults ({DEFAULT_PER_HOUR}/h)", "defaults", DEFAULT_PER_HOUR)]
     rows = []

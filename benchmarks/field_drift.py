@@ -1,5 +1,5 @@
 """Field drift without labels: false alarms on in-distribution frames, delay to the alert after a switch,
-and what drift monitoring costs per frame (edgefg.runtime.drift).
+and what drift monitoring costs per frame (edgefg.runtime.outputs.drift).
 
     python benchmarks/field_drift.py [--prefix 700] [--after 400] [--window 500] [--every 25] [--fps-frames 400]
     python benchmarks/field_drift.py --shadow     # also INT8 bundle vs FP32 shadow agreement on the stream
@@ -7,7 +7,7 @@ and what drift monitoring costs per frame (edgefg.runtime.drift).
 Real data: mobilenetv2_cub100 (compress fp32 → deploy intel-cpu, cached in runs/field-drift). cub100/test
 is split per class into two halves (hard links): the *reference* half is deploy's ``--data``, so the bundle's
 own ``drift_reference.json`` comes from it (every image of it); the *stream* half is replayed through
-``edgefg.runtime.pipeline.run_pipeline`` as one camera: first ``--prefix`` frames in-distribution (the
+``edgefg.runtime.serve.run_pipeline`` as one camera: first ``--prefix`` frames in-distribution (the
 stream half, shuffled), then ``--after`` frames of (a) an unseen class mix — only 10 classes, (b) a
 darkened copy (pixels × 0.4), (c) a blurred copy (Gaussian, σ = 2 px on the 227 px image). Reported per
 signal: the largest score relative to its alert level on the in-distribution prefix (< 1: no false alarm)
@@ -82,8 +82,8 @@ def train_reference(work: Path, bundle: Path, n: int = 1000) -> Path:
     if path.is_file():
         return path
     from edgefg.calibration.dataset import scan, stratified_subset
-    from edgefg.runtime.drift_profile import build_profile, write_profile
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
+    from edgefg.runtime.outputs.drift_profile import build_profile, write_profile
 
     with LoadedBundle(bundle) as m:
         samples = stratified_subset(scan(TRAIN, m.labels).samples, n, warn=False)
@@ -100,7 +100,7 @@ def blur(img: np.ndarray) -> np.ndarray:
 
 
 def frames(paths: list[Path], transform=None):
-    from edgefg.runtime.preprocess import read_image
+    from edgefg.runtime.engine.preprocess import read_image
 
     for p in paths:
         img = read_image(p)
@@ -109,7 +109,7 @@ def frames(paths: list[Path], transform=None):
 
 def traced_drift():
     """Patch the drift output's opener so that each run's score trace is kept: [(frames, scores, alert levels)]."""
-    import edgefg.runtime.drift as drift
+    import edgefg.runtime.outputs.drift as drift
 
     made: list = []
     orig = drift.DriftOutput
@@ -132,9 +132,9 @@ def traced_drift():
 
 
 def scenario(bundle: Path, reference: Path | None, prefix: list[Path], after, args, made: list) -> dict:
-    from edgefg.runtime.drift import DriftOptions
-    from edgefg.runtime.pipeline import RunOptions, run_pipeline
-    from edgefg.runtime.sources import ArraySource
+    from edgefg.runtime.capture.sources import ArraySource
+    from edgefg.runtime.outputs.drift import DriftOptions
+    from edgefg.runtime.serve import RunOptions, run_pipeline
 
     events: list[dict] = []
 
@@ -166,9 +166,9 @@ def scenario(bundle: Path, reference: Path | None, prefix: list[Path], after, ar
 
 def fps_side_by_side(bundle: Path, paths: list[Path], rounds: int = 2) -> dict:
     """The same pre-decoded frames with and without drift, alternated."""
-    from edgefg.runtime.drift import DriftOptions
-    from edgefg.runtime.pipeline import RunOptions, run_pipeline
-    from edgefg.runtime.sources import ArraySource
+    from edgefg.runtime.capture.sources import ArraySource
+    from edgefg.runtime.outputs.drift import DriftOptions
+    from edgefg.runtime.serve import RunOptions, run_pipeline
 
     imgs = list(frames(paths))
     res: dict[str, list] = {"without": [], "with drift": []}
@@ -188,8 +188,8 @@ def fps_side_by_side(bundle: Path, paths: list[Path], rounds: int = 2) -> dict:
 
 def signal_cost(path: Path, reps: int = 200) -> dict:
     """ms per frame of the input signals (luminance + sharpness) on one crop, by frame size (a cub100 image scaled up)."""
-    from edgefg.runtime.drift_profile import input_signals
-    from edgefg.runtime.preprocess import read_image
+    from edgefg.runtime.engine.preprocess import read_image
+    from edgefg.runtime.outputs.drift_profile import input_signals
 
     img = read_image(path)
     out = {}
@@ -204,9 +204,9 @@ def signal_cost(path: Path, reps: int = 200) -> dict:
 
 
 def shadow_run(bundle_int8: Path, bundle_fp32: Path, paths: list[Path]) -> dict:
-    from edgefg.runtime.drift import DriftOptions
-    from edgefg.runtime.pipeline import RunOptions, run_pipeline
-    from edgefg.runtime.sources import ArraySource
+    from edgefg.runtime.capture.sources import ArraySource
+    from edgefg.runtime.outputs.drift import DriftOptions
+    from edgefg.runtime.serve import RunOptions, run_pipeline
 
     opts = DriftOptions(drift=False, shadow=bundle_fp32, shadow_every=2)
     s = run_pipeline(bundle_int8, ArraySource(frames(paths)), RunOptions(output=Path(os.devnull), outputs={"drift": opts}), handle_signals=False)
@@ -227,8 +227,8 @@ def main() -> None:
     args = ap.parse_args()
     if not TEST.is_dir():
         raise SystemExit(f"no cub100 at {DATA} (set EDGEFG_DATA)")
-    from edgefg.runtime.drift_profile import PROFILE_NAME, load_profile
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
+    from edgefg.runtime.outputs.drift_profile import PROFILE_NAME, load_profile
 
     WORK.mkdir(parents=True, exist_ok=True)
     ref, stream = split_test(WORK, args.seed)

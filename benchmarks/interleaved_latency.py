@@ -2,7 +2,7 @@
 
     python benchmarks/interleaved_latency.py A.onnx B.onnx [--rounds 30 --iters 10]
 
-Times the models with edgefg's one timing helper (:func:`edgefg.runtime.timing.time_interleaved`, also
+Times the models with edgefg's one timing helper (:func:`edgefg.runtime.engine.timing.time_interleaved`, also
 used by the compress report and ``edgefg bench``): warm-up, then each round runs every model ``iters``
 times in turn, so background load hits all models alike; prints the median, the spread (IQR) and the
 speed-up of each model's median over the first's.
@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from edgefg.runtime.timing import time_interleaved
+from edgefg.runtime.engine.timing import time_interleaved
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""MQTT throughput of the store-and-forward publisher (edgefg.runtime.mqtt) against a local mosquitto.
+"""MQTT throughput of the store-and-forward publisher (edgefg.runtime.outputs.mqtt) against a local mosquitto.
 
     python benchmarks/mqtt_throughput.py [--events 20000] [--rates 2000,5000] [--seconds 60] [--inflight 256]
     python benchmarks/mqtt_throughput.py --seconds 600          # the 10-minute steady-load figure for the docs
@@ -144,14 +144,14 @@ def start_broker(work: Path, persist: bool):
 
 
 def publisher(broker, spool: Path, inflight: int, node: str, drain_s: float = 5.0, legacy: bool = False):
-    from edgefg.runtime.mqtt import MqttOptions, MqttPublisher
+    from edgefg.runtime.outputs.mqtt import MqttOptions, MqttPublisher
 
     opts = MqttOptions(broker.url, spool_path=spool, node_id=node, spool_max=1_000_000, inflight=inflight, drain_s=drain_s, discovery_prefix=None)
     return (_legacy_class() if legacy else MqttPublisher)(opts, list(CAMERAS))
 
 
 def _legacy_class():
-    from edgefg.runtime.mqtt import MqttPublisher
+    from edgefg.runtime.outputs.mqtt import MqttPublisher
 
     class Legacy(MqttPublisher):
         """The sender as it was before the in-flight window (for the "before" figure only): peek one row,
@@ -192,7 +192,7 @@ def wait_connected(pub, timeout: float = 10.0) -> None:
 
 
 def drain(broker, sub: Counter, work: Path, n: int, inflight: int, cap_s: float, legacy: bool = False) -> dict:
-    from edgefg.runtime.spool import Spool
+    from edgefg.runtime.outputs.spool import Spool
 
     name = "old sender (one event, then poll for its PUBACK)" if legacy else f"inflight={inflight}"
     path = work / f"drain-{inflight}-{int(legacy)}.sqlite"

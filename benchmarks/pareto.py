@@ -159,7 +159,7 @@ def time_interleaved(models: dict[str, Path], input_size: Sequence[int] | None, 
     (static) spatial size."""
     import openvino as ov
 
-    from edgefg.runtime.timing import interleaved_rounds, latency_summary, time_calls
+    from edgefg.runtime.engine.timing import interleaved_rounds, latency_summary, time_calls
 
     print(f"timing: {len(models)} models, {rounds} interleaved rounds", flush=True)  # marks the phase that wants a quiet machine
     lat = {n: _compile(p, "LATENCY") for n, p in models.items()}
@@ -192,7 +192,7 @@ def time_interleaved(models: dict[str, Path], input_size: Sequence[int] | None, 
         res[n] = {"latency_ms_p50": s["p50"], "latency_ms_iqr": s["iqr"], "latency_ms_min": float(np.min(times[n])),
                   "throughput_fps": float(np.median(fps[n]))}
     res["_method"] = (f"OpenVINO {ov.__version__.split('-')[0]} CPU, {THREADS} threads, f32 precision hint (INT8 layers run INT8); {rounds} interleaved rounds "
-                      f"(edgefg.runtime.timing): batch-1 latency = median of {rounds}×{iters} sync calls (LATENCY hint), throughput = async queue for "
+                      f"(edgefg.runtime.engine.timing): batch-1 latency = median of {rounds}×{iters} sync calls (LATENCY hint), throughput = async queue for "
                       f"{tput_seconds:g} s per round (THROUGHPUT hint, batch 1 requests), median over rounds")
     print("timing: done", flush=True)
     return res

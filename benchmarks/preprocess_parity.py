@@ -41,7 +41,7 @@ def stretched_copy(samples, root: Path, size=(227, 302)) -> list:
     import cv2
 
     from edgefg.calibration.dataset import Sample
-    from edgefg.runtime.preprocess import read_image
+    from edgefg.runtime.engine.preprocess import read_image
 
     out = []
     for s in samples:
@@ -66,7 +66,7 @@ def main() -> int:
 
     from edgefg.calibration.dataset import scan
     from edgefg.models.loader import load_model, preprocess_from_cfg
-    from edgefg.runtime.preprocess import preprocess, read_image
+    from edgefg.runtime.engine.preprocess import preprocess, read_image
     from edgefg.validate.preprocess_check import reference_batch
 
     model_dir, test = MODEL, TEST
@@ -150,7 +150,7 @@ def speed(no_readme: bool, rounds: int = 7, iters: int = 20) -> int:
     import dataclasses
 
     from edgefg.manifest import Preprocess
-    from edgefg.runtime.preprocess import preprocess
+    from edgefg.runtime.engine.preprocess import preprocess
 
     rng = np.random.default_rng(0)
     frames = {"1920×1080 camera frame": rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8),

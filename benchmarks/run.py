@@ -157,7 +157,7 @@ def main() -> int:
     from edgefg.models.stats import onnx_stats
     from edgefg.runtime.backends.base import default_threads
     from edgefg.runtime.bench import _input_for  # noqa: PLC2701  (edgefg's bench input; no public name yet)
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     if not MODEL.is_dir():
         print(f"real data not found at {DATA} (set EDGEFG_DATA)", file=sys.stderr)

@@ -41,11 +41,11 @@ if not __package__:  # python benchmarks/soak.py: benchmarks/_checkout.py makes 
     import _checkout  # noqa: F401
 from benchmarks.common import TEST, machine_info, write_block, write_json
 from edgefg.errors import ChecksumError
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.pipeline import Pipeline, RunOptions
-from edgefg.runtime.sinks import JsonlSink
-from edgefg.runtime.sources import ArraySource
+from edgefg.runtime.capture.sources import ArraySource
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.sinks import JsonlSink
+from edgefg.runtime.serve import Pipeline, RunOptions
 
 
 def test_frames(n: int = 60, size=(320, 240)) -> list[np.ndarray]:

@@ -38,7 +38,7 @@ def main() -> int:
     import torch
 
     from edgefg.compress.train import cpu_has_native_bf16, kd_loss
-    from edgefg.runtime.timing import interleaved_rounds, time_calls
+    from edgefg.runtime.engine.timing import interleaved_rounds, time_calls
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,7 +70,7 @@ def main() -> int:
         loss.backward()
         opt.step()
 
-    # edgefg's one timing scheme (edgefg.runtime.timing): one warm-up step each (oneDNN picks its kernels),
+    # edgefg's one timing scheme (edgefg.runtime.engine.timing): one warm-up step each (oneDNN picks its kernels),
     # then interleaved rounds of one timed step per mode
     runners = [lambda n, name=name: time_calls(lambda: step(name), n, warmup=0) for name in setups]
     for name in setups:

@@ -139,7 +139,7 @@ def child(bundle: Path, data: Path, batch_size: int, ray: str | None, workers: i
     res = validate(bundle, data, batch_size=batch_size, scorer=scorer)
     wall = time.perf_counter() - t0
     report = json.dumps(res, indent=2, default=str)
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     with LoadedBundle(bundle) as b:
         classes = len(b.labels)

@@ -14,7 +14,7 @@ keep 0.7/0.5, EViT keep 0.5 + 1 epoch KD; ``--vit-variants`` picks others):
    file sha256, shared with ``benchmarks/pareto.py``): top-1, drop, the worst class's paired sign-test p,
    Bonferroni-adjusted for the classes compared;
 4. batch-1 latency of the three (and of the plain ViT's FP32, for the combined speed-up) timed in one
-   interleaved loop with ``edgefg.runtime.timing`` per variant.
+   interleaved loop with ``edgefg.runtime.engine.timing`` per variant.
 
 Each variant's row is written to the JSON as soon as it is done (a run stopped half-way keeps its
 finished rows; a re-run reuses a variant's CLI result when the command and the ONNX file are unchanged).

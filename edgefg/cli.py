@@ -95,8 +95,8 @@ def cli(verbose: int) -> None:
     """
     _setup_logging(verbose)
     try:  # environment settings, range-checked once, before any command uses them
-        from edgefg.runtime.image_limits import max_pixels
-        from edgefg.runtime.threads import env_threads
+        from edgefg.runtime.engine.image_limits import max_pixels
+        from edgefg.runtime.loop.threads import env_threads
 
         max_pixels()
         env_threads()
@@ -107,8 +107,8 @@ def cli(verbose: int) -> None:
 
 # --------------------------------------------------------------------------------------------
 from edgefg.compress.cli_options import INTERPOLATIONS, CompressCommand, checkpoint_options, compress_options, preprocess_options  # noqa: E402  (click only)
-from edgefg.runtime.output import click_options as output_click_options  # noqa: E402  (click + stdlib only)
-from edgefg.runtime.run_sections import FRACTION, POSITIVE, RUN_CAMERAS, RUN_MQTT, RUN_OPTIONS_SECTIONS, RUN_SECTIONS, THREADS, RunSection  # noqa: E402, F401  (click only; RunSection re-exported)
+from edgefg.runtime.loop.run_sections import FRACTION, POSITIVE, RUN_CAMERAS, RUN_MQTT, RUN_OPTIONS_SECTIONS, RUN_SECTIONS, THREADS, RunSection  # noqa: E402, F401  (click only; RunSection re-exported)
+from edgefg.runtime.outputs.contract import click_options as output_click_options  # noqa: E402  (click + stdlib only)
 from edgefg.trust.cli_options import max_pixels_option, trust_option, trust_paths  # noqa: E402  (click only)
 
 
@@ -307,7 +307,7 @@ def validate(bundle, data, reference, max_top1_drop, max_class_drop, class_alpha
 
 
 # --------------------------------------------------------------------------------------------
-# -- edgefg run: its options in sections, each declared once (edgefg/runtime/run_sections.py) ---
+# -- edgefg run: its options in sections, each declared once (edgefg/runtime/loop/run_sections.py) ---
 
 
 def run_sections(f):
@@ -331,12 +331,12 @@ def run_sections(f):
 @handle_errors
 def run(bundle, print_gst_pipeline, trust, **values) -> None:
     """Run BUNDLE on one or more cameras, streams, videos or images; one JSON line per frame (events: on stderr)."""
-    from edgefg.runtime.cameras import DEFAULT_NAME, load_cameras, parse_source_args
-    from edgefg.runtime.output import options_from_cli
-    from edgefg.runtime.pipeline import RunOptions, format_summary, run_cameras, run_pipeline
+    from edgefg.runtime.capture.cameras import DEFAULT_NAME, load_cameras, parse_source_args
+    from edgefg.runtime.outputs.contract import options_from_cli
+    from edgefg.runtime.serve import RunOptions, format_summary, run_cameras, run_pipeline
 
     if print_gst_pipeline:
-        from edgefg.runtime.sources import gst_pipeline_for_bundle
+        from edgefg.runtime.capture.sources import gst_pipeline_for_bundle
 
         click.echo(gst_pipeline_for_bundle(bundle))
         return
@@ -363,7 +363,7 @@ def run(bundle, print_gst_pipeline, trust, **values) -> None:
     max_retries = INTERACTIVE_CAMERA_RETRIES if camera_on_terminal else None if max_retries is not None and max_retries < 0 else max_retries
     mqtt = None
     if mqtt_values["url"]:
-        from edgefg.runtime.mqtt import MqttOptions
+        from edgefg.runtime.outputs.mqtt import MqttOptions
 
         discovery = mqtt_values.pop("discovery_prefix")
         mqtt = MqttOptions(**mqtt_values, discovery_prefix=None if discovery.lower() == "none" else discovery)

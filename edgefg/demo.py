@@ -63,8 +63,8 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     from edgefg.deploy import deploy
     from edgefg.models.loader import load_model
     from edgefg.runtime.bench import BenchOptions, bench_table, run_bench
-    from edgefg.runtime.pipeline import RunOptions, run_pipeline
-    from edgefg.runtime.preprocess import read_image
+    from edgefg.runtime.engine.preprocess import read_image
+    from edgefg.runtime.serve import RunOptions, run_pipeline
     from edgefg.validate.api import Thresholds, validate
 
     console = Console()

@@ -20,8 +20,8 @@ from edgefg.calibration.dataset import iter_batches, scan, stratified_subset
 from edgefg.converters import ConvertRequest, find_converter
 from edgefg.errors import DataError, TargetError, UnsupportedError
 from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir, load_manifest
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.preprocess import convert_batch
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.engine.preprocess import convert_batch
 from edgefg.shared_types import DeployResult
 from edgefg.targets import Target, load_target
 from edgefg.validate.metrics import parity
@@ -43,7 +43,7 @@ def _parity_samples(artifact: Path, manifest: Manifest, data: Path | None, n: in
 
 def _drift_reference(tmp: Path, cand: LoadedBundle, manifest: Manifest, src: Manifest, data: Path | None, samples: list, source: str, n: int) -> None:
     """The bundle's drift reference profile, from the deployed model on ``n`` images of ``data`` (else the parity images)."""
-    from edgefg.runtime.drift_profile import PROFILE_NAME, build_profile, write_profile
+    from edgefg.runtime.outputs.drift_profile import PROFILE_NAME, build_profile, write_profile
 
     if data is not None:
         samples = stratified_subset(scan(data, src.labels).samples, n, warn=False)
@@ -159,7 +159,7 @@ def deploy(
     embedding: bool = False,
 ) -> DeployResult:
     """``drift_samples``: images (from ``data``, stratified; else the artifact's parity images) for the
-    bundle's drift reference profile (``drift_reference.json``, :mod:`edgefg.runtime.drift_profile`); 0: none.
+    bundle's drift reference profile (``drift_reference.json``, :mod:`edgefg.runtime.outputs.drift_profile`); 0: none.
     ``release``: the bundle's release number (default: now in seconds); install refuses a lower one.
     ``embedding``: also export the classifier's input features as a second output (role "embedding",
     parity-checked), which ``edgefg enroll`` needs (:mod:`edgefg.converters.embedding`)."""
@@ -219,7 +219,7 @@ def deploy(
                 head, emb = cand.scores_and_embedding(xc)
                 manifest.parity["embedding"] = embedding_parity(emb, ref.scores_and_embedding(x)[1])
                 if samples is not None:  # trained-class examples for enroll's calibration (numeric arrays, checksummed)
-                    from edgefg.runtime.prototypes import REFERENCE_FILE, write_arrays
+                    from edgefg.runtime.engine.prototypes import REFERENCE_FILE, write_arrays
 
                     write_arrays(tmp / REFERENCE_FILE, embeddings=emb.astype(np.float32), head_scores=head.astype(np.float32))
             if drift_samples and samples is not None:  # before the checksums: the profile is covered by them (and the signature)

@@ -3,7 +3,7 @@
 The bundle must carry an embedding output (``edgefg deploy ... --embedding``): the input features of
 its final linear classifier. Each enrolled class is a *prototype* — the mean of the L2-normalised
 embeddings of its images, computed through the bundle's own preprocessing and backend (an INT8
-bundle's quantization is part of it). The runtime (:mod:`edgefg.runtime.prototypes`) scores
+bundle's quantization is part of it). The runtime (:mod:`edgefg.runtime.engine.prototypes`) scores
 
     trained classes: the linear head's logits     enrolled classes: T × cos(embedding, prototype) + b
 
@@ -47,7 +47,7 @@ import numpy as np
 
 from edgefg.errors import BundleError, DataError, InputPathError
 from edgefg.manifest import LABELS_NAME, MANIFEST_NAME, Manifest, atomic_output_dir, load_manifest
-from edgefg.runtime.prototypes import PROTOTYPES_FILE, l2_normalise, read_arrays
+from edgefg.runtime.engine.prototypes import PROTOTYPES_FILE, l2_normalise, read_arrays
 
 log = logging.getLogger(__name__)
 MIN_IMAGES = 3
@@ -80,7 +80,7 @@ def _store(bundle: Path, m: Manifest) -> dict[str, np.ndarray]:
 
 def _reference(bundle: Path, m: Manifest) -> dict[str, np.ndarray] | None:
     """The trained-class reference images' embeddings and head scores deploy --embedding kept, if any."""
-    from edgefg.runtime.prototypes import REFERENCE_FILE
+    from edgefg.runtime.engine.prototypes import REFERENCE_FILE
 
     if REFERENCE_FILE not in m.files:
         return None
@@ -105,7 +105,7 @@ def _without_masked(reference: dict[str, np.ndarray] | None, head_labels: list[s
 def _embed(bundle: Path, m: Manifest, folder: Path, names: list[str], samples: list) -> tuple[np.ndarray, np.ndarray]:
     """Trained-head scores and embeddings of ``samples`` through the bundle's own preprocessing and backend."""
     from edgefg.calibration.dataset import iter_batches
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     plain = copy.deepcopy(m)  # the raw model: trained head only
     plain.prototypes, plain.labels = {}, list((m.prototypes or {}).get("head_labels", m.labels))
@@ -298,7 +298,7 @@ def enroll(
     new.stamp_release(release)
     new.compression = list(m.compression) + [{"method": "enroll", "added": result.added, "replaced": result.replaced, "removed": result.removed,
                                               "classes": len(classes), "from_release": m.release}]
-    from edgefg.runtime.drift_profile import PROFILE_NAME
+    from edgefg.runtime.outputs.drift_profile import PROFILE_NAME
 
     if PROFILE_NAME in m.files:  # its class histogram and confidences describe the old label set
         result.notes.append(f"the input's drift reference ({PROFILE_NAME}) describes its {len(m.labels)} classes and was left out; "
@@ -321,7 +321,7 @@ def enroll(
             np.savez(fh, prototypes=protos, counts=counts, centre=np.zeros(0, np.float32) if centre is None else centre.astype(np.float32), **store)
         new.record_files(tmp)
         new.save(tmp)
-        from edgefg.runtime.model import LoadedBundle
+        from edgefg.runtime.engine.bundle import LoadedBundle
 
         with LoadedBundle(tmp, verify=True):  # schema, checksums and the prototype file, before it is moved into place
             pass

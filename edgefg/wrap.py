@@ -22,7 +22,7 @@ import numpy as np
 from edgefg.errors import ClassMismatchError, InputPathError, MissingDependencyError, ModelLoadError, TargetError, UnsupportedError
 from edgefg.formats import FORMATS, default_backend_options, format_for_suffix, wrappable_suffixes
 from edgefg.manifest import Manifest, Preprocess, TensorSpec, atomic_output_dir, guess_layout, sha256_file
-from edgefg.runtime.preprocess import describe
+from edgefg.runtime.engine.preprocess import describe
 from edgefg.shared_types import DeployResult
 from edgefg.targets import Target, load_target
 
@@ -249,7 +249,7 @@ def wrap_model(
     """Bundle an already-converted model file for ``target``. ``opts``: layout, input_size,
     mean, std, interpolation, crop_pct, crop_mode, resize, color, output_activation (override what the file and
     its config.json say)."""
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.versions import library_versions
 
     model = Path(model)
@@ -346,7 +346,7 @@ def _smoke_inputs(manifest: Manifest, data: str | Path | None) -> tuple[np.ndarr
         batches = [b.x for b in iter_batches(images, manifest.preprocess, SMOKE_IMAGES)]
         if batches:
             return np.concatenate(batches), str(data)
-    from edgefg.runtime.preprocess import preprocess
+    from edgefg.runtime.engine.preprocess import preprocess
 
     x = preprocess(np.full((*manifest.preprocess.input_size, 3), 128, np.uint8), manifest.preprocess)[None]
     expected = [d for d in manifest.inputs[0].shape[1:]]

@@ -67,7 +67,7 @@ def _tensorrt_fakes(monkeypatch, tmp_path, bundle):
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
 def test_backend_runs_a_bundle(name, request, monkeypatch, tmp_path):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     fmt = next(f for f in FORMATS.values() if f.read_by[0] == name).name
     bundle = _bundle(request, fmt)

@@ -4,7 +4,7 @@ import pytest
 from edgefg.deploy import deploy
 from edgefg.errors import OutputExistsError, TargetError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 
 
 def test_bundles_are_self_describing(tiny_bundles):
@@ -67,7 +67,7 @@ def test_parity_with_user_data(tiny_artifacts, image_folder, tmp_path):
 
 def test_embedded_preprocessing_in_the_openvino_ir(tiny_artifacts, image_folder, tmp_path):
     from edgefg.calibration.dataset import scan
-    from edgefg.runtime.preprocess import geometry, read_image
+    from edgefg.runtime.engine.preprocess import geometry, read_image
     from edgefg.validate.api import validate
 
     res = deploy(tiny_artifacts["fp32"], "intel-cpu", tmp_path / "emb", options={"embed_preprocess": True})

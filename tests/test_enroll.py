@@ -58,7 +58,7 @@ def enrol_dirs(tmp_path_factory) -> dict[str, Path]:
 
 def predict(bundle: Path, folder: Path) -> tuple[np.ndarray, list[str], list]:
     from edgefg.calibration.dataset import scan
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     with LoadedBundle(bundle) as lb:
         s = scan(folder).samples
@@ -198,7 +198,7 @@ def test_output_may_not_be_the_input(emb_bundles, enrol_dirs):
 def test_softmax_head_combines_in_log_space():
     from types import SimpleNamespace
 
-    from edgefg.runtime.prototypes import PrototypeHead
+    from edgefg.runtime.engine.prototypes import PrototypeHead
 
     head = PrototypeHead.__new__(PrototypeHead)
     head.activation, head.keep, head.all_kept = "softmax", np.array([0, 2]), False
@@ -211,7 +211,7 @@ def test_softmax_head_combines_in_log_space():
 
 def test_drift_profile_of_the_old_labels_is_left_out(emb_bundles, enrol_dirs, tmp_path):
     from edgefg.manifest import load_manifest
-    from edgefg.runtime.drift_profile import PROFILE_NAME
+    from edgefg.runtime.outputs.drift_profile import PROFILE_NAME
 
     src = emb_bundles["fp32-onnxruntime-cpu"]
     assert PROFILE_NAME in load_manifest(src).files

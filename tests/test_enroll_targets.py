@@ -57,7 +57,7 @@ def test_litert_bundle_carries_the_embedding_with_its_own_quantization(rpi5_emb,
 
 def test_litert_backend_returns_outputs_by_name_dequantized(rpi5_emb, image_folder):
     from edgefg.runtime.backends.tflite import TFLiteBackend
-    from edgefg.runtime.preprocess import preprocess, read_image
+    from edgefg.runtime.engine.preprocess import preprocess, read_image
 
     b = rpi5_emb["int8"]
     m = load_manifest(b)
@@ -116,7 +116,7 @@ def test_tensorrt_backend_binds_and_returns_every_output_by_name(jetson_emb, tmp
     has both outputs; scores_and_embedding gets each output's own buffer, by name."""
     import shutil
 
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.tensorrt.builder import build_engine
     from tests.tensorrt import fakes
 

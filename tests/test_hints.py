@@ -24,7 +24,7 @@ FOREIGN = {
     "--block": "ray start",
 }
 # files whose strings are not messages: the live page's CSS custom properties (--bg, --fg, ...)
-NOT_MESSAGES = {"edgefg/runtime/webpage.py"}
+NOT_MESSAGES = {"edgefg/runtime/outputs/webpage.py"}
 
 
 def command_options() -> dict[str, set[str]]:

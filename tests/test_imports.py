@@ -75,3 +75,20 @@ def test_no_import_circle_in_the_package():
 
 def test_the_scanner_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_runtime_public_names_resolve_and_the_folders_hold_their_wing():
+    """Every name in edgefg.runtime.__all__ resolves (lazily) to an object of the wing it belongs to."""
+    import edgefg.runtime as rt
+
+    wing = {"stream": "serve", "run_pipeline": "serve", "run_cameras": "serve", "Pipeline": "serve", "RunOptions": "loop",
+            "CameraLoop": "loop", "MultiPipeline": "loop", "stream_cameras": "loop", "CameraConfig": "capture",
+            "LoadedBundle": "engine", "open_source": "capture"}
+    assert set(rt.__all__) == set(wing)
+    for name in rt.__all__:
+        module = getattr(rt, name).__module__
+        assert module.split(".")[2] == wing[name], f"edgefg.runtime.{name} comes from {module}"
+    folders = {p.name for p in (PACKAGE / "runtime").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == {"backends", "engine", "capture", "loop", "outputs"}
+    loose = sorted(p.name for p in (PACKAGE / "runtime").glob("*.py"))
+    assert loose == ["__init__.py", "bench.py", "collect_cli.py", "install.py", "serve.py"], loose

@@ -29,7 +29,7 @@ def test_resolve_imports_an_attribute_or_a_module_and_names_the_extra_when_missi
 def test_every_lazy_table_entry_resolves():
     from edgefg.cli import LAZY_COMMANDS
     from edgefg.formats import BACKENDS
-    from edgefg.runtime.output import OUTPUT_MODULES
+    from edgefg.runtime.outputs.contract import OUTPUT_MODULES
     from edgefg.tune.engine import ENGINES
 
     for name, entry in LAZY_COMMANDS.items():

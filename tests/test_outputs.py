@@ -94,8 +94,8 @@ OWN_RENAMES = {
     ("edgefg/compress/train.py", "_save_checkpoint"): "commits three checkpoint files, state.json last",
     ("edgefg/runtime/install.py", "_switch"): "atomic symlink switch of `current`",
     ("edgefg/runtime/install.py", "_install_locked"): "moves a whole verified release folder into place",
-    ("edgefg/runtime/sinks.py", "_rotate"): "log rotation (name.1, name.2, …)",
-    ("edgefg/runtime/spool.py", "_set_aside"): "sets a damaged spool (and its -wal/-shm) aside",
+    ("edgefg/runtime/outputs/sinks.py", "_rotate"): "log rotation (name.1, name.2, …)",
+    ("edgefg/runtime/outputs/spool.py", "_set_aside"): "sets a damaged spool (and its -wal/-shm) aside",
 }
 
 

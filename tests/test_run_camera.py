@@ -24,8 +24,8 @@ def test_retry_policy_from_the_command_line(tiny_bundles, monkeypatch):
         seen.append(opts.max_retries)
         return {"frames": 0}
 
-    monkeypatch.setattr("edgefg.runtime.pipeline.run_pipeline", fake_run)
-    monkeypatch.setattr("edgefg.runtime.pipeline.format_summary", lambda s: "")
+    monkeypatch.setattr("edgefg.runtime.serve.run_pipeline", fake_run)
+    monkeypatch.setattr("edgefg.runtime.serve.format_summary", lambda s: "")
     bundle = str(tiny_bundles["fp32-onnxruntime-cpu"])
     for interactive, args, expected in [(True, ["--source", "0"], 3), (False, ["--source", "0"], None), (True, ["--source", "0", "--max-retries", "-1"], None),
                                         (True, ["--source", "0", "--max-retries", "5"], 5), (True, ["--source", "rtsp://cam/s"], None)]:

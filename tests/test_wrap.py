@@ -13,8 +13,8 @@ from edgefg.cli import cli
 from edgefg.deploy import deploy
 from edgefg.errors import ClassMismatchError, ModelLoadError, TargetError, UnsupportedError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.preprocess import geometry, preprocess, read_image
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.engine.preprocess import geometry, preprocess, read_image
 from tests.conftest import CLASSES, DATA
 
 CORAL = DATA / "models" / "coral"

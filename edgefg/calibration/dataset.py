@@ -17,7 +17,7 @@ import numpy as np
 
 from edgefg.errors import ClassMismatchError, DataError, InputPathError
 from edgefg.manifest import Preprocess
-from edgefg.runtime.preprocess import IMAGE_SUFFIXES, preprocess, read_image
+from edgefg.runtime.engine.preprocess import IMAGE_SUFFIXES, preprocess, read_image
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from edgefg.calibration.dataset import Sample, iter_batches
 from edgefg.errors import DataError, InputPathError
 from edgefg.manifest import Preprocess
 from edgefg.progress import track
-from edgefg.runtime.postprocess import softmax as _softmax
-from edgefg.runtime.preprocess import IMAGE_SUFFIXES
+from edgefg.runtime.engine.postprocess import softmax as _softmax
+from edgefg.runtime.engine.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 DEFAULT_MIN_AGREEMENT = 0.99

@@ -32,8 +32,8 @@ from edgefg.manifest import PARITY_DIR, Manifest, TensorSpec, atomic_output_dir
 from edgefg.models.loader import ARTIFACT_TORCH_DIR, LoadedModel
 from edgefg.models.stats import onnx_stats
 from edgefg.progress import track
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.timing import split_calls, time_interleaved
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.engine.timing import split_calls, time_interleaved
 from edgefg.validate.metrics import class_drops, class_gate_summary, classification, parity, significant_drop_count, strip_arrays, worst_class_drop
 from edgefg.versions import library_versions
 

@@ -10,7 +10,7 @@ import numpy as np
 from edgefg.calibration.dataset import Sample
 from edgefg.errors import DataError
 from edgefg.manifest import Preprocess
-from edgefg.runtime.preprocess import preprocess, read_image
+from edgefg.runtime.engine.preprocess import preprocess, read_image
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def train_transform(spec: Preprocess, scale: tuple[float, float] = (0.35, 1.0), 
 
 class ImageDataset:
     """(image tensor, label) pairs. ``augment`` uses timm's train transform; otherwise
-    :func:`edgefg.runtime.preprocess.preprocess`. Unreadable images fall back to a neighbour."""
+    :func:`edgefg.runtime.engine.preprocess.preprocess`. Unreadable images fall back to a neighbour."""
 
     def __init__(self, samples: Sequence[Sample], spec: Preprocess, augment: bool = False, scale: tuple[float, float] = (0.35, 1.0)):
         import torch.utils.data  # noqa: F401  (fail early without torch)

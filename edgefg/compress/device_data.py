@@ -60,7 +60,7 @@ def _square_spec(spec: Preprocess) -> Preprocess:
 
 
 def _decode(path: str, square: Preprocess) -> np.ndarray | None:
-    from edgefg.runtime.preprocess import geometry, read_image
+    from edgefg.runtime.engine.preprocess import geometry, read_image
 
     try:
         bgr = read_image(path)

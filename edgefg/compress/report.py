@@ -64,7 +64,7 @@ def _preprocess_lines(pre: dict[str, Any]) -> list[str]:
     if not pre.get("manifest"):
         return []
     from edgefg.manifest import Preprocess
-    from edgefg.runtime.preprocess import describe
+    from edgefg.runtime.engine.preprocess import describe
 
     lines = [f"Preprocessing: {describe(Preprocess.from_dict(pre['manifest']))}  "]
     if pre.get("overrides"):

@@ -78,7 +78,7 @@ def _embed_preprocess(ov, model, req: ConvertRequest):
     steps.mean([m * 255.0 for m in pre.mean]).scale([s * 255.0 for s in pre.std])
     model = ppp.build()
     h, w = pre.input_size
-    from edgefg.runtime.preprocess import border_fill
+    from edgefg.runtime.engine.preprocess import border_fill
 
     embedded = copy.deepcopy(pre)
     embedded.border_fill = border_fill(pre)  # the pad colour stays the model's mean colour

@@ -33,7 +33,7 @@ class ShardScorer:
 
     def __init__(self, packed_bundle: bytes, manifest, threads: int = 1):
         from edgefg.manifest import load_manifest
-        from edgefg.runtime.model import LoadedBundle
+        from edgefg.runtime.engine.bundle import LoadedBundle
 
         os.environ["EDGEFG_NUM_THREADS"] = str(threads)
         self.work = tempfile.mkdtemp(prefix="edgefg-shard-")

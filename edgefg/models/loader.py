@@ -64,7 +64,7 @@ def preprocess_from_cfg(cfg: dict[str, Any], resize: str = "pil") -> Preprocess:
     """timm ``pretrained_cfg``/data config → :class:`Preprocess`: timm's eval transform as its
     ``validate.py`` builds it (test size and test crop when given). An option edgefg cannot honour
     exactly raises :class:`UnsupportedError` naming it — never a silent substitute."""
-    from edgefg.runtime.preprocess import check_supported
+    from edgefg.runtime.engine.preprocess import check_supported
 
     size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
     if len(size) == 3 and int(size[0]) != 3:
@@ -95,7 +95,7 @@ def preprocess_from_cfg(cfg: dict[str, Any], resize: str = "pil") -> Preprocess:
 def override_preprocess(model: LoadedModel, **overrides: Any) -> LoadedModel:
     """Apply command-line preprocessing overrides (crop_mode, crop_pct, interpolation, resize);
     ``None`` values are ignored. Recorded in ``model.source`` so reports say what was changed."""
-    from edgefg.runtime.preprocess import check_supported
+    from edgefg.runtime.engine.preprocess import check_supported
 
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:

@@ -1,7 +1,7 @@
 """``edgefg bench``: bundles side by side in one run.
 
 Each bundle runs in its own worker process (so its peak RSS is its own); the parent interleaves
-rounds — bundle A, B, C, A, B, C … — with the one timing helper of :mod:`edgefg.runtime.timing`, so
+rounds — bundle A, B, C, A, B, C … — with the one timing helper of :mod:`edgefg.runtime.engine.timing`, so
 machine drift hits every bundle alike. numpy only.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgefg.errors import EdgefgError
-from edgefg.runtime.timing import RoundRunner, interleaved_rounds, latency_summary, time_calls
+from edgefg.runtime.engine.timing import RoundRunner, interleaved_rounds, latency_summary, time_calls
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _input_for(manifest, batch: int) -> np.ndarray:
 
 def _worker(conn, bundle: str, opts: BenchOptions, backend: str | None) -> None:
     try:
-        from edgefg.runtime.model import LoadedBundle
+        from edgefg.runtime.engine.bundle import LoadedBundle
 
         model = LoadedBundle(bundle, backend=backend, num_threads=opts.num_threads, trust=opts.trust or None)
         x = _input_for(model.manifest, opts.batch)
@@ -171,7 +171,7 @@ def bench_table(result: dict[str, Any]):
     if acc:
         title += f"; top-1 on {acc['images']} images of {Path(acc['data']).name}, tolerance {acc['max_drop_pts']:g} pt"
     table = Table(title=title)
-    cols = ["bundle", "backend", "precision"] + (["top-1 %", "Δ pt", "worst class Δ pt", "within"] if acc else [])
+    cols = ["bundle", "backend", "precision"] + (["top-1 %", "Δ pt", "worst class Δ pt", "classes sig. worse", "within"] if acc else [])
     cols += ["p50 ms"] + ([] if acc else ["p90 ms", "p99 ms"]) + ["IQR ms", "FPS", "vs first", "peak RSS MB", "size MB"]
     for col in cols:
         table.add_column(col, justify="left" if col in ("bundle", "backend", "precision", "within") else "right", no_wrap=col == "bundle")
@@ -182,7 +182,7 @@ def bench_table(result: dict[str, Any]):
         cells = [Path(r["bundle"]).name, r["backend"], r["precision"]]
         if acc:
             cells += [_num(r.get("top1"), 100.0), _num(r.get("top1_drop_pts")), _num(r.get("worst_class_drop")),
-                      ("yes, fastest" if r["bundle"] == best else "yes") if r.get("within") else "no"]
+                      str(r.get("classes_significantly_worse", 0)), ("yes, fastest" if r["bundle"] == best else "yes") if r.get("within") else "no"]
         cells += [f"{lat['p50']:.2f}"] + ([] if acc else [f"{lat['p90']:.2f}", f"{lat['p99']:.2f}"]) + [f"{lat.get('iqr', float('nan')):.2f}",
                   f"{r['throughput_fps']:.1f}", f"{base / lat['p50']:.2f}×", f"{r['peak_rss_mb']:.0f}", f"{r['size_mb']:.2f}"]
         table.add_row(*cells)

@@ -1,5 +1,5 @@
 """``edgefg collect``: what ``edgefg run --collect DIR`` kept — a labelling queue (``export``) and counts (``stats``).
-The logic is in :mod:`edgefg.runtime.collect`; no torch, no compression code (it runs on the device too)."""
+The logic is in :mod:`edgefg.runtime.outputs.collect`; no torch, no compression code (it runs on the device too)."""
 from __future__ import annotations
 
 import json
@@ -24,7 +24,7 @@ def collect_group() -> None:
 def _policies(ctx: click.Context, param: click.Parameter, value: str | None):
     if not value:
         return None
-    from edgefg.runtime.collect import policies_callback
+    from edgefg.runtime.outputs.collect import policies_callback
 
     return policies_callback(ctx, param, value)
 
@@ -47,7 +47,7 @@ def export_cmd(directory, out, by, since, cameras, policy, with_frames) -> None:
     they already are: fix the mistakes, delete what is none of the classes); TO is then an ImageFolder
     for --val-data / --data (queue.csv is ignored, with a one-line notice).
     """
-    from edgefg.runtime.collect import export_queue
+    from edgefg.runtime.outputs.collect import export_queue
 
     r = export_queue(directory, out, by=by, since=since, cameras=cameras or None, policies=policy, with_frames=with_frames)
     where = f" in {len(r['folders'])} suggestion folders" if r["folders"] else ""
@@ -63,7 +63,7 @@ def export_cmd(directory, out, by, since, cameras, policy, with_frames) -> None:
 @handle_errors
 def stats_cmd(directory, as_json, top) -> None:
     """Counts of the collect folder DIRECTORY: frames per policy, per camera and per suggested class, size on disk."""
-    from edgefg.runtime.collect import collect_stats
+    from edgefg.runtime.outputs.collect import collect_stats
 
     s = collect_stats(directory)
     if as_json:

@@ -8,7 +8,7 @@ import click
 
 def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if value is not None:
-        from edgefg.runtime.image_limits import set_max_pixels
+        from edgefg.runtime.engine.image_limits import set_max_pixels
 
         set_max_pixels(value)
 

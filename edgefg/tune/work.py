@@ -151,7 +151,7 @@ def measure_bundle(
     where the latency comes from and ``stand_in`` whether it is a stand-in's (:mod:`edgefg.tune.latency_source`)."""
     from edgefg.manifest import load_manifest
     from edgefg.runtime.bench import BenchOptions, run_bench
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.validate.api import reference_metrics
     from edgefg.validate.evaluate import score_samples
     from edgefg.validate.metrics import classes_tested, classification, significant_drop_count, wilson_interval, worst_class_drop
@@ -234,7 +234,7 @@ def _split(scored):
 
 def reference_scores(artifact: str | Path, samples: Sequence, batch_size: int):
     """The FP32 reference artifact's scores on the validation samples (computed once per sweep)."""
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.validate.evaluate import score_samples
 
     with LoadedBundle(artifact) as ref:

@@ -16,7 +16,7 @@ import numpy as np
 from edgefg.calibration.dataset import scan
 from edgefg.errors import ClassMismatchError, DataError, InputPathError, UnsupportedError
 from edgefg.manifest import MANIFEST_NAME
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 from edgefg.validate.evaluate import Scored, score_samples
 from edgefg.validate.limits import DIRECTIONS, check_message, holds
 from edgefg.validate.metrics import class_drops, class_failures, class_gate_summary, classification, gate_p, parity, significant_worst_drop, strip_arrays, worst_class_drop
@@ -150,7 +150,7 @@ def validate(
     many images (stratified) and adds it to the checks (needs timm); ``trust``: public keys, one of
     which must have signed the bundle (the reference is not checked); ``scorer`` replaces in-process
     scoring (e.g. sharded over Ray actors) with the same results. ``drift_reference``: also write the
-    drift reference profile of the bundle on these images there (:mod:`edgefg.runtime.drift_profile`;
+    drift reference profile of the bundle on these images there (:mod:`edgefg.runtime.outputs.drift_profile`;
     an unlabelled folder needs no ``reference`` then). ``stand_in``: a bundle whose engine exists only on the
     device (TensorRT) is scored in its host stand-in (:mod:`edgefg.validate.stand_in`) and the result says so."""
     score = scorer or score_samples
@@ -185,7 +185,7 @@ def validate(
         if pre_check is not None:
             result["preprocess_check"] = pre_check.to_dict()
         if drift_reference is not None:  # the scores just computed; the images are decoded again for the input signals only
-            from edgefg.runtime.drift_profile import build_profile, write_profile
+            from edgefg.runtime.outputs.drift_profile import build_profile, write_profile
 
             profile = build_profile(bundle, scored.paths, str(data), scores=scored.scores)
             write_profile(drift_reference, profile)

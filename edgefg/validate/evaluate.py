@@ -9,7 +9,7 @@ import numpy as np
 
 from edgefg.calibration.dataset import Sample, iter_batches
 from edgefg.progress import track
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgefg.runtime.postprocess import to_probabilities, topk
+from edgefg.runtime.engine.postprocess import to_probabilities, topk
 
 
 def classification(scores: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict:

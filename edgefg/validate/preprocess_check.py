@@ -22,7 +22,7 @@ import numpy as np
 
 from edgefg.errors import EdgefgError, MissingDependencyError
 from edgefg.manifest import Preprocess
-from edgefg.runtime.preprocess import convert_batch, preprocess, read_image, resized_whole
+from edgefg.runtime.engine.preprocess import convert_batch, preprocess, read_image, resized_whole
 
 DEFAULT_TOLERANCE = 1.0  # 8-bit grey levels: one level of decoder rounding; a resize difference is many
 DEFAULT_IMAGES = 32

@@ -14,7 +14,7 @@ from typing import Any
 from edgefg.errors import MissingDependencyError
 from edgefg.formats import stand_in as host_stand_in
 from edgefg.manifest import load_manifest
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 
 
 @dataclass(frozen=True)

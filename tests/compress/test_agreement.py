@@ -46,7 +46,7 @@ def sensitive_model(tmp_path_factory, image_folder) -> Path:
     from safetensors.torch import save_file
 
     from edgefg.models.loader import load_model
-    from edgefg.runtime.preprocess import preprocess
+    from edgefg.runtime.engine.preprocess import preprocess
 
     root = write_hub_folder(tmp_path_factory.mktemp("models") / "sensitive")
     net = load_model(root).module.eval()

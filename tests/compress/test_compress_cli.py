@@ -80,7 +80,7 @@ def test_unmeetable_class_budget_exits_1_with_report(tmp_path, tiny_model, image
 
 
 def test_prune_distil_int8_recipe(tmp_path, tiny_model, image_folder):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     recipe = tmp_path / "r.toml"
     recipe.write_text('[[step]]\ntype = "prune"\nratio = 0.3\n[[step]]\ntype = "distil"\nmax_steps = 1\nbatch_size = 6\n[[step]]\ntype = "int8"\n')

@@ -54,7 +54,7 @@ def test_unaugmented_batch_is_the_runtime_evaluation_preprocessing(tmp_path, cro
     import cv2
 
     from edgefg.compress.device_data import centre
-    from edgefg.runtime.preprocess import preprocess, read_image
+    from edgefg.runtime.engine.preprocess import preprocess, read_image
 
     device_data._MEMO.clear()
     rng = np.random.default_rng(0)

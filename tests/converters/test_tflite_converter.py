@@ -11,8 +11,8 @@ from edgefg.calibration.dataset import iter_batches, scan
 from edgefg.deploy import deploy
 from edgefg.errors import DataError, InputPathError, ModelLoadError, TargetError, UnsupportedError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.preprocess import convert_batch, preprocess, read_image
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.engine.preprocess import convert_batch, preprocess, read_image
 from edgefg.validate.metrics import parity
 
 pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edgefg[tflite-convert]')")

@@ -13,7 +13,7 @@ from edgefg.deploy import deploy
 from edgefg.errors import ChecksumError, InputPathError, ModelLoadError, UnsupportedError
 from edgefg.manifest import load_manifest, sha256_file
 from edgefg.models.loader import ARTIFACT_TORCH_DIR, load_model
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 from edgefg.validate.metrics import parity
 
 pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edgefg[tflite-convert]')")

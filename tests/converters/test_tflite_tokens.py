@@ -12,7 +12,7 @@ from edgefg.deploy import deploy
 from edgefg.errors import ChecksumError, ModelLoadError, UnsupportedError
 from edgefg.manifest import load_manifest
 from edgefg.models.loader import ARTIFACT_TORCH_DIR, GRAPH_EDIT_CONFIG, GRAPH_EDIT_WEIGHTS, load_graph_edit, load_model
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 from tests.conftest import write_hub_folder
 
 pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edgefg[tflite-convert]')")

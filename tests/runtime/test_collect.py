@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgefg.cli import cli
-from edgefg.runtime.collect import CROPS, FRAMES, META, CollectOptions, Collector, Selector, TokenBucket, collect_stats, parse_policies
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.pipeline import RunOptions, run_pipeline
-from edgefg.runtime.sources import ArraySource
+from edgefg.runtime.capture.sources import ArraySource
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.collect import CROPS, FRAMES, META, CollectOptions, Collector, Selector, TokenBucket, collect_stats, parse_policies
+from edgefg.runtime.serve import RunOptions, run_pipeline
 from tests.conftest import CLASSES
 
 LABELS = ["a", "b", "c", "d", "e", "f"]

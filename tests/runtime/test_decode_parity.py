@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgefg.runtime.preprocess import read_image
+from edgefg.runtime.engine.preprocess import read_image
 
 
 def _pil_rgb(path):

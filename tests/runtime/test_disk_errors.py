@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.spool import Spool
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.spool import Spool
 from tests.conftest import EDGEFG
 from tests.runtime.fakes import write_video
 from tests.runtime.real_parts import IN_CI, Mosquitto, require
@@ -158,8 +158,8 @@ def test_edgefg_run_comes_up_on_a_damaged_spool(broker, tiny_bundles, tmp_path):
 PUBLISHER = r'''
 import json, resource, signal, sys, time
 from pathlib import Path
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.mqtt import MqttOptions, MqttPublisher
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.mqtt import MqttOptions, MqttPublisher
 
 url, spool, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing the process
@@ -335,8 +335,8 @@ import json, resource, signal, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
-from edgefg.runtime.collect import CollectOptions, Collector
-from edgefg.runtime.events import EventLog
+from edgefg.runtime.outputs.collect import CollectOptions, Collector
+from edgefg.runtime.loop.events import EventLog
 
 root, mode = Path(sys.argv[1]), sys.argv[2]
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -1,4 +1,4 @@
-"""Drift on the device without labels (edgefg.runtime.drift, drift_profile) and shadow agreement.
+"""Drift on the device without labels (edgefg.runtime.outputs.drift, drift_profile) and shadow agreement.
 
 The reference profile is written by deploy (inside the checksums and the signature) and by validate
 --drift-reference; a run's PSI scores stay under their alert level on the reference's distribution and
@@ -20,12 +20,12 @@ import pytest
 
 from edgefg.errors import ChecksumError, ClassMismatchError, DataError, EdgefgError
 from edgefg.manifest import load_manifest
-from edgefg.runtime.drift import DriftOptions, noise_levels, options_from_cli, psi
-from edgefg.runtime.drift_profile import PROFILE_NAME, bundle_profile, load_profile
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.pipeline import RunOptions, run_pipeline
-from edgefg.runtime.preprocess import read_image
-from edgefg.runtime.sources import ArraySource
+from edgefg.runtime.capture.sources import ArraySource
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.engine.preprocess import read_image
+from edgefg.runtime.outputs.drift import DriftOptions, noise_levels, options_from_cli, psi
+from edgefg.runtime.outputs.drift_profile import PROFILE_NAME, bundle_profile, load_profile
+from edgefg.runtime.serve import RunOptions, run_pipeline
 from tests.conftest import REPO, write_image_folder
 
 WINDOW = 200
@@ -165,7 +165,7 @@ def test_options_from_the_command_line():
     with pytest.raises(EdgefgError, match="below --drift-threshold"):
         options_from_cli({**base, "drift_clear": 0.3})
     # the CLI imports this module at start-up: no numpy there
-    code = "import sys, edgefg.runtime.drift; assert 'numpy' not in sys.modules, 'numpy imported'"
+    code = "import sys, edgefg.runtime.outputs.drift; assert 'numpy' not in sys.modules, 'numpy imported'"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True).returncode == 0
 
 
@@ -283,7 +283,7 @@ def test_a_bundle_without_a_profile_says_how_to_get_one(tiny_artifacts, image_fo
 
 # -- MQTT -----------------------------------------------------------------------------------------
 def test_retained_drift_state_and_discovery_on_a_real_broker(broker, tiny_bundles, reference, streams, tmp_path):
-    from edgefg.runtime.mqtt import MqttOptions
+    from edgefg.runtime.outputs.mqtt import MqttOptions
     from tests.runtime.test_mqtt import Subscriber, wait_for
 
     opts = RunOptions(mqtt=MqttOptions(broker.url, spool_path=tmp_path / "spool.sqlite", node_id="testnode"), outputs={"drift": DriftOptions(reference=reference, window=WINDOW, every=10, warmup=100)})
@@ -305,8 +305,8 @@ def test_retained_drift_state_and_discovery_on_a_real_broker(broker, tiny_bundle
 
 def test_extra_retained_topics_are_published_again_after_a_reconnect(broker, tmp_path):
     """MqttPublisher.publish_retained / add_discovery: remembered, and sent again on every (re)connect."""
-    from edgefg.runtime.events import EventLog
-    from edgefg.runtime.mqtt import MqttOptions, MqttPublisher
+    from edgefg.runtime.loop.events import EventLog
+    from edgefg.runtime.outputs.mqtt import MqttOptions, MqttPublisher
     from tests.runtime.test_mqtt import Subscriber, wait_for
 
     pub = MqttPublisher(MqttOptions(broker.url, spool_path=tmp_path / "s.sqlite", node_id="n1"), ["cam"], EventLog())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgefg.runtime import RunOptions, stream
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 from tests.conftest import CLASSES, EDGEFG, write_image_folder
 from tests.test_enroll import NEW, new_image, run, write_new
 
@@ -80,7 +80,7 @@ def test_smoothing_and_open_set_keep_a_new_class(enrolled, tmp_path):
     video = new_class_video(tmp_path / "magenta.mkv", 0)
     with LoadedBundle(enrolled["src-intel-cpu"]) as lb:
         from edgefg.calibration.dataset import scan
-        from edgefg.runtime.postprocess import to_probabilities
+        from edgefg.runtime.engine.postprocess import to_probabilities
 
         old = [s for s in scan(enrolled["mixed"]).samples if s.path.parent.name in CLASSES]
         conf = to_probabilities(lb.classify([cv2.imread(str(s.path)) for s in old]), lb.manifest.output_activation).max(1)
@@ -98,9 +98,9 @@ def test_live_page_shows_enrolled_labels(enrolled):
     import threading
     import urllib.request
 
-    from edgefg.runtime.cameras import CameraConfig
-    from edgefg.runtime.multicam import MultiPipeline
-    from edgefg.runtime.pipeline import serve
+    from edgefg.runtime.capture.cameras import CameraConfig
+    from edgefg.runtime.loop.multicam import MultiPipeline
+    from edgefg.runtime.serve import serve
     from tests.runtime.fakes import FakeSource
 
     frame = new_image(np.random.default_rng(9), 0)

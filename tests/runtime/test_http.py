@@ -9,8 +9,8 @@ import pytest
 
 from edgefg.errors import EdgefgError
 from edgefg.runtime import RunOptions
-from edgefg.runtime.httpd import HealthServer, parse_address, prometheus_text
-from edgefg.runtime.pipeline import run_pipeline
+from edgefg.runtime.outputs.httpd import HealthServer, parse_address, prometheus_text
+from edgefg.runtime.serve import run_pipeline
 from tests.runtime.fakes import MjpegServer
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edgefg.errors import DataError, EdgefgError
-from edgefg.runtime.image_limits import ImageTooLargeError, image_size, max_pixels, read_limited, set_max_pixels
-from edgefg.runtime.preprocess import read_image
+from edgefg.runtime.engine.image_limits import ImageTooLargeError, image_size, max_pixels, read_limited, set_max_pixels
+from edgefg.runtime.engine.preprocess import read_image
 
 FORMATS = [".png", ".jpg", ".bmp", ".webp", ".tif", ".ppm", ".pgm"]
 
@@ -80,7 +80,7 @@ def test_unknown_and_damaged_headers_are_unreadable_not_crashes(tmp_path):
 MEMORY_PROBE = r"""
 import sys
 from pathlib import Path
-from edgefg.runtime.preprocess import read_image
+from edgefg.runtime.engine.preprocess import read_image
 from edgefg.errors import DataError
 
 def peak_mb():  # VmHWM: this process's own peak (ru_maxrss would start at the parent's, inherited across exec)
@@ -150,7 +150,7 @@ def test_read_limited_returns_the_file_bytes(tmp_path):
 
 def test_video_frames_over_the_limit_are_refused_when_the_source_opens(tmp_path):
     from edgefg.errors import SourceError
-    from edgefg.runtime.sources import open_source
+    from edgefg.runtime.capture.sources import open_source
 
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))

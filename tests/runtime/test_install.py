@@ -11,8 +11,8 @@ import pytest
 
 from edgefg.errors import BundleError, ChecksumError
 from edgefg.manifest import load_manifest
+from edgefg.runtime.engine.bundle import LoadedBundle
 from edgefg.runtime.install import install_bundle, rollback
-from edgefg.runtime.model import LoadedBundle
 from tests.conftest import EDGEFG
 
 

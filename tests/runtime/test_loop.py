@@ -1,4 +1,4 @@
-"""The camera loop (edgefg.runtime.loop) and the output driver (edgefg.runtime.output.Outputs): one frame
+"""The camera loop (edgefg.runtime.loop.camera_loop) and the output driver (edgefg.runtime.outputs.contract.Outputs): one frame
 path for one source and for named cameras, every built-in output under the one Output protocol, the
 order outputs close in, and no import circle in the runtime."""
 import ast
@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from edgefg.errors import EdgefgError
-from edgefg.runtime.cameras import CameraConfig
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.loop import CameraLoop, NamedCameras, OneSource, RunOptions
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.output import Output, OutputBase, Outputs
-from edgefg.runtime.pipeline import Pipeline
+from edgefg.runtime.capture.cameras import CameraConfig
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.loop.camera_loop import CameraLoop, NamedCameras, OneSource, RunOptions
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.contract import Output, OutputBase, Outputs
+from edgefg.runtime.serve import Pipeline
 from tests.runtime.fakes import FakeSource
 
 RUNTIME = Path(__file__).resolve().parents[2] / "edgefg" / "runtime"
@@ -105,9 +105,9 @@ def test_an_interrupted_close_leaves_the_rest_to_abort():
 
 
 def test_every_built_in_output_follows_the_protocol(tmp_path):
-    from edgefg.runtime.httpd import HealthServer, HttpOutput
-    from edgefg.runtime.live import LiveOutputs, MqttOutput
-    from edgefg.runtime.sinks import JsonlOutput, JsonlSink, VideoOutput, VideoSink
+    from edgefg.runtime.outputs.httpd import HealthServer, HttpOutput
+    from edgefg.runtime.outputs.live import LiveOutputs, MqttOutput
+    from edgefg.runtime.outputs.sinks import JsonlOutput, JsonlSink, VideoOutput, VideoSink
 
     server = HealthServer("127.0.0.1:0", lambda: {"running": True, "started": 0, "info": {}})
     built = [JsonlOutput(JsonlSink(tmp_path / "r.jsonl")), VideoOutput({"a": VideoSink(tmp_path / "a.mkv")}),
@@ -133,7 +133,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_no_import_circle_in_the_runtime():
-    modules = {f"edgefg.runtime.{p.stem}": p for p in RUNTIME.glob("*.py") if p.stem != "__init__"}
+    modules = {"edgefg.runtime." + ".".join(p.relative_to(RUNTIME).with_suffix("").parts): p for p in RUNTIME.rglob("*.py") if p.stem != "__init__"}
+    assert "edgefg.runtime.loop.multicam" in modules and "edgefg.runtime.serve" in modules
     graph = {m: _imports(p) & set(modules) for m, p in modules.items()}
 
     def reach(start):
@@ -147,8 +148,8 @@ def test_no_import_circle_in_the_runtime():
 
     circles = sorted(m for m in modules if m in reach(m))
     assert not circles, f"import circles through {circles}"
-    assert "edgefg.runtime.pipeline" not in reach("edgefg.runtime.multicam")
-    assert "edgefg.runtime.multicam" not in reach("edgefg.runtime.pipeline")
+    assert "edgefg.runtime.serve" not in reach("edgefg.runtime.loop.multicam")
+    assert "edgefg.runtime.loop.multicam" not in reach("edgefg.runtime.serve")
 
 
 def test_mqtt_and_http_as_outputs_of_one_run(tiny_bundles, image_folder, tmp_path):
@@ -160,8 +161,8 @@ def test_mqtt_and_http_as_outputs_of_one_run(tiny_bundles, image_folder, tmp_pat
     import time
     import urllib.request
 
-    from edgefg.runtime.mqtt import MqttOptions
-    from edgefg.runtime.pipeline import run_pipeline
+    from edgefg.runtime.outputs.mqtt import MqttOptions
+    from edgefg.runtime.serve import run_pipeline
 
     events, addr, box = [], {}, {}
 

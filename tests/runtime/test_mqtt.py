@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edgefg.errors import EdgefgError
-from edgefg.runtime.sightings import SightingTracker
-from edgefg.runtime.spool import Spool
+from edgefg.runtime.loop.sightings import SightingTracker
+from edgefg.runtime.outputs.spool import Spool
 from tests.conftest import EDGEFG
 from tests.runtime.fakes import write_video
 from tests.runtime.real_parts import Mosquitto, require
@@ -120,8 +120,8 @@ def broker(tmp_path):
 
 
 def publisher(broker, tmp_path, **kw):
-    from edgefg.runtime.events import EventLog
-    from edgefg.runtime.mqtt import MqttOptions, MqttPublisher
+    from edgefg.runtime.loop.events import EventLog
+    from edgefg.runtime.outputs.mqtt import MqttOptions, MqttPublisher
 
     seen = []
     opts = MqttOptions(broker.url, spool_path=tmp_path / "spool.sqlite", node_id="testnode", **kw)
@@ -274,7 +274,7 @@ def test_full_spool_drops_oldest_and_counts(broker, tmp_path):
 
 
 def test_mqtt_credentials_never_from_the_command_line(tmp_path, monkeypatch):
-    from edgefg.runtime.mqtt import MqttOptions, read_auth
+    from edgefg.runtime.outputs.mqtt import MqttOptions, read_auth
 
     with pytest.raises(EdgefgError, match="must not carry credentials"):
         MqttOptions("mqtt://user:secret@broker:1883")
@@ -331,8 +331,8 @@ def test_tls_and_password_from_a_file(tmp_path):
     """A TLS listener with a password file: the publisher connects with mqtts:// and an --mqtt-auth
     file (CA, username, password); a wrong password is refused without crashing."""
     require(paho is not None, "paho-mqtt (pip install 'edgefg[mqtt]')")
-    from edgefg.runtime.events import EventLog
-    from edgefg.runtime.mqtt import MqttOptions, MqttPublisher
+    from edgefg.runtime.loop.events import EventLog
+    from edgefg.runtime.outputs.mqtt import MqttOptions, MqttPublisher
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",

@@ -59,7 +59,7 @@ def test_a_bad_topic_option_is_exit_2_and_one_line(flag, value, why, tiny_bundle
 
 
 def test_topic_rules_in_the_api():
-    from edgefg.runtime.mqtt import MAX_TOPIC_BYTES, TOPIC_ROOM, MqttOptions, text_problem, topic_problem
+    from edgefg.runtime.outputs.mqtt import MAX_TOPIC_BYTES, TOPIC_ROOM, MqttOptions, text_problem, topic_problem
 
     for kw, match in [({"prefix": "a\x00b"}, "NUL"), ({"discovery_prefix": "ha\x00"}, "NUL"), ({"prefix": "a\udcff"}, "UTF-8"),
                       ({"prefix": "a\ufffe"}, "non-character"), ({"prefix": "a\x85"}, r"U\+0085"), ({"discovery_prefix": "ha/+/x"}, "wildcard"),
@@ -85,8 +85,8 @@ def broker(tmp_path):
 
 
 def make_publisher(broker, tmp_path, cameras=("north",)):
-    from edgefg.runtime.events import EventLog
-    from edgefg.runtime.mqtt import MqttOptions, MqttPublisher
+    from edgefg.runtime.loop.events import EventLog
+    from edgefg.runtime.outputs.mqtt import MqttOptions, MqttPublisher
 
     seen: list[dict] = []
     pub = MqttPublisher(MqttOptions(broker.url, spool_path=tmp_path / "spool.sqlite", node_id="topics"), list(cameras), EventLog(listener=seen.append))

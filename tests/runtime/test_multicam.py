@@ -10,10 +10,10 @@ import pytest
 
 from edgefg.errors import EdgefgError, SourceError
 from edgefg.runtime import RunOptions
-from edgefg.runtime.cameras import CameraConfig, load_cameras, parse_source_args
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.multicam import MultiPipeline
-from edgefg.runtime.pipeline import run_cameras
+from edgefg.runtime.capture.cameras import CameraConfig, load_cameras, parse_source_args
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.loop.multicam import MultiPipeline
+from edgefg.runtime.serve import run_cameras
 from tests.conftest import EDGEFG
 from tests.runtime.fakes import FakeSource, synthetic_frame, write_video
 
@@ -169,7 +169,7 @@ def test_cli_several_sources_and_single_source_unchanged(bundle, video, tmp_path
 
 
 def test_a_camera_may_override_only_what_its_sections_mark_per_camera():
-    from edgefg.runtime.loop import RunOptions as Opts
+    from edgefg.runtime.loop.camera_loop import RunOptions as Opts
 
     with pytest.raises(EdgefgError, match="cannot set batch"):
         CameraConfig("x", "0", overrides={"batch": 4})

@@ -9,7 +9,7 @@ ov = pytest.importorskip("openvino")
 
 from edgefg.errors import UnsupportedError  # noqa: E402
 from edgefg.manifest import load_manifest  # noqa: E402
-from edgefg.runtime.model import LoadedBundle  # noqa: E402
+from edgefg.runtime.engine.bundle import LoadedBundle  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The field-output contract (edgefg.runtime.output): serve() drives a registered output for every frame,
+"""The field-output contract (edgefg.runtime.outputs.contract): serve() drives a registered output for every frame,
 on one source and on several cameras, serves its routes behind the token and its metrics, survives its
 OSErrors, and puts its close() dict into the summary. A recording output stands in for collect/drift."""
 import json
@@ -13,9 +13,9 @@ import click
 import pytest
 
 from edgefg.errors import EdgefgError
-from edgefg.runtime import output as output_mod
-from edgefg.runtime.cameras import CameraConfig
-from edgefg.runtime.pipeline import RunOptions, run_cameras, run_pipeline
+from edgefg.runtime.capture.cameras import CameraConfig
+from edgefg.runtime.outputs import contract as output_mod
+from edgefg.runtime.serve import RunOptions, run_cameras, run_pipeline
 
 
 class Recorder:

@@ -12,8 +12,8 @@ import pytest
 
 from edgefg.errors import EdgefgError
 from edgefg.runtime import RunOptions, stream
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.pipeline import Pipeline, run_pipeline
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.serve import Pipeline, run_pipeline
 from tests.conftest import EDGEFG
 from tests.runtime.fakes import FakeSource, synthetic_frame, write_video
 
@@ -216,7 +216,7 @@ def test_camera_not_up_at_start_is_retried_then_given_up(bundle):
 
 
 def test_a_failing_sink_does_not_stop_the_camera(bundle, video, tmp_path, monkeypatch):
-    from edgefg.runtime import sinks
+    from edgefg.runtime.outputs import sinks
 
     def full_disk(self, result, frame=None):
         raise OSError(28, "No space left on device")
@@ -231,9 +231,9 @@ def test_a_failing_sink_does_not_stop_the_camera(bundle, video, tmp_path, monkey
 def test_latency_is_processing_and_fps_pacing_is_reported_as_queueing(bundle, video):
     """A file read ahead and paced by --fps waits in its buffer: that wait is queueing, reported apart,
     not latency the pipeline adds (the page and the summary said 'p50 312 ms' for a ~20 ms pipeline)."""
-    from edgefg.runtime.cameras import CameraConfig
-    from edgefg.runtime.loop import CameraLoop
-    from edgefg.runtime.pipeline import format_summary
+    from edgefg.runtime.capture.cameras import CameraConfig
+    from edgefg.runtime.loop.camera_loop import CameraLoop
+    from edgefg.runtime.serve import format_summary
 
     fps = 25.0
     loop = CameraLoop(bundle, [CameraConfig("cam", str(video), fps=fps)], RunOptions())

@@ -4,7 +4,7 @@ import pytest
 
 from edgefg.errors import DataError
 from edgefg.manifest import Preprocess
-from edgefg.runtime.preprocess import geometry, preprocess, read_image
+from edgefg.runtime.engine.preprocess import geometry, preprocess, read_image
 
 
 def test_resize_crop_normalise_matches_hand_computation():

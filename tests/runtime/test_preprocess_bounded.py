@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgefg.manifest import Preprocess
-from edgefg.runtime import preprocess as pp
+from edgefg.runtime.engine import preprocess as pp
 
 CHILD = textwrap.dedent(
     r'''
@@ -25,8 +25,8 @@ CHILD = textwrap.dedent(
     import cv2, numpy as np
     from edgefg.calibration.dataset import iter_batches, scan
     from edgefg.manifest import Preprocess
-    from edgefg.runtime.model import LoadedBundle
-    from edgefg.runtime.sources import ImageListSource
+    from edgefg.runtime.engine.bundle import LoadedBundle
+    from edgefg.runtime.capture.sources import ImageListSource
 
     root, resize, only = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     spec = Preprocess(input_size=(224, 224), crop_pct=0.875, resize=resize, interpolation="bicubic")
@@ -157,7 +157,7 @@ def test_region_path_pads_like_the_crop():
 def test_drift_signals_of_a_thin_strip_are_bounded(hw, monkeypatch):
     """The drift monitor's input signals scale the short side to SIGNAL_SIDE: a thin strip's long
     side is cropped first (else 2×16000 → 128×1 024 000 grey pixels and a float Laplacian of them)."""
-    from edgefg.runtime.drift_profile import SIGNAL_MAX_ASPECT, SIGNAL_SIDE, input_signals, signal_image
+    from edgefg.runtime.outputs.drift_profile import SIGNAL_MAX_ASPECT, SIGNAL_SIDE, input_signals, signal_image
 
     img = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
     g = signal_image(img)
@@ -166,7 +166,7 @@ def test_drift_signals_of_a_thin_strip_are_bounded(hw, monkeypatch):
     assert 0 <= lum <= 255 and sharp >= 0
     normal = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     ours = signal_image(normal)
-    monkeypatch.setattr("edgefg.runtime.drift_profile.SIGNAL_MAX_ASPECT", 10**9)
+    monkeypatch.setattr("edgefg.runtime.outputs.drift_profile.SIGNAL_MAX_ASPECT", 10**9)
     np.testing.assert_array_equal(ours, signal_image(normal))  # photos and frames: unchanged
 
 

@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 from edgefg.runtime import RunOptions
-from edgefg.runtime.cameras import CameraConfig
-from edgefg.runtime.multicam import MultiPipeline
+from edgefg.runtime.capture.cameras import CameraConfig
+from edgefg.runtime.loop.multicam import MultiPipeline
 from tests.runtime.fakes import FakeSource
 from tests.runtime.real_parts import RtspServer
 

@@ -6,8 +6,8 @@ from click.testing import CliRunner
 
 from edgefg import cli as cli_module
 from edgefg.cli import cli
-from edgefg.runtime.loop import RunOptions
-from edgefg.runtime.mqtt import MqttOptions
+from edgefg.runtime.loop.camera_loop import RunOptions
+from edgefg.runtime.outputs.mqtt import MqttOptions
 
 
 def test_every_section_fills_fields_that_exist_and_no_field_twice():
@@ -27,8 +27,8 @@ def test_flags_reach_the_run_options(tiny_bundles, monkeypatch, tmp_path):
         seen["source"], seen["opts"] = source, opts
         return {"frames": 0}
 
-    monkeypatch.setattr("edgefg.runtime.pipeline.run_pipeline", fake_run)
-    monkeypatch.setattr("edgefg.runtime.pipeline.format_summary", lambda s: "")
+    monkeypatch.setattr("edgefg.runtime.serve.run_pipeline", fake_run)
+    monkeypatch.setattr("edgefg.runtime.serve.format_summary", lambda s: "")
     args = ["run", str(tiny_bundles["fp32-onnxruntime-cpu"]), "--source", "clip.mkv", "--threads", "2", "--stall-timeout", "3", "--http", "127.0.0.1:0",
             "--http-timeout", "4", "--stats-every", "5", "--batch", "2", "--batch-wait-ms", "6", "--events", "--roi", "1,2,30,40",
             "--smooth", "ema:0.5", "--min-margin", "0.2", "--output", str(tmp_path / "o.jsonl"), "--rotate-mb", "7", "--max-retries", "-1",

@@ -2,8 +2,8 @@
 import numpy as np
 
 from edgefg.calibration.dataset import iter_batches, scan
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.pipeline import stream
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.serve import stream
 
 
 def test_runtime_inputs_equal_validation_inputs(tiny_bundles, image_folder, monkeypatch):

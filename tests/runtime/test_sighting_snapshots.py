@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.live import LiveOutputs, iso_utc
-from edgefg.runtime.sighting_snapshots import SightingSnapshots
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.live import LiveOutputs, iso_utc
+from edgefg.runtime.outputs.sighting_snapshots import SightingSnapshots
 from tests.runtime.test_mqtt import Subscriber, broker, wait_for  # noqa: F401  (broker: the real mosquitto fixture)
 
 BLUE, GREEN, RED = (255, 0, 0), (0, 255, 0), (0, 0, 255)  # BGR
@@ -66,7 +66,7 @@ def test_a_frame_opencv_cannot_encode_costs_its_snapshot_not_the_run():
 
 
 def test_live_outputs_snapshot_counts_and_http(tmp_path):
-    from edgefg.runtime.httpd import HealthServer
+    from edgefg.runtime.outputs.httpd import HealthServer
 
     live = LiveOutputs(["cam"], EventLog(listener=lambda e: None))
     feed(live, [("robin", 0.55, BLUE), ("robin", 0.95, GREEN), ("robin", 0.8, RED), ("unknown", 0.2, RED),
@@ -93,7 +93,7 @@ def test_live_outputs_snapshot_counts_and_http(tmp_path):
 
 
 def test_home_assistant_entities_and_the_snapshot_on_a_real_broker(broker, tmp_path):  # noqa: F811
-    from edgefg.runtime.mqtt import MqttOptions, MqttPublisher
+    from edgefg.runtime.outputs.mqtt import MqttOptions, MqttPublisher
 
     pub = MqttPublisher(MqttOptions(broker.url, spool_path=tmp_path / "s.sqlite", node_id="n1"), ["cam"], EventLog()).start()
     try:

@@ -1,7 +1,7 @@
 """Sighting events follow the smoothed score: the first update soon after `new`, later ones rate-limited."""
 from types import SimpleNamespace
 
-from edgefg.runtime.sightings import SightingTracker
+from edgefg.runtime.loop.sightings import SightingTracker
 
 
 def ema_scores(n: int, alpha: float = 0.5, start: float = 0.0, target: float = 0.95) -> list[float]:
@@ -48,8 +48,8 @@ def test_a_falling_score_is_an_update_too_and_updates_are_rate_limited():
 
 
 def test_the_page_lists_an_open_sighting_as_it_is_now():
-    from edgefg.runtime.events import EventLog
-    from edgefg.runtime.live import LiveOutputs
+    from edgefg.runtime.loop.events import EventLog
+    from edgefg.runtime.outputs.live import LiveOutputs
 
     live = LiveOutputs(["cam"], EventLog(listener=lambda e: None))
     frame = SimpleNamespace(image=None)

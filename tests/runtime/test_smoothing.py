@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from edgefg.errors import EdgefgError
-from edgefg.runtime.postprocess import UNKNOWN, open_set_label, softmax, topk
-from edgefg.runtime.smoothing import Decider, SmoothSpec
+from edgefg.runtime.engine.postprocess import UNKNOWN, open_set_label, softmax, topk
+from edgefg.runtime.loop.smoothing import Decider, SmoothSpec
 
 LABELS = ["Acadian", "Least", "Willow"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgefg.errors import InputPathError, SourceError, UnsupportedError
-from edgefg.runtime.sources import ArraySource, ImageListSource, VideoSource, gst_pipeline_for_bundle, gstreamer_available, jetson_gst_pipeline, open_source
+from edgefg.runtime.capture.sources import ArraySource, ImageListSource, VideoSource, gst_pipeline_for_bundle, gstreamer_available, jetson_gst_pipeline, open_source
 from tests.runtime.fakes import write_video
 
 

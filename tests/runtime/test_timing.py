@@ -1,7 +1,7 @@
 """The one timing helper: warm-up, interleaved rounds across the models compared, medians and spread."""
 import time
 
-from edgefg.runtime.timing import interleaved_rounds, latency_summary, split_calls, time_interleaved
+from edgefg.runtime.engine.timing import interleaved_rounds, latency_summary, split_calls, time_interleaved
 
 
 def test_rounds_interleave_the_models():

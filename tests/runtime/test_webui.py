@@ -16,12 +16,12 @@ import pytest
 
 from edgefg.errors import EdgefgError
 from edgefg.runtime import RunOptions
-from edgefg.runtime.cameras import CameraConfig
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.httpd import HEALTH_RESERVE, HealthServer, host_allowed, read_token
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.multicam import MultiPipeline
-from edgefg.runtime.pipeline import serve
+from edgefg.runtime.capture.cameras import CameraConfig
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.loop.multicam import MultiPipeline
+from edgefg.runtime.outputs.httpd import HEALTH_RESERVE, HealthServer, host_allowed, read_token
+from edgefg.runtime.serve import serve
 from tests.conftest import EDGEFG
 from tests.runtime.fakes import FakeSource, write_video
 from tests.runtime.real_parts import chromium_paths, require

@@ -76,7 +76,7 @@ def xavier_bundle(tiny_artifacts, tmp_path_factory):
 
 @pytest.mark.parametrize("version", ["10.3.0", "8.6.1", "8.5.2"])
 def test_backend_runs_engine_built_by_the_same_fakes(trt_bundle, xavier_bundle, tmp_path, fakes, version):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     bundle = copy_bundle(trt_bundle if version.startswith("10.") else xavier_bundle, tmp_path / "b")  # 8.x: opset 17
     trt, cuda = fakes(version)
@@ -96,7 +96,7 @@ def test_backend_runs_engine_built_by_the_same_fakes(trt_bundle, xavier_bundle, 
 
 def test_backend_bindings_api_on_trt82(tiny_artifacts, tmp_path, fakes):
     from edgefg.deploy import deploy
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     bundle = deploy(tiny_artifacts["fp32"], "jetson-nano", tmp_path / "nano", precision="fp16").directory
     trt, cuda = fakes("8.2.1")
@@ -109,7 +109,7 @@ def test_backend_bindings_api_on_trt82(tiny_artifacts, tmp_path, fakes):
 
 
 def test_dynamic_shape_engine_gets_input_shape_from_the_manifest(trt_bundle, tmp_path, fakes):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from tests.tensorrt.test_build import dynamic_batch_bundle
 
     bundle = dynamic_batch_bundle(trt_bundle, tmp_path / "b")
@@ -147,7 +147,7 @@ def test_engine_dtypes_are_ours_and_compared():
 
 
 def test_backend_refuses_engine_from_other_tensorrt(trt_bundle, tmp_path, fakes):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     bundle = copy_bundle(trt_bundle, tmp_path / "b")
     build_with(fake_tensorrt("10.3.0"), bundle, device=DeviceInfo("10.3.0", "8.7", None, "Orin (nvgpu)", 8, "12.6"))
@@ -159,7 +159,7 @@ def test_backend_refuses_engine_from_other_tensorrt(trt_bundle, tmp_path, fakes)
 
 
 def test_backend_finds_engine_built_for_dla(trt_bundle, tmp_path, fakes):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     bundle = copy_bundle(trt_bundle, tmp_path / "b")
     trt, cuda = fakes("10.3.0", dla_cores=2)
@@ -177,7 +177,7 @@ def test_backend_finds_engine_built_for_dla(trt_bundle, tmp_path, fakes):
 
 
 def test_backend_without_tensorrt_says_how_to_install(trt_bundle, monkeypatch):
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails like on a machine without it
     with pytest.raises(MissingDependencyError, match="TensorRT Python bindings") as err:
@@ -190,7 +190,7 @@ def test_real_tensorrt_backend(trt_bundle, tmp_path):
     pytest.importorskip("pycuda.driver", reason="pycuda needs CUDA; runs on a Jetson / GPU host")
     import shutil
 
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.tensorrt.builder import build_engine
 
     bundle = tmp_path / "b"

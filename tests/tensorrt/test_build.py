@@ -334,7 +334,7 @@ def test_real_tensorrt_build_and_run(trt_bundles, tmp_path):
     pytest.importorskip("pycuda.driver", reason="pycuda needs CUDA; runs on a Jetson / GPU host")
     import numpy as np
 
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     bundle = copy_bundle(trt_bundles["int8"], tmp_path / "b")
     res = build_engine(bundle)

@@ -52,7 +52,7 @@ def _load(bundle: Path, text: str | bytes) -> None:
     # accepted by the schema: the runtime must then classify, or refuse with an edgefg error
     import numpy as np
 
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
 
     try:
         with LoadedBundle(bundle) as model:
@@ -135,7 +135,7 @@ def test_mutated_images_decode_or_are_refused(seeds, tmp_path_factory, data):
     """Header bytes (sizes!) and body bytes of real files mutated: read_image returns an H×W×3 image
     within the pixel limit, or raises DataError — nothing else."""
     from edgefg.errors import DataError
-    from edgefg.runtime.preprocess import read_image
+    from edgefg.runtime.engine.preprocess import read_image
 
     raw = bytearray(data.draw(st.sampled_from(seeds)))
     for _ in range(data.draw(st.integers(1, 4))):
@@ -158,7 +158,7 @@ def test_mutated_images_decode_or_are_refused(seeds, tmp_path_factory, data):
 def test_random_bytes_are_never_decoded_blind(tmp_path_factory, raw):
     import io
 
-    from edgefg.runtime.image_limits import image_size
+    from edgefg.runtime.engine.image_limits import image_size
 
     try:
         w, h, _ = image_size(io.BytesIO(raw))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgefg.errors import InputPathError
-from edgefg.runtime.sources import redact
+from edgefg.runtime.capture.sources import redact
 from edgefg.trust.secrets import mask, read_secret_file, resolve
 from tests.trust.conftest import edgefg, one_line_error
 

@@ -33,7 +33,7 @@ def test_compare_bundles_side_by_side(tiny_bundles, image_folder):
     assert {"top1", "top5", "worst_class_accuracy"} <= set(r2["accuracy"]) and "worst_class_drop" in r2
     # the numbers are metrics.parity's, on the same images
     from edgefg.calibration.dataset import scan
-    from edgefg.runtime.model import LoadedBundle
+    from edgefg.runtime.engine.bundle import LoadedBundle
     from edgefg.validate.evaluate import score_samples
 
     with LoadedBundle(ref) as a, LoadedBundle(int8) as b:

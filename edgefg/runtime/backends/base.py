@@ -25,7 +25,7 @@ from edgefg.manifest import Manifest, TensorSpec
 
 def default_threads() -> int:
     """Physical-ish core count: what latency-oriented edge inference should use by default."""
-    from edgefg.runtime.threads import env_threads
+    from edgefg.runtime.loop.threads import env_threads
 
     env = env_threads()  # range-checked: a clear error, not a crash or a silent 1
     if env:
@@ -105,7 +105,7 @@ class Backend(ABC):
     def check_feed(self, batch: np.ndarray) -> None:
         """A one-line error, not an engine's traceback, for a batch the model does not take."""
         spec = self.input_spec
-        hint = "prepare inputs with edgefg.runtime.preprocess.preprocess and the bundle's manifest (layout, input size, dtype)"
+        hint = "prepare inputs with edgefg.runtime.engine.preprocess.preprocess and the bundle's manifest (layout, input size, dtype)"
         if batch.dtype != np.dtype(spec.dtype):
             raise UnsupportedError(f"the model takes {np.dtype(spec.dtype).name} input, got {batch.dtype.name}", hint)
         fixed = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]

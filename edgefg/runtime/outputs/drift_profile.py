@@ -3,7 +3,7 @@
 Written by ``edgefg deploy`` into the bundle (``drift_reference.json``, covered by the bundle's
 checksums and signature) and by ``edgefg validate BUNDLE --data DIR --drift-reference OUT.json`` from
 any folder — e.g. a few hundred frames from the camera itself, the best reference there is. ``edgefg
-run`` compares a rolling window of the same signals with it (:mod:`edgefg.runtime.drift`). numpy +
+run`` compares a rolling window of the same signals with it (:mod:`edgefg.runtime.outputs.drift`). numpy +
 OpenCV; no torch.
 
 Signals, per image (label-free):
@@ -165,12 +165,12 @@ class ProfileBuilder:
 
 def build_profile(model: Any, paths: Iterable[str | Path], source: str, scores: np.ndarray | None = None, batch_size: int = 16,
                   manifest: Any = None) -> dict[str, Any]:
-    """Profile of ``model`` (a :class:`~edgefg.runtime.model.LoadedBundle`) on the images at ``paths``.
+    """Profile of ``model`` (a :class:`~edgefg.runtime.engine.bundle.LoadedBundle`) on the images at ``paths``.
     ``scores``: the model's scores for those very images, already computed (e.g. by validate): then the
     images are only decoded for the input signals, not run through the model again. ``manifest``: the
     one to describe the model by (default ``model.manifest``; deploy passes the bundle's, not its host stand-in's)."""
-    from edgefg.runtime.postprocess import to_probabilities
-    from edgefg.runtime.preprocess import read_image
+    from edgefg.runtime.engine.postprocess import to_probabilities
+    from edgefg.runtime.engine.preprocess import read_image
 
     activation = model.manifest.output_activation
     b = ProfileBuilder(model.labels)

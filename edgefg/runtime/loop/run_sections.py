@@ -2,7 +2,7 @@
 
 Each option's parameter name is the field it fills (of ``RunOptions``; of ``MqttOptions`` for mqtt; of the
 camera list for cameras), so ``run`` takes a section's values as they are. A section also says which of
-its fields a camera may set for itself (``per_camera``): a cameras file (:mod:`edgefg.runtime.cameras`) is
+its fields a camera may set for itself (``per_camera``): a cameras file (:mod:`edgefg.runtime.capture.cameras`) is
 then a name + a source + overrides of those fields, under the option's own name (``stall_timeout`` for
 ``--stall-timeout``) and checked by the option's own type — nothing is declared twice. Click and the
 standard library only (the CLI imports it at start-up).

@@ -1,8 +1,8 @@
 """Run outputs: everything ``serve`` drives besides the camera loop, under one :class:`Output` protocol.
 
-The built-in ones (JSON lines and video in :mod:`~edgefg.runtime.sinks`, the live state and MQTT in
-:mod:`~edgefg.runtime.live`, HTTP in :mod:`~edgefg.runtime.httpd`) are opened from ``RunOptions`` by
-:func:`edgefg.runtime.pipeline.open_run_outputs`; *field outputs* (collect, drift, …) are registered
+The built-in ones (JSON lines and video in :mod:`~edgefg.runtime.outputs.sinks`, the live state and MQTT in
+:mod:`~edgefg.runtime.outputs.live`, HTTP in :mod:`~edgefg.runtime.outputs.httpd`) are opened from ``RunOptions`` by
+:func:`edgefg.runtime.serve.open_run_outputs`; *field outputs* (collect, drift, …) are registered
 once, in :data:`OUTPUT_MODULES` (name → module). A field output's module defines, at top level and
 importing only click and the standard library there (the CLI imports it at start-up):
 
@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from edgefg.lazy import pick, resolve
 
 if TYPE_CHECKING:  # the CLI imports this module at start-up: no numpy/OpenCV here
-    from edgefg.runtime.events import EventLog
-    from edgefg.runtime.sources import Frame
+    from edgefg.runtime.capture.sources import Frame
+    from edgefg.runtime.loop.events import EventLog
 
 OUTPUT_MODULES: dict[str, str] = {
-    "collect": "edgefg.runtime.collect",
-    "drift": "edgefg.runtime.drift",
+    "collect": "edgefg.runtime.outputs.collect",
+    "drift": "edgefg.runtime.outputs.drift",
 }
 
 RoiBox = Callable[[tuple[int, ...]], tuple[int, int, int, int]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgefg.errors import EdgefgError
-from edgefg.runtime.postprocess import UNKNOWN, open_set_label
+from edgefg.runtime.engine.postprocess import UNKNOWN, open_set_label
 
 
 @dataclass

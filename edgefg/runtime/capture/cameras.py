@@ -16,7 +16,7 @@ A cameras file::
     source = "/dev/video0"
 
 Besides the source and ``fps``, a camera (or ``[defaults]``) sets the ``edgefg run`` options its sections
-mark per-camera (:mod:`edgefg.runtime.run_sections`: roi, stall_timeout, loop, smooth, min_confidence,
+mark per-camera (:mod:`edgefg.runtime.loop.run_sections`: roi, stall_timeout, loop, smooth, min_confidence,
 min_margin), under the option's name and checked by the option's own type; the rest come from the run.
 
 Secrets in URLs (``rtsp://user:pw@…``) can be kept out of the file and the command line with
@@ -35,7 +35,7 @@ from typing import Any
 import click
 
 from edgefg.errors import EdgefgError, InputPathError
-from edgefg.runtime.run_sections import camera_overridable
+from edgefg.runtime.loop.run_sections import camera_overridable
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 import numpy as np
 
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.output import OutputBase
-from edgefg.runtime.sighting_snapshots import SightingSnapshots
-from edgefg.runtime.sightings import SightingTracker
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.loop.sightings import SightingTracker
+from edgefg.runtime.outputs.contract import OutputBase
+from edgefg.runtime.outputs.sighting_snapshots import SightingSnapshots
 
 RoiBox = Callable[[tuple[int, ...]], tuple[int, int, int, int]]
 
@@ -149,7 +149,7 @@ class LiveOutputs(OutputBase):
         """The camera's newest annotated frame as JPEG, waiting up to ``timeout`` for one newer than ``after_seq``."""
         import cv2
 
-        from edgefg.runtime.sinks import annotate
+        from edgefg.runtime.outputs.sinks import annotate
 
         deadline = time.monotonic() + timeout
         with self._new_frame:
@@ -209,7 +209,7 @@ def open_mqtt(ctx: Any) -> MqttOutput | None:
     if ctx.opts.mqtt is None:
         return None
     from edgefg import __version__
-    from edgefg.runtime.mqtt import MqttPublisher
+    from edgefg.runtime.outputs.mqtt import MqttPublisher
 
     ctx.mqtt = MqttPublisher(ctx.opts.mqtt, ctx.cameras, ctx.events, device={"model": ctx.info.get("name", "edgefg"), "sw_version": __version__}).start()
     return MqttOutput(ctx.mqtt)

@@ -2,7 +2,7 @@
 
 **Drift.** The bundle carries a reference profile (``drift_reference.json``, written by ``edgefg deploy``;
 or ``--drift-reference FILE`` from ``edgefg validate BUNDLE --data DIR --drift-reference FILE``, best made
-from good frames of the camera itself; see :mod:`edgefg.runtime.drift_profile`). Per camera a rolling
+from good frames of the camera itself; see :mod:`edgefg.runtime.outputs.drift_profile`). Per camera a rolling
 window of the last ``--drift-window`` frames (500) of the same label-free signals — raw top-1 class,
 top-1 confidence, top-1 − top-2 margin, open-set rate at this run's ``--min-confidence``/``--min-margin``
 (when either is set), crop luminance and sharpness — is compared with the reference every
@@ -192,7 +192,7 @@ class _Signals:
     def __init__(self, profile: Any, min_confidence: float, min_margin: float) -> None:
         import numpy as np
 
-        from edgefg.runtime.drift_profile import BINS
+        from edgefg.runtime.outputs.drift_profile import BINS
 
         self.names: list[str] = ["class", "confidence", "margin"]
         self.use_unknown = min_confidence > 0 or min_margin > 0
@@ -252,7 +252,7 @@ class _Shadow:
 
     def __init__(self, ctx: Any, opts: DriftOptions, events: Any) -> None:
         from edgefg.errors import ClassMismatchError, InputPathError
-        from edgefg.runtime.model import LoadedBundle
+        from edgefg.runtime.engine.bundle import LoadedBundle
 
         path = Path(opts.shadow)  # type: ignore[arg-type]
         if not path.exists():
@@ -356,7 +356,7 @@ class DriftOutput:
 
     def __init__(self, ctx: Any, opts: DriftOptions) -> None:
         from edgefg.errors import EdgefgError
-        from edgefg.runtime.drift_profile import bin_of, input_signals, output_signals
+        from edgefg.runtime.outputs.drift_profile import bin_of, input_signals, output_signals
 
         self._bin_of, self._input_signals, self._output_signals = bin_of, input_signals, output_signals
         self.ctx, self.opts, self.events = ctx, opts, ctx.events
@@ -395,7 +395,7 @@ class DriftOutput:
     # -- set-up -------------------------------------------------------------------------------------
     def _open_profile(self) -> None:
         from edgefg.errors import EdgefgError
-        from edgefg.runtime.drift_profile import bundle_profile, load_profile
+        from edgefg.runtime.outputs.drift_profile import bundle_profile, load_profile
 
         model = self.ctx.model
         opts = self.opts
@@ -514,7 +514,7 @@ class DriftOutput:
         """A hint at what moved: the window's vs the reference's mean (continuous) or top class."""
         import numpy as np
 
-        from edgefg.runtime.drift_profile import BINS, bin_centres
+        from edgefg.runtime.outputs.drift_profile import BINS, bin_centres
 
         sig = self.sig
         assert sig is not None

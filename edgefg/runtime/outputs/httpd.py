@@ -1,6 +1,6 @@
 """Optional HTTP endpoint (stdlib ``http.server`` on daemon threads):
 
-``/``             the live page (self-contained; see :mod:`edgefg.runtime.webpage`)
+``/``             the live page (self-contained; see :mod:`edgefg.runtime.outputs.webpage`)
 ``/stream.mjpg``  ``?camera=NAME``: the camera's annotated frames as MJPEG (``multipart/x-mixed-replace``)
 ``/snapshot.jpg`` ``?camera=NAME``: the newest annotated frame; ``?sighting=ID``: a recent sighting's best frame
 ``/api/state``    everything the page shows, as JSON
@@ -34,8 +34,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from edgefg.errors import EdgefgError, InputPathError
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.output import OutputBase
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.contract import OutputBase
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -176,8 +176,8 @@ def host_allowed(host_header: str | None, bound: str) -> bool:
 
 
 class HealthServer:
-    """Serves snapshots taken by ``snapshot()`` (a dict; see :meth:`edgefg.runtime.loop.CameraLoop.snapshot`)
-    and, given ``live`` (:class:`~edgefg.runtime.live.LiveOutputs`), the page and the MJPEG streams.
+    """Serves snapshots taken by ``snapshot()`` (a dict; see :meth:`edgefg.runtime.loop.camera_loop.CameraLoop.snapshot`)
+    and, given ``live`` (:class:`~edgefg.runtime.outputs.live.LiveOutputs`), the page and the MJPEG streams.
     :class:`HttpOutput` is the server as a run output."""
 
     def __init__(self, address: str, snapshot: Callable[[], dict[str, Any]], stale_after_s: float = 30.0, live: Any = None,
@@ -194,7 +194,7 @@ class HealthServer:
         self.live = live
         self.token = token
         self.extra = extra or (lambda: {})
-        self.outputs = list(outputs or [])  # field outputs (edgefg.runtime.output): their routes, metrics and stats
+        self.outputs = list(outputs or [])  # field outputs (edgefg.runtime.outputs.contract): their routes, metrics and stats
         self.metric_outputs = list(metric_outputs or [])  # other run outputs whose metrics are served (MQTT's)
         self.extra_routes: dict[str, Any] = {}
         for o in self.outputs:
@@ -347,7 +347,7 @@ class HealthServer:
         if path == "/healthz":
             return self.health()
         if path == "/":
-            from edgefg.runtime.webpage import PAGE
+            from edgefg.runtime.outputs.webpage import PAGE
 
             return 200, PAGE, "text/html; charset=utf-8"
         if path == "/latest":

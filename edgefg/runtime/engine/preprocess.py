@@ -25,14 +25,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image file to H×W×3 uint8 BGR; raise :class:`DataError` if it is not an image, or
     (before decoding) if its header declares more than ``max_pixels`` (default: the process-wide
-    limit of :mod:`edgefg.runtime.image_limits`).
+    limit of :mod:`edgefg.runtime.engine.image_limits`).
 
     Decoded as timm's loader (PIL ``convert('RGB')``) sees it: EXIF orientation is *not* applied
     (the model was trained and evaluated on the stored pixels), grayscale is replicated to three
     channels, alpha is dropped (not composited), 16-bit samples keep their high byte, CMYK is
     converted by the decoder. Identical to PIL on the cub100 JPEGs (tests check each case).
     """
-    from edgefg.runtime.image_limits import read_limited
+    from edgefg.runtime.engine.image_limits import read_limited
 
     data = read_limited(path, max_pixels)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None

@@ -42,7 +42,7 @@ ERROR_EVERY_S = 60.0  # at most one mqtt_spool_error event per this many seconds
 
 
 class Spool:
-    """See the module docstring. ``events`` (an :class:`~edgefg.runtime.events.EventLog`) gets the
+    """See the module docstring. ``events`` (an :class:`~edgefg.runtime.loop.events.EventLog`) gets the
     warnings: ``mqtt_spool_damaged`` (set aside and recreated), ``mqtt_spool_error`` (a disk error: events
     dropped and counted, at most one a minute) and ``mqtt_spool_recovered`` (writing works again)."""
 

@@ -1,8 +1,8 @@
 """Where results go: JSON lines (stdout or a size-rotated file) and an annotated video file.
 
-(The HTTP endpoint is :mod:`edgefg.runtime.httpd`; the Python API is :func:`edgefg.runtime.stream`.)
+(The HTTP endpoint is :mod:`edgefg.runtime.outputs.httpd`; the Python API is :func:`edgefg.runtime.stream`.)
 A sink has ``write(result, frame)`` and ``close()``; ``frame`` is the BGR image or None.
-:class:`JsonlOutput` and :class:`VideoOutput` are the sinks as run outputs (:mod:`edgefg.runtime.output`).
+:class:`JsonlOutput` and :class:`VideoOutput` are the sinks as run outputs (:mod:`edgefg.runtime.outputs.contract`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from edgefg.errors import EdgefgError, OutputExistsError
-from edgefg.runtime.output import OutputBase
+from edgefg.runtime.outputs.contract import OutputBase
 
 # container suffix -> FourCC OpenCV's FFMPEG backend can write here (no H.264 encoder in the wheels)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
@@ -146,7 +146,7 @@ def annotate(frame: np.ndarray, result: dict[str, Any], roi: tuple[int, int, int
     return out
 
 
-# -- as run outputs (edgefg.runtime.output) ------------------------------------------------------
+# -- as run outputs (edgefg.runtime.outputs.contract) ------------------------------------------------------
 class JsonlOutput(OutputBase):
     """``--output`` (default: stdout): every result as a JSON line; with ``--events`` only label changes."""
 

@@ -29,15 +29,15 @@ from typing import Any, TextIO
 import numpy as np
 
 from edgefg.errors import EdgefgError, InputPathError, SourceError, UnsupportedError
-from edgefg.runtime.cameras import CameraConfig
-from edgefg.runtime.capture import Capture, Item, RetryPolicy
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.postprocess import UNKNOWN, to_probabilities, topk
-from edgefg.runtime.smoothing import Decider, Decision, SmoothSpec
-from edgefg.runtime.sources import Frame, Source, open_source, redact
-from edgefg.runtime.stats import StageStats, recent_rate
-from edgefg.runtime.timing import percentiles
+from edgefg.runtime.capture.cameras import CameraConfig
+from edgefg.runtime.capture.reader import Capture, Item, RetryPolicy
+from edgefg.runtime.capture.sources import Frame, Source, open_source, redact
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.engine.postprocess import UNKNOWN, to_probabilities, topk
+from edgefg.runtime.engine.timing import percentiles
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.loop.smoothing import Decider, Decision, SmoothSpec
+from edgefg.runtime.loop.stats import StageStats, recent_rate
 
 ROI = tuple[float, float, float, float]
 SourceLike = str | Path | Source | Callable[[], Source]
@@ -78,9 +78,9 @@ class RunOptions:
     http_token_file: Path | None = None  # bearer token for every path but /healthz
     http_max_connections: int = 32
     http_timeout_s: float = 10.0  # per-connection socket timeout
-    mqtt: Any = None  # edgefg.runtime.mqtt.MqttOptions (paho-mqtt is imported only when set)
+    mqtt: Any = None  # edgefg.runtime.outputs.mqtt.MqttOptions (paho-mqtt is imported only when set)
     stats_every_s: float | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)  # field outputs by name (edgefg.runtime.output): {"collect": CollectOptions(...)}
+    outputs: dict[str, Any] = field(default_factory=dict)  # field outputs by name (edgefg.runtime.outputs.contract): {"collect": CollectOptions(...)}
     event_stream: TextIO | None = None  # structured event log; None = logging
     on_event: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 

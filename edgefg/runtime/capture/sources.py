@@ -3,7 +3,7 @@ video file, image file, image folder or glob.
 
 Every source yields :class:`Frame` objects (BGR uint8; ``image`` is None for a frame that could not
 be decoded). ``live`` sources (cameras, streams) are read on a capture thread that keeps only the
-latest frame; files are read in order. A source that fails is reopened by :mod:`edgefg.runtime.capture`
+latest frame; files are read in order. A source that fails is reopened by :mod:`edgefg.runtime.capture.reader`
 through :meth:`Source.reopen`. numpy + OpenCV only.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edgefg.errors import InputPathError, SourceError, UnsupportedError
-from edgefg.runtime.preprocess import IMAGE_SUFFIXES, read_image
+from edgefg.runtime.engine.preprocess import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
 # FFmpeg/OpenCV print their own warnings (reconnect attempts, "stream ends prematurely") on stderr,
@@ -143,7 +143,7 @@ class VideoSource(Source):
             }.get(kind, "check that the file is a complete video OpenCV can decode")
             raise SourceError(f"cannot open {kind} source '{redact(spec)}'", hint)
         w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-        from edgefg.runtime.image_limits import ENV, max_pixels
+        from edgefg.runtime.engine.image_limits import ENV, max_pixels
 
         limit = max_pixels()
         if limit and w * h > limit:  # what the stream/file header declares, before frames are decoded

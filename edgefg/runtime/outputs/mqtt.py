@@ -7,7 +7,7 @@ Topics (``prefix`` defaults to ``edgefg``), following Frigate's conventions:
 ``<prefix>/<camera>/state``    the current decision ``{"label", "score", "top", "ts"}``, retained, QoS 1
 ``homeassistant/sensor/<node>_<camera>/config``  Home Assistant discovery of each camera's "species" sensor, retained
 
-Events go through a bounded SQLite :class:`~edgefg.runtime.spool.Spool` and each is deleted only
+Events go through a bounded SQLite :class:`~edgefg.runtime.outputs.spool.Spool` and each is deleted only
 after the broker's PUBACK: while the broker is away they wait on disk, in order, across broker
 restarts and edgefg restarts. QoS 1 is at-least-once: a message whose PUBACK was lost (to a dropped
 connection or a crash) is sent again, and consumers drop it by ``seq`` (injected into the JSON).
@@ -34,7 +34,7 @@ come from a file or environment variables, never from the command line.
 
 Nothing here stops the camera. Topic options are checked against the MQTT rules when
 :class:`MqttOptions` is made (a bad one is an :class:`~edgefg.errors.EdgefgError`: one line, exit 2).
-A disk error in the spool drops the event and counts it (see :mod:`edgefg.runtime.spool`). An
+A disk error in the spool drops the event and counts it (see :mod:`edgefg.runtime.outputs.spool`). An
 exception in paho's network thread (raised by paho or by one of the callbacks) is reported as an
 ``mqtt_client_failed`` event, ``stats()`` says ``healthy: false`` and ``connected: false``, and the
 connection is started again after 1 s (doubling to 30 s while it keeps failing); so is an exception in
@@ -57,9 +57,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgefg.errors import EdgefgError, InputPathError, MissingDependencyError
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.sources import redact
-from edgefg.runtime.spool import Spool
+from edgefg.runtime.capture.sources import redact
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.outputs.spool import Spool
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -500,7 +500,7 @@ class MqttPublisher:
 
     def metrics(self) -> list[tuple[str, str, str, list[tuple[dict[str, Any], float]]]]:
         """Prometheus metrics beyond the ones ``httpd.prometheus_text`` makes of ``stats()`` (connected,
-        spool depth and drops, published, in flight), in the field outputs' form (edgefg.runtime.output.Metric)."""
+        spool depth and drops, published, in flight), in the field outputs' form (edgefg.runtime.outputs.contract.Metric)."""
         st = self.stats()
         return [
             ("mqtt_healthy", "gauge", "0 while a thread of the MQTT client failed (network loop, callback, sender) and has not recovered.", [({}, 1 if st["healthy"] else 0)]),

@@ -80,7 +80,7 @@ class SightingSnapshots:
     def _encode(self, cur: _Open) -> bytes | None:
         import cv2
 
-        from edgefg.runtime.sinks import annotate
+        from edgefg.runtime.outputs.sinks import annotate
 
         try:  # runs on the pipeline's thread: a frame OpenCV cannot draw on or encode costs its snapshot, never the run
             image = annotate(cur.image, cur.result, cur.box)

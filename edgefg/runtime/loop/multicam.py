@@ -1,4 +1,4 @@
-"""Many cameras, one model: the names this had before :mod:`edgefg.runtime.loop`, where the loop now lives.
+"""Many cameras, one model: the names this had before :mod:`edgefg.runtime.loop.camera_loop`, where the loop now lives.
 
 Every camera has its own capture thread (latest-frame slot, reconnect loop, stall detection), decider
 (smoothing, open-set thresholds), frame-rate cap and statistics; one loop takes whatever frames are ready
@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgefg.runtime.cameras import CameraConfig
-from edgefg.runtime.loop import DEFAULT_BATCH_WAIT_MS, Camera, CameraEvents, CameraLoop, RunOptions  # noqa: F401 (re-exported)
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.sources import Frame, Source
+from edgefg.runtime.capture.cameras import CameraConfig
+from edgefg.runtime.capture.sources import Frame, Source
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.loop.camera_loop import DEFAULT_BATCH_WAIT_MS, Camera, CameraEvents, CameraLoop, RunOptions  # noqa: F401 (re-exported)
 
 _CameraEvents = CameraEvents  # its earlier name
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgefg.manifest import Manifest, load_manifest
 from edgefg.runtime.backends.base import Backend, open_backend
-from edgefg.runtime.preprocess import preprocess, preprocess_batch
+from edgefg.runtime.engine.preprocess import preprocess, preprocess_batch
 
 
 class LoadedBundle:
@@ -39,7 +39,7 @@ class LoadedBundle:
         self.backend: Backend = open_backend(self.directory, self.manifest, **backend_options)
         self.head = None  # enrolled classes (edgefg enroll): a prototype head beside the trained one
         if self.manifest.prototypes:
-            from edgefg.runtime.prototypes import PrototypeHead
+            from edgefg.runtime.engine.prototypes import PrototypeHead
 
             self.head = PrototypeHead(self.directory, self.manifest)
 

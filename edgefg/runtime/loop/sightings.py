@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgefg.runtime.postprocess import UNKNOWN
+from edgefg.runtime.engine.postprocess import UNKNOWN
 
 _ids = itertools.count(1)
 

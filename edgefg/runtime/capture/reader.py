@@ -6,7 +6,7 @@
 * Files are read in order into a blocking buffer: nothing is dropped.
 * A source that fails, ends (live only) or stalls (a read that has not returned within
   ``stall_timeout_s``) is reopened with exponential backoff, forever or up to ``max_retries``
-  consecutive failures; each event is a structured JSON line (:class:`~edgefg.runtime.events.EventLog`).
+  consecutive failures; each event is a structured JSON line (:class:`~edgefg.runtime.loop.events.EventLog`).
 
 A stalled read cannot be interrupted safely (OpenCV captures are not thread-safe), so the stuck
 reader thread is abandoned: it closes its own source whenever the read returns, and its frames are
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from edgefg.errors import EdgefgError, SourceError
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.sources import Frame, Source
+from edgefg.runtime.capture.sources import Frame, Source
+from edgefg.runtime.loop.events import EventLog
 
 
 @dataclass

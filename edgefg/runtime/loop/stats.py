@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from edgefg.runtime.timing import percentiles
+from edgefg.runtime.engine.timing import percentiles
 
 STAGES = ("read", "preprocess", "infer", "postprocess", "total", "end_to_end", "queue", "processing")
 # Prometheus histogram buckets for stage latencies, seconds (upper bounds; +Inf implied)

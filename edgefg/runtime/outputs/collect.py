@@ -77,7 +77,7 @@ FRAME_SIDE = 640  # longest side of the saved full frame
 TOP = 5  # suggestions kept in the sidecar
 ERROR_EVERY_S = 60.0  # at most one collect_error event per this many seconds
 WRITER_NICE = 10  # the writer thread's nice increment (Linux): JPEG encoding yields the cores to inference
-UNKNOWN = "unknown"  # edgefg.runtime.postprocess.UNKNOWN (not imported: it loads numpy)
+UNKNOWN = "unknown"  # edgefg.runtime.engine.postprocess.UNKNOWN (not imported: it loads numpy)
 
 
 # -- options ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Structured event log: one JSON object per line (source lost/reopened/stalled, stats, ...).
 
 The CLI writes events to stderr (results go to stdout or a file); the Python API logs them through
-``logging`` (logger ``edgefg.runtime.events``) unless given a stream. Counters of every event kind
+``logging`` (logger ``edgefg.runtime.loop.events``) unless given a stream. Counters of every event kind
 are kept for the summary and ``/metrics``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from edgefg.trust.secrets import mask
 
-log = logging.getLogger("edgefg.runtime.events")
+log = logging.getLogger("edgefg.runtime.loop.events")
 WARN_EVENTS = {"source_lost", "source_open_failed", "source_stalled", "source_gave_up", "corrupt_frame", "sink_error", "http_insecure", "mqtt_disconnected", "mqtt_refused", "collect_error",
                "mqtt_spool_error", "mqtt_spool_damaged", "mqtt_client_failed", "mqtt_bad_topic"}
 

@@ -1,4 +1,4 @@
-"""``edgefg run``: a :class:`~edgefg.runtime.loop.CameraLoop` (capture → preprocess → infer, optionally
+"""``edgefg run``: a :class:`~edgefg.runtime.loop.camera_loop.CameraLoop` (capture → preprocess → infer, optionally
 micro-batched → postprocess: softmax, top-k, smoothing, open-set rejection) driven by :func:`serve` into
 the run's outputs (JSON lines, video, MQTT, the live page and HTTP, field outputs such as collect/drift).
 
@@ -21,25 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from edgefg.errors import SourceError
-from edgefg.runtime.cameras import DEFAULT_NAME, CameraConfig
-from edgefg.runtime.capture import Capture
-from edgefg.runtime.events import EventLog
-from edgefg.runtime.httpd import open_http
-from edgefg.runtime.live import open_live, open_mqtt
-from edgefg.runtime.loop import ROI, CameraLoop, OneSource, RunOptions, SourceLike, frame_result, parse_roi, roi_box, stage_latency  # noqa: F401 (re-exported)
-from edgefg.runtime.model import LoadedBundle
-from edgefg.runtime.output import Output, Outputs, ServeContext, open_outputs
-from edgefg.runtime.sinks import open_jsonl, open_video
-from edgefg.runtime.smoothing import Decider
-from edgefg.runtime.sources import Frame, Source
-from edgefg.runtime.stats import StageStats
+from edgefg.runtime.capture.cameras import DEFAULT_NAME, CameraConfig
+from edgefg.runtime.capture.reader import Capture
+from edgefg.runtime.capture.sources import Frame, Source
+from edgefg.runtime.engine.bundle import LoadedBundle
+from edgefg.runtime.loop.camera_loop import ROI, CameraLoop, OneSource, RunOptions, SourceLike, frame_result, parse_roi, roi_box, stage_latency  # noqa: F401 (re-exported)
+from edgefg.runtime.loop.events import EventLog
+from edgefg.runtime.loop.smoothing import Decider
+from edgefg.runtime.loop.stats import StageStats
+from edgefg.runtime.outputs.contract import Output, Outputs, ServeContext, open_outputs
+from edgefg.runtime.outputs.httpd import open_http
+from edgefg.runtime.outputs.live import open_live, open_mqtt
+from edgefg.runtime.outputs.sinks import open_jsonl, open_video
 
 DEFAULT_CAMERA = DEFAULT_NAME  # what /metrics and MQTT call the one source
 
 
 class Pipeline(CameraLoop):
     """One bundle on one source, the classic ``edgefg run --source URI``: a :class:`CameraLoop` of one
-    unnamed camera (:class:`~edgefg.runtime.loop.OneSource`). Iterate :meth:`results` for ``(result, frame)``;
+    unnamed camera (:class:`~edgefg.runtime.loop.camera_loop.OneSource`). Iterate :meth:`results` for ``(result, frame)``;
     read :meth:`summary` / :meth:`snapshot`."""
 
     def __init__(self, bundle: str | Path | LoadedBundle, source: SourceLike, opts: RunOptions | None = None, events: EventLog | None = None):
@@ -106,7 +106,7 @@ def run_pipeline(bundle: str | Path | LoadedBundle, source: SourceLike, opts: Ru
 
 
 def run_cameras(bundle: str | Path | LoadedBundle, cameras: list[CameraConfig], opts: RunOptions, handle_signals: bool = True) -> dict[str, Any]:
-    """``run_pipeline`` for several cameras (:class:`~edgefg.runtime.cameras.CameraConfig` list) on one model."""
+    """``run_pipeline`` for several cameras (:class:`~edgefg.runtime.capture.cameras.CameraConfig` list) on one model."""
     return serve(CameraLoop(bundle, cameras, opts), opts, handle_signals)
 
 
