@@ -15,11 +15,13 @@ import numpy as np
 
 from edgefg.calibration.dataset import scan
 from edgefg.errors import ClassMismatchError, DataError, UnsupportedError
-from edgefg.runtime.model import LoadedBundle
+from edgefg.runtime.engine.bundle import LoadedBundle
 from edgefg.validate.evaluate import score_samples
-from edgefg.validate.metrics import class_drops, classification, near_zero_note, parity, strip_arrays, worst_class_drop
+from edgefg.validate.metrics import class_drops, classification, near_zero_note, parity, significant_drop_count, strip_arrays, worst_class_drop
 from edgefg.validate.report import fmt, markdown_table
 from edgefg.validate.stand_in import StandIn, open_bundle
+
+CLASS_ALPHA = 0.05  # a class drop counts as real when its Holm-adjusted paired sign-test p is below this
 
 
 @dataclass
@@ -115,6 +117,7 @@ def _row(path, bundle: LoadedBundle, runtime: str, sub: StandIn | None, acc, par
         row["accuracy"] = {k: v for k, v in strip_arrays(acc).items() if k != "per_class"}
     if drops:
         row["worst_class_drop"], row["worst_class"] = worst_class_drop(drops)
+        row["classes_significantly_worse"] = significant_drop_count(drops, CLASS_ALPHA)
     row["parity"] = par
     row["checks"] = checks
     row["passed"] = passed

@@ -2,7 +2,8 @@
 
 ``edgefg bench A B C --data test/`` times the bundles side by side (:mod:`edgefg.runtime.bench`) and
 scores them on the same images (:func:`edgefg.validate.compare.compare`, A the reference); this module
-joins the two by bundle and names the fastest bundle whose top-1 is within ``max_drop`` points of A's.
+joins the two by bundle and names the fastest bundle whose top-1 is within ``max_drop`` points of A's and no class significantly worse (Holm-adjusted paired sign test, as tune's
+class gate: a fine-grained class can collapse while the mean barely moves).
 Pure functions over the two result dicts, so the choice is tested without timing anything.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 def join_accuracy(bench: dict[str, Any], compared: dict[str, Any], max_drop: float) -> dict[str, Any]:
     """``bench`` with each row's accuracy, drop vs the first bundle and ``within`` (top-1 drop ≤
-    ``max_drop`` points), and ``fastest_within``: the bundle with the lowest p50 among those within."""
+    ``max_drop`` points and no class significantly worse), and ``fastest_within``: the bundle with the lowest p50 among those within."""
     by_bundle = {r["bundle"]: r for r in compared["bundles"]}
     ref = compared["bundles"][0].get("accuracy") or {}
     rows = []
@@ -24,8 +25,9 @@ def join_accuracy(bench: dict[str, Any], compared: dict[str, Any], max_drop: flo
         par = c.get("parity") or {}
         rows.append({**row, "top1": acc.get("top1"), "top5": acc.get("top5"), "top1_drop_pts": drop,
                      "worst_class_drop": c.get("worst_class_drop"), "worst_class": c.get("worst_class"),
+                     "classes_significantly_worse": c.get("classes_significantly_worse", 0),
                      "top1_agreement": par.get("top1_agreement"), "stand_in": c.get("stand_in"),
-                     "within": drop is not None and drop <= max_drop + 1e-9})
+                     "within": drop is not None and drop <= max_drop + 1e-9 and not c.get("classes_significantly_worse")})
     within = [r for r in rows if r["within"]]
     best = min(within, key=lambda r: r["latency_ms"]["p50"]) if within else None
     first = rows[0] if rows else None
@@ -48,10 +50,10 @@ def fastest_line(result: dict[str, Any]) -> str:
     if not acc["labelled"]:
         return f"No labels in {acc['data']}: accuracy (and the fastest within tolerance) needs a labelled ImageFolder."
     if best is None:
-        return f"No bundle is within {acc['max_drop_pts']:g} pt of {ref} on {acc['images']} images."
+        return f"No bundle is within {acc['max_drop_pts']:g} pt of {ref} with no class significantly worse on {acc['images']} images."
     name = Path(best["bundle"]).name
     if name == ref:
-        return f"Fastest within {acc['max_drop_pts']:g} pt top-1 of {ref} ({acc['images']} images): {ref} itself — no other bundle is both faster and within."
+        return f"Fastest within {acc['max_drop_pts']:g} pt top-1 of {ref}, no class significantly worse ({acc['images']} images): {ref} itself — no other bundle is both faster and within."
     size = f", {best['size_ratio']:.2f}× smaller" if best.get("size_ratio") else ""
-    return (f"Fastest within {acc['max_drop_pts']:g} pt top-1 of {ref} ({acc['images']} images): {name} — {best['speedup']:.2f}× faster{size}, "
+    return (f"Fastest within {acc['max_drop_pts']:g} pt top-1 of {ref}, no class significantly worse ({acc['images']} images): {name} — {best['speedup']:.2f}× faster{size}, "
             f"top-1 {0.0 - best['top1_drop_pts']:+.2f} pt.")

@@ -31,6 +31,14 @@ def test_the_fastest_inside_the_tolerance_wins_not_the_fastest():
     assert wider["fastest_within"]["bundle"] == "b1"  # exactly at the limit counts as within
 
 
+def test_a_class_significantly_worse_is_not_within_whatever_the_mean_says():
+    compared = _compared(0.95, 0.949, 0.945)
+    compared["bundles"][1]["classes_significantly_worse"] = 1  # 0.1 pt on average, one class collapsed
+    r = join_accuracy(_bench((10.0, 8.0), (2.0, 2.0), (4.0, 2.5)), compared, max_drop=1.0)
+    assert [x["within"] for x in r["results"]] == [True, False, True] and r["fastest_within"]["bundle"] == "b2"
+    assert "no class significantly worse" in fastest_line(r)
+
+
 def test_the_reference_itself_when_nothing_else_is_faster_and_within():
     r = join_accuracy(_bench((3.0, 8.0), (5.0, 2.0)), _compared(0.95, 0.95), max_drop=1.0)
     assert r["fastest_within"]["bundle"] == "b0" and "itself" in fastest_line(r)
