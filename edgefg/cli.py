@@ -353,7 +353,7 @@ def run(bundle, print_gst_pipeline, trust, **values) -> None:
         raise click.UsageError("--source is required (or --source-file, --config, or --print-gst-pipeline)")
     cameras = (load_cameras(config) if config else []) + (parse_source_args(sources) if sources else [])
     for cam in cameras:  # env:VAR / file:PATH sources, masked wherever they are shown
-        cam.source = resolve(cam.source, "--source")
+        cam.source = resolve(cam.source, "--source") or cam.source
     if config and sources and any(c.name == DEFAULT_NAME for c in cameras):
         raise EdgefgError("with --config, name every --source: --source NAME=URI")
     # a person trying `--source 0` on a machine without a camera gets an answer in seconds; services retry forever
@@ -375,8 +375,8 @@ def run(bundle, print_gst_pipeline, trust, **values) -> None:
         else:
             summary = run_cameras(bundle, cameras, opts)
     except EdgefgError as exc:
-        if getattr(exc, "summary", None):
-            click.echo(format_summary(exc.summary), err=True)
+        if partial := getattr(exc, "summary", None):
+            click.echo(format_summary(partial), err=True)
         if camera_on_terminal and exc.__class__.__name__ == "SourceError" and not (getattr(exc, "summary", None) or {}).get("frames"):
             raise type(exc)(f"no camera at '{single}': it could not be opened ({max_retries} retries, the default on a terminal)",
                             "check `ls /dev/video*` and that nothing else holds the camera; without one, try --source clip.mp4 "

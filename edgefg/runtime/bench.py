@@ -106,7 +106,7 @@ def run_bench(bundles: list[Path], opts: BenchOptions, backends: list[str | None
     backends = backends or [opts.backend] * len(bundles)
     manifests = [load_manifest(b, trust=opts.trust or None) for b in bundles]  # fail fast, with a clear error, before spawning
     ctx = mp.get_context("spawn")
-    workers = []
+    workers: list[tuple[Any, Any]] = []
     try:
         for b in bundles:
             parent, child = ctx.Pipe()

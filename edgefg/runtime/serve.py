@@ -190,8 +190,8 @@ def serve(loop: CameraLoop, opts: RunOptions | None = None, handle_signals: bool
     finally:
         if outputs is not None:
             outputs.abort()  # what an error left open
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
         loop.close()
 
 

@@ -5,6 +5,7 @@ A 2×16000 PNG (96 KB) used to be resized short-side-first to 224×1 792 000 pix
 (camera/runtime frames, calibration and validation batches, compress's evaluation dataset) is run
 in a child process that measures its own peak RSS, after a 224×224 baseline in the same child.
 """
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -184,3 +185,14 @@ def test_the_timm_preprocessing_check_leaves_thin_strips_out(tmp_path, caplog):
     check = check_preprocess(spec, [normal, strip], model_config=timm_data_config(spec))
     assert check.images == 1 and check.max_abs < 0.01
     assert any("thin-strip" in r.getMessage() and "s.png" in r.getMessage() for r in caplog.records)
+
+
+def test_integer_samples_without_a_quant_scale_are_a_data_error_not_a_type_error():
+    from edgefg.errors import DataError
+
+    src = Preprocess(input_size=(8, 8), dtype="int8", layout="NHWC", quant_scale=None, quant_zero_point=0)
+    dst = Preprocess(input_size=(8, 8), dtype="float32", layout="NCHW")
+    with pytest.raises(DataError, match="quant_scale"):
+        pp.convert_batch(np.zeros((1, 8, 8, 3), np.int8), src, dst)
+    ok = dataclasses.replace(src, quant_scale=0.5)
+    assert pp.convert_batch(np.full((1, 8, 8, 3), 2, np.int8), ok, dst).shape == (1, 3, 8, 8)

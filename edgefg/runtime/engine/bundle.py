@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefg.errors import BundleError
 from edgefg.manifest import Manifest, load_manifest
 from edgefg.runtime.backends.base import Backend, open_backend
 from edgefg.runtime.engine.preprocess import preprocess, preprocess_batch
@@ -59,7 +60,10 @@ class LoadedBundle:
         if not self.head.needs_embedding:
             return self.head.combine(self.backend.infer(batch), None)
         outs = self.backend.infer_outputs(batch)
-        return self.head.combine(outs[0], outs[self.head.embedding_index])
+        index = self.head.embedding_index
+        if index is None:  # the head refuses to load without it; kept for the type
+            raise BundleError("the enrolled classes need the model's embedding output, which this bundle lacks", "re-run edgefg enroll")
+        return self.head.combine(outs[0], outs[index])
 
     def scores_and_embedding(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The trained head's raw scores and the embedding output (deploy --embedding), one engine call."""

@@ -189,10 +189,10 @@ def _resize_crop_region(image: np.ndarray, size_hw: tuple[int, int], spec: Prepr
             ix = np.minimum(np.floor(xs * (1.0 / (rw / w))).astype(np.intp), w - 1) - x0
             out = region[iy[:, None], ix[None, :]]
         else:
-            my = _cv_positions(ys, h, rh, spec.interpolation) - y0
-            mx = _cv_positions(xs, w, rw, spec.interpolation) - x0
-            out = cv2.remap(region, np.ascontiguousarray(np.broadcast_to(mx[None, :], (ny, nx))),
-                            np.ascontiguousarray(np.broadcast_to(my[:, None], (ny, nx))),
+            at_y = _cv_positions(ys, h, rh, spec.interpolation) - y0
+            at_x = _cv_positions(xs, w, rw, spec.interpolation) - x0
+            out = cv2.remap(region, np.ascontiguousarray(np.broadcast_to(at_x[None, :], (ny, nx))),
+                            np.ascontiguousarray(np.broadcast_to(at_y[:, None], (ny, nx))),
                             cv2.INTER_CUBIC if spec.interpolation == "bicubic" else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if pt or pb or pl or pr:
         out = cv2.copyMakeBorder(out, pt, pb, pl, pr, cv2.BORDER_CONSTANT, value=fill)
@@ -216,7 +216,7 @@ def preprocess(image_bgr: np.ndarray, spec: Preprocess) -> np.ndarray:
     image = geometry(image_bgr, spec)
     if spec.color.upper() == "RGB":
         image = image[:, :, ::-1]
-    x = image.astype(np.float32) * (1.0 / 255.0)
+    x: np.ndarray = image.astype(np.float32) * (1.0 / 255.0)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return _to_model_input(x, spec)
 
@@ -245,6 +245,8 @@ def convert_batch(batch: np.ndarray, src: Preprocess, dst: Preprocess) -> np.nda
         raise DataError(f"cannot convert samples between preprocessings that differ in {', '.join(diff)}")
     x = batch
     if src.dtype in ("uint8", "int8"):
+        if src.quant_scale is None:
+            raise DataError(f"integer input dtype {src.dtype} needs quant_scale in the manifest to be read back as floats")
         x = (x.astype(np.float32) - (src.quant_zero_point or 0)) * src.quant_scale
     if src.layout.upper() == "NCHW":
         x = np.moveaxis(x, 1, -1)

@@ -39,7 +39,8 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 def write_arrays(path: str | Path, **arrays: np.ndarray) -> None:
     with open(path, "wb") as fh:
-        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+        named: Any = {k: np.asarray(v) for k, v in arrays.items()}  # numpy's stub reads ** as allow_pickle
+        np.savez(fh, **named)
 
 
 class PrototypeHead:
@@ -63,7 +64,7 @@ class PrototypeHead:
                 raise BundleError(f"'{spec['file']}' does not hold {k} finite prototypes (array 'prototypes')", "re-run edgefg enroll")
             if self.embedding_index is None:
                 raise BundleError(f"the model has no output '{spec['embedding_output']}' for the enrolled classes", "re-run edgefg enroll")
-            self.prototypes = l2_normalise(protos)
+            self.prototypes: np.ndarray | None = l2_normalise(protos)
             centre = arrays.get("centre")
             self.centre = None if centre is None or centre.size == 0 else centre.astype(np.float32).reshape(1, -1)
             if self.centre is not None and self.centre.shape[1] != protos.shape[1]:

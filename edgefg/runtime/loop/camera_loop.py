@@ -500,6 +500,7 @@ class CameraLoop:
 
     def _camera(self, cfg: CameraConfig, opts: RunOptions, given: Source | Callable[[], Source] | None, roi: ROI | None, spec: SmoothSpec) -> Camera:
         events = self.layout.events(self.events, cfg.name)
+        first: Source | None
         if isinstance(given, Source):
             first, factory = given, given.reopen
         else:
@@ -607,6 +608,7 @@ class CameraLoop:
 
     def _process(self, ready: list[tuple[Camera, Item]]) -> Iterator[tuple[Camera, dict[str, Any], Frame]]:
         good: list[tuple[Camera, Item]] = []
+        arrays: list[np.ndarray] = []  # good[i]'s preprocessed frame
         for cam, it in ready:
             if it.error is None and it.prepared is None:
                 t0 = time.perf_counter()
@@ -617,14 +619,15 @@ class CameraLoop:
                 except Exception as exc:
                     it.error = f"preprocessing failed: {type(exc).__name__}: {exc}"
                 it.prepare_ms = (time.perf_counter() - t0) * 1e3
-            if it.error is None:
+            if it.error is None and it.prepared is not None:
                 good.append((cam, it))
+                arrays.append(it.prepared)
             else:
                 self._corrupt(cam, it)
         if not good:
             return
         t1 = time.perf_counter()
-        x = good[0][1].prepared[None] if len(good) == 1 else np.stack([it.prepared for _, it in good])
+        x = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
         scores = self.model.scores(x)
         t2 = time.perf_counter()
         infer_ms = (t2 - t1) * 1e3

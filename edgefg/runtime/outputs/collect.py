@@ -537,8 +537,8 @@ class Collector:
             self._files += len(blobs)
             c = self._cam(job.camera)
             c["kept"] += 1
-            for p in job.policies:
-                c[p] = c.get(p, 0) + 1
+            for policy in job.policies:
+                c[policy] = c.get(policy, 0) + 1
 
     def _make_room(self, size: int) -> None:
         """Delete the oldest frames until ``size`` more bytes fit the bound (a frame larger than the bound alone is still kept)."""

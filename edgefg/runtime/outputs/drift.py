@@ -52,9 +52,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from edgefg.runtime.outputs.drift_profile import Profile
 
 PSEUDO_COUNT = 0.5  # per bin, window and reference alike (Jeffreys): no log(0) for an empty bin
 MAX_GROUPS = 10  # continuous signals: reference deciles
@@ -361,9 +364,9 @@ class DriftOutput:
         self._bin_of, self._input_signals, self._output_signals = bin_of, input_signals, output_signals
         self.ctx, self.opts, self.events = ctx, opts, ctx.events
         self.cameras: dict[str, _Camera] = {}
-        self.profile = None
+        self.profile: Profile | None = None
         self.sig: _Signals | None = None
-        self.reference = None
+        self.reference: dict[str, Any] | None = None
         self._cost_s = 0.0
         self._cost_frames = 0
         self._snap: dict[str, dict[str, Any]] = {}
@@ -399,6 +402,7 @@ class DriftOutput:
 
         model = self.ctx.model
         opts = self.opts
+        profile: Profile | None
         if opts.reference is not None:
             profile = load_profile(opts.reference, model.labels)
             where = str(opts.reference)
@@ -522,12 +526,14 @@ class DriftOutput:
         w = cam.counts[o : o + sig.size[name]].astype(np.float64)
         if name in BINS and w.sum() > 0:
             c = bin_centres(name)
-            ref = self.profile.hist[name]  # type: ignore[union-attr]
+            assert self.profile is not None  # set with sig
+            ref = self.profile.hist[name]
             return {"window_mean": round(float((w * c).sum() / w.sum()), 4), "reference_mean": round(float((ref * c).sum() / max(ref.sum(), 1)), 4)}
         if name == "unknown" and w.sum() > 0:
             return {"window_rate": round(float(w[1] / w.sum()), 4), "reference_rate": round(float(sig.reference_unknown_rate or 0.0), 4)}
         if name == "class" and w.sum() > 0:
-            labels = self.profile.labels  # type: ignore[union-attr]
+            assert self.profile is not None
+            labels = self.profile.labels
             top = np.argsort(-w)[:3]
             return {"window_top_classes": {labels[int(i)]: round(float(w[i] / w.sum()), 3) for i in top if w[i] > 0}}
         return {}

@@ -366,15 +366,15 @@ class HealthServer:
         if path == "/api/state":
             return 200, json.dumps(self.state(), default=str), "application/json"
         if path == "/snapshot.jpg" and params.get("sighting") is not None:  # a recent sighting's best frame
-            shot = self.live.sighting_jpeg(params["sighting"]) if self.live is not None else None
-            if shot is None:
+            best = self.live.sighting_jpeg(params["sighting"]) if self.live is not None else None
+            if best is None:
                 return 404, json.dumps({"error": f"no snapshot of sighting '{params['sighting']}' (unknown, or older than the last sightings kept)"}), "application/json"
-            return 200, shot, "image/jpeg"
+            return 200, best, "image/jpeg"
         if path == "/snapshot.jpg":
-            cam = self.camera_or_none(params.get("camera"))
-            got = self.live.jpeg(cam, timeout=2.0) if cam is not None and self.live is not None else None
+            cam_name = self.camera_or_none(params.get("camera"))
+            got = self.live.jpeg(cam_name, timeout=2.0) if cam_name is not None and self.live is not None else None
             if got is None:
-                return 404, json.dumps({"error": "no frame yet" if cam else f"no camera '{params.get('camera')}'"}), "application/json"
+                return 404, json.dumps({"error": "no frame yet" if cam_name else f"no camera '{params.get('camera')}'"}), "application/json"
             return 200, got[1], "image/jpeg"
         if path in self.extra_routes:
             return self.extra_routes[path](params)

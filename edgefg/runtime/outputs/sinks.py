@@ -100,7 +100,7 @@ class VideoSink(Sink):
         self.fps = fps
         self.roi = roi
         self.frames = 0
-        self._writer = None
+        self._writer: Any = None  # cv2.VideoWriter, opened at the first frame
 
     def write(self, result: dict[str, Any], frame: np.ndarray | None) -> None:
         import cv2
@@ -110,7 +110,7 @@ class VideoSink(Sink):
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = frame.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise EdgefgError(f"OpenCV cannot write '{self.path}' with codec {self.fourcc}", "try a .mkv or .avi path")
             self._size = (w, h)
