@@ -22,6 +22,7 @@ the pages shows is an option of CMD.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -188,6 +189,22 @@ def test_doc_block(block, sandbox):
 EXAMPLES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "examples").rglob("*.sh"))
 
 
+def _check_cub_birds(out: Path, stdout: str, env: dict[str, str]) -> None:
+    assert json.loads((out / "validate.json").read_text())["passed"] is True
+    assert len(json.loads((out / "bench.json").read_text())["results"]) == 2
+    first = sorted(p for p in (Path(env["EDGEFG_DATA"]) / "cub100" / "test").iterdir() if p.is_dir())[0]
+    images = len([p for p in first.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")])
+    assert len((out / "run.jsonl").read_text().splitlines()) == min(10, images)  # --max-frames 10 of the first class folder
+
+
+def _check_jetson_workstation(out: Path, stdout: str, env: dict[str, str]) -> None:
+    assert "trtexec" in stdout and (out / "bundle-jetson-orin-nano-int8.tgz").stat().st_size > 0
+
+
+# what a script's run must show beyond writing the files it names (one run each: the scripts are not run twice)
+EXAMPLE_CHECKS = {"examples/cub_birds_openvino/run.sh": _check_cub_birds, "examples/jetson_deploy/workstation.sh": _check_jetson_workstation}
+
+
 def _script_defaults(text: str) -> dict[str, str]:
     return dict(re.findall(r"^(\w+)=\$\{\w+:-([^}$]*)\}$", text, re.M))
 
@@ -207,6 +224,8 @@ def test_example_script(script, sandbox):
     assert named, f"{script}: no outputs found to check"
     for path in named:
         assert Path(path).exists(), f"{script}: the script says it writes '{path}', which is not there"
+    if script in EXAMPLE_CHECKS:
+        EXAMPLE_CHECKS[script](out, r.stdout, env)
 
 
 # --- the site and the README as a summary (no data needed) ---------------------------------------------
