@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference_top1()
     machine = machine_line()
     lp, val = report["linear_probe"], report["val"]
-    result = {"machine": machine, "command": f"python benchmarks/train_probe.py --mode {args.mode}", "backbone": str(BACKBONE.name),
+    result = {"machine": machine, "command": f"python benchmarks/train_probe.py --mode {args.mode}" + (f" --epochs {args.epochs} --device {args.device}" if args.mode == "finetune" else ""), "backbone": str(BACKBONE.name),
               "mode": args.mode, "train_images": report["train_images"], "classes": report["classes"], "weight_decay": lp["weight_decay"],
               "holdout_top1": lp["holdout_top1"], "train_seconds": report["train_seconds"], "val": {k: val[k] for k in ("images", "top1", "top5")},
               "reference": {"model": MODEL.name, **ref}, "worst_classes": sorted(val["per_class"].items(), key=lambda kv: kv[1]["top1"])[:5]}

@@ -49,6 +49,10 @@ class TrainOptions:
     threads: int | None = None
     seed: int = 0
     force: bool = False
+    # finetune: BatchNorm normalises with its running statistics (eval mode) while its affine weights train —
+    # batches of ~32 give noisy statistics, and a BN-folded backbone (running stats 0/1, e.g. converted from
+    # TFLite, as the shipped MobileNetV2s are) falls to chance with batch statistics. True: BN trains as usual.
+    train_bn: bool = False
 
 
 def _check(opts: TrainOptions) -> None:
@@ -206,7 +210,7 @@ def train_classifier(backbone: LoadedModel, data: str | Path, out: str | Path, v
         from edgefg.compress.train import TrainConfig, train
 
         cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed, device=opts.device,
-                          threads=opts.threads, freeze_bn=False)
+                          threads=opts.threads, freeze_bn=not opts.train_bn)
         result = train(module, samples, backbone.preprocess, cfg, description="fine-tune")
         module.eval()
         report["finetune"] = {"epochs": result.epochs_done, "steps": result.steps, "history": result.history}

@@ -21,12 +21,14 @@ from edgefg.train.api import MODES, TrainOptions
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Share of each class's training images that choose the head's L2 strength (then refitted on all).")
 @click.option("--device", default="cpu", show_default=True, help="finetune: cpu, cuda or cuda:N.")
+@click.option("--train-bn", is_flag=True, help="finetune: let BatchNorm re-estimate its statistics from each batch (large batches, real BatchNorm). "
+              "Default: BN keeps its running statistics (a BN-folded backbone, e.g. converted from TFLite, falls to chance otherwise).")
 @click.option("--threads", type=click.IntRange(1, 1024), help="PyTorch threads (default: all cores).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Hub folder to write (config.json + model.safetensors + train.json/train.md).")
 @click.option("--force", is_flag=True, help="Overwrite the output folder.")
 @handle_errors
-def train_cmd(backbone, data, val_data, mode, epochs, lr, batch_size, holdout, device, threads, seed, out, force) -> None:
+def train_cmd(backbone, data, val_data, mode, epochs, lr, batch_size, holdout, device, train_bn, threads, seed, out, force) -> None:
     """Train a classifier for the classes of --data from BACKBONE (a timm hub folder) and write a hub
     folder that `edgefg compress` takes.
 
@@ -38,7 +40,8 @@ def train_cmd(backbone, data, val_data, mode, epochs, lr, batch_size, holdout, d
     from edgefg.train.api import train_classifier
 
     loaded = load_model(backbone)
-    opts = TrainOptions(mode=mode, epochs=epochs, lr=lr, batch_size=batch_size, holdout=holdout, device=device, threads=threads, seed=seed, force=force)
+    opts = TrainOptions(mode=mode, epochs=epochs, lr=lr, batch_size=batch_size, holdout=holdout, device=device, threads=threads, seed=seed, force=force,
+                        train_bn=train_bn)
     report = train_classifier(loaded, data, out, val_data=val_data, opts=opts)
     c = console()
     lp = report["linear_probe"]
